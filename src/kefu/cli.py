@@ -1,0 +1,70 @@
+"""The ``kefu`` command: a thin Typer layer; each stage registers its commands from ``kefu/<stage>/cli.py``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.syntax import Syntax
+
+from kefu.types import KefuError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="kefu (客服): from customer-service chat logs to a shop's own fine-tuned model, in production.")
+config_app = typer.Typer(no_args_is_help=True, help="Inspect the project configuration (kefu.yaml).")
+app.add_typer(config_app, name="config")
+console = Console(stderr=True)
+
+
+@config_app.command("show")
+def config_show(config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config file (default ./kefu.yaml).")):
+    """Print the effective configuration: defaults, then the file, then overrides."""
+    from kefu.config import load_config
+
+    effective = load_config(config).model_dump(mode="json")
+    Console().print(Syntax(yaml.safe_dump(effective, allow_unicode=True, sort_keys=False), "yaml"))
+
+
+def _register_stages() -> None:
+    from kefu.data import cli as data_cli
+    from kefu.eval import cli as eval_cli
+    from kefu.kg import cli as kg_cli
+    from kefu.loop import cli as loop_cli
+    from kefu.safety import cli as safety_cli
+    from kefu.serve import cli as serve_cli
+    from kefu.train import cli as train_cli
+
+    for module in (data_cli, train_cli, eval_cli, kg_cli, serve_cli, safety_cli, loop_cli):
+        module.register(app)
+
+
+_register_stages()
+
+
+def main() -> None:
+    """Entry point: user-facing errors become one clear line and exit code 2, not a traceback."""
+    try:
+        app(standalone_mode=False)
+    except KefuError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        console.print("aborted")
+        sys.exit(1)
+    except Exception as exc:  # click usage errors carry their own exit codes
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""The project config: one YAML file (``kefu.yaml``) validated by Pydantic; CLI flags override it.
+
+Each stage owns its section's model in ``kefu/<stage>/config.py``; this module only assembles them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from kefu.data.config import PrepareConfig
+from kefu.eval.config import EvalConfig
+from kefu.kg.config import KGConfig
+from kefu.loop.config import LoopConfig
+from kefu.safety.config import SafetyConfig
+from kefu.serve.config import ServeConfig
+from kefu.train.config import TrainConfig
+from kefu.types import KefuError
+
+DEFAULT_CONFIG_FILE = "kefu.yaml"
+
+
+class KefuConfig(BaseModel):
+    """Every stage's settings. Unknown keys are errors, so a typo never goes unnoticed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prepare: PrepareConfig = PrepareConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    kg: KGConfig = KGConfig()
+    serve: ServeConfig = ServeConfig()
+    safety: SafetyConfig = SafetyConfig()
+    loop: LoopConfig = LoopConfig()
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> KefuConfig:
+    """Read ``path`` (or ``./kefu.yaml`` when present), apply ``overrides`` (``{"prepare.seed": 7}`` style), validate.
+
+    Errors name the file and the field.
+    """
+    data: dict[str, Any] = {}
+    source = Path(path) if path else Path(DEFAULT_CONFIG_FILE)
+    if path and not source.exists():
+        raise KefuError(f"{source}: config file not found")
+    if source.exists():
+        try:
+            data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise KefuError(f"{source}: not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise KefuError(f"{source}: the top level must be a mapping of stage names to settings")
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    try:
+        return KefuConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise KefuError(f"{source}: invalid config: {problems}") from exc

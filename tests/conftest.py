@@ -1,0 +1,31 @@
+"""Test isolation: every test gets its own $KEFU_HOME and nothing may reach a model hub."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+SHOP = REPO / "examples" / "shop"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def kefu_home(tmp_path_factory, monkeypatch) -> Path:
+    home = tmp_path_factory.mktemp("kefu_home")
+    monkeypatch.setenv("KEFU_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real third-party files in ../shared/data; tests using them skip cleanly when absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} not present: real-data test skipped")
+    return SHARED_DATA

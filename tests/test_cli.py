@@ -1,0 +1,29 @@
+from typer.testing import CliRunner
+
+from kefu.cli import app
+from kefu.config import load_config
+from kefu.types import KefuError
+import pytest
+
+
+def test_config_show_prints_every_stage():
+    result = CliRunner().invoke(app, ["config", "show"])
+    assert result.exit_code == 0, result.output
+    for stage in ("prepare", "train", "eval", "kg", "serve", "safety", "loop"):
+        assert f"{stage}:" in result.output
+
+
+def test_config_file_and_overrides(tmp_path):
+    path = tmp_path / "kefu.yaml"
+    path.write_text("prepare:\n  seed: 7\n", encoding="utf-8")
+    assert load_config(path).prepare.seed == 7
+    assert load_config(path, {"prepare.seed": 9}).prepare.seed == 9
+
+
+def test_config_errors_name_file_and_field(tmp_path):
+    path = tmp_path / "kefu.yaml"
+    path.write_text("prepare:\n  sed: 7\n", encoding="utf-8")
+    with pytest.raises(KefuError, match=r"kefu.yaml.*prepare.sed"):
+        load_config(path)
+    with pytest.raises(KefuError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
