@@ -1,0 +1,273 @@
+"""API keys and role-based access control.
+
+Keys look like ``kefu_<key_id>_<secret>``. Only ``HMAC-SHA256(pepper, secret)`` is stored (SQLite under
+``$KEFU_HOME/keys.db``), so a stolen database does not yield usable keys, and a lookup is one primary-key read plus
+one HMAC (microseconds), unlike scrypt/PBKDF2 which would cost ~50 ms per request. Keys are 256-bit random, so a fast
+hash is safe here (no dictionary to attack). The pepper lives in ``$KEFU_HOME/keys.pepper`` (mode 0600) or
+``$KEFU_KEY_PEPPER``.
+
+Bootstrap rule: while the store has never held a key (fresh install), local CLI use is allowed as the OS user with
+admin rights, so the first admin key can be created. From the first ``kefu keys create`` on, CLI stages that touch raw
+data require ``KEFU_KEY`` with the needed permission; revoking every key does not reopen the store.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Column, MetaData, String, Table, create_engine, func, insert, select, update
+from sqlalchemy.engine import Engine
+
+from kefu.paths import state_path
+from kefu.safety import audit
+from kefu.types import KefuError
+
+ROLES: tuple[str, ...] = ("admin", "data-engineer", "trainer", "agent", "customer-app", "auditor")
+PERMISSIONS: tuple[str, ...] = ("data:read", "data:write", "model:train", "model:deploy", "chat", "feedback:read",
+                                "feedback:write", "audit:read", "keys:admin")
+# Least privilege, and separation of duties: trainers train but do not deploy; auditors read the log but no data.
+PERMISSION_MATRIX: dict[str, set[str]] = {
+    "admin": set(PERMISSIONS),
+    "data-engineer": {"data:read", "data:write", "feedback:read"},
+    "trainer": {"data:read", "model:train", "feedback:read"},
+    "agent": {"chat", "feedback:read", "feedback:write"},
+    "customer-app": {"chat", "feedback:write"},
+    "auditor": {"audit:read", "feedback:read"},
+}
+
+KEY_PREFIX = "kefu"
+_KEY_RE = re.compile(r"^kefu_([a-z0-9]{12})_([A-Za-z0-9_-]{20,})$")
+LOCAL_KEY_ID = "local"
+
+
+class PermissionDenied(KefuError):
+    """The caller has no key, an unknown/revoked key, or a role without the permission."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the key's id and name, and its role."""
+
+    key_id: str
+    name: str
+    role: str
+
+    @property
+    def permissions(self) -> set[str]:
+        return PERMISSION_MATRIX.get(self.role, set())
+
+    def can(self, permission: str) -> bool:
+        return permission in self.permissions
+
+    @property
+    def actor(self) -> str:
+        """How this principal appears in the audit log."""
+        return self.name if self.key_id == LOCAL_KEY_ID else f"key:{self.key_id}:{self.name}"
+
+
+def require(principal: Principal | None, permission: str) -> None:
+    """Raise PermissionDenied unless ``principal`` holds ``permission``; denials of known keys are audited."""
+    if permission not in PERMISSIONS:
+        raise KefuError(f"unknown permission {permission!r}; known: {', '.join(PERMISSIONS)}")
+    if principal is None:
+        raise PermissionDenied(f"permission {permission} needed: no valid API key given (set KEFU_KEY or send "
+                               "'Authorization: Bearer <key>')")
+    if not principal.can(permission):
+        audit.record("access.denied", permission, actor=principal.actor, details={"role": principal.role})
+        raise PermissionDenied(f"key {principal.key_id} ({principal.name}) has role {principal.role}, which lacks "
+                               f"{permission}; roles with it: "
+                               f"{', '.join(r for r in ROLES if permission in PERMISSION_MATRIX[r])}")
+
+
+_metadata = MetaData()
+_keys = Table(
+    "api_keys", _metadata,
+    Column("key_id", String, primary_key=True),
+    Column("name", String, nullable=False),
+    Column("role", String, nullable=False),
+    Column("digest", String, nullable=False),  # hex HMAC-SHA256(pepper, secret)
+    Column("created_at", String, nullable=False),
+    Column("created_by", String, nullable=False),
+    Column("revoked_at", String, nullable=True),
+)
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def keys_path() -> Path:
+    return state_path("keys.db")
+
+
+def _engine(path: Path) -> Engine:
+    key = str(path.resolve())
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = create_engine(f"sqlite:///{key}", future=True)
+            _metadata.create_all(engine)
+            try:
+                os.chmod(path, 0o600)
+            except OSError:
+                pass
+            _engines[key] = engine
+        return engine
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+class KeyStore:
+    """The key database. Use ``KeyStore.open()``; all methods are safe to call from several threads."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.engine = _engine(path)
+        self._pepper = self._load_pepper()
+
+    @classmethod
+    def open(cls, path: str | Path | None = None) -> "KeyStore":
+        return cls(Path(path) if path else keys_path())
+
+    @staticmethod
+    def exists(path: str | Path | None = None) -> bool:
+        """True when a key store has ever held a key (the bootstrap rule's test); creates nothing."""
+        path = Path(path) if path else keys_path()
+        if not path.exists():
+            return False
+        with _engine(path).connect() as conn:
+            return bool(conn.execute(select(func.count()).select_from(_keys)).scalar())
+
+    def _load_pepper(self) -> bytes:
+        env = os.environ.get("KEFU_KEY_PEPPER")
+        if env:
+            return env.encode("utf-8")
+        pepper_file = self.path.with_suffix(".pepper")
+        if not pepper_file.exists():
+            fd = os.open(pepper_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, secrets.token_hex(32).encode("ascii"))
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+        return pepper_file.read_bytes().strip()
+
+    def _mac(self, secret: str) -> str:
+        return hmac.new(self._pepper, secret.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def _split(self, key: str) -> tuple[str, str]:
+        """(key_id, secret). Keys not in our format (e.g. seeded from the environment) get a derived id."""
+        m = _KEY_RE.match(key)
+        if m:
+            return m.group(1), m.group(2)
+        return "env" + self._mac("id:" + key)[:9], key
+
+    def create(self, role: str, name: str, *, actor: str | None = None) -> tuple[str, Principal]:
+        """A new key for ``role``; returns (plaintext key — shown once, never stored — and its Principal)."""
+        if role not in ROLES:
+            raise KefuError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+        if not name or not name.strip():
+            raise KefuError("a key needs a --name saying who or what uses it")
+        key_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        self._insert(key_id, name.strip(), role, self._mac(secret), actor)
+        return f"{KEY_PREFIX}_{key_id}_{secret}", Principal(key_id, name.strip(), role)
+
+    def _insert(self, key_id: str, name: str, role: str, digest: str, actor: str | None) -> None:
+        actor = actor or audit.default_actor()
+        with self.engine.begin() as conn:
+            conn.execute(insert(_keys).values(key_id=key_id, name=name, role=role, digest=digest, created_at=_now(),
+                                              created_by=actor, revoked_at=None))
+        audit.record("keys.create", key_id, actor=actor, details={"role": role, "name": name})
+
+    def seed_from_env(self, var: str = "KEFU_API_KEY", role: str = "customer-app") -> Principal | None:
+        """Register the key in ``$var`` (any string of >= 16 characters) with ``role``, once; lets a deployment
+        configure a key through its secret store. Returns its Principal, or None when the variable is unset."""
+        key = os.environ.get(var)
+        if not key:
+            return None
+        if len(key) < 16:
+            raise KefuError(f"${var} is too short to be an API key (need >= 16 characters)")
+        if role not in ROLES:
+            raise KefuError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+        existing = self.authenticate(key)
+        if existing is not None:
+            return existing
+        key_id, secret = self._split(key)
+        with self.engine.connect() as conn:
+            row = conn.execute(select(_keys).where(_keys.c.key_id == key_id)).first()
+        if row is not None:  # revoked (or same id, other secret): never silently resurrect
+            raise KefuError(f"${var}: key {key_id} exists but is revoked or does not match; create a new key")
+        self._insert(key_id, f"env:{var}", role, self._mac(secret), None)
+        return Principal(key_id, f"env:{var}", role)
+
+    def authenticate(self, key: str | None) -> Principal | None:
+        """The Principal for a valid, unrevoked key, else None. Constant-time digest comparison."""
+        if not key or not isinstance(key, str) or len(key) > 512:
+            return None
+        key_id, secret = self._split(key.strip())
+        with self.engine.connect() as conn:
+            row = conn.execute(select(_keys.c.name, _keys.c.role, _keys.c.digest, _keys.c.revoked_at)
+                               .where(_keys.c.key_id == key_id)).first()
+        if row is None or row.revoked_at is not None:
+            return None
+        if not hmac.compare_digest(row.digest, self._mac(secret)):
+            return None
+        return Principal(key_id, row.name, row.role)
+
+    def revoke(self, key_id: str, *, actor: str | None = None) -> None:
+        """Revoke a key at once (kept for the record); unknown ids are an error."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(_keys.c.revoked_at).where(_keys.c.key_id == key_id)).first()
+            if row is None:
+                raise KefuError(f"no key with id {key_id!r} (see `kefu keys list`)")
+            if row.revoked_at is None:
+                conn.execute(update(_keys).where(_keys.c.key_id == key_id).values(revoked_at=_now()))
+        audit.record("keys.revoke", key_id, actor=actor or audit.default_actor(),
+                     details={"already_revoked": row.revoked_at is not None})
+
+    def list(self, *, include_revoked: bool = True) -> list[dict[str, Any]]:
+        """Every key's metadata (never digests), oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(_keys.c.key_id, _keys.c.name, _keys.c.role, _keys.c.created_at,
+                                       _keys.c.created_by, _keys.c.revoked_at).order_by(_keys.c.created_at)).all()
+        out = [dict(row._mapping) for row in rows]
+        return out if include_revoked else [r for r in out if r["revoked_at"] is None]
+
+
+def local_principal() -> Principal:
+    """The OS user on a fresh install (bootstrap rule): admin, so the first key can be created."""
+    return Principal(LOCAL_KEY_ID, f"user:{getpass.getuser()}", "admin")
+
+
+def cli_principal(permission: str | None = None, *, env: str = "KEFU_KEY") -> Principal:
+    """Who runs this CLI command: the key in ``$KEFU_KEY``, or the OS user while no key was ever created.
+
+    With ``permission``, also enforce it (raises PermissionDenied). Stages call this before touching raw data, e.g.
+    ``principal = cli_principal("data:write")``, then pass ``actor=principal.actor`` to ``audit.record``.
+    """
+    key = os.environ.get(env)
+    if key:
+        principal = KeyStore.open().authenticate(key)
+        if principal is None:
+            raise PermissionDenied(f"${env} holds an unknown or revoked API key")
+    elif not KeyStore.exists():
+        principal = local_principal()
+    else:
+        raise PermissionDenied(f"this kefu home has API keys: set ${env} to a key"
+                               + (f" with {permission}" if permission else ""))
+    if permission:
+        require(principal, permission)
+    return principal
