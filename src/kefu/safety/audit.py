@@ -2,6 +2,12 @@
 
 Every entry carries ``prev`` (the previous entry's digest) and ``digest`` (sha256 of its own canonical JSON,
 ``prev`` included), so editing, inserting or deleting any entry breaks the chain at that point.
+
+Deleting the *tail* leaves a valid shorter chain, so each append also rewrites an anchor, ``audit.head`` next to the
+log (``{"count": N, "digest": <last digest>}``, written atomically under the log's lock). ``verify`` compares the log
+with the anchor: fewer entries than anchored means truncation; more means entries appended behind ``record``'s back.
+For protection against someone who can rewrite both files, ship the head digest elsewhere (``kefu audit verify``
+prints it) — a chain can only be checked against a digest kept out of the attacker's reach.
 """
 
 from __future__ import annotations
@@ -23,6 +29,35 @@ GENESIS = "0" * 64
 
 def audit_path() -> Path:
     return state_path("audit.log")
+
+
+def head_path(path: Path | None = None) -> Path:
+    """The anchor file of a log: ``audit.log`` -> ``audit.head``."""
+    return (path or audit_path()).with_suffix(".head")
+
+
+def read_head(path: Path | None = None) -> dict[str, Any] | None:
+    """The anchor ``{"count", "digest"}``, or None when there is none (a log from before anchors, or no log)."""
+    head = head_path(path)
+    if not head.exists():
+        return None
+    try:
+        data = json.loads(head.read_text(encoding="utf-8"))
+        return {"count": int(data["count"]), "digest": str(data["digest"])}
+    except (ValueError, KeyError, TypeError):
+        return {"count": -1, "digest": "unreadable"}
+
+
+def _write_head(path: Path, count: int, digest: str) -> None:
+    head = head_path(path)
+    tmp = head.with_suffix(".head.tmp")
+    tmp.write_text(json.dumps({"count": count, "digest": digest}), encoding="utf-8")
+    os.replace(tmp, head)
+
+
+def _count_lines(handle) -> int:
+    handle.seek(0)
+    return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
 
 
 def default_actor() -> str:
@@ -72,6 +107,9 @@ def record(action: str, object: str, *, actor: str | None = None, details: dict[
             handle.write((json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))
             handle.flush()
             os.fsync(handle.fileno())
+            head = read_head(path)
+            count = head["count"] + 1 if head and head["count"] >= 0 else _count_lines(handle)
+            _write_head(path, count, entry["digest"])
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
     return entry
@@ -93,6 +131,7 @@ class VerifyResult:
     entries: int
     first_bad: int | None = None  # 1-based line number
     reason: str = ""
+    head: str | None = None  # the last digest, to copy somewhere safe
 
 
 def verify(path: Path | None = None) -> VerifyResult:
@@ -114,7 +153,23 @@ def verify(path: Path | None = None) -> VerifyResult:
             if _digest(entry) != entry.get("digest"):
                 return VerifyResult(False, number, number, "digest mismatch (entry edited)")
             prev = entry["digest"]
-    return VerifyResult(True, count)
+    head = read_head(path)
+    if head is None:
+        if count:
+            return VerifyResult(False, count, None, f"anchor {head_path(path).name} missing: cannot rule out a truncated tail")
+        return VerifyResult(True, count)
+    if head["count"] < 0:
+        return VerifyResult(False, count, None, f"anchor {head_path(path).name} unreadable")
+    if count < head["count"]:
+        return VerifyResult(False, count, count + 1,
+                            f"log truncated: {head_path(path).name} anchors {head['count']} entries, log has {count}")
+    if count > head["count"]:
+        return VerifyResult(False, count, head["count"] + 1,
+                            f"entries after line {head['count']} are not anchored by {head_path(path).name} "
+                            "(appended outside kefu)")
+    if head["digest"] != prev:
+        return VerifyResult(False, count, count, f"last digest differs from {head_path(path).name} (tail replaced)")
+    return VerifyResult(True, count, head=prev)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -123,3 +178,43 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def _parse_time(value: str | datetime | None, field_name: str) -> datetime | None:
+    """ISO date/time; a naive value is read as UTC so comparisons stay timezone-aware."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    else:
+        try:
+            parsed = datetime.fromisoformat(str(value))
+        except ValueError:
+            from kefu.types import KefuError
+
+            raise KefuError(f"--{field_name}: {value!r} is not an ISO date or time (e.g. 2026-11-01 or "
+                            "2026-11-01T08:00:00+08:00)") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def search(*, actor: str | None = None, action: str | None = None, object: str | None = None,
+           since: str | datetime | None = None, until: str | datetime | None = None,
+           path: Path | None = None) -> list[dict[str, Any]]:
+    """Entries matching every given filter: ``actor``/``object`` are substrings, ``action`` an exact name or a
+    prefix ending in '.' (``keys.`` = all key actions), ``since``/``until`` inclusive bounds on the entry time."""
+    lo, hi = _parse_time(since, "since"), _parse_time(until, "until")
+    out = []
+    for entry in entries(path):
+        if actor and actor not in str(entry.get("actor", "")):
+            continue
+        if action and not (entry.get("action") == action or (action.endswith(".") and
+                                                               str(entry.get("action", "")).startswith(action))):
+            continue
+        if object and object not in str(entry.get("object", "")):
+            continue
+        if lo or hi:
+            when = _parse_time(entry.get("time"), "time")
+            if (lo and when < lo) or (hi and when > hi):
+                continue
+        out.append(entry)
+    return out
