@@ -1,9 +1,39 @@
-"""Settings of the serve stage (``serve:`` in kefu.yaml)."""
+"""Settings of the serve stage (``serve:`` in kefu.yaml). CLI flags of ``kefu serve`` override them."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ServeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    model: str | None = None  # base model; None -> kefu.train.models.DEFAULT_MODEL
+    engine: Literal["local", "remote"] = "local"
+    remote_url: str | None = None  # OpenAI-compatible server (e.g. vLLM --enable-lora)
+    remote_api_key: str | None = None
+    remote_timeout_s: float = Field(30.0, gt=0)
+    remote_retries: int = Field(2, ge=0, le=10)
+    kg_url: str | None = None
+    auth: bool = True
+    # gateway
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    rate_limit_per_s: float = Field(20.0, gt=0)  # token bucket refill per API key
+    rate_limit_burst: int = Field(40, ge=1)
+    # engine
+    max_batch_size: int = Field(8, ge=1, le=256)
+    batch_wait_ms: float = Field(10.0, ge=0)
+    max_new_tokens: int = Field(128, ge=1, le=4096)
+    quantize: Literal["none", "int8"] = "none"
+    # cache and sessions
+    cache_ttl_s: float = Field(600.0, ge=0)
+    cache_max_entries: int = Field(10000, ge=0)
+    max_sessions: int = Field(10000, ge=1)
+    max_turns_per_session: int = Field(50, ge=2)
+    handoff_after_failures: int = Field(2, ge=1)
+    # router
+    router_target_full_share: float = Field(0.3, ge=0, le=1)

@@ -1,0 +1,31 @@
+"""Prometheus metrics of one app instance (own registry, so several apps can live in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("kefu_requests", "Requests by route and path chosen", ["route", "path", "status"],
+                                registry=r)
+        self.latency = Histogram("kefu_request_latency_seconds", "End-to-end latency", ["route", "path"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("kefu_time_to_first_token_seconds", "Time to the first streamed piece", ["path"],
+                              buckets=LATENCY_BUCKETS, registry=r)
+        self.cache_hits = Counter("kefu_cache_hits", "Response cache hits", registry=r)
+        self.cache_misses = Counter("kefu_cache_misses", "Response cache misses", registry=r)
+        self.engine_errors = Counter("kefu_engine_errors", "Engine failures (answered by fallback)", ["engine"],
+                                     registry=r)
+        self.handoffs = Counter("kefu_handoffs", "Turns handed to a human", ["reason"], registry=r)
+        self.rate_limited = Counter("kefu_rate_limited", "Requests refused by the rate limiter", registry=r)
+        self.compliance_fixes = Counter("kefu_compliance_fixes", "Violations rewritten by the compliance filter",
+                                        registry=r)
+        self.grounding_fixes = Counter("kefu_grounding_fixes", "Draft statements corrected from facts/tools",
+                                       registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

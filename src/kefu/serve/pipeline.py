@@ -1,0 +1,358 @@
+"""One customer turn, end to end: session -> handoff rules -> cache -> tools -> KG -> router -> engine ->
+synthesis -> compliance. Independent of HTTP so the bench and tests can drive it directly.
+
+The pipeline never raises for an engine failure: the customer gets the light-path answer when there is one, else a
+handoff to a human, and the failure is counted and logged (with masked text only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any, AsyncIterator, Callable
+
+from kefu.serve.cache import ResponseCache
+from kefu.serve.config import ServeConfig
+from kefu.serve.engine import EngineError
+from kefu.serve.gateway import mask_text
+from kefu.serve.metrics import Metrics
+from kefu.serve.router import Router
+from kefu.serve.sessions import Session, SessionStore
+from kefu.serve.synth import Grounding, SentenceStream, comply, grounding_from
+from kefu.serve.text import key_entities, normalise
+
+log = logging.getLogger("kefu.serve.requests")
+
+SYSTEM_PROMPT = ("你是「{shop}」的在线客服。回答简洁、礼貌、准确；价格、库存、订单状态和日期只能依据下面给出的事实，"
+                 "不确定时请如实说明并建议转人工。")
+HANDOFF_TEXT = "好的，已为您转接人工客服，请稍候，客服同事会根据您之前的描述继续为您处理。"
+BUSY_HANDOFF_TEXT = "抱歉，系统暂时繁忙，已为您转接人工客服，请稍候。"
+PERSONAL_TOOLS = True  # order tools answer per customer: never cached
+
+
+@dataclass
+class Reply:
+    text: str
+    path: str  # light | cache | full | handoff
+    reason: str
+    intent: str
+    session_id: str
+    message_id: str
+    model: str
+    cached: bool = False
+    fallback: bool = False
+    handoff: dict[str, Any] | None = None
+    fixes: list[str] = field(default_factory=list)
+    violations: int = 0
+
+    def meta(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("text")
+        return data
+
+
+def _order_tool_names() -> tuple[str | None, str | None]:
+    """(order status tool, logistics tool) names from the KG stage's tool schemas."""
+    try:
+        from kefu.kg.tools import TOOL_SCHEMAS
+    except ImportError:
+        return None, None
+    names = []
+    for schema in TOOL_SCHEMAS:
+        fn = schema.get("function", schema) if isinstance(schema, dict) else {}
+        names.append(str(fn.get("name", "")))
+    status = next((n for n in names if "order" in n and "status" in n), None) or \
+        next((n for n in names if "order" in n), None)
+    logistics = next((n for n in names if "logistic" in n or "track" in n or "shipment" in n), None)
+    return status, logistics
+
+
+def format_order(result: dict[str, Any]) -> str:
+    """A customer-facing sentence from an order tool result (fields read defensively)."""
+    if not isinstance(result, dict):
+        return "抱歉，暂时查不到该订单，请核对订单号。"
+    if result.get("error"):
+        return f"抱歉，{result['error']}"
+    order_no = result.get("order_no", "")
+    parts = [f"您的订单{('（尾号' + str(order_no)[-4:] + '）') if order_no else ''}当前状态：{result.get('status', '未知')}"]
+    shipment = result.get("shipment") or {}
+    carrier = result.get("carrier") or shipment.get("carrier")
+    tracking = result.get("tracking_no") or shipment.get("tracking_no")
+    if carrier:
+        parts.append(f"承运快递：{carrier}{'，运单号' + str(tracking) if tracking else ''}")
+    events = result.get("events") or shipment.get("events") or []
+    if events:
+        last = events[-1]
+        parts.append(f"最新物流：{last.get('time', '')[:16].replace('T', ' ')} {last.get('location', '')} "
+                     f"{last.get('status', '')}".strip())
+    return "，".join(parts) + "。"
+
+
+class ChatService:
+    """Holds the serving components; ``respond`` runs one turn and yields events (meta, delta..., done)."""
+
+    def __init__(self, engine, *, config: ServeConfig | None = None, router: Router | None = None,
+                 cache: ResponseCache | None = None, sessions: SessionStore | None = None, feedback=None, kg=None,
+                 order_backend=None, metrics: Metrics | None = None, shop: str = "本店",
+                 promotions: list[dict[str, Any]] | None = None, base_model: str = "base",
+                 retriever: Callable[[str, str | None], Any] | None = None,
+                 order_lookup: Callable[[str, str | None, str], dict[str, Any] | None] | None = None):
+        """``retriever(text, customer_id) -> Facts`` and ``order_lookup(order_no, customer_id, text) -> dict`` default
+        to the KG stage's ``retrieve`` and ``ToolBox``; tests and other deployments may inject their own."""
+        self.config = config or ServeConfig()
+        self.engine = engine
+        self.metrics = metrics or Metrics()
+        self.router = router or Router(handoff_after_failures=self.config.handoff_after_failures)
+        self.cache = cache or ResponseCache(self.config.cache_ttl_s, self.config.cache_max_entries,
+                                            on_hit=self.metrics.cache_hits.inc, on_miss=self.metrics.cache_misses.inc)
+        self.sessions = sessions or SessionStore(self.config.max_sessions, self.config.max_turns_per_session)
+        self.feedback = feedback
+        self.kg = kg
+        self.order_backend = order_backend
+        self.promotions = promotions
+        self.system_prompt = SYSTEM_PROMPT.format(shop=shop)
+        self.base_model = base_model
+        self.request_log: deque[dict[str, Any]] = deque(maxlen=2000)
+        self._order_tool, self._logistics_tool = _order_tool_names()
+        self.retriever = retriever or self._retrieve
+        self.order_lookup = order_lookup or self._order_lookup
+
+    def models(self) -> list[str]:
+        return self.engine.models() if self.engine is not None else [self.base_model]
+
+    def kg_version(self) -> str | None:
+        return str(getattr(self.kg, "version", None)) if self.kg is not None else None
+
+    # -- helpers ------------------------------------------------------------------------------------------------
+    @staticmethod
+    def session_key(caller_id: str, session_id: str | None, customer_id: str | None,
+                    messages: list[dict[str, str]]) -> str:
+        """The session id given, else one derived from the first user message (clients resend the history)."""
+        if session_id:
+            return session_id
+        first = next((m["content"] for m in messages if m["role"] == "user"), "")
+        raw = f"{caller_id}\x1f{customer_id or ''}\x1f{first}"
+        return "auto-" + hashlib.sha256(raw.encode("utf-8")).hexdigest()[:16]
+
+    def _retrieve(self, text: str, customer_id: str | None):
+        if self.kg is None:
+            return None
+        try:
+            from kefu.kg.retrieval import retrieve
+        except ImportError:
+            return None
+        try:
+            return retrieve(self.kg, text, customer_id=customer_id)
+        except Exception:  # the KG must never take the chat down
+            log.exception("KG retrieval failed")
+            return None
+
+    def _order_lookup(self, order_no: str, customer_id: str | None, text: str) -> dict[str, Any] | None:
+        if self.kg is None or self.order_backend is None or self._order_tool is None:
+            return None
+        try:
+            from kefu.kg.tools import ToolBox
+
+            box = ToolBox(self.kg, self.order_backend, customer_id)
+            result = box.call(self._order_tool, {"order_no": order_no})
+            if self._logistics_tool and isinstance(result, dict) and not result.get("error") \
+                    and any(w in text for w in ("物流", "快递", "到哪", "运单")):
+                extra = box.call(self._logistics_tool, {"order_no": order_no})
+                if isinstance(extra, dict) and not extra.get("error"):
+                    result = {**result, **{k: v for k, v in extra.items() if k not in result}}
+            return result
+        except Exception as exc:
+            log.warning("order tool failed: %s", type(exc).__name__)
+            return {"error": "订单查询暂时不可用，请稍后再试或转人工。"}
+
+    def _history(self, messages: list[dict[str, str]], session: Session, block: str | None) -> list[dict[str, str]]:
+        system = self.system_prompt + (f"\n\n已知事实：\n{block}" if block else "")
+        convo = [m for m in messages if m["role"] != "system"]
+        if len(convo) <= 1 and len(session.turns) > 1:
+            convo = session.turns[:-1] + convo[-1:]
+        return [{"role": "system", "content": system}] + convo[-7:]
+
+    def _log(self, reply: Reply, caller_id: str, masked: str, started: float, error: str | None = None) -> None:
+        entry = {"time": time.time(), "caller": caller_id, "session": hashlib.sha256(
+            reply.session_id.encode()).hexdigest()[:12], "message_id": reply.message_id, "path": reply.path,
+            "reason": reply.reason, "intent": reply.intent, "cached": reply.cached, "fallback": reply.fallback,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 2), "question": masked, "error": error}
+        self.request_log.append(entry)
+        log.info(json.dumps(entry, ensure_ascii=False))
+
+    # -- the turn -------------------------------------------------------------------------------------------------
+    async def respond(self, messages: list[dict[str, str]], *, caller_id: str = "local", session_id: str | None = None,
+                      customer_id: str | None = None, model: str | None = None, max_tokens: int | None = None,
+                      temperature: float = 0.0) -> AsyncIterator[dict[str, Any]]:
+        """Yield ``{"type": "meta", "reply": Reply}``, then ``{"type": "delta", "text"}``..., then
+        ``{"type": "done", "reply": Reply}`` (final text included)."""
+        started = time.perf_counter()
+        model = model or self.base_model
+        text = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        masked = mask_text(text)
+        sid = self.session_key(caller_id, session_id, customer_id, messages)
+        session = self.sessions.get(caller_id, sid, customer_id)
+        customer_id = customer_id or session.customer_id
+        ents = key_entities(text)
+        previous_skus = list(session.entities.get("sku", []))
+        prev_q = next((t["content"] for t in reversed(session.turns) if t["role"] == "user"), None)
+        if self.router.is_failure_signal(text) or (prev_q is not None and normalise(prev_q) == normalise(masked)):
+            session.failures += 1
+        for kind, values in (("order_no", ents.order_nos), ("sku", ents.skus), ("size", ents.sizes),
+                             ("color", ents.colors)):
+            if values:
+                session.remember(kind, values)
+        intent = self.router.intent(text)
+        session.intents.append(intent)
+        session.add_turn("user", masked, self.sessions.max_turns)
+        reply = Reply("", "light", "", intent, sid, "chatcmpl-" + uuid.uuid4().hex[:24], model)
+
+        def finish(final: str, route: str = "chat") -> dict[str, Any]:
+            reply.text = final
+            session.add_turn("assistant", mask_text(final), self.sessions.max_turns)
+            elapsed = time.perf_counter() - started
+            self.metrics.requests.labels(route, reply.path, "ok").inc()
+            self.metrics.latency.labels(route, reply.path).observe(elapsed)
+            return {"type": "done", "reply": reply}
+
+        def handoff(reason: str, text_out: str = HANDOFF_TEXT) -> str:
+            reply.path, reply.reason = "handoff", reason
+            session.handed_off = True
+            reply.handoff = session.summary()
+            self.metrics.handoffs.labels(reason.split(":")[0]).inc()
+            return text_out
+
+        # 1. handoff rules
+        decision = self.router.decide(text, failures=session.failures, intent=intent)
+        if decision.path == "handoff":
+            out = handoff(decision.reason)
+            yield {"type": "meta", "reply": reply}
+            yield {"type": "delta", "text": out}
+            self._log(reply, caller_id, masked, started)
+            yield finish(out)
+            return
+
+        # 2. response cache (context: the product under discussion when this turn names none)
+        self.cache.set_kg_version(self.kg_version())
+        context = "" if ents.skus or not previous_skus else previous_skus[-1]
+        order_no = ents.order_nos[-1] if ents.order_nos else session.last("order_no")
+        wants_tool = self.router.wants_order_tool(text, session.last("order_no"))
+        if not wants_tool:
+            hit = self.cache.get(text, model=model, context=context)
+            if hit is not None:
+                reply.path, reply.reason, reply.cached = "cache", f"cached {hit.path} answer", True
+                yield {"type": "meta", "reply": reply}
+                yield {"type": "delta", "text": hit.answer}
+                self.metrics.ttft.labels("cache").observe(time.perf_counter() - started)
+                self._log(reply, caller_id, masked, started)
+                yield finish(hit.answer)
+                return
+
+        # 3. tools and knowledge
+        tool_result = self.order_lookup(order_no, customer_id, text) if (wants_tool and order_no) else None
+        tool_text = format_order(tool_result) if tool_result is not None else None
+        facts = self.retriever(text, customer_id)
+        kg_answer = getattr(facts, "answer", None) if facts is not None else None
+        decision = self.router.decide(text, failures=session.failures, light_answer=bool(kg_answer),
+                                      tool_answer=bool(tool_text), intent=intent)
+        grounding = grounding_from(facts, [tool_result] if isinstance(tool_result, dict) else [], self.promotions)
+        personal = tool_text is not None or bool(getattr(facts, "personal", False))
+
+        if decision.path == "light":
+            reply.path, reply.reason = "light", decision.reason
+            out, violations = comply(tool_text or kg_answer or "", grounding)
+            reply.violations = len(violations)
+            self.metrics.compliance_fixes.inc(len(violations))
+            yield {"type": "meta", "reply": reply}
+            yield {"type": "delta", "text": out}
+            self.metrics.ttft.labels("light").observe(time.perf_counter() - started)
+            if not personal:
+                self.cache.put(text, out, "light", model=model, context=context)
+            self._log(reply, caller_id, masked, started)
+            yield finish(out)
+            return
+
+        # 4. full model, grounded and filtered sentence by sentence
+        reply.path, reply.reason = "full", decision.reason
+        yield {"type": "meta", "reply": reply}
+        prompt_block = "\n".join(x for x in (getattr(facts, "prompt_block", None), tool_text) if x)
+        history = self._history(messages, session, prompt_block or None)
+        stream = SentenceStream(grounding if not grounding.empty() or grounding.context_texts else None)
+        pieces: list[str] = []
+        error = None
+        first = True
+        try:
+            if self.engine is None:
+                raise EngineError("no generation engine configured")
+            async for delta in self.engine.stream(history, model=model if model != self.base_model else None,
+                                                  max_new_tokens=max_tokens, temperature=temperature):
+                for piece in stream.feed(delta):
+                    if first:
+                        self.metrics.ttft.labels("full").observe(time.perf_counter() - started)
+                        first = False
+                    pieces.append(piece)
+                    yield {"type": "delta", "text": piece}
+            for piece in stream.flush():
+                pieces.append(piece)
+                yield {"type": "delta", "text": piece}
+            if not "".join(pieces).strip():
+                raise EngineError("the model produced an empty answer")
+        except EngineError as exc:
+            error = str(exc)
+        except Exception as exc:  # an engine bug must not become a 5xx for the customer
+            error = f"{type(exc).__name__}: {exc}"
+        if error is not None:
+            self.metrics.engine_errors.labels(getattr(self.engine, "name", "none")).inc()
+            reply.fallback = True
+            light = tool_text or kg_answer
+            if light:
+                reply.path, reply.reason = "light", "fallback: engine failed"
+                fallback_text, _ = comply(light, grounding)
+            else:
+                fallback_text = handoff("engine unavailable", BUSY_HANDOFF_TEXT)
+            sep = "\n" if pieces else ""
+            pieces.append(sep + fallback_text)
+            yield {"type": "delta", "text": sep + fallback_text}
+            self._log(reply, caller_id, masked, started, error=error)
+            yield finish("".join(pieces))
+            return
+        reply.fixes = stream.fixes
+        reply.violations = len(stream.violations)
+        self.metrics.grounding_fixes.inc(len(stream.fixes))
+        self.metrics.compliance_fixes.inc(len(stream.violations))
+        final = "".join(pieces)
+        if not personal:
+            self.cache.put(text, final, "full", model=model, context=context)
+        self._log(reply, caller_id, masked, started)
+        yield finish(final)
+
+    async def answer(self, messages: list[dict[str, str]], **kwargs) -> Reply:
+        """The whole reply at once (non-streaming callers, the bench)."""
+        reply = None
+        async for event in self.respond(messages, **kwargs):
+            if event["type"] == "done":
+                reply = event["reply"]
+        assert reply is not None
+        return reply
+
+    def add_feedback(self, record: dict[str, Any], *, caller_id: str, source: str = "api") -> int:
+        """Store feedback with the masked conversation of its session; a bad rating counts as a failed turn."""
+        if self.feedback is None:
+            from kefu.types import KefuError
+
+            raise KefuError("feedback store not configured")
+        sid = record.get("session_id")
+        session = self.sessions.peek(caller_id, sid) if sid else None
+        record = {**record, "source": source, "conversation": list(session.turns) if session else [],
+                  "model": record.get("model")}
+        record.setdefault("meta", {})
+        if session is not None:
+            record["meta"] = {**record["meta"], "intents": list(session.intents)}
+            if record.get("kind") == "rating" and (record.get("rating") or 0) < 0:
+                session.failures += 1
+        return self.feedback.add(record)

@@ -1,0 +1,98 @@
+"""Multi-turn state per (API key, session id): masked history, intents, entities, failures; bounded LRU.
+
+Sessions of different keys or ids never see each other's turns. A handoff to a human carries a rule-based summary
+(intents seen, entities mentioned, the last question) so the agent does not have to reread the chat.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+try:
+    from kefu.data.taxonomy import INTENTS
+except ImportError:  # pragma: no cover
+    INTENTS = {}
+
+
+@dataclass
+class Session:
+    id: str
+    owner: str  # API key id (principal); isolation boundary
+    customer_id: str | None = None
+    turns: list[dict[str, str]] = field(default_factory=list)  # masked {"role","content"}
+    intents: list[str] = field(default_factory=list)
+    entities: dict[str, list[str]] = field(default_factory=dict)  # type -> values (order_no kept for tools)
+    failures: int = 0
+    handed_off: bool = False
+    last_seen: float = field(default_factory=time.monotonic)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add_turn(self, role: str, content: str, max_turns: int) -> None:
+        self.turns.append({"role": role, "content": content})
+        if len(self.turns) > max_turns:
+            del self.turns[: len(self.turns) - max_turns]
+
+    def remember(self, kind: str, values: list[str] | tuple[str, ...]) -> None:
+        bucket = self.entities.setdefault(kind, [])
+        for v in values:
+            if v in bucket:
+                bucket.remove(v)
+            bucket.append(v)
+        del bucket[:-10]
+
+    def last(self, kind: str) -> str | None:
+        values = self.entities.get(kind) or []
+        return values[-1] if values else None
+
+    def summary(self) -> dict[str, Any]:
+        """Rule-based handoff summary: intents (with Chinese names), entities, last customer question."""
+        last_q = next((t["content"] for t in reversed(self.turns) if t["role"] == "user"), "")
+        names = [f"{i}（{INTENTS[i][0]}）" if i in INTENTS else i for i in dict.fromkeys(self.intents)]
+        ents = {k: v for k, v in self.entities.items() if v}
+        lines = [f"意图：{'、'.join(names) or '未识别'}"]
+        if ents:
+            lines.append("实体：" + "；".join(f"{k}={','.join(v)}" for k, v in ents.items()))
+        lines.append(f"最后问题：{last_q}")
+        lines.append(f"轮数：{sum(1 for t in self.turns if t['role'] == 'user')}，未解决次数：{self.failures}")
+        return {"intents": list(dict.fromkeys(self.intents)), "entities": ents, "last_question": last_q,
+                "turns": len(self.turns), "failures": self.failures, "text": "\n".join(lines)}
+
+
+class SessionStore:
+    """At most ``max_sessions`` live sessions (least recently used dropped first), idle ones expire."""
+
+    def __init__(self, max_sessions: int = 10000, max_turns: int = 50, idle_ttl_s: float = 3600.0):
+        self.max_sessions = max_sessions
+        self.max_turns = max_turns
+        self.idle_ttl_s = idle_ttl_s
+        self._data: OrderedDict[tuple[str, str], Session] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, owner: str, session_id: str, customer_id: str | None = None) -> Session:
+        now = time.monotonic()
+        key = (owner, session_id)
+        with self._lock:
+            session = self._data.get(key)
+            if session is not None and now - session.last_seen > self.idle_ttl_s:
+                session = None
+            if session is None:
+                session = Session(id=session_id, owner=owner, customer_id=customer_id)
+                self._data[key] = session
+            elif customer_id and not session.customer_id:
+                session.customer_id = customer_id
+            session.last_seen = now
+            self._data.move_to_end(key)
+            while len(self._data) > self.max_sessions:
+                self._data.popitem(last=False)
+        return session
+
+    def peek(self, owner: str, session_id: str) -> Session | None:
+        with self._lock:
+            return self._data.get((owner, session_id))
+
+    def __len__(self) -> int:
+        return len(self._data)

@@ -1,0 +1,194 @@
+"""Response synthesis: the model's draft, corrected by KG facts and tool results, then the compliance filter.
+
+Prices, dates and order status are never left to free generation: a price in the draft that no fact supports is
+replaced by the fact (or the grounded fact line is appended when it is ambiguous which product is meant); a wrong
+order status word is replaced by the tool's; unsupported dates are replaced by / followed by the recorded ones.
+Streaming works sentence by sentence so every emitted piece has already been grounded and filtered.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from kefu.serve.text import fen_to_text, money_mentions
+
+log = logging.getLogger("kefu.serve.synth")
+
+ORDER_STATUSES = ("待付款", "待发货", "已发货", "已签收", "已完成", "已取消", "退款中")
+DATE = re.compile(r"\d{4}[-/年]\d{1,2}[-/月]\d{1,2}[日号]?|\d{1,2}月\d{1,2}[日号]")
+SENTENCE_END = re.compile(r"[。！？!?；;\n]")
+
+
+@dataclass
+class Grounding:
+    """What the answer must agree with. ``prices``: product label -> fen. ``allowed_fen``: other amounts the facts
+    state (promotion thresholds, paid totals) that the draft may quote. ``lines``: fact lines to append on doubt."""
+
+    prices: dict[str, int] = field(default_factory=dict)
+    allowed_fen: set[int] = field(default_factory=set)
+    order_status: str | None = None
+    dates: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    promotions: list[dict[str, Any]] | None = None
+    context_texts: list[str] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (self.prices or self.order_status or self.dates)
+
+
+def _norm_date(text: str) -> tuple[int, int]:
+    nums = [int(x) for x in re.findall(r"\d+", text)]
+    return (nums[-2], nums[-1]) if len(nums) >= 2 else (0, 0)
+
+
+def ground(draft: str, g: Grounding) -> tuple[str, list[str]]:
+    """Correct ``draft`` against ``g``; returns (text, fixes) where fixes describe each change."""
+    fixes: list[str] = []
+    text = draft
+    append: list[str] = []
+    if g.prices:
+        ok = set(g.prices.values()) | g.allowed_fen
+        for start, end, fen in reversed(money_mentions(text)):
+            if fen in ok:
+                continue
+            if len(set(g.prices.values())) == 1:
+                fact = next(iter(g.prices.values()))
+                text = text[:start] + fen_to_text(fact) + text[end:]
+                fixes.append(f"price {fen_to_text(fen)} -> {fen_to_text(fact)}")
+            else:
+                fixes.append(f"price {fen_to_text(fen)} not in facts")
+                append.extend(f"{name}：{fen_to_text(p)}" for name, p in g.prices.items())
+    if g.order_status:
+        for status in ORDER_STATUSES:
+            if status != g.order_status and status in text:
+                text = text.replace(status, g.order_status)
+                fixes.append(f"status {status} -> {g.order_status}")
+    if g.dates:
+        known = {_norm_date(d) for d in g.dates}
+        for m in reversed(list(DATE.finditer(text))):
+            if _norm_date(m.group()) not in known:
+                if len(g.dates) == 1:
+                    text = text[:m.start()] + g.dates[0] + text[m.end():]
+                    fixes.append(f"date {m.group()} -> {g.dates[0]}")
+                else:
+                    fixes.append(f"date {m.group()} not in facts")
+                    append.extend(g.lines)
+    if append:
+        lines = list(dict.fromkeys(x for x in append if x not in text))
+        if lines:
+            text = text.rstrip() + "\n（以系统记录为准）" + "；".join(lines)
+    return text, fixes
+
+
+def comply(text: str, g: Grounding | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """The compliance filter (safety stage), run last; returns the safe text and the violations fixed."""
+    try:
+        from kefu.safety.compliance import rewrite
+    except ImportError:  # pragma: no cover - the safety stage ships with kefu
+        return text, []
+    safe, violations = rewrite(text, promotions=(g.promotions if g else None),
+                               context_texts=(g.context_texts if g else None))
+    return safe, [v.to_dict() if hasattr(v, "to_dict") else dict(v) for v in violations]
+
+
+def synthesize(draft: str, g: Grounding | None) -> tuple[str, list[str], list[dict[str, Any]]]:
+    """Ground then filter a whole answer."""
+    fixes: list[str] = []
+    if g is not None:
+        draft, fixes = ground(draft, g)
+    safe, violations = comply(draft, g)
+    return safe, fixes, violations
+
+
+class SentenceStream:
+    """Grounds and filters a streamed draft one sentence at a time; ``feed`` returns the pieces ready to send."""
+
+    def __init__(self, g: Grounding | None):
+        self.g = g
+        self.buffer = ""
+        self.fixes: list[str] = []
+        self.violations: list[dict[str, Any]] = []
+        self.sent: list[str] = []
+
+    def _process(self, sentence: str) -> str:
+        if self.g is not None:
+            sentence, fixes = ground(sentence, Grounding(self.g.prices, self.g.allowed_fen, self.g.order_status,
+                                                         self.g.dates, [], self.g.promotions, self.g.context_texts))
+            self.fixes += fixes
+        safe, violations = comply(sentence, self.g)
+        self.violations += violations
+        self.sent.append(safe)
+        return safe
+
+    def feed(self, delta: str) -> list[str]:
+        self.buffer += delta
+        out = []
+        while True:
+            m = SENTENCE_END.search(self.buffer)
+            if not m:
+                break
+            sentence, self.buffer = self.buffer[:m.end()], self.buffer[m.end():]
+            out.append(self._process(sentence))
+        return [x for x in out if x]
+
+    def flush(self) -> list[str]:
+        out = []
+        if self.buffer:
+            out.append(self._process(self.buffer))
+            self.buffer = ""
+        if self.g is not None and self.g.lines and any("not in facts" in f for f in self.fixes):
+            extra = "\n（以系统记录为准）" + "；".join(self.g.lines)
+            self.sent.append(extra)
+            out.append(extra)
+        return [x for x in out if x]
+
+    @property
+    def text(self) -> str:
+        return "".join(self.sent)
+
+
+def grounding_from(facts: Any = None, tool_results: Iterable[dict[str, Any]] = (),
+                   promotions: list[dict[str, Any]] | None = None) -> Grounding:
+    """Build a Grounding from the KG retrieval (``Facts``) and tool results, reading fields defensively."""
+    g = Grounding(promotions=promotions)
+    for ent in (getattr(facts, "entities", None) or []):
+        data = ent if isinstance(ent, dict) else getattr(ent, "__dict__", {})
+        price = data.get("price_fen")
+        if isinstance(price, int):
+            label = str(data.get("name") or data.get("sku") or data.get("id") or len(g.prices))
+            g.prices[label] = price
+            g.lines.append(f"{label} 价格 {fen_to_text(price)}")
+    for fact in (getattr(facts, "facts", None) or []):
+        data = fact if isinstance(fact, dict) else getattr(fact, "__dict__", {})
+        for key in ("threshold_fen", "reduction_fen", "amount_fen", "price_fen", "paid_fen"):
+            if isinstance(data.get(key), int):
+                g.allowed_fen.add(data[key])
+        text = data.get("text") if isinstance(data, dict) else None
+        text = text or (fact if isinstance(fact, str) else None)
+        if text:
+            g.context_texts.append(str(text))
+    block = getattr(facts, "prompt_block", None)
+    if block:
+        g.context_texts.append(str(block))
+        for _s, _e, fen in money_mentions(str(block)):
+            g.allowed_fen.add(fen)
+    for result in tool_results:
+        if not isinstance(result, dict):
+            continue
+        status = result.get("status")
+        if status in ORDER_STATUSES:
+            g.order_status = status
+            g.lines.append(f"订单状态：{status}")
+        for key in ("paid_fen", "amount_fen", "refund_fen"):
+            if isinstance(result.get(key), int):
+                g.allowed_fen.add(result[key])
+        for key in ("created_at", "shipped_at", "eta", "delivered_at"):
+            value = result.get(key)
+            if isinstance(value, str) and re.match(r"\d{4}-\d{2}-\d{2}", value):
+                y, mth, d = value[:10].split("-")
+                g.dates.append(f"{int(mth)}月{int(d)}日")
+        g.context_texts.append(str(result))
+    return g

@@ -1,0 +1,85 @@
+"""Text helpers shared by the router, cache and synthesis: normalisation and the entities that change an answer."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+try:
+    from zhconv import convert as _zhconv
+except ImportError:  # pragma: no cover - zhconv is a pinned dependency
+    _zhconv = None
+
+ORDER_NO = re.compile(r"(?<!\d)\d{16}(?!\d)")
+SKU = re.compile(r"(?<![A-Za-z0-9])[A-Z]{1,4}-\d{3,6}(?!\d)", re.I)
+# sizes: letter sizes, shoe/garment numbers with a unit, height/bust like 170/92A, 均码
+SIZE = re.compile(r"(?<![A-Za-z])(?:[2-5]?X{1,3}L|XS|S|M|L)(?![A-Za-z])|\d{2,3}(?:/\d{2,3}[A-Z]?)|\d{2}(?:\.5)?码|均码",
+                  re.I)
+COLORS = ("黑色", "白色", "红色", "蓝色", "绿色", "灰色", "黄色", "紫色", "粉色", "橙色", "棕色", "卡其色", "米色",
+          "藏青色", "军绿色", "深灰", "浅灰", "深蓝", "浅蓝", "酒红", "黑", "白", "红", "蓝", "绿", "灰", "黄", "紫", "粉",
+          "橙", "棕")
+COLOR = re.compile("|".join(sorted(COLORS, key=len, reverse=True)))
+NEGATION = re.compile(r"[不没别无未非]")
+MONEY = re.compile(r"(?:[¥￥]\s*(\d+(?:\.\d{1,2})?))|(?:(\d+(?:\.\d{1,2})?)\s*(?:元|块))")
+_FILLER = re.compile(r"(?:请问|你好|您好|麻烦|亲爱的|亲|哈喽|在吗|谢谢|[吗呢吧啊呀哦嘛哈呐啦])")
+_PUNCT = re.compile(r"[\s\W_]+", re.U)
+
+
+def simplify(text: str) -> str:
+    """NFKC (full-width -> half-width) and traditional -> simplified Chinese."""
+    text = unicodedata.normalize("NFKC", text)
+    return _zhconv(text, "zh-cn") if _zhconv else text
+
+
+@dataclass(frozen=True)
+class KeyEntities:
+    """What must match for two questions to share an answer."""
+
+    order_nos: tuple[str, ...] = ()
+    skus: tuple[str, ...] = ()
+    sizes: tuple[str, ...] = ()
+    colors: tuple[str, ...] = ()
+    negations: tuple[str, ...] = ()
+    numbers: tuple[str, ...] = ()
+
+    def signature(self) -> str:
+        return "|".join(",".join(part) for part in (self.order_nos, self.skus, self.sizes, self.colors,
+                                                    self.negations, self.numbers))
+
+
+def key_entities(text: str) -> KeyEntities:
+    text = simplify(text)
+    orders = tuple(ORDER_NO.findall(text))
+    rest = ORDER_NO.sub(" ", text)
+    skus = tuple(s.upper() for s in SKU.findall(rest))
+    rest = SKU.sub(" ", rest)
+    sizes = tuple(s.upper() for s in SIZE.findall(rest))
+    colors = tuple(COLOR.findall(rest))
+    negs = tuple(NEGATION.findall(rest))
+    numbers = tuple(re.findall(r"\d+(?:\.\d+)?", SIZE.sub(" ", rest)))
+    return KeyEntities(orders, skus, sizes, colors, negs, numbers)
+
+
+def normalise(text: str) -> str:
+    """The question's wording with case, width, script, punctuation and polite filler removed."""
+    text = simplify(text).lower()
+    text = _FILLER.sub("", text)
+    return _PUNCT.sub("", text)
+
+
+def order_numbers(text: str) -> list[str]:
+    return ORDER_NO.findall(simplify(text))
+
+
+def money_mentions(text: str) -> list[tuple[int, int, int]]:
+    """(start, end, fen) for every price written in ``text`` (¥399, 399元, 399.5块)."""
+    out = []
+    for m in MONEY.finditer(text):
+        value = m.group(1) or m.group(2)
+        out.append((m.start(), m.end(), int(round(float(value) * 100))))
+    return out
+
+
+def fen_to_text(fen: int) -> str:
+    return f"¥{fen // 100}" if fen % 100 == 0 else f"¥{fen / 100:.2f}"
