@@ -1,9 +1,53 @@
-"""Settings of the train stage (``train:`` in kefu.yaml)."""
+"""Settings of the train stage (``train:`` in kefu.yaml); CLI flags override them."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class TrainConfig(BaseModel):
+    """Everything a training run needs besides its data and output folder (written to RUN/config.yaml)."""
+
     model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("gemma3-270m", description="embedded model name or a local Hugging Face folder")
+    init_adapter: str | None = Field(None, description="start from this LoRA adapter (incremental fine-tuning)")
+    # data
+    max_len: int = Field(1024, ge=16, description="tokens per packed row; also the longest dialogue kept whole")
+    overlong: Literal["split", "truncate"] = Field(
+        "split", description="dialogues over max_len: split at customer turns (default) or cut at max_len")
+    train_on: Literal["all_assistant", "last_assistant"] = "all_assistant"
+    system_prompt: str | None = Field(None, description="prepended to dialogues without a system message")
+    facts_in_system: bool = Field(False, description="append each dialogue's meta.facts to its system prompt")
+    # LoRA
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    use_rslora: bool = False
+    use_dora: bool = False
+    # optimisation
+    batch_size: int = Field(32, ge=1, description="dialogues per optimizer step (over all processes)")
+    micro_batch_rows: int = Field(1, ge=1, description="packed rows per forward pass (gradient accumulation "
+                                                        "covers the rest of the batch)")
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
+    learning_rate: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    seed: int = 42
+    # hardware
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 (fp16 + GradScaler without bf16) on GPU, fp32 on CPU")
+    gradient_checkpointing: bool | None = Field(None, description="default: on for GPU, off for CPU")
+    compile: bool = Field(False, description="torch.compile the model body")
+    # outputs
+    save_steps: int = Field(50, ge=0, description="checkpoint every N steps (0: only the final adapter)")
+    keep_checkpoints: int = Field(2, ge=1)
+    eval_steps: int = Field(0, ge=0, description="validation loss every N steps (0: only at the end)")
+    logging_steps: int = Field(1, ge=1)
+    tensorboard: bool = True
+

@@ -1,0 +1,438 @@
+"""LoRA fine-tuning: packed rows, loss only where the agent speaks, DDP-ready, resumable.
+
+The CPU lever: the vocabulary projection (Gemma: 262k x 640) and the cross entropy are computed only at
+supervised positions. The model body runs once over the packed row, hidden states are gathered where the next
+token is an agent token, and only those go through ``lm_head``. The loss of a step is the sum of token losses over
+the whole step (all micro-batches, all processes) divided by the step's supervised-token count, so the result does
+not depend on how dialogues were packed or split across processes.
+
+Run under ``torchrun``/``accelerate launch`` and the same code does DDP (gloo on CPU, NCCL on GPU): each process
+takes its share of every step's dialogues and gradients are all-reduced on the last micro-batch only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from kefu.train.config import TrainConfig
+from kefu.train.data import DataStats, Example, collate, load_examples, pack, step_indices
+from kefu.train.template import IGNORE_INDEX, stop_strings, template_kind
+from kefu.types import KefuError
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "trainer_state.pt"
+
+
+class SupervisedLM(nn.Module):
+    """Wraps a (PEFT) causal LM: forward returns the summed loss over supervised next tokens and their count."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.body = causal.get_decoder() if hasattr(causal, "get_decoder") else causal.model
+        self.lm_head = causal.get_output_embeddings()
+        self.softcap = getattr(causal.config, "final_logit_softcapping", None)
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor):
+        hidden = self.body(input_ids=input_ids, position_ids=position_ids, attention_mask=None,
+                           use_cache=False).last_hidden_state
+        targets = labels[:, 1:]
+        keep = targets != IGNORE_INDEX
+        picked = hidden[:, :-1][keep]  # (n_supervised, hidden): the only rows that reach lm_head
+        logits = self.lm_head(picked).float()
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        loss = F.cross_entropy(logits, targets[keep], reduction="sum")
+        return loss, keep.sum()
+
+
+def lora_config(config: TrainConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=config.target_modules, use_rslora=config.use_rslora, use_dora=config.use_dora,
+                      bias="none", task_type="CAUSAL_LM")
+
+
+# --------------------------------------------------------------------------------------------- distributed setup
+def _dist_setup() -> tuple[int, int, int]:
+    """``(rank, world, local_rank)``; joins the process group when launched by torchrun/accelerate."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+    return 0, 1, 0
+
+
+def _all_sum(value: float | int, device) -> float:
+    if not dist.is_initialized():
+        return float(value)
+    tensor = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return float(tensor.item())
+
+
+# ------------------------------------------------------------------------------------------------- checkpoints
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def latest_checkpoint(run: Path) -> Path | None:
+    folder = run / "checkpoints"
+    if not folder.is_dir():
+        return None
+    steps = sorted((int(p.name.split("-")[1]), p) for p in folder.glob("step-*")
+                   if p.name.split("-")[1].isdigit() and (p / STATE_FILE).is_file())
+    return steps[-1][1] if steps else None
+
+
+def _save_checkpoint(run: Path, peft_model, optimizer, scheduler, scaler, step: int, extra: dict,
+                     keep: int) -> Path:
+    folder = run / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".tmp-step-{step}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    peft_model.save_pretrained(tmp / "adapter")
+    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None, "rng": _rng_state(), **extra},
+               tmp / STATE_FILE)
+    final = folder / f"step-{step}"
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    old = sorted((int(p.name.split("-")[1]), p) for p in folder.glob("step-*") if p.name.split("-")[1].isdigit())
+    for _, path in old[:-keep]:
+        shutil.rmtree(path, ignore_errors=True)
+    return final
+
+
+# ------------------------------------------------------------------------------------------------------ helpers
+def _precision(config: TrainConfig, device: torch.device) -> str:
+    if config.precision != "auto":
+        return config.precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def _autocast(precision: str, device: torch.device):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _micro_batches(examples: list[Example], config: TrainConfig, pad_id: int) -> list[dict[str, torch.Tensor]]:
+    rows = pack(examples, config.max_len)
+    return [collate(rows[i:i + config.micro_batch_rows], pad_id) for i in range(0, len(rows), config.micro_batch_rows)]
+
+
+@torch.no_grad()
+def evaluate_loss(wrapper: SupervisedLM, examples: list[Example], config: TrainConfig, pad_id: int,
+                  device: torch.device, precision: str) -> float | None:
+    """Mean cross entropy per supervised token over ``examples`` (this process's share, summed over all)."""
+    if not examples:
+        return None
+    was_training = wrapper.training
+    wrapper.eval()
+    total, count = 0.0, 0
+    for batch in _micro_batches(examples, config, pad_id):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with _autocast(precision, device):
+            loss, n = wrapper(**batch)
+        total += float(loss)
+        count += int(n)
+    wrapper.train(was_training)
+    total, count = _all_sum(total, device), _all_sum(count, device)
+    return total / count if count else None
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for name in ("kefu", "torch", "transformers", "peft"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]} tok/s"),
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled,
+                    transient=False)
+
+
+def _tensorboard(run: Path, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(log_dir=str(run / "tensorboard"))
+
+
+# -------------------------------------------------------------------------------------------------------- train
+def train(config: TrainConfig, data: str | Path, out: str | Path, *, resume: bool = False,
+          progress: bool = True, on_step: Callable[[int, dict], None] | None = None,
+          device: str | torch.device | None = None) -> dict[str, Any]:
+    """Fine-tune a LoRA adapter on ``data`` (the prepare stage's folder or a train.jsonl) into ``out``.
+
+    Writes ``out/adapter`` (PEFT, loadable by vLLM ``--lora-modules``), ``config.yaml``, ``metrics.jsonl``,
+    ``train_report.json`` and checkpoints; returns the report. ``resume`` continues from the last checkpoint in
+    ``out``. ``on_step(step, metrics)`` is called after every optimizer step (and after its checkpoint).
+    """
+    from peft import PeftModel, get_peft_model, set_peft_model_state_dict
+
+    from kefu.train.models import check_adapter, license_note, load_model, resolve_model
+
+    started = time.time()
+    out = Path(out)
+    rank, world, local_rank = _dist_setup()
+    main = rank == 0
+    if device is None:
+        device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if config.batch_size < world:
+        raise KefuError(f"batch_size {config.batch_size} is smaller than the {world} processes")
+
+    # ---- everything that can fail on bad input happens before any long work
+    checkpoint = latest_checkpoint(out) if resume else None
+    if resume and checkpoint is None:
+        raise KefuError(f"{out}: --resume given but there is no checkpoint in {out / 'checkpoints'}")
+    if not resume and (out / "adapter").exists():
+        raise KefuError(f"{out}: already holds a finished run (adapter/); choose another --out or pass --resume")
+    model_path = resolve_model(config.model)
+    if config.init_adapter and not (Path(config.init_adapter) / "adapter_config.json").is_file():
+        raise KefuError(f"{config.init_adapter}: --init-adapter is not a PEFT adapter folder (no adapter_config.json)")
+    precision = _precision(config, device)
+    model, tokenizer = load_model(str(model_path), dtype=torch.float32 if precision != "bf16" or device.type == "cpu"
+                                  else torch.bfloat16, trainable=True, device=device)
+    train_examples, val_examples, stats = load_examples(data, tokenizer, config)
+    pad_id = tokenizer.pad_token_id
+
+    if config.init_adapter:
+        check_adapter(config.init_adapter, model)
+        try:
+            model = PeftModel.from_pretrained(model, config.init_adapter, is_trainable=True)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise KefuError(f"{config.init_adapter}: incompatible adapter for {model_path}: "
+                            f"{str(exc).splitlines()[0][:300]}") from exc
+    else:
+        torch.manual_seed(config.seed)  # identical LoRA init on every process and in every rerun
+        model = get_peft_model(model, lora_config(config))
+    gradient_checkpointing = config.gradient_checkpointing
+    if gradient_checkpointing is None:
+        gradient_checkpointing = device.type == "cuda"
+    if gradient_checkpointing:
+        model.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+
+    wrapper: nn.Module = SupervisedLM(model).to(device)
+    if config.compile:
+        wrapper.body = torch.compile(wrapper.body)
+    ddp = None
+    if world > 1:
+        ddp = nn.parallel.DistributedDataParallel(wrapper, device_ids=[device.index] if device.type == "cuda" else None)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    total_steps = config.max_steps or max(1, math.ceil(len(train_examples) * config.epochs / config.batch_size))
+    from transformers import get_cosine_schedule_with_warmup
+
+    scheduler = get_cosine_schedule_with_warmup(optimizer, round(config.warmup_ratio * total_steps), total_steps)
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+
+    start_step, carried = 0, {"train_seconds": 0.0, "supervised_tokens": 0, "tokens": 0}
+    if checkpoint is not None:
+        from safetensors.torch import load_file
+
+        state = torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=False)
+        if state.get("data_sha256") != stats.sha256:
+            raise KefuError(f"{checkpoint}: was trained on other data (sha256 {state.get('data_sha256')}, now "
+                            f"{stats.sha256}); resume needs the same train.jsonl")
+        set_peft_model_state_dict(model, load_file(str(checkpoint / "adapter" / "adapter_model.safetensors")))
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+        start_step = state["step"]
+        carried = state.get("totals", carried)
+        log.info("resuming from %s (step %d)", checkpoint, start_step)
+    else:
+        torch.manual_seed(config.seed + 1 + rank)  # dropout streams differ per process, repeat per run
+
+    run_record = {"train": config.model_dump(mode="json"), "data": {"path": str(Path(data).resolve()),
+                  "sha256": stats.sha256, "files": stats.files}, "model_path": str(model_path), "world_size": world,
+                  "device": device.type, "precision": precision, "gradient_checkpointing": gradient_checkpointing,
+                  "versions": _versions(), "template": template_kind(tokenizer)}
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(run_record, allow_unicode=True, sort_keys=False),
+                                         encoding="utf-8")
+        if checkpoint is None:
+            (out / "metrics.jsonl").write_text("", encoding="utf-8")
+    writer = _tensorboard(out, config.tensorboard and main)
+
+    n_train = len(train_examples)
+    final_loss = None
+    last_metrics: dict[str, Any] = {}
+    run_seconds, run_sup, run_tok = carried["train_seconds"], carried["supervised_tokens"], carried["tokens"]
+    with _progress(progress and main) as bar:
+        task = bar.add_task("train", total=total_steps, completed=start_step, loss="-", tps="-")
+        for step in range(start_step, total_steps):
+            t0 = time.perf_counter()
+            # every process gets >= 1 dialogue (batch_size >= world), so every one joins the all-reduce
+            indices = step_indices(n_train, config.batch_size, step, config.seed)[rank::world]
+            chosen = [train_examples[i] for i in indices]
+            micro = _micro_batches(chosen, config, pad_id)
+            local_sup = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro)
+            local_tok = sum(len(e.input_ids) for e in chosen)  # real tokens, padding excluded
+            step_sup = _all_sum(local_sup, device)
+            # all-reduce averages over processes; scale so the result is sum(loss) / step's supervised tokens
+            scale = world / step_sup
+            step_loss = 0.0
+            module = ddp or wrapper
+            for index, batch in enumerate(micro):
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                last = index == len(micro) - 1
+                sync = ddp.no_sync() if ddp is not None and not last else contextlib.nullcontext()
+                with sync:
+                    with _autocast(precision, device):
+                        loss_sum, _ = module(**batch)
+                    loss = loss_sum * scale
+                    (scaler.scale(loss) if scaler is not None else loss).backward()
+                step_loss += float(loss_sum.detach())
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            if config.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            lr = scheduler.get_last_lr()[0]
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            seconds = time.perf_counter() - t0
+            step_loss = _all_sum(step_loss, device) / step_sup
+            step_tok = _all_sum(local_tok, device)
+            run_seconds += seconds
+            run_sup += int(step_sup)
+            run_tok += int(step_tok)
+            final_loss = step_loss
+            metrics = {"step": step + 1, "loss": round(step_loss, 6), "lr": lr, "supervised_tokens": int(step_sup),
+                       "tokens": int(step_tok), "seconds": round(seconds, 4),
+                       "tokens_per_s": round(step_tok / seconds, 2),
+                       "supervised_tokens_per_s": round(step_sup / seconds, 2)}
+            if config.eval_steps and (step + 1) % config.eval_steps == 0 and val_examples:
+                metrics["val_loss"] = evaluate_loss(wrapper, val_examples[rank::world], config, pad_id, device,
+                                                    precision)
+            last_metrics = metrics
+            if main:
+                if (step + 1) % config.logging_steps == 0 or step + 1 == total_steps:
+                    with open(out / "metrics.jsonl", "a", encoding="utf-8") as handle:
+                        handle.write(json.dumps(metrics) + "\n")
+                if writer is not None:
+                    for key in ("loss", "lr", "tokens_per_s", "val_loss"):
+                        if key in metrics and metrics[key] is not None:
+                            writer.add_scalar(f"train/{key}", metrics[key], step + 1)
+                if config.save_steps and (step + 1) % config.save_steps == 0 and step + 1 < total_steps:
+                    _save_checkpoint(out, model, optimizer, scheduler, scaler, step + 1,
+                                     {"data_sha256": stats.sha256, "totals": {
+                                         "train_seconds": run_seconds, "supervised_tokens": run_sup,
+                                         "tokens": run_tok}}, config.keep_checkpoints)
+            if dist.is_initialized():
+                dist.barrier()
+            bar.update(task, advance=1, loss=f"{step_loss:.4f}", tps=f"{step_tok / seconds:,.0f}")
+            if on_step is not None:
+                on_step(step + 1, metrics)
+
+    val_loss = evaluate_loss(wrapper, val_examples[rank::world], config, pad_id, device, precision) \
+        if val_examples else None
+    report = {
+        "model": config.model, "model_path": str(model_path), "license": license_note(config.model),
+        "data_sha256": stats.sha256, "data": stats.files, "steps": total_steps, "resumed_from_step": start_step or None,
+        "final_loss": final_loss, "val_loss": val_loss, "train_seconds": round(run_seconds, 3),
+        "wall_seconds": round(time.time() - started, 3), "supervised_tokens": run_sup, "tokens": run_tok,
+        "tokens_per_s": round(run_tok / run_seconds, 2) if run_seconds else None,
+        "supervised_tokens_per_s": round(run_sup / run_seconds, 2) if run_seconds else None,
+        "dialogues": stats.dialogues, "examples": stats.examples, "split": stats.split, "truncated": stats.truncated,
+        "skipped_no_agent": stats.skipped_no_agent, "data_tokens": stats.tokens,
+        "data_supervised_tokens": stats.supervised_tokens, "world_size": world, "device": device.type,
+        "precision": precision, "last_metrics": last_metrics, "adapter": str(out / "adapter"),
+    }
+    if main:
+        _write_adapter(model, tokenizer, config, out / "adapter", model_path)
+        (out / "train_report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+        if writer is not None:
+            writer.close()
+        from kefu.safety import audit
+
+        audit.record("train", str(out), digest=stats.sha256, details={
+            "model": config.model, "steps": total_steps, "final_loss": final_loss, "adapter": str(out / "adapter"),
+            "init_adapter": config.init_adapter, "resumed_from_step": start_step or None})
+    if dist.is_initialized():
+        dist.barrier()
+    return report
+
+
+def _write_adapter(model, tokenizer, config: TrainConfig, folder: Path, model_path: Path) -> None:
+    """The PEFT adapter plus ``kefu_adapter.json``: what eval and serve need to prompt it as it was trained."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    adapter_config = json.loads((tmp / "adapter_config.json").read_text(encoding="utf-8"))
+    adapter_config["base_model_name_or_path"] = str(model_path)
+    (tmp / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2), encoding="utf-8")
+    (tmp / "kefu_adapter.json").write_text(json.dumps({
+        "base_model": config.model, "base_model_path": str(model_path), "template": template_kind(tokenizer),
+        "stop": stop_strings(tokenizer), "system_prompt": config.system_prompt,
+        "facts_in_system": config.facts_in_system, "train_on": config.train_on,
+        "lora": {"r": config.lora_r, "alpha": config.lora_alpha, "dora": config.use_dora,
+                 "rslora": config.use_rslora}}, ensure_ascii=False, indent=2), encoding="utf-8")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+
+
+def data_stats_dict(stats: DataStats) -> dict:
+    return asdict(stats)
