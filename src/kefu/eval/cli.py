@@ -1,9 +1,125 @@
-"""CLI commands of the eval stage; `register` adds them to the root `kefu` app."""
+"""CLI commands of the eval stage; `register` adds them to the root `kefu` app.
+
+``kefu eval --run RUN --data TEST.jsonl --out EVAL`` generates and scores; ``kefu eval score PRED.jsonl --out EVAL``
+scores ready predictions; ``kefu eval compare EVAL_A EVAL_B`` puts two evaluations side by side.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from kefu.types import KefuError
+
+eval_app = typer.Typer(invoke_without_command=True, add_completion=False,
+                       help="Evaluate a model: similarity (LLaMA-Factory + sacreBLEU/chrF), business, experience.")
+
+SUMMARY_KEYS = ("n_samples", "bleu4", "rouge1", "rouge2", "rougeL", "sacrebleu", "chrf", "human_pct_bleu4",
+                "key_fact_accuracy", "intent_accuracy", "resolution_rate", "handoff_rate", "latency_p50_ms",
+                "latency_p95_ms", "compliance_violation_rate", "pii_echo_rate", "perplexity", "distinct_2",
+                "repeat_4gram_rate", "judge_satisfaction")
+
+
+def _config(config_file: Optional[Path], overrides: dict):
+    from kefu.config import load_config
+
+    return load_config(config_file, {f"eval.{k}": v for k, v in overrides.items()}).eval
+
+
+def _print_summary(metrics: dict, out: Path) -> None:
+    from kefu.eval.report import fmt
+
+    table = Table(title=f"kefu eval → {out}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in SUMMARY_KEYS:
+        if metrics.get(key) is not None:
+            table.add_row(key, fmt(metrics[key]))
+    Console().print(table)
+    if metrics.get("skipped_checks"):
+        Console(stderr=True).print(f"[yellow]skipped:[/] {metrics['skipped_checks']}")
+
+
+@eval_app.callback()
+def eval_main(
+    ctx: typer.Context,
+    run: Optional[Path] = typer.Option(None, "--run", help="Train output folder (adapter/ and config.yaml)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Prepared test.jsonl (dialogues)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder for metrics.json, predictions, report."),
+    base_only: bool = typer.Option(False, "--base-only", help="Evaluate the run's base model without the adapter."),
+    model: Optional[str] = typer.Option(None, "--model", help="Base or merged model (name or folder); with "
+                                        "--endpoint, the served model's name."),
+    endpoint: Optional[str] = typer.Option(None, "--endpoint", help="OpenAI-compatible base URL, e.g. "
+                                           "http://localhost:8000/v1 (vLLM, kefu serve)."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="KEFU_EVAL_API_KEY", help="Endpoint API key."),
+    kg: Optional[str] = typer.Option(None, "--kg", help="Knowledge graph (SQLAlchemy URL or .db file) for key facts."),
+    max_samples: Optional[int] = typer.Option(None, "--max-samples", min=1, help="Evaluate only the first N samples."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Generation batch size (default 8)."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="Default 64."),
+    last_turn_only: Optional[bool] = typer.Option(None, "--last-turn-only/--all-turns",
+                                                  help="Score only each dialogue's last agent turn."),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, help="Endpoint requests in flight."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Per-request timeout in seconds (endpoint)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar with ETA."),
+    config_file: Optional[Path] = typer.Option(None, "--config", "-c", help="Config file (default ./kefu.yaml)."),
+):
+    """Generate a reply for every agent turn of TEST.jsonl and score it (or use a subcommand)."""
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = {"config_file": config_file, "kg": kg}
+        return
+    if data is None and run is None and endpoint is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+    if data is None or out is None:
+        raise KefuError("kefu eval needs --data TEST.jsonl and --out EVAL (or a subcommand: score, compare)")
+    if run is None and endpoint is None and model is None:
+        raise KefuError("kefu eval needs --run RUN, --model M or --endpoint URL to generate replies")
+    from kefu.eval.runner import evaluate
+
+    cfg = _config(config_file, {"max_samples": max_samples, "batch_size": batch_size,
+                                "max_new_tokens": max_new_tokens, "last_turn_only": last_turn_only,
+                                "concurrency": concurrency, "timeout_s": timeout})
+    metrics = evaluate(data, out, run=run, model=model, base_only=base_only, endpoint=endpoint, api_key=api_key,
+                       kg=kg, config=cfg, progress=progress)
+    _print_summary(metrics, out)
+
+
+@eval_app.command("score")
+def score_cmd(
+    ctx: typer.Context,
+    predictions: Path = typer.Argument(..., help="JSONL: prediction, references (list), optional id, intent, "
+                                       "predicted_intent, facts, latency_ms, context."),
+    out: Path = typer.Option(..., "--out", help="Output folder."),
+    kg: Optional[str] = typer.Option(None, "--kg", help="Knowledge graph for key facts."),
+):
+    """Score ready predictions (no model needed)."""
+    from kefu.eval.records import load_predictions
+    from kefu.eval.runner import score_records
+
+    parent = ctx.obj or {}
+    cfg = _config(parent.get("config_file"), {})
+    records = load_predictions(predictions)
+    metrics = score_records(records, out, kg=kg or parent.get("kg"), config=cfg,
+                            extra={"source": "predictions", "predictions_file": str(predictions)})
+    _print_summary(metrics, out)
+
+
+@eval_app.command("compare")
+def compare_cmd(
+    eval_a: Path = typer.Argument(..., help="Baseline eval folder."),
+    eval_b: Path = typer.Argument(..., help="Candidate eval folder."),
+    worst: int = typer.Option(5, "--worst", min=0, help="How many worst regressions to show."),
+):
+    """Side-by-side metrics, per-intent breakdown and the largest regressions from A to B."""
+    from kefu.eval.compare import compare
+
+    compare(eval_a, eval_b, worst_k=worst)
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to `app`."""
+    app.add_typer(eval_app, name="eval")

@@ -1,0 +1,379 @@
+"""Business metrics: does the reply state the right facts, route the customer right, resolve, stay compliant?
+
+Key facts: a fact is ``{"type": money|days|date|status|number|text, "value": ..., "text": optional}``
+(money in integer fen, days as an int, dates ISO ``YYYY-MM-DD``, status a word such as 已发货). A fact is *correct*
+when the prediction states its value (any usual surface form: ``¥259``, ``259元``, ``259.00元`` for 25900 fen;
+``7天``/``七天``; ``11月20日``/``2026-11-20``); *wrong* when the prediction states a different value of the same kind
+(another amount of money, another number of days, another date, another order status) and not the right one. A wrong
+number is a failure, as is a missing one. Facts come from ``--kg`` (``kefu.kg.retrieval.retrieve`` on the customer's
+last message) or from the record's ``facts``.
+
+Intent accuracy: when records carry ``predicted_intent`` (a router's or the model's label), its agreement with the
+gold ``intent``. Otherwise, when the data stage's rule annotator is installed, whether the prediction and the
+reference are about the same intent according to it (turns whose reference it labels ``other`` are left out);
+``intent_source`` says which was measured.
+
+Resolution-rate proxy (we cannot see whether the customer's problem was solved): a turn counts as resolved when
+(a) the reference hands off to a person and the prediction hands off too (a correct handoff), or (b) the reference
+does not hand off, the prediction does not hand off, it states a concrete resolving action (refund, resend, change,
+lookup result, how-to step...) and it states no wrong fact.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any, Sequence
+
+ORDER_STATUSES = ("待付款", "待发货", "已发货", "已签收", "已完成", "已取消", "退款中", "运输中", "派送中", "已揽收",
+                  "已退款", "已出库")
+_CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8,
+              "九": 9}
+_CN_UNITS = {"十": 10, "百": 100, "千": 1000, "万": 10000}
+_NUM = r"(\d+(?:,\d{3})*(?:\.\d{1,2})?|[零〇一二两三四五六七八九十百千万]+)"
+_MONEY_RE = re.compile(r"(?:[¥￥]|RMB\s*|人民币\s*)" + _NUM + r"|" + _NUM + r"\s*(?:元|块|圆)")
+_DATE_RES = (
+    re.compile(r"(?P<y>\d{4})\s*[-/.年]\s*(?P<m>\d{1,2})\s*[-/.月]\s*(?P<d>\d{1,2})\s*[日号]?"),
+    re.compile(r"(?P<m>\d{1,2}|[一二三四五六七八九十]+)\s*月\s*(?P<d>\d{1,2}|[一二三四五六七八九十]+)\s*[日号]"),
+    re.compile(r"(?<![\d.])(?P<m>\d{1,2})[-/](?P<d>\d{1,2})(?![\d/-])"),
+)
+_DAYS_RE = re.compile(_NUM + r"\s*(?:个)?(?:天|日|工作日)")
+_HANDOFF_RE = re.compile(r"转人工|转接|人工客服|专员|专人|升级(?:处理|给)|为您转|帮您转|转给|移交|主管")
+_ACTION_RE = re.compile(
+    r"(?:已|已经|马上|立即|这就|现在)(?:为您|帮您|给您)?(?:申请|处理|办理|修改|登记|安排|提交|备注|催促|补发|退款|"
+    r"换货|取消|联系|反馈|核实|查询|查到|操作|开具|重新)|"
+    r"(?:为您|帮您|给您)(?:申请|处理|办理|修改|登记|安排|提交|备注|催促|补发|退|换|取消|联系|反馈|核实|查询|开|补偿|"
+    r"升级|优先)|"
+    r"退款|补发|换货|退货|上门取件|寄回|重新发|开具|发票|物流(?:显示|信息)|预计.{0,8}(?:送达|到达|发货|到账)|"
+    r"可以(?:申请|办理|退|换|修改|使用|领取|选择|直接)|支持.{0,8}(?:退|换|修)|请您?(?:点击|提交|申请|进入|在|提供|"
+    r"稍等|耐心)|单号|运单|订单(?:状态|显示)|优惠|价格|尺码|建议")
+
+
+def cn_number(text: str) -> int | None:
+    """A small Chinese-numeral reader (七 → 7, 十五 → 15, 二百五十九 → 259); ``None`` when not a numeral."""
+    if not text or any(c not in _CN_DIGITS and c not in _CN_UNITS for c in text):
+        return None
+    total, section, digit = 0, 0, None
+    for ch in text:
+        if ch in _CN_DIGITS:
+            digit = _CN_DIGITS[ch]
+        else:
+            unit = _CN_UNITS[ch]
+            if unit == 10000:
+                total = (total + section + (digit or 0)) * unit
+                section, digit = 0, None
+            else:
+                section += (1 if digit is None else digit) * unit
+                digit = None
+    return total + section + (digit or 0)
+
+
+def _to_decimal(raw: str) -> Decimal | None:
+    value = cn_number(raw)
+    if value is not None:
+        return Decimal(value)
+    try:
+        return Decimal(raw.replace(",", ""))
+    except InvalidOperation:
+        return None
+
+
+def money_amounts_fen(text: str) -> list[int]:
+    """Amounts of money stated in ``text`` (a currency sign or 元/块 is required), in integer fen."""
+    out = []
+    for match in _MONEY_RE.finditer(text):
+        value = _to_decimal(match.group(1) or match.group(2))
+        if value is not None:
+            out.append(int((value * 100).to_integral_value()))
+    return out
+
+
+def _date_spans(text: str) -> list[tuple[int | None, int, int, int, int]]:
+    found, taken = [], []
+    for pattern in _DATE_RES:
+        for m in pattern.finditer(text):
+            if any(s < m.end() and m.start() < e for s, e in taken):
+                continue
+            month, day = _to_decimal(m.group("m")), _to_decimal(m.group("d"))
+            if month is None or day is None or not (1 <= month <= 12 and 1 <= day <= 31):
+                continue
+            year = int(m.group("y")) if "y" in pattern.groupindex and m.group("y") else None
+            found.append((year, int(month), int(day), m.start(), m.end()))
+            taken.append((m.start(), m.end()))
+    return found
+
+
+def dates_stated(text: str) -> list[tuple[int | None, int, int]]:
+    """Dates in ``text`` as ``(year or None, month, day)``."""
+    return [(y, m, d) for y, m, d, _, _ in _date_spans(text)]
+
+
+def days_stated(text: str) -> list[int]:
+    """Numbers of days in ``text`` (``7天``, ``七天``, ``15个工作日``), date expressions excluded."""
+    masked = text
+    for *_, start, end in _date_spans(text):
+        masked = masked[:start] + " " * (end - start) + masked[end:]
+    out = []
+    for m in _DAYS_RE.finditer(masked):
+        value = _to_decimal(m.group(1))
+        if value is not None and value == value.to_integral_value():
+            out.append(int(value))
+    return out
+
+
+def normalize_fact(fact: Any) -> dict | None:
+    """A fact in our dict form, from a dict, an object with ``type``/``value`` attributes, or a plain string."""
+    if isinstance(fact, str):
+        return {"type": "text", "value": fact} if fact.strip() else None
+    if isinstance(fact, (int, float)) and not isinstance(fact, bool):
+        return {"type": "number", "value": fact}
+    if isinstance(fact, dict):
+        kind, value = fact.get("type") or fact.get("kind"), fact.get("value")
+        text = fact.get("text")
+    else:
+        kind = getattr(fact, "type", None) or getattr(fact, "kind", None)
+        value, text = getattr(fact, "value", None), getattr(fact, "text", None)
+    if value is None and text is None:
+        return None
+    kind = str(kind or "text").lower()
+    aliases = {"price": "money", "price_fen": "money", "amount": "money", "fen": "money", "return_days": "days",
+               "window_days": "days", "duration_days": "days", "order_status": "status", "logistics_status": "status"}
+    kind = aliases.get(kind, kind)
+    if kind not in {"money", "days", "date", "status", "number", "text"}:
+        kind = "text"
+    return {"type": kind, "value": value if value is not None else text, **({"text": text} if text else {})}
+
+
+def check_fact(prediction: str, fact: dict) -> str:
+    """``"correct"``, ``"wrong"`` (a different value of the same kind is stated instead) or ``"missing"``."""
+    kind, value = fact["type"], fact["value"]
+    if kind == "money":
+        stated = money_amounts_fen(prediction)
+        target = int(value)
+        return "correct" if target in stated else ("wrong" if stated else "missing")
+    if kind == "days":
+        stated = days_stated(prediction)
+        return "correct" if int(value) in stated else ("wrong" if stated else "missing")
+    if kind == "date":
+        match = re.match(r"(\d{4})-(\d{1,2})-(\d{1,2})", str(value))
+        if not match:
+            return "missing"
+        y, m, d = (int(g) for g in match.groups())
+        stated = dates_stated(prediction)
+        ok = any(sm == m and sd == d and (sy is None or sy == y) for sy, sm, sd in stated)
+        return "correct" if ok else ("wrong" if stated else "missing")
+    if kind == "status":
+        word = str(value)
+        if word in prediction:
+            return "correct"
+        return "wrong" if any(s in prediction for s in ORDER_STATUSES if s != word) else "missing"
+    if kind == "number":
+        digits = re.findall(r"\d+(?:\.\d+)?", prediction)
+        return "correct" if str(value) in digits or str(value) in prediction else "missing"
+    return "correct" if str(value) in prediction else "missing"
+
+
+def is_handoff(text: str) -> bool:
+    """Whether an agent reply hands the customer to a person."""
+    return bool(_HANDOFF_RE.search(text or ""))
+
+
+def has_resolving_action(text: str) -> bool:
+    """Whether an agent reply states a concrete action or answer (see the module docstring)."""
+    return bool(_ACTION_RE.search(text or ""))
+
+
+def context_text(context: Any) -> str:
+    """All text of a context given as messages (``[{"role","content"}]``) or a string."""
+    if context is None:
+        return ""
+    if isinstance(context, str):
+        return context
+    if isinstance(context, list):
+        return "\n".join(str(m.get("content", "")) if isinstance(m, dict) else str(m) for m in context)
+    return str(context)
+
+
+def last_user_message(context: Any) -> str:
+    """The customer's most recent message in a context (the whole context when it is a plain string)."""
+    if isinstance(context, list):
+        for m in reversed(context):
+            if isinstance(m, dict) and m.get("role") == "user":
+                return str(m.get("content", ""))
+        return ""
+    return context_text(context)
+
+
+def _optional(module: str, attr: str):
+    """An optional collaborator (another stage's function); ``None`` when that module is not installed."""
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        return None
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default), NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return float(ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo))
+
+
+def key_facts_from_kg(raw_facts: Sequence[Any]) -> list[dict]:
+    """The checkable key facts among ``retrieve()``'s facts: the payable price (after promotions, fen), the return
+    window (days), the order status. Other facts (descriptions, playbooks, FAQ text) are context, not key facts."""
+    out: list[dict] = []
+    for fact in raw_facts:
+        if not isinstance(fact, dict):
+            norm = normalize_fact(fact)
+            if norm is not None and norm["type"] != "text":
+                out.append(norm)
+            continue
+        kind, data = fact.get("type"), fact.get("data") or {}
+        if kind == "price" and data.get("payable_fen") is not None:
+            out.append({"type": "money", "value": int(data["payable_fen"]), "text": fact.get("text")})
+        elif kind == "policy" and data.get("return_days") is not None:
+            out.append({"type": "days", "value": int(data["return_days"]), "text": fact.get("text")})
+        elif kind == "order" and data.get("status"):
+            out.append({"type": "status", "value": str(data["status"]), "text": fact.get("text")})
+        elif kind in ("money", "days", "date", "status"):
+            norm = normalize_fact(fact)
+            if norm is not None:
+                out.append(norm)
+    return out
+
+
+def kg_facts(kg: Any, record: dict) -> list[dict]:
+    """Key facts the knowledge graph holds for the customer's last message (``retrieve(kg, text, customer_id=)``)."""
+    retrieve = _optional("kefu.kg.retrieval", "retrieve")
+    if retrieve is None:
+        return []
+    query = last_user_message(record.get("context"))
+    if not query:
+        return []
+    result = retrieve(kg, query, customer_id=record.get("customer_id"))
+    raw = result.get("facts") if isinstance(result, dict) else getattr(result, "facts", None)
+    return key_facts_from_kg(raw or [])
+
+
+def _pii_checker():
+    """``(name, fn(prediction, context_text) -> number of PII items not in the context)`` or ``(None, None)``.
+
+    Prefers the data stage's ``kefu.data.pii.find_pii`` (the masker's own detector), else the safety stage's
+    ``kefu.safety.compliance.scan_output``.
+    """
+    find_pii = _optional("kefu.data.pii", "find_pii")
+    if find_pii is not None:
+        def echoed(pred: str, ctx: str) -> int:
+            spans = find_pii(pred)
+            texts = [getattr(s, "text", None) or (pred[s[1]:s[2]] if isinstance(s, tuple) else "") for s in spans]
+            return sum(1 for t in texts if t and t not in ctx)
+        return "kefu.data.pii.find_pii", echoed
+    scan = _optional("kefu.safety.compliance", "scan_output")
+    if scan is not None:
+        return "kefu.safety.compliance.scan_output", lambda pred, ctx: len(scan(pred, [ctx] if ctx else []))
+    return None, None
+
+
+def _intent_annotator():
+    """The data stage's rule intent classifier (``RuleAnnotator().intent``) if installed, else ``None``."""
+    cls = _optional("kefu.data.annotate", "RuleAnnotator")
+    if cls is None:
+        return None
+    try:
+        return cls().intent
+    except Exception:  # noqa: BLE001 - another stage's lexicons failing to load must not stop scoring
+        return None
+
+
+def business_metrics(records: list[dict], kg: Any = None) -> tuple[dict, list[dict]]:
+    """Aggregate business metrics and one dict of per-sample fields per record."""
+    pii_source, pii_echoed = _pii_checker()
+    compliance = _optional("kefu.safety.compliance", "check")
+    annotator = None
+    rows: list[dict] = []
+    fact_total = fact_correct = fact_samples = fact_wrong_samples = 0
+    intent_pairs: list[tuple[str, str]] = []
+    intent_source = None
+    if any(r.get("predicted_intent") for r in records):
+        intent_source = "prediction"
+    else:
+        annotator = _intent_annotator()
+        intent_source = "annotator:reply-vs-reference" if annotator else None
+    latencies = [float(r["latency_ms"]) for r in records if isinstance(r.get("latency_ms"), (int, float))]
+    handoffs = ref_handoffs = resolved = compliance_samples = compliance_hits = pii_samples = 0
+    for rec in records:
+        pred, refs = rec["prediction"], rec["references"] if isinstance(rec["references"], list) else [rec["references"]]
+        row: dict[str, Any] = {}
+        facts = [f for f in (normalize_fact(x) for x in (rec.get("facts") or [])) if f is not None]
+        if kg is not None:
+            facts = facts + kg_facts(kg, rec)
+        wrong = False
+        if facts:
+            verdicts = [check_fact(pred, f) for f in facts]
+            n_ok = verdicts.count("correct")
+            wrong = "wrong" in verdicts
+            fact_total += len(facts)
+            fact_correct += n_ok
+            fact_samples += 1
+            fact_wrong_samples += int(wrong)
+            row["fact_accuracy"] = n_ok / len(facts)
+            row["fact_verdicts"] = verdicts
+        if intent_source == "prediction" and rec.get("predicted_intent") and rec.get("intent"):
+            intent_pairs.append((str(rec["predicted_intent"]), str(rec["intent"])))
+            row["intent_correct"] = intent_pairs[-1][0] == intent_pairs[-1][1]
+        elif annotator is not None:
+            try:
+                got, want = annotator(pred), annotator(refs[0])
+            except Exception:  # noqa: BLE001 - another stage's heuristic; a failure means "no label"
+                got = want = None
+            if got and want and want != "other":
+                intent_pairs.append((str(got), str(want)))
+                row["intent_correct"] = got == want
+        pred_handoff, ref_handoff = is_handoff(pred), any(is_handoff(r) for r in refs)
+        handoffs += pred_handoff
+        ref_handoffs += ref_handoff
+        if ref_handoff:
+            ok = pred_handoff
+        else:
+            ok = (not pred_handoff) and has_resolving_action(pred) and not wrong
+        resolved += ok
+        row.update(handoff=pred_handoff, resolved=ok)
+        if compliance is not None:
+            hits = compliance(pred) or []
+            row["compliance_hits"] = len(hits)
+            compliance_hits += len(hits)
+            compliance_samples += bool(hits)
+        if pii_echoed is not None:
+            echoed = pii_echoed(pred, context_text(rec.get("context")))
+            row["pii_echoed"] = echoed
+            pii_samples += bool(echoed)
+        rows.append(row)
+    n = len(records)
+    out: dict[str, Any] = {
+        "key_fact_accuracy": fact_correct / fact_total if fact_total else None,
+        "key_fact_error_rate": fact_wrong_samples / fact_samples if fact_samples else None,
+        "key_fact_samples": fact_samples, "key_fact_total": fact_total,
+        "key_fact_source": ("kg+annotations" if kg is not None else "annotations") if fact_total else None,
+        "intent_accuracy": (sum(a == b for a, b in intent_pairs) / len(intent_pairs)) if intent_pairs else None,
+        "intent_source": intent_source if intent_pairs else None,
+        "resolution_rate": resolved / n, "handoff_rate": handoffs / n, "reference_handoff_rate": ref_handoffs / n,
+        "latency_mean_ms": (sum(latencies) / len(latencies)) if latencies else None,
+        "latency_p50_ms": percentile(latencies, 50) if latencies else None,
+        "latency_p95_ms": percentile(latencies, 95) if latencies else None,
+        "compliance_violation_rate": compliance_samples / n if compliance is not None else None,
+        "compliance_hits": compliance_hits if compliance is not None else None,
+        "pii_echo_rate": pii_samples / n if pii_echoed is not None else None,
+        "pii_source": pii_source,
+    }
+    skipped = [name for name, fn in (("compliance (kefu.safety.compliance.check not available)", compliance),
+                                     ("pii_echo (no PII detector available)", pii_echoed)) if fn is None]
+    if kg is not None and _optional("kefu.kg.retrieval", "retrieve") is None:
+        skipped.append("kg facts (kefu.kg.retrieval.retrieve not available)")
+    out["skipped_checks"] = "; ".join(skipped)
+    return out, rows

@@ -1,0 +1,144 @@
+"""Reading evaluation inputs: prepared test dialogues (samples to generate for) and prediction files (to score).
+
+Every problem is a :class:`KefuError` naming the file and line, so a bad line in a 50k-line file is found at once.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+from kefu.eval.metrics import parse_references
+from kefu.types import KefuError
+
+
+def _jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    if not path.exists():
+        raise KefuError(f"{path}: file not found")
+    if path.is_dir():
+        raise KefuError(f"{path}: is a folder, expected a JSONL file")
+    seen = False
+    with open(path, encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise KefuError(f"{path}:{lineno}: not valid JSON: {exc.msg} (column {exc.colno})") from exc
+            if not isinstance(obj, dict):
+                raise KefuError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            seen = True
+            yield lineno, obj
+    if not seen:
+        raise KefuError(f"{path}: empty file (no JSON lines)")
+
+
+def load_predictions(path: str | Path) -> list[dict]:
+    """Prediction records for ``kefu eval score``: ``prediction``, ``references`` (list, or one string that may use
+    JDDC's ``<sep>``/``!@@@!``), optional ``id``, ``intent``, ``predicted_intent``, ``facts``, ``latency_ms``,
+    ``context``. Ids, when given, must be unique."""
+    path = Path(path)
+    records, ids = [], {}
+    for lineno, obj in _jsonl(path):
+        where = f"{path}:{lineno}"
+        if "prediction" not in obj:
+            raise KefuError(f"{where}: missing field 'prediction'")
+        if not isinstance(obj["prediction"], str):
+            raise KefuError(f"{where}: field 'prediction' must be a string")
+        refs = obj.get("references", obj.get("reference"))
+        if refs is None:
+            raise KefuError(f"{where}: missing field 'references'")
+        if isinstance(refs, str):
+            refs = parse_references(refs)
+        elif isinstance(refs, list) and all(isinstance(r, str) for r in refs):
+            refs = [r for ref in refs for r in parse_references(ref)]
+        else:
+            raise KefuError(f"{where}: field 'references' must be a list of strings")
+        if not refs:
+            raise KefuError(f"{where}: field 'references' has no non-empty reference")
+        if obj.get("latency_ms") is not None and not isinstance(obj["latency_ms"], (int, float)):
+            raise KefuError(f"{where}: field 'latency_ms' must be a number")
+        if obj.get("facts") is not None and not isinstance(obj["facts"], list):
+            raise KefuError(f"{where}: field 'facts' must be a list")
+        rid = obj.get("id")
+        if rid is not None:
+            rid = str(rid)
+            if rid in ids:
+                raise KefuError(f"{where}: duplicate id {rid!r} (first on line {ids[rid]})")
+            ids[rid] = lineno
+        record = dict(obj, references=refs, _where=where)
+        record["id"] = rid if rid is not None else f"line{lineno}"
+        records.append(record)
+    return records
+
+
+def samples_from_dialogue(dialogue: dict, last_turn_only: bool = False, where: str = "") -> list[dict]:
+    """Each agent turn of a prepared dialogue becomes a sample: ``context`` = the messages before it, ``references``
+    = that turn (split on ``<sep>``/``!@@@!``), ``intent`` = the intent of the last customer turn before it.
+
+    Dialogue-level ``meta.facts`` apply to a turn when the fact carries that turn's index (``turn``) or, lacking
+    one, when the reference itself states the fact correctly.
+    """
+    from kefu.eval.business import check_fact, normalize_fact
+
+    messages = dialogue.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise KefuError(f"{where}: field 'messages' must be a non-empty list")
+    for k, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") \
+                or not isinstance(m.get("content"), str):
+            raise KefuError(f"{where}: messages[{k}] must be {{'role': system|user|assistant, 'content': str}}")
+    meta = dialogue.get("meta") or {}
+    intents = meta.get("intents") or []
+    facts = meta.get("facts") or []
+    did = str(dialogue.get("id") or where)
+    samples, user_turns = [], 0
+    agent_turns = [k for k, m in enumerate(messages) if m["role"] == "assistant"]
+    if last_turn_only:
+        agent_turns = agent_turns[-1:]
+    for k, m in enumerate(messages):
+        if m["role"] == "user":
+            user_turns += 1
+        if k not in agent_turns or user_turns == 0:
+            continue
+        refs = parse_references(m["content"])
+        if not refs:
+            continue
+        turn_facts = []
+        for fact in facts:
+            norm = normalize_fact(fact)
+            if norm is None:
+                continue
+            turn = fact.get("turn") if isinstance(fact, dict) else None
+            if (turn == k) if turn is not None else check_fact(refs[0], norm) == "correct":
+                turn_facts.append(norm)
+        sample = {"id": f"{did}#{k}", "dialogue_id": did, "turn": k, "context": messages[:k], "references": refs,
+                  "intent": intents[user_turns - 1] if user_turns - 1 < len(intents) else None}
+        if turn_facts:
+            sample["facts"] = turn_facts
+        if meta.get("customer_id"):
+            sample["customer_id"] = meta["customer_id"]
+        samples.append(sample)
+    return samples
+
+
+def load_test_samples(path: str | Path, last_turn_only: bool = False, max_samples: int | None = None) -> list[dict]:
+    """All samples of a prepared ``test.jsonl`` in file order (optionally only the first ``max_samples``)."""
+    path = Path(path)
+    samples: list[dict] = []
+    for lineno, obj in _jsonl(path):
+        samples.extend(samples_from_dialogue(obj, last_turn_only, where=f"{path}:{lineno}"))
+        if max_samples and len(samples) >= max_samples:
+            return samples[:max_samples]
+    if not samples:
+        raise KefuError(f"{path}: no agent turn after a customer turn to evaluate")
+    return samples
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """UTF-8 JSONL, Chinese kept readable."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")

@@ -1,0 +1,168 @@
+"""End-to-end evaluation: test dialogues → replies (local model or endpoint) → every metric → EVAL/ folder.
+
+``EVAL/metrics.json`` (flat keys), ``EVAL/predictions.jsonl`` (one line per sample with its scores) and
+``EVAL/report.html`` (offline, inline SVG charts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kefu.eval.config import EvalConfig
+from kefu.types import KefuError
+
+_MODEL_KEYS = ("base_model", "model", "model_name_or_path", "model_name", "name_or_path")
+
+
+def run_base_model(run: Path) -> str | None:
+    """The base model named in a train run's ``config.yaml`` (top level or under ``train:``/``model:``)."""
+    cfg_file = run / "config.yaml"
+    if not cfg_file.is_file():
+        return None
+    try:
+        cfg = yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise KefuError(f"{cfg_file}: not valid YAML: {exc}") from exc
+    if not isinstance(cfg, dict):
+        raise KefuError(f"{cfg_file}: expected a mapping")
+    for section in (cfg, cfg.get("train") or {}, cfg.get("model") if isinstance(cfg.get("model"), dict) else {}):
+        if not isinstance(section, dict):
+            continue
+        for key in _MODEL_KEYS + ("name", "base"):
+            value = section.get(key)
+            if isinstance(value, str) and value:
+                return value
+    return None
+
+
+def open_kg(kg: Any) -> Any:
+    """A KnowledgeGraph from a SQLAlchemy URL, a ``.db`` file path, or an already open graph."""
+    if kg is None or not isinstance(kg, (str, Path)):
+        return kg
+    from kefu.kg.store import KnowledgeGraph
+
+    text = str(kg)
+    if "://" not in text:
+        path = Path(text)
+        if not path.exists():
+            raise KefuError(f"{path}: knowledge graph database not found")
+        text = f"sqlite:///{path.resolve()}"
+    return KnowledgeGraph.open(text)
+
+
+def load_local_model(run: Path | None, model: str | None, base_only: bool) -> tuple[Any, Any, dict]:
+    """Base + adapter from a run folder, or a base/merged model by name or path; returns (model, tokenizer, info)."""
+    from kefu.train.models import DEFAULT_MODEL, load_model
+
+    adapter = None
+    if run is not None:
+        if not run.is_dir():
+            raise KefuError(f"{run}: run folder not found")
+        if not base_only:
+            adapter = run / "adapter"
+            if not adapter.is_dir():
+                raise KefuError(f"{run}: no adapter/ folder (pass --base-only to evaluate the base model)")
+    name = model or (run_base_model(run) if run is not None else None) or DEFAULT_MODEL
+    loaded, tokenizer = load_model(name, adapter=adapter)
+    return loaded, tokenizer, {"model": str(name), "adapter": str(adapter) if adapter else None}
+
+
+def write_outputs(out: Path, metrics: dict, rows: list[dict]) -> None:
+    """metrics.json, predictions.jsonl and report.html under ``out``."""
+    from kefu.eval.records import write_jsonl
+    from kefu.eval.report import write_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2, default=str) + "\n",
+                                      encoding="utf-8")
+    write_jsonl(out / "predictions.jsonl", rows)
+    write_report(out, metrics, rows)
+
+
+def score_records(records: list[dict], out: Path, *, kg: Any = None, config: EvalConfig | None = None,
+                  extra: dict | None = None, judge_transport: Any = None) -> dict:
+    """Score ready predictions and write the EVAL folder; returns the metrics."""
+    from kefu.eval.business import context_text
+    from kefu.eval.metrics import score_predictions
+
+    config = config or EvalConfig()
+    rows: list[dict] = []
+    metrics = score_predictions(records, kg=open_kg(kg), config=config, per_sample_out=rows)
+    if config.judge.enabled:
+        from kefu.eval.experience import judge_satisfaction
+
+        if not config.judge.endpoint:
+            raise KefuError("eval.judge.enabled is true but eval.judge.endpoint is not set")
+        subset = rows[:config.judge.max_samples]
+        judged, scores = judge_satisfaction(
+            config.judge.endpoint, [context_text(r.get("context")) for r in subset], [r["prediction"] for r in subset],
+            model=config.judge.model, api_key=os.environ.get(config.judge.api_key_env), concurrency=config.concurrency,
+            timeout_s=config.judge.timeout_s, transport=judge_transport)
+        metrics.update(judged)
+        for row, score in zip(subset, scores):
+            row["judge"] = score
+    metrics.update(extra or {})
+    metrics["evaluated_at"] = datetime.now(timezone.utc).isoformat()
+    write_outputs(Path(out), metrics, rows)
+    return metrics
+
+
+def evaluate(data: str | Path, out: str | Path, *, run: str | Path | None = None, model: str | None = None,
+             base_only: bool = False, endpoint: str | None = None, api_key: str | None = None, kg: Any = None,
+             config: EvalConfig | None = None, model_obj: Any = None, tokenizer: Any = None, progress: bool = True,
+             transport: Any = None, judge_transport: Any = None) -> dict:
+    """Generate a reply for every agent turn of ``data`` (a prepared test.jsonl) and score it; returns metrics.
+
+    The replies come from ``endpoint`` (OpenAI-compatible; ``model`` is the served model's name) when given, else
+    from ``model_obj``/``tokenizer`` when given, else from a local model: ``run``'s base + ``run/adapter``, or
+    ``model`` (a name or a merged-model folder). Settings come from ``config`` (batch size, decoding, limits).
+    """
+    from kefu.eval.generate import decoding_settings, encode, generate_replies, generate_via_endpoint
+    from kefu.eval.records import load_test_samples
+
+    config = config or EvalConfig()
+    samples = load_test_samples(data, last_turn_only=config.last_turn_only, max_samples=config.max_samples)
+    contexts = [s["context"] for s in samples]
+    decoding = {"do_sample": config.do_sample, "temperature": config.temperature, "top_p": config.top_p,
+                "repetition_penalty": config.repetition_penalty if config.repetition_penalty != 1.0 else None}
+    info: dict[str, Any] = {"data": str(data), "batch_size": config.batch_size,
+                            "last_turn_only": config.last_turn_only}
+    info.update({f"decoding_{k}": v for k, v in decoding_settings(config.max_new_tokens, **decoding).items()})
+    local = None
+    if endpoint:
+        results = generate_via_endpoint(endpoint, contexts, model=model or "kefu", api_key=api_key,
+                                        concurrency=config.concurrency, timeout_s=config.timeout_s,
+                                        max_new_tokens=config.max_new_tokens, progress=progress, transport=transport,
+                                        **decoding)
+        info.update(source="endpoint", endpoint=endpoint, model=model or "kefu", concurrency=config.concurrency)
+    else:
+        if model_obj is not None:
+            local, tok = model_obj, tokenizer
+            info.update(source="local", model=getattr(getattr(local, "config", None), "name_or_path", None) or "given")
+        else:
+            local, tok, loaded = load_local_model(Path(run) if run else None, model, base_only)
+            info.update(source="local", **loaded)
+        results = generate_replies(local, tok, contexts, batch_size=config.batch_size,
+                                   max_new_tokens=config.max_new_tokens, progress=progress, **decoding)
+    records = []
+    for sample, result in zip(samples, results):
+        records.append(dict(sample, prediction=result.text, latency_ms=round(result.latency_ms, 3),
+                            new_tokens=result.new_tokens))
+    if results:
+        info["new_tokens_mean"] = sum(r.new_tokens for r in results) / len(results)
+    if local is not None and config.perplexity:
+        from kefu.eval.experience import perplexity
+
+        ppl, per = perplexity(local, tok, [encode(tok, c) for c in contexts], [r["prediction"] for r in records],
+                              batch_size=config.batch_size)
+        info["perplexity"] = ppl
+        info["perplexity_model"] = "base (adapter disabled)" if hasattr(local, "peft_config") else "the evaluated model"
+        for rec, value in zip(records, per):
+            rec["perplexity"] = value
+    return score_records(records, Path(out), kg=kg, config=config, extra=info, judge_transport=judge_transport)
