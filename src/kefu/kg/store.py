@@ -197,19 +197,18 @@ class KnowledgeGraph:
         digest = hashlib.sha256()
         for path in files:
             digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-        with Session(self.engine) as session:
-            warnings = self._cross_check(session, parsed, problems, replace)
-            problems.raise_if_any()
-            try:
-                with session.begin():
-                    counts = self._write(session, parsed, replace)
-                    version = self._version(session)
-                    if any(getattr(parsed, kind) is not None for kind in KNOWLEDGE_KINDS):
-                        version = hashlib.sha256(f"{version}:{digest.hexdigest()}:{replace}".encode()).hexdigest()[:16]
-                        session.merge(MetaRow(key="version", value=version))
-                    session.merge(MetaRow(key="imported_at", value=datetime.now(timezone.utc).isoformat()))
-            except SQLAlchemyError as exc:
-                raise KefuError(f"import failed and was rolled back: {exc}") from exc
+        try:
+            with Session(self.engine) as session, session.begin():
+                warnings = self._cross_check(session, parsed, problems, replace)
+                problems.raise_if_any()  # inside the transaction: raising rolls back, nothing is written
+                counts = self._write(session, parsed, replace)
+                version = self._version(session)
+                if any(getattr(parsed, kind) is not None for kind in KNOWLEDGE_KINDS):
+                    version = hashlib.sha256(f"{version}:{digest.hexdigest()}:{replace}".encode()).hexdigest()[:16]
+                    session.merge(MetaRow(key="version", value=version))
+                session.merge(MetaRow(key="imported_at", value=datetime.now(timezone.utc).isoformat()))
+        except SQLAlchemyError as exc:
+            raise KefuError(f"import failed and was rolled back: {exc}") from exc
         report = ImportReport([str(f) for f in files], counts, version, digest.hexdigest(), warnings)
         from kefu.safety import audit
 
@@ -356,6 +355,20 @@ class KnowledgeGraph:
 
     def relations(self, sku: str, relation: str | None = None) -> list[Relation]:
         return [r for r in self.snapshot().relations.get(sku, []) if relation is None or r.relation == relation]
+
+    def related(self, sku: str) -> list[tuple[str, str, bool]]:
+        """Relations in both directions: ``(relation, other_sku, forward)``; ``forward`` is False when ``sku`` is the
+        target (e.g. for ``杖尖 accessory-of 登山杖``, the 登山杖 sees ``("accessory-of", 杖尖, False)``)."""
+        snap = self.snapshot()
+        reverse = snap.cache.get("reverse_relations")
+        if reverse is None:
+            reverse = {}
+            for rels in snap.relations.values():
+                for r in rels:
+                    reverse.setdefault(r.target_sku, []).append(r)
+            snap.cache["reverse_relations"] = reverse
+        return ([(r.relation, r.target_sku, True) for r in snap.relations.get(sku, [])]
+                + [(r.relation, r.sku, False) for r in reverse.get(sku, [])])
 
     def promotions(self, at: datetime | None = None) -> list[Promotion]:
         """All promotions, or only those in force at ``at`` (timezone-aware), by id."""
