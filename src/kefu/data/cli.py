@@ -1,9 +1,109 @@
-"""CLI commands of the data stage; `register` adds them to the root `kefu` app."""
+"""CLI commands of the data stage: ``kefu prepare`` and ``kefu mask``; `register` adds them to the root app."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import List, Optional
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from kefu.types import KefuError
+
+FORMAT_HELP = "Input format: auto (detected per file), openai, sharegpt, alpaca, llamafactory, turns or txt."
+
+
+def prepare_command(
+    inputs: List[Path] = typer.Argument(..., help="Chat-log files or folders (JSON, JSONL, CSV/TSV, TXT)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder for train/val/test.jsonl and the report."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config file (default ./kefu.yaml)."),
+    format: Optional[str] = typer.Option(None, "--format", "-f", help=FORMAT_HELP),
+    on_error: Optional[str] = typer.Option(None, "--on-error", help="skip: bad records go to rejects.jsonl; "
+                                                                    "fail: stop at the first one."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for splits and generated samples."),
+    val_ratio: Optional[float] = typer.Option(None, "--val-ratio", help="Share of dialogues for validation."),
+    test_ratio: Optional[float] = typer.Option(None, "--test-ratio", help="Share of dialogues for test."),
+    catalogue: Optional[Path] = typer.Option(None, "--catalogue", help="products.csv: entity lexicons."),
+    no_augment: bool = typer.Option(False, "--no-augment", help="Do not generate tier-3 samples."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes (0: auto, 1: none)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+) -> None:
+    """Clean, mask, deduplicate, annotate, augment and split chat logs into training data."""
+    from kefu.config import load_config
+    from kefu.data.pipeline import prepare
+
+    overrides = {"prepare.format": format, "prepare.on_error": on_error, "prepare.seed": seed,
+                 "prepare.val_ratio": val_ratio, "prepare.test_ratio": test_ratio, "prepare.workers": workers,
+                 "prepare.catalogue": str(catalogue) if catalogue else None,
+                 "prepare.augment": False if no_augment else None}
+    cfg = load_config(config, overrides).prepare
+    console = Console(stderr=True)
+    if quiet:
+        report = prepare(inputs, out, cfg)
+    else:
+        columns = (TextColumn("[bold]prepare"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[dialogues]} dialogues"),
+                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+        with Progress(*columns, console=console, transient=False) as bar:
+            task = bar.add_task("prepare", total=None, dialogues=0)
+
+            def on_progress(n: int, total: int, done: int) -> None:
+                bar.update(task, advance=n, total=total, dialogues=done)
+
+            report = prepare(inputs, out, cfg, progress=on_progress)
+            bar.update(task, dialogues=report["kept"] + sum(report["filtered"].values()) + report["duplicates"])
+        console.print(summary_table(report, out))
+        console.print(timing_line(report))
+    if report["kept"] == 0:
+        raise KefuError(f"nothing usable came out of {', '.join(map(str, inputs))}: {report['rejected']} rejected, "
+                        f"{sum(report['filtered'].values())} filtered, {report['duplicates']} duplicates "
+                        f"(see {out / 'rejects.jsonl'} and {out / 'report.md'})")
+
+
+def summary_table(report: dict, out: Path) -> Table:
+    """The end-of-run summary: where every record went, and what was written."""
+    table = Table(title=f"kefu prepare → {out}", show_header=True, header_style="bold")
+    table.add_column("")
+    table.add_column("count", justify="right")
+    filtered = sum(report["filtered"].values())
+    rows = [("records in", report["records_in"]), ("kept", report["kept"]), ("rejected", report["rejected"]),
+            ("filtered", filtered),
+            *[(f"  {reason}", n) for reason, n in report["filtered"].items()],
+            ("duplicates", report["duplicates"]),
+            ("generated (tier 3)", report["generated"]["total"]),
+            *[(f"{split}.jsonl", n) for split, n in report["splits"].items()],
+            ("PII masked", sum(report["pii"].values()))]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    return table
+
+
+def timing_line(report: dict) -> str:
+    elapsed = report.get("elapsed_s") or 0.0
+    rate = report["records_in"] / elapsed if elapsed else 0.0
+    line = f"{elapsed:.1f} s, {rate:,.0f} records/s, {report.get('workers', 1)} worker(s)"
+    return line if report["reconciles"] else line + " — [bold red]COUNTS DO NOT RECONCILE[/]"
+
+
+def mask_command() -> None:
+    """Mask PII in text read from stdin, one output line per input line (streaming)."""
+    from kefu.data.pii import mask
+
+    stdin = sys.stdin
+    stdout = sys.stdout
+    for line in stdin:
+        ending = "\n" if line.endswith("\n") else ""
+        text = line[:-1] if ending else line
+        if text.endswith("\r"):
+            text, ending = text[:-1], "\r\n"
+        masked, _ = mask(text)
+        stdout.write(masked + (ending or "\n"))
+        stdout.flush()
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to `app`."""
+    app.command("prepare")(prepare_command)
+    app.command("mask")(mask_command)
