@@ -63,13 +63,13 @@ def make_private(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data_
 
     _check_args(model, optimizer, epsilon, delta, epochs, max_grad_norm, data_loader)
     model.train()
-    engine = PrivacyEngine(accountant=accountant)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     with warnings.catch_warnings():
         # Opacus warns about the secure RNG being off; that is a deliberate choice for reproducible research runs
         # and is documented in docs/security.md (pass secure_mode via Opacus directly for production).
         warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")
         warnings.filterwarnings("ignore", message=".*[Ff]ull backward hook.*")
+        engine = PrivacyEngine(accountant=accountant)
         try:
             dp_model, dp_optimizer, dp_loader = engine.make_private_with_epsilon(
                 module=model, optimizer=optimizer, data_loader=data_loader, target_epsilon=float(epsilon),

@@ -1,0 +1,110 @@
+import sqlite3
+
+import pytest
+from typer.testing import CliRunner
+
+from kefu.cli import app
+from kefu.safety import audit
+from kefu.safety.keys import (PERMISSION_MATRIX, PERMISSIONS, ROLES, KeyStore, PermissionDenied, Principal,
+                              cli_principal, keys_path, require)
+
+
+def test_matrix_covers_roles_and_separates_duties():
+    assert set(PERMISSION_MATRIX) == set(ROLES)
+    assert PERMISSION_MATRIX["admin"] == set(PERMISSIONS)
+    for role, perms in PERMISSION_MATRIX.items():
+        assert perms <= set(PERMISSIONS), role
+    assert "model:deploy" not in PERMISSION_MATRIX["trainer"]
+    assert PERMISSION_MATRIX["customer-app"] == {"chat", "feedback:write"}
+    assert "data:read" not in PERMISSION_MATRIX["auditor"] and "audit:read" in PERMISSION_MATRIX["auditor"]
+
+
+def test_create_authenticate_revoke_and_hashed_at_rest():
+    store = KeyStore.open()
+    key, principal = store.create("trainer", "bob")
+    assert key.startswith("kefu_") and principal.role == "trainer"
+    assert store.authenticate(key) == principal
+    assert store.authenticate(key[:-1] + ("A" if key[-1] != "A" else "B")) is None
+    assert store.authenticate("kefu_000000000000_" + "x" * 40) is None
+    assert store.authenticate("") is None and store.authenticate(None) is None
+    secret = key.split("_", 2)[2]
+    raw = b"".join(row[0].encode() for row in sqlite3.connect(keys_path()).execute("select digest from api_keys"))
+    assert secret.encode() not in raw and secret.encode() not in keys_path().read_bytes()
+    store.revoke(principal.key_id)
+    assert store.authenticate(key) is None
+    assert store.list()[0]["revoked_at"] is not None and store.list(include_revoked=False) == []
+    actions = [e["action"] for e in audit.entries()]
+    assert actions == ["keys.create", "keys.revoke"]
+
+
+def test_unknown_role_and_key_id_are_errors():
+    store = KeyStore.open()
+    with pytest.raises(Exception, match="unknown role"):
+        store.create("superuser", "x")
+    with pytest.raises(Exception, match="no key with id"):
+        store.revoke("nope")
+
+
+def test_require_enforces_the_matrix_and_audits_denials():
+    require(Principal("k", "n", "trainer"), "model:train")
+    with pytest.raises(PermissionDenied, match="lacks model:deploy"):
+        require(Principal("k", "n", "trainer"), "model:deploy")
+    with pytest.raises(PermissionDenied, match="no valid API key"):
+        require(None, "chat")
+    assert [e["action"] for e in audit.entries()] == ["access.denied"]
+
+
+def test_cli_principal_bootstrap_then_keys_required(monkeypatch):
+    monkeypatch.delenv("KEFU_KEY", raising=False)
+    assert cli_principal("data:write").role == "admin"  # fresh install: the OS user
+    key, _ = KeyStore.open().create("data-engineer", "dana")
+    with pytest.raises(PermissionDenied, match="KEFU_KEY"):
+        cli_principal("data:read")
+    monkeypatch.setenv("KEFU_KEY", key)
+    assert cli_principal("data:write").name == "dana"
+    with pytest.raises(PermissionDenied):
+        cli_principal("model:train")
+    monkeypatch.setenv("KEFU_KEY", "kefu_bogus")
+    with pytest.raises(PermissionDenied, match="unknown or revoked"):
+        cli_principal()
+    # Revoking every key does not reopen the bootstrap door.
+    store = KeyStore.open()
+    for row in store.list():
+        store.revoke(row["key_id"])
+    monkeypatch.delenv("KEFU_KEY")
+    with pytest.raises(PermissionDenied):
+        cli_principal("data:read")
+
+
+def test_seed_from_env_is_idempotent(monkeypatch):
+    store = KeyStore.open()
+    assert store.seed_from_env() is None
+    monkeypatch.setenv("KEFU_API_KEY", "sk-shop-frontend-0123456789")
+    first = store.seed_from_env()
+    assert first.role == "customer-app" and store.seed_from_env() == first
+    assert store.authenticate("sk-shop-frontend-0123456789") == first
+    store.revoke(first.key_id)
+    with pytest.raises(Exception, match="revoked"):
+        store.seed_from_env()
+    monkeypatch.setenv("KEFU_API_KEY", "short")
+    with pytest.raises(Exception, match="too short"):
+        store.seed_from_env()
+
+
+def test_keys_cli_create_list_revoke_audited(monkeypatch):
+    monkeypatch.delenv("KEFU_KEY", raising=False)
+    runner = CliRunner()
+    created = runner.invoke(app, ["keys", "create", "--role", "admin", "--name", "ops"])
+    assert created.exit_code == 0, created.output
+    key = created.output.strip().splitlines()[-1]
+    assert key.startswith("kefu_")
+    assert runner.invoke(app, ["keys", "list"]).exit_code != 0  # keys exist now: KEFU_KEY needed
+    monkeypatch.setenv("KEFU_KEY", key)
+    listed = runner.invoke(app, ["keys", "list"])
+    assert listed.exit_code == 0 and "ops" in listed.output
+    second = runner.invoke(app, ["keys", "create", "--role", "auditor", "--name", "aud"])
+    aud_id = [row["key_id"] for row in KeyStore.open().list() if row["name"] == "aud"][0]
+    assert second.exit_code == 0 and runner.invoke(app, ["keys", "revoke", aud_id]).exit_code == 0
+    actions = [e["action"] for e in audit.entries()]
+    assert actions == ["keys.create", "keys.list", "keys.create", "keys.revoke"]
+    assert all(e["actor"].startswith("key:") for e in list(audit.entries())[1:])
