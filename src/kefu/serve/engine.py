@@ -45,11 +45,9 @@ async def collect(stream: AsyncIterator[str]) -> str:
 
 
 def render(tokenizer, messages: list[dict[str, str]]) -> str:
-    """The prompt string: the train stage's template when available (same as training), else the chat template."""
-    try:
-        from kefu.train.template import render_prompt
-    except ImportError:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    """The prompt string: the train stage's template (exactly what the model was trained on)."""
+    from kefu.train.template import render_prompt
+
     return render_prompt(tokenizer, messages, add_generation_prompt=True)
 
 
@@ -161,11 +159,11 @@ class LocalEngine:
                 eos.add(source)
             elif source:
                 eos.update(int(x) for x in source)
-        for special in ("<end_of_turn>", "<|im_end|>", "<|eot_id|>"):
-            tid = tokenizer.convert_tokens_to_ids(special) if special in tokenizer.get_vocab() else None
-            if isinstance(tid, int):
-                eos.add(tid)
+        from kefu.train.template import prompt_add_special_tokens, stop_token_ids
+
+        eos.update(stop_token_ids(tokenizer))
         self.eos_ids = eos
+        self.add_special_tokens = prompt_add_special_tokens(tokenizer)
         for adapter_name, path in (adapters or {}).items():
             self.load_adapter(adapter_name, path)
 
@@ -241,7 +239,7 @@ class LocalEngine:
         try:
             with self._model_lock, torch.inference_mode():
                 enc = self.tokenizer([r.prompt for r in requests], return_tensors="pt", padding=True,
-                                     add_special_tokens=False)
+                                     add_special_tokens=self.add_special_tokens)
                 sample = requests[0].temperature > 0
                 kwargs: dict[str, Any] = {"do_sample": sample}
                 if sample:

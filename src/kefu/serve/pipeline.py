@@ -32,7 +32,7 @@ SYSTEM_PROMPT = ("你是「{shop}」的在线客服。回答简洁、礼貌、�
                  "不确定时请如实说明并建议转人工。")
 HANDOFF_TEXT = "好的，已为您转接人工客服，请稍候，客服同事会根据您之前的描述继续为您处理。"
 BUSY_HANDOFF_TEXT = "抱歉，系统暂时繁忙，已为您转接人工客服，请稍候。"
-PERSONAL_TOOLS = True  # order tools answer per customer: never cached
+PERSONAL_FACTS = ("order", "logistics", "order_not_found")  # per-customer answers: never cached
 
 
 @dataclass
@@ -119,6 +119,7 @@ class ChatService:
         self.base_model = base_model
         self.request_log: deque[dict[str, Any]] = deque(maxlen=2000)
         self._order_tool, self._logistics_tool = _order_tool_names()
+        self._promo_cache: tuple[str | None, list[dict[str, Any]] | None] = ("<none>", None)
         self.retriever = retriever or self._retrieve
         self.order_lookup = order_lookup or self._order_lookup
 
@@ -129,6 +130,20 @@ class ChatService:
         return str(getattr(self.kg, "version", None)) if self.kg is not None else None
 
     # -- helpers ------------------------------------------------------------------------------------------------
+    def _promotions(self) -> list[dict[str, Any]] | None:
+        """Promotions the compliance filter checks claims against: given ones, else the KG's (per version)."""
+        if self.promotions is not None or self.kg is None:
+            return self.promotions
+        version = self.kg_version()
+        if self._promo_cache[0] != version:
+            try:
+                promos = [p.to_dict() for p in self.kg.snapshot().promotions]
+            except Exception:
+                log.exception("cannot read promotions from the KG")
+                promos = None
+            self._promo_cache = (version, promos)
+        return self._promo_cache[1]
+
     @staticmethod
     def session_key(caller_id: str, session_id: str | None, customer_id: str | None,
                     messages: list[dict[str, str]]) -> str:
@@ -159,7 +174,10 @@ class ChatService:
             from kefu.kg.tools import ToolBox
 
             box = ToolBox(self.kg, self.order_backend, customer_id)
-            result = box.call(self._order_tool, {"order_no": order_no})
+            try:
+                result = box.call(self._order_tool, {"order_no": order_no})
+            except NotImplementedError:
+                return None
             if self._logistics_tool and isinstance(result, dict) and not result.get("error") \
                     and any(w in text for w in ("物流", "快递", "到哪", "运单")):
                 extra = box.call(self._logistics_tool, {"order_no": order_no})
@@ -260,8 +278,10 @@ class ChatService:
         kg_answer = getattr(facts, "answer", None) if facts is not None else None
         decision = self.router.decide(text, failures=session.failures, light_answer=bool(kg_answer),
                                       tool_answer=bool(tool_text), intent=intent)
-        grounding = grounding_from(facts, [tool_result] if isinstance(tool_result, dict) else [], self.promotions)
-        personal = tool_text is not None or bool(getattr(facts, "personal", False))
+        grounding = grounding_from(facts, [tool_result] if isinstance(tool_result, dict) else [],
+                                   self._promotions())
+        personal = tool_text is not None or any(
+            isinstance(f, dict) and f.get("type") in PERSONAL_FACTS for f in (getattr(facts, "facts", None) or []))
 
         if decision.path == "light":
             reply.path, reply.reason = "light", decision.reason

@@ -19,6 +19,7 @@ log = logging.getLogger("kefu.serve.synth")
 
 ORDER_STATUSES = ("待付款", "待发货", "已发货", "已签收", "已完成", "已取消", "退款中")
 DATE = re.compile(r"\d{4}[-/年]\d{1,2}[-/月]\d{1,2}[日号]?|\d{1,2}月\d{1,2}[日号]")
+PROMO_AMOUNT = re.compile(r"[满减送]\s*[¥￥]?(\d+(?:\.\d{1,2})?)")
 SENTENCE_END = re.compile(r"[。！？!?；;\n]")
 
 
@@ -152,29 +153,45 @@ class SentenceStream:
 
 def grounding_from(facts: Any = None, tool_results: Iterable[dict[str, Any]] = (),
                    promotions: list[dict[str, Any]] | None = None) -> Grounding:
-    """Build a Grounding from the KG retrieval (``Facts``) and tool results, reading fields defensively."""
+    """Build a Grounding from the KG retrieval (``Facts``: fact dicts with ``type``, ``subject``, ``text``,
+    ``data``) and tool results. Every amount the facts state may be quoted; a product's price is its payable price
+    when a price fact exists, else its list price."""
     g = Grounding(promotions=promotions)
-    for ent in (getattr(facts, "entities", None) or []):
-        data = ent if isinstance(ent, dict) else getattr(ent, "__dict__", {})
-        price = data.get("price_fen")
-        if isinstance(price, int):
-            label = str(data.get("name") or data.get("sku") or data.get("id") or len(g.prices))
-            g.prices[label] = price
-            g.lines.append(f"{label} 价格 {fen_to_text(price)}")
+    list_prices: dict[str, int] = {}
     for fact in (getattr(facts, "facts", None) or []):
-        data = fact if isinstance(fact, dict) else getattr(fact, "__dict__", {})
-        for key in ("threshold_fen", "reduction_fen", "amount_fen", "price_fen", "paid_fen"):
-            if isinstance(data.get(key), int):
-                g.allowed_fen.add(data[key])
-        text = data.get("text") if isinstance(data, dict) else None
-        text = text or (fact if isinstance(fact, str) else None)
-        if text:
-            g.context_texts.append(str(text))
+        if not isinstance(fact, dict):
+            continue
+        kind, subject, data = fact.get("type"), str(fact.get("subject", "")), fact.get("data") or {}
+        if fact.get("text"):
+            g.context_texts.append(str(fact["text"]))
+        if kind == "price" and isinstance(data.get("payable_fen"), int):
+            g.prices[subject] = data["payable_fen"]
+            g.lines.append(str(fact.get("text", "")))
+        elif kind == "product" and isinstance(data.get("price_fen"), int):
+            list_prices[subject] = data["price_fen"]
+        elif kind == "order":
+            if data.get("status") in ORDER_STATUSES:
+                g.order_status = data["status"]
+                g.lines.append(str(fact.get("text", "")))
+            created = data.get("created_at")
+            if isinstance(created, str) and re.match(r"\d{4}-\d{2}-\d{2}", created):
+                g.dates.append(f"{int(created[5:7])}月{int(created[8:10])}日")
+        for key, value in data.items():
+            if key.endswith("_fen") and isinstance(value, int):
+                g.allowed_fen.add(value)
+    for subject, fen in list_prices.items():
+        g.allowed_fen.add(fen)
+        if subject not in g.prices:
+            g.prices[subject] = fen
+            g.lines.append(f"{subject} 标价 {fen_to_text(fen)}")
     block = getattr(facts, "prompt_block", None)
     if block:
-        g.context_texts.append(str(block))
         for _s, _e, fen in money_mentions(str(block)):
             g.allowed_fen.add(fen)
+        for m in PROMO_AMOUNT.finditer(str(block)):  # 满300减50: thresholds and reductions may be quoted
+            g.allowed_fen.add(int(round(float(m.group(1)) * 100)))
+        for m in DATE.finditer(str(block)):
+            g.dates.append(m.group())
     for result in tool_results:
         if not isinstance(result, dict):
             continue
@@ -182,13 +199,13 @@ def grounding_from(facts: Any = None, tool_results: Iterable[dict[str, Any]] = (
         if status in ORDER_STATUSES:
             g.order_status = status
             g.lines.append(f"订单状态：{status}")
-        for key in ("paid_fen", "amount_fen", "refund_fen"):
-            if isinstance(result.get(key), int):
-                g.allowed_fen.add(result[key])
+        for key, value in result.items():
+            if key.endswith("_fen") and isinstance(value, int):
+                g.allowed_fen.add(value)
         for key in ("created_at", "shipped_at", "eta", "delivered_at"):
             value = result.get(key)
             if isinstance(value, str) and re.match(r"\d{4}-\d{2}-\d{2}", value):
-                y, mth, d = value[:10].split("-")
-                g.dates.append(f"{int(mth)}月{int(d)}日")
+                g.dates.append(f"{int(value[5:7])}月{int(value[8:10])}日")
         g.context_texts.append(str(result))
+    g.dates = list(dict.fromkeys(g.dates))
     return g

@@ -1,0 +1,109 @@
+"""Assemble a ChatService from config + CLI choices: base model, adapters (from a run or name=path), engine, KG,
+router, feedback store. Shared by ``kefu serve`` and the benchmark."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from kefu.paths import kefu_home
+from kefu.serve.config import ServeConfig
+from kefu.serve.router import Router, RouterModel, default_router_path
+from kefu.types import KefuError
+
+log = logging.getLogger("kefu.serve")
+
+
+def resolve_run(run: str) -> Path:
+    """A run folder given as a path or as a name under ``$KEFU_HOME/runs``."""
+    path = Path(run).expanduser()
+    if path.is_dir():
+        return path
+    named = kefu_home() / "runs" / run
+    if named.is_dir():
+        return named
+    raise KefuError(f"--run {run}: no such run folder (looked at {path} and {named})")
+
+
+def run_adapter(run_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """(adapter folder, run metadata) of a training run."""
+    meta: dict[str, Any] = {}
+    for name in ("run.json", "meta.json", "train_report.json"):
+        if (run_dir / name).exists():
+            try:
+                meta = json.loads((run_dir / name).read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise KefuError(f"{run_dir / name}: not valid JSON: {exc}") from exc
+            break
+    for candidate in (run_dir / "adapter", run_dir / "final", run_dir):
+        if (candidate / "adapter_config.json").exists():
+            return candidate, meta
+    raise KefuError(f"{run_dir}: no LoRA adapter found (expected adapter_config.json in {run_dir}/adapter or the run "
+                    "folder)")
+
+
+def parse_adapters(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise KefuError(f"--adapter {item!r}: expected name=path")
+        if not (Path(path) / "adapter_config.json").exists():
+            raise KefuError(f"--adapter {item}: {path}/adapter_config.json not found")
+        out[name] = path
+    return out
+
+
+def load_router(config: ServeConfig, run_dir: Path | None) -> Router:
+    """The fitted router of the run (or ``$KEFU_HOME``) when there is one, else rules only."""
+    for path in ([default_router_path(run_dir)] if run_dir else []) + [default_router_path()]:
+        if path.exists():
+            model = RouterModel.load(path)
+            log.info("router: %s (threshold %.3f)", path, model.threshold)
+            return Router(model, config.handoff_after_failures)
+    log.info("router: no fitted classifier found, rules only (run `kefu serve router fit`)")
+    return Router(None, config.handoff_after_failures)
+
+
+def build_service(config: ServeConfig, *, run: str | None = None, adapters: dict[str, str] | None = None,
+                  feedback_url: str | None = None, kg=None, engine=None):
+    """Everything ``kefu serve`` runs. ``engine`` may be injected (tests, bench)."""
+    from kefu.loop.feedback import FeedbackStore
+    from kefu.serve.engine import LocalEngine, RemoteEngine
+    from kefu.serve.pipeline import ChatService
+
+    adapters = dict(adapters or {})
+    run_dir = resolve_run(run) if run else None
+    base = config.model
+    if run_dir is not None:
+        adapter_dir, meta = run_adapter(run_dir)
+        adapters.setdefault(run_dir.name, str(adapter_dir))
+        base = base or meta.get("base_model") or meta.get("model")
+    if base is None:
+        from kefu.train.models import DEFAULT_MODEL
+
+        base = DEFAULT_MODEL
+    if engine is None:
+        if config.engine == "remote":
+            if not config.remote_url:
+                raise KefuError("--engine remote needs --remote-url (an OpenAI-compatible server, e.g. vLLM)")
+            engine = RemoteEngine(config.remote_url, base_name=base, adapters=list(adapters),
+                                  api_key=config.remote_api_key, timeout_s=config.remote_timeout_s,
+                                  retries=config.remote_retries, max_new_tokens=config.max_new_tokens)
+        else:
+            from kefu.train.models import load_model
+
+            import torch
+
+            model, tokenizer = load_model(base, dtype=torch.float32)
+            engine = LocalEngine(model, tokenizer, base_name=str(base), adapters=adapters,
+                                 max_batch_size=config.max_batch_size, batch_wait_ms=config.batch_wait_ms,
+                                 max_new_tokens=config.max_new_tokens, quantize=config.quantize)
+    if kg is None:
+        from kefu.kg.store import KnowledgeGraph
+
+        kg = KnowledgeGraph.open(config.kg_url)
+    return ChatService(engine, config=config, router=load_router(config, run_dir),
+                       feedback=FeedbackStore.open(feedback_url), kg=kg, base_model=str(base))

@@ -1,0 +1,160 @@
+"""Engines: micro-batched local generation (same output as one at a time), streaming, LoRA adapters hot-swapped,
+INT8 quantisation, and the remote OpenAI-compatible engine with retries."""
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from kefu.serve.engine import EngineError, LocalEngine, RemoteEngine, collect
+from tiny import tiny_model
+
+PROMPTS = ["冲锋衣多少钱", "有黑色吗", "订单发货了吗，我等了好久", "你好"]
+
+
+def msgs(text):
+    return [{"role": "user", "content": text}]
+
+
+def test_batched_generation_matches_one_at_a_time(tiny):
+    model, tok = tiny
+
+    async def run(batch_size):
+        engine = LocalEngine(model, tok, max_new_tokens=6, max_batch_size=batch_size, batch_wait_ms=50)
+        outs = await asyncio.gather(*[collect(engine.stream(msgs(p))) for p in PROMPTS])
+        await engine.close()
+        return outs, engine.batches
+
+    single, single_batches = asyncio.run(run(1))
+    batched, batches = asyncio.run(run(8))
+    assert single_batches == [1, 1, 1, 1]
+    assert max(batches) > 1, batches
+    assert batched == single
+    assert all(single)
+
+
+def test_streaming_yields_pieces_and_respects_budget(tiny):
+    model, tok = tiny
+
+    async def run():
+        engine = LocalEngine(model, tok, max_new_tokens=20)
+        pieces = [p async for p in engine.stream(msgs("你好"), max_new_tokens=5)]
+        await engine.close()
+        return pieces
+
+    pieces = asyncio.run(run())
+    assert 1 <= len(pieces) <= 5 and len(tok("".join(pieces), add_special_tokens=False)["input_ids"]) <= 6
+
+
+def _make_adapter(tok, path, seed):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    peft_model = get_peft_model(tiny_model(tok), LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "v_proj"],
+                                                            init_lora_weights=False))
+    peft_model.save_pretrained(path)
+    return path
+
+
+def test_adapters_selected_by_model_name_and_hot_swapped(tiny, tmp_path):
+    _, tok = tiny
+    a = _make_adapter(tok, tmp_path / "a", 1)
+    b = _make_adapter(tok, tmp_path / "b", 2)
+
+    async def run():
+        engine = LocalEngine(tiny_model(tok), tok, base_name="base", adapters={"shop-a": str(a)}, max_new_tokens=8)
+        base = await collect(engine.stream(msgs("冲锋衣多少钱")))
+        with_a = await collect(engine.stream(msgs("冲锋衣多少钱"), model="shop-a"))
+        engine.load_adapter("shop-b", str(b))  # while serving
+        with_b = await collect(engine.stream(msgs("冲锋衣多少钱"), model="shop-b"))
+        base_again = await collect(engine.stream(msgs("冲锋衣多少钱"), model="base"))
+        with pytest.raises(EngineError, match="unknown adapter"):
+            await collect(engine.stream(msgs("x"), model="nope"))
+        await engine.close()
+        refs = {}
+        for name, path in (("shop-a", a), ("shop-b", b)):  # a model holding only that adapter
+            fresh = LocalEngine(tiny_model(tok), tok, base_name="base", adapters={name: str(path)}, max_new_tokens=8)
+            refs[name] = await collect(fresh.stream(msgs("冲锋衣多少钱"), model=name))
+            await fresh.close()
+        return engine.models(), base, with_a, with_b, base_again, refs
+
+    models, base, with_a, with_b, base_again, refs = asyncio.run(run())
+    assert models == ["base", "shop-a", "shop-b"]
+    assert base == base_again
+    assert with_a == refs["shop-a"] and with_b == refs["shop-b"]
+    assert with_a != base
+
+
+def test_int8_dynamic_quantisation_generates(tiny):
+    _, tok = tiny
+
+    async def run():
+        engine = LocalEngine(tiny_model(tok), tok, max_new_tokens=4, quantize="int8")
+        out = await collect(engine.stream(msgs("你好")))
+        await engine.close()
+        return engine, out
+
+    engine, out = asyncio.run(run())
+    import torch
+
+    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in engine.model.modules())
+    assert out
+
+
+def test_generation_failure_raises_engine_error(tiny):
+    model, tok = tiny
+
+    async def run():
+        engine = LocalEngine(model, tok, max_new_tokens=4)
+
+        def boom(*a, **k):
+            raise RuntimeError("CUDA out of memory (simulated)")
+
+        engine.model = type("Broken", (), {"generate": boom, "eval": lambda self: self})()
+        with pytest.raises(EngineError, match="simulated"):
+            await collect(engine.stream(msgs("你好")))
+        await engine.close()
+
+    asyncio.run(run())
+
+
+def _sse(*pieces):
+    body = "".join(f"data: {json.dumps({'choices': [{'delta': {'content': p}}]})}\n\n" for p in pieces)
+    return body + "data: [DONE]\n\n"
+
+
+def test_remote_engine_streams_and_retries():
+    calls = []
+
+    def handler(request: httpx.Request):
+        calls.append(json.loads(request.content))
+        if len(calls) == 1:
+            return httpx.Response(503, text="warming up")
+        return httpx.Response(200, text=_sse("您好", "，在的"), headers={"content-type": "text/event-stream"})
+
+    async def run():
+        engine = RemoteEngine("http://vllm.invalid", base_name="base", adapters=["shop"], retries=2,
+                              transport=httpx.MockTransport(handler))
+        out = await collect(engine.stream(msgs("在吗"), model="shop"))
+        await engine.close()
+        return out
+
+    assert asyncio.run(run()) == "您好，在的"
+    assert len(calls) == 2 and calls[1]["model"] == "shop" and calls[1]["stream"] is True
+
+
+def test_remote_engine_gives_up_with_engine_error():
+    def handler(request):
+        raise httpx.ConnectError("connection refused")
+
+    async def run():
+        engine = RemoteEngine("http://vllm.invalid", retries=1, transport=httpx.MockTransport(handler))
+        try:
+            with pytest.raises(EngineError, match="2 attempts"):
+                await collect(engine.stream(msgs("在吗")))
+        finally:
+            await engine.close()
+
+    asyncio.run(run())
