@@ -89,3 +89,10 @@ def test_search_and_show_filters():
     assert [e["action"] for e in shown] == ["keys.revoke"]
     table = CliRunner().invoke(app, ["audit", "show", "--action", "prepare"])
     assert table.exit_code == 0 and "1 entries" in table.output
+
+
+def test_strange_inputs_never_break_the_chain():
+    audit.record("x", "bad\ud800surrogate", details={"set": {1}, "bytes": b"\xff"})
+    audit.record("x", "中文对象", details={"nested": {"list": [1, "二"]}})
+    assert audit.verify().ok and audit.verify().entries == 2
+    assert [e["object"] for e in audit.entries()][1] == "中文对象"

@@ -85,6 +85,13 @@ def _last_digest(handle) -> str:
         block = min(size, block * 2)
 
 
+def _clean(value: Any) -> Any:
+    """JSON-safe copy: non-JSON values become strings, lone surrogates (undecodable input) become U+FFFD, so a
+    strange object name can never make an audited action crash."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return json.loads(text.encode("utf-8", "surrogatepass").decode("utf-8", "replace"))
+
+
 def record(action: str, object: str, *, actor: str | None = None, details: dict[str, Any] | None = None,
            digest: str | None = None, path: Path | None = None) -> dict[str, Any]:
     """Append one entry and return it. ``digest`` is the sha256 of the data touched, when there is one."""
@@ -93,15 +100,15 @@ def record(action: str, object: str, *, actor: str | None = None, details: dict[
     with open(path, "a+b") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            entry = {
+            entry = _clean({
                 "time": datetime.now(timezone.utc).isoformat(),
                 "actor": actor or default_actor(),
                 "action": action,
                 "object": object,
                 "data_digest": digest,
                 "details": details or {},
-                "prev": _last_digest(handle),
-            }
+            })
+            entry["prev"] = _last_digest(handle)
             entry["digest"] = _digest(entry)
             handle.seek(0, os.SEEK_END)
             handle.write((json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))

@@ -414,13 +414,15 @@ PII_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("bank_card", re.compile(r"(?<!\d)(?:\d{4}[ -]){3}\d{4,7}(?!\d)|(?<!\d)[3-6]\d{15,18}(?!\d)")),
     ("order_no", re.compile(r"(?<!\d)\d{16}(?!\d)")),
     ("tracking_no", re.compile(r"(?<![A-Za-z0-9])(?:SF|YT|ZTO|JD|JT|YD|STO|EMS|DPK)\d{10,15}(?!\d)")),
-    ("phone", re.compile(r"(?<!\d)(?:\+?86[- ]?)?1[3-9]\d[- ]?\d{4}[- ]?\d{4}(?!\d)")),
+    ("mobile", re.compile(r"(?<!\d)(?:\+?86[- ]?)?1[3-9]\d[- ]?\d{4}[- ]?\d{4}(?!\d)")),
     ("landline", re.compile(r"(?<!\d)0\d{2,3}-\d{7,8}(?!\d)")),
     ("address", re.compile(r"[\u4e00-\u9fa5]{2,6}(?:省|市|自治区)[\u4e00-\u9fa5]{1,8}(?:市|区|县|旗)"
                            r"[\u4e00-\u9fa5\d]{0,12}?(?:路|街|道|巷|弄|村|镇)[\u4e00-\u9fa5\d-]{0,8}?\d+号")),
 ]
-PII_PLACEHOLDERS = {"email": "[EMAIL]", "id_card": "[ID_CARD]", "bank_card": "[BANK_CARD]", "order_no": "[ORDER_NO]",
-                    "tracking_no": "[TRACKING_NO]", "phone": "[PHONE]", "landline": "[PHONE]", "address": "[ADDRESS]"}
+# Same placeholders as the data stage's masker (kefu.data.pii.PLACEHOLDERS), so masked replies look like masked data.
+PII_PLACEHOLDERS = {"email": "[邮箱]", "id_card": "[身份证号]", "bank_card": "[银行卡号]", "order_no": "[订单号]",
+                    "tracking_no": "[物流单号]", "mobile": "[手机号]", "landline": "[固话]", "address": "[地址]",
+                    "name": "[姓名]", "ip": "[IP]", "wechat": "[微信号]", "qq": "[QQ号]"}
 
 
 def _luhn(digits: str) -> bool:
@@ -433,21 +435,34 @@ def _luhn(digits: str) -> bool:
     return total % 10 == 0
 
 
+def _norm_pii(kind: str, value: str) -> str:
+    norm = value.lower() if kind == "email" else re.sub(r"[\s+-]", "", value).upper()
+    if kind == "mobile" and norm.startswith("86") and len(norm) == 13:
+        norm = norm[2:]
+    return norm
+
+
 def find_pii(text: str) -> list[tuple[str, int, int, str]]:
-    """(kind, start, end, normalised value) for each PII item; earlier patterns win overlaps."""
+    """(kind, start, end, normalised value) for each PII item. The data stage's validating detector
+    (``kefu.data.pii.find_pii``: names, addresses, checksums) goes first; our patterns fill the gaps."""
     found: list[tuple[str, int, int, str]] = []
     taken: list[tuple[int, int]] = []
+    try:
+        from kefu.data import pii as data_pii
+
+        for span in data_pii.find_pii(text):
+            found.append((span.type, span.start, span.end, _norm_pii(span.type, span.text)))
+            taken.append((span.start, span.end))
+    except ImportError:  # the data stage is optional for this module
+        pass
     for kind, pattern in PII_PATTERNS:
         for m in pattern.finditer(text):
             start, end = m.span()
             if any(s < end and start < e for s, e in taken):
                 continue
-            value = m.group(0)
-            norm = value.lower() if kind == "email" else re.sub(r"[\s+-]", "", value).upper()
+            norm = _norm_pii(kind, m.group(0))
             if kind == "bank_card" and not _luhn(norm):
                 continue
-            if kind == "phone" and norm.startswith("86") and len(norm) == 13:
-                norm = norm[2:]
             found.append((kind, start, end, norm))
             taken.append((start, end))
     return sorted(found, key=lambda item: item[1])
@@ -464,7 +479,7 @@ def _placeholder(kind: str, value: str) -> str:
             return masked
     except Exception:  # the data stage's masker is optional here; fall back to ours
         pass
-    return PII_PLACEHOLDERS[kind]
+    return PII_PLACEHOLDERS.get(kind, "[个人信息]")
 
 
 def scan_output(reply: str, context_texts: list[str]) -> list[Violation]:
