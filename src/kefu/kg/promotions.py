@@ -430,7 +430,7 @@ def price_cart_bruteforce(items: list[CartItem], promotions: list[Promotion], at
             key = _rank(sum(amounts), sum(s[3].quantity for s in steps if s[3]), tuple(sorted(p.id for p in effective)))
             if best is None or key < best:
                 best, best_combo = key, effective
-    return _result(items, cart, best_combo, notes, usable)
+    return _result(items, cart, best_combo, notes, [p for p in usable if _reachable(p, cart)])
 
 
 def _result(items: list[CartItem], cart: _Cart, combo: tuple[Promotion, ...], notes: list[str],

@@ -102,8 +102,12 @@ class Linker:
     faq_grams: list[tuple[str, set[str]]]
 
 
+FILLER = re.compile(r"请问|你好|您好|亲爱的|亲|你们|咱们|麻烦|一下|呀|吗|呢|啊|哈|吧|哦|嘛|么")
+
+
 def _grams(text: str) -> set[str]:
-    text = PUNCT.sub("", text.lower())
+    """Character bigrams of ``text`` without punctuation and chat fillers (请问/亲/呀/吗 …)."""
+    text = FILLER.sub("", PUNCT.sub("", text.lower()))
     return {text[i:i + 2] for i in range(len(text) - 1)} or ({text} if text else set())
 
 

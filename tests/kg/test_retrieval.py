@@ -1,0 +1,120 @@
+"""Retrieval on sample turns: entity linking, facts, prompt block, the direct grounded answer, order scoping."""
+
+from __future__ import annotations
+
+import re
+
+from kefu.kg.retrieval import link, retrieve, trie_regex
+
+from .conftest import AT
+
+
+def types(facts):
+    return [f["type"] for f in facts.facts]
+
+
+def test_trie_regex_prefers_the_longest_term():
+    rx = trie_regex(["风行", "风行冲锋衣", "冲锋衣", "a.b"])
+    assert [m.group() for m in rx.finditer("风行冲锋衣和冲锋衣，风行")] == ["风行冲锋衣", "冲锋衣", "风行"]
+    assert rx.fullmatch("a.b") and not rx.fullmatch("axb")  # terms are literals, not patterns
+
+
+def test_links_products_aliases_colours_sizes_orders_tracking(kg):
+    ents = link(kg, "风行有黑的吗？L码，订单2026111012345678，运单SF1234567890123，手机13800138000")
+    got = {(e["type"], e["value"]) for e in ents}
+    assert ("product", "SL-10001") in got and ("color", "黑") in got and ("size", "L") in got
+    assert ("order_no", "2026111012345678") in got and ("logistics", "SF1234567890123") in got
+    assert not any(e["value"] == "13800138000" for e in ents)  # an 11-digit phone number is neither
+    first = next(e for e in ents if e["type"] == "product")
+    assert "风行有黑的吗"[first["start"]:first["end"]] == "风行"
+
+
+def test_price_question_answers_with_current_promotions(kg):
+    facts = retrieve(kg, "风行冲锋衣多少钱？", customer_id="C0001", at=AT)
+    assert facts.answer == "「山岚风行冲锋衣」标价¥599.00，单件按当前活动（双11跨店满减）到手¥549.00，另赠羊毛徒步袜×1。"
+    assert types(facts)[0] == "price" and "promotion" in types(facts)
+    assert facts.prompt_block.startswith("【店铺知识】\n- ")
+
+
+def test_discount_then_reduction_in_the_price_fact(kg):
+    facts = retrieve(kg, "极光羽绒服有优惠吗", at=AT)
+    price = next(f for f in facts.facts if f["type"] == "price")
+    assert price["data"]["payable_fen"] == 64415  # 899 × 0.85 − 120
+
+
+def test_colour_and_size_availability(kg):
+    facts = retrieve(kg, "城市冲锋衣有藏青色XL吗", at=AT)
+    texts = " ".join(f["text"] for f in facts.facts)
+    assert "没有藏青" in texts and "没有XL码" in texts and "暂时缺货" in texts
+    facts = retrieve(kg, "风行有黑色L码吗", at=AT)
+    color = next(f for f in facts.facts if f["type"] == "color")
+    assert color["data"]["available"] == ["黑色"]
+
+
+def test_return_window_of_a_category(kg):
+    facts = retrieve(kg, "冲锋衣可以七天无理由退货吗", at=AT)
+    assert facts.answer.startswith("冲锋衣商品支持7天无理由退货，15天内可换货，365天内保修")
+    socks = retrieve(kg, "徒步袜能退吗", at=AT)
+    assert "不支持无理由退货" in socks.answer and "贴身衣物" in socks.answer
+
+
+def test_owned_order_status_and_logistics(kg):
+    facts = retrieve(kg, "我的订单2026111012345678到哪了", customer_id="C0001", at=AT)
+    assert facts.answer.startswith("您的订单2026111012345678当前状态：已发货。物流信息：顺丰速运 SF1234567890123")
+    assert "上海转运中心" in facts.answer
+    latest = retrieve(kg, "我的订单发货了吗", customer_id="C0001", at=AT)
+    assert "2026111199990000" in latest.answer and "待发货" in latest.answer
+
+
+def test_someone_elses_order_is_not_found_and_does_not_leak(kg):
+    facts = retrieve(kg, "2026110511112222 到哪了", customer_id="C0001", at=AT)
+    assert "没有查到订单2026110511112222" in facts.answer
+    leaked = facts.prompt_block + facts.answer + str(facts.facts)
+    for secret in ("羊毛徒步袜", "中通", "ZT9876543210", "北京朝阳", "227.00", "C0002"):
+        assert secret not in leaked
+    anonymous = retrieve(kg, "2026110511112222 到哪了", at=AT)
+    assert "中通" not in anonymous.prompt_block
+    by_tracking = retrieve(kg, "ZT9876543210 到哪了", customer_id="C0001", at=AT)
+    assert "北京朝阳" not in by_tracking.prompt_block
+
+
+def test_logistics_exception_brings_the_playbook_and_no_canned_answer(kg):
+    facts = retrieve(kg, "快递显示签收了但是我没收到，是不是丢件了", customer_id="C0002", at=AT)
+    playbook = next(f for f in facts.facts if f["type"] == "playbook")
+    assert playbook["subject"] == "lost" and "禁止承诺：立即赔偿额外现金" in playbook["text"]
+    assert facts.answer is None and "ZT9876543210" in facts.prompt_block
+    for text, kind in [("衣服到了但是破损了", "damaged"), ("物流好几天没更新了", "delay"), ("我想改地址", "address_change"),
+                       ("我要拒收", "refused")]:
+        assert any(f["type"] == "playbook" and f["subject"] == kind for f in retrieve(kg, text, at=AT).facts), text
+
+
+def test_faq_exact_and_near_match(kg):
+    assert retrieve(kg, "可以开发票吗", at=AT).answer == "可以，订单签收后在订单详情页申请电子发票。"
+    assert retrieve(kg, "你们多久发货呀", at=AT).answer == "付款后48小时内发货，预售商品以详情页为准。"
+    assert retrieve(kg, "今天天气不错", at=AT).answer is None
+
+
+def test_relations_for_accessories(kg):
+    facts = retrieve(kg, "碳素登山杖有什么配件", at=AT)
+    relation = next(f for f in facts.facts if f["type"] == "relation")
+    assert relation["data"]["target"] == "SL-10008" and "配件" in relation["text"]
+
+
+def test_expired_promotions_never_appear(kg):
+    facts = retrieve(kg, "有什么活动", at=AT)
+    assert "国庆" not in facts.prompt_block and "双11跨店满减" in facts.prompt_block
+
+
+def test_linker_cache_follows_version(kg, shop_dir):
+    assert retrieve(kg, "风行冲锋衣多少钱", at=AT).facts
+    path = shop_dir / "products.csv"
+    path.write_text(path.read_text(encoding="utf-8").replace("风行冲锋衣|风行", "疾风冲锋衣"), encoding="utf-8")
+    kg.import_path(path)
+    assert not any(e["type"] == "product" and e["text"] == "风行" for e in link(kg, "风行多少钱"))
+    assert any(e["value"] == "SL-10001" for e in link(kg, "疾风冲锋衣多少钱"))
+
+
+def test_prompt_block_is_short_and_capped(kg):
+    facts = retrieve(kg, "风行冲锋衣和城市冲锋衣和极光羽绒服多少钱，能退吗，有优惠吗", at=AT, max_facts=6)
+    assert len(facts.facts) == 6 and facts.answer is None  # several questions: the model answers
+    assert len(re.findall(r"^- ", facts.prompt_block, re.M)) == 6
