@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from kefu.serve.engine import EngineError, LocalEngine, RemoteEngine, collect
-from tiny import tiny_model
+from serve_support import tiny_model
 
 PROMPTS = ["冲锋衣多少钱", "有黑色吗", "订单发货了吗，我等了好久", "你好"]
 

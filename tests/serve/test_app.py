@@ -1,0 +1,286 @@
+"""The HTTP app: OpenAI client compatibility (plain + streaming), auth, input validation, rate limits, fallback on
+engine failure, feedback, metrics, per-customer isolation."""
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from serve_support import API_KEY, make_service
+
+
+def chat(client, content, **extra):
+    body = {"model": "tiny", "messages": [{"role": "user", "content": content}], **extra}
+    return client.post("/v1/chat/completions", json=body)
+
+
+# ---------------------------------------------------------------------------------------------- OpenAI client
+def test_official_openai_client_against_live_uvicorn(live_server):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=live_server + "/v1", api_key=API_KEY, max_retries=0)
+    assert [m.id for m in client.models.list().data] == ["tiny"]
+    plain = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "SL-10001多少钱"}])
+    assert plain.choices[0].message.content == "山岚冲锋衣的价格是¥399。"
+    assert plain.choices[0].finish_reason == "stop"
+    stream = client.chat.completions.create(model="tiny", stream=True,
+                                            messages=[{"role": "user", "content": "帮我推荐一款冲锋衣"}],
+                                            extra_body={"session_id": "s-stream"})
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert text and chunks[-1].model_extra["kefu"]["path"] == "full"
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=live_server + "/v1", api_key="wrong-key", max_retries=0).models.list()
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_async_openai_client_over_asgi_transport(app):
+    openai = pytest.importorskip("openai")
+
+    async def run():
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://kefu")
+        client = openai.AsyncOpenAI(base_url="http://kefu/v1", api_key=API_KEY, http_client=http, max_retries=0)
+        reply = await client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "怎么开发票"}])
+        stream = await client.chat.completions.create(model="tiny", stream=True,
+                                                      messages=[{"role": "user", "content": "怎么开发票"}])
+        pieces = [c.choices[0].delta.content or "" async for c in stream]
+        await http.aclose()
+        return reply, "".join(pieces)
+
+    reply, streamed = asyncio.run(run())
+    assert reply.choices[0].message.content == "您可以在订单详情页申请电子发票。"
+    assert streamed == reply.choices[0].message.content  # second time from the cache, same text
+
+
+# ------------------------------------------------------------------------------------------- gateway checks
+def test_missing_or_wrong_key_is_401_openai_style(app):
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as c:
+        for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic " + API_KEY}):
+            r = c.post("/v1/chat/completions", json={"model": "tiny", "messages": []}, headers=headers)
+            assert r.status_code == 401
+            assert r.json()["error"]["code"] == "invalid_api_key"
+        assert c.get("/healthz").status_code == 200  # health needs no key
+
+
+@pytest.mark.parametrize("body,status,fragment", [
+    (b"{not json", 400, "not valid JSON"),
+    (b"[1, 2]", 400, "JSON object"),
+    (json.dumps({"model": "tiny"}).encode(), 400, "messages"),
+    (json.dumps({"model": "tiny", "messages": [{"role": "robot", "content": "hi"}]}).encode(), 400, "unknown role"),
+    (json.dumps({"model": "tiny", "messages": [{"role": "assistant", "content": "hi"}]}).encode(), 400, "user message"),
+    (json.dumps({"model": "nope", "messages": [{"role": "user", "content": "hi"}]}).encode(), 404, "does not exist"),
+    (json.dumps({"model": "tiny", "max_tokens": 0, "messages": [{"role": "user", "content": "hi"}]}).encode(), 400,
+     "max_tokens"),
+])
+def test_bad_requests_get_clear_4xx(client, body, status, fragment):
+    r = client.post("/v1/chat/completions", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == status, r.text
+    assert fragment in r.json()["error"]["message"]
+
+
+def test_oversized_body_is_413(client):
+    big = json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "好" * 70000}]})
+    r = client.post("/v1/chat/completions", content=big, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and "limit" in r.json()["error"]["message"]
+
+
+def test_rate_limit_per_key(tiny):
+    from fastapi.testclient import TestClient
+
+    from kefu.serve.app import create_app
+    from kefu.serve.gateway import Authenticator, TokenBucketLimiter
+
+    app = create_app(make_service(tiny), auth=Authenticator([API_KEY, "other-key-0123456789"], use_store=False),
+                     limiter=TokenBucketLimiter(rate=0.001, burst=3))
+    with TestClient(app) as c:
+        codes = [c.get("/v1/models", headers={"Authorization": f"Bearer {API_KEY}"}).status_code for _ in range(5)]
+        assert codes == [200, 200, 200, 429, 429]
+        r = c.get("/v1/models", headers={"Authorization": f"Bearer {API_KEY}"})
+        assert r.json()["error"]["type"] == "rate_limit_error" and "Retry-After" in r.headers
+        assert c.get("/v1/models", headers={"Authorization": "Bearer other-key-0123456789"}).status_code == 200
+
+
+def test_key_store_keys_are_accepted(tiny, kefu_home):
+    from fastapi.testclient import TestClient
+
+    from kefu.safety.keys import KeyStore
+    from kefu.serve.app import create_app
+    from kefu.serve.gateway import Authenticator
+
+    key, _ = KeyStore.open().create("customer-app", "shop-web")
+    auditor, _ = KeyStore.open().create("auditor", "audit-bot")
+    app = create_app(make_service(tiny), auth=Authenticator([]))
+    with TestClient(app) as c:
+        assert c.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        assert c.get("/v1/models", headers={"Authorization": f"Bearer {auditor}"}).status_code == 403
+
+
+# ------------------------------------------------------------------------------------------ pipeline via HTTP
+def test_paths_cache_and_handoff_summary(client):
+    r1 = chat(client, "SL-10001多少钱", session_id="s1")
+    r2 = chat(client, "SL-10001 多少钱？", session_id="s1")
+    assert r1.json()["kefu"]["path"] == "light" and r2.json()["kefu"]["path"] == "cache"
+    assert r1.json()["choices"][0]["message"]["content"] == r2.json()["choices"][0]["message"]["content"]
+    assert chat(client, "SL-10002多少钱", session_id="s1").json()["choices"][0]["message"]["content"].endswith("¥599。")
+    r = chat(client, "我要投诉！！！你们太过分了", session_id="s1")
+    kefu = r.json()["kefu"]
+    assert kefu["path"] == "handoff" and "complaint" in kefu["handoff"]["intents"]
+    assert kefu["handoff"]["last_question"].startswith("我要投诉")
+
+
+def test_order_answers_are_per_customer_and_never_shared(client):
+    a = chat(client, "订单1234567890123456到哪了", customer_id="C0001", session_id="a")
+    b = chat(client, "订单1234567890123456到哪了", customer_id="C0002", session_id="b")
+    assert "已发货" in a.json()["choices"][0]["message"]["content"]
+    assert "已发货" not in b.json()["choices"][0]["message"]["content"]
+    assert "不属于" in b.json()["choices"][0]["message"]["content"]
+    assert b.json()["kefu"]["path"] == "light" and not b.json()["kefu"]["cached"]
+
+
+def test_sessions_are_isolated_between_api_keys(tiny):
+    from fastapi.testclient import TestClient
+
+    from kefu.serve.app import create_app
+    from kefu.serve.gateway import Authenticator
+
+    service = make_service(tiny)
+    app = create_app(service, auth=Authenticator([API_KEY, "second-key-0123456789"], use_store=False))
+    with TestClient(app) as c:
+        for key, text in ((API_KEY, "订单1234567890123456呢"), ("second-key-0123456789", "你好")):
+            c.post("/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                   json={"model": "tiny", "session_id": "same", "messages": [{"role": "user", "content": text}]})
+    owners = {owner for owner, _ in service.sessions._data}
+    assert len(owners) == 2
+    seen = [s for s in service.sessions._data.values()]
+    assert all(len([t for t in s.turns if t["role"] == "user"]) == 1 for s in seen)
+    assert sum(1 for s in seen if s.last("order_no")) == 1
+
+
+def test_pii_is_masked_in_logs_and_sessions(client, app):
+    chat(client, "我的手机是13812345678，帮我推荐一款帐篷", session_id="pii")
+    service = app.state.service
+    assert all("13812345678" not in json.dumps(e, ensure_ascii=False) for e in service.request_log)
+    session = next(s for s in service.sessions._data.values() if s.id == "pii")
+    assert all("13812345678" not in t["content"] for t in session.turns)
+
+
+# ------------------------------------------------------------------------------------------- reliability
+class RaisingEngine:
+    name = "broken"
+
+    def __init__(self, after=0):
+        self.after = after
+
+    def models(self):
+        return ["tiny"]
+
+    async def stream(self, messages, **kwargs):
+        for i in range(self.after):
+            yield f"第{i}句。"
+        raise RuntimeError("engine process killed")
+
+    async def close(self):
+        pass
+
+
+@pytest.mark.parametrize("after", [0, 2])
+@pytest.mark.parametrize("stream", [False, True])
+def test_engine_failure_gives_fallback_not_5xx(tiny, after, stream):
+    from fastapi.testclient import TestClient
+
+    from kefu.serve.app import create_app
+    from kefu.serve.gateway import Authenticator
+
+    service = make_service(tiny, engine=RaisingEngine(after))
+    app = create_app(service, auth=Authenticator([API_KEY], use_store=False))
+    with TestClient(app) as c:
+        c.headers["Authorization"] = f"Bearer {API_KEY}"
+        r = chat(c, "帮我推荐一款帐篷", stream=stream)  # no light answer -> handoff fallback
+        assert r.status_code == 200
+        text = r.text if stream else r.json()["choices"][0]["message"]["content"]
+        assert "人工" in text
+        if stream:
+            assert r.text.rstrip().endswith("data: [DONE]")
+        r = chat(c, "SL-10001怎么样", stream=False)  # the KG has facts but no direct answer
+        assert r.status_code == 200
+        metrics = c.get("/metrics").text
+    assert 'kefu_engine_errors_total{engine="broken"} 2.0' in metrics
+    failed = [e for e in service.request_log if e["error"]]
+    assert len(failed) == 2 and "killed" in failed[0]["error"] and all(e["fallback"] for e in failed)
+
+
+def test_engine_failure_with_light_answer_uses_it(tiny):
+    service = make_service(tiny, engine=RaisingEngine(0))
+
+    class Strong:  # force the full path although a KG answer exists
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def decide(self, *a, **k):
+            d = self.inner.decide(*a, **k)
+            if d.path == "light":
+                d.path = "full"
+            return d
+
+    service.router = Strong(service.router)
+    reply = asyncio.run(service.answer([{"role": "user", "content": "SL-10001多少钱"}]))
+    assert reply.fallback and reply.path == "light" and reply.text.endswith("¥399。")
+
+
+def test_remote_engine_down_answers_with_fallback(tiny):
+    from kefu.serve.engine import RemoteEngine
+
+    def refuse(request):
+        raise httpx.ConnectError("connection refused")
+
+    engine = RemoteEngine("http://vllm.invalid", base_name="tiny", retries=1, transport=httpx.MockTransport(refuse))
+    service = make_service(tiny, engine=engine)
+    reply = asyncio.run(service.answer([{"role": "user", "content": "帮我推荐一款帐篷"}]))
+    assert reply.path == "handoff" and reply.fallback and reply.handoff["last_question"] == "帮我推荐一款帐篷"
+
+
+# ------------------------------------------------------------------------------------------ feedback, metrics
+def test_feedback_endpoint_stores_masked_conversation(client, app):
+    chat(client, "我叫张三，电话13812345678，帮我推荐一款帐篷", session_id="fb")
+    ids = [client.post("/v1/feedback", json=body).json()["id"] for body in (
+        {"kind": "rating", "rating": -1, "session_id": "fb"},
+        {"kind": "correction", "correction": "推荐SL-10001，¥399", "session_id": "fb", "source": "web"},
+        {"kind": "handoff", "outcome": "resolved", "session_id": "fb"})]
+    assert len(set(ids)) == 3
+    rows = app.state.service.feedback.list(session_id="fb")
+    assert [r.kind for r in rows] == ["rating", "correction", "handoff"]
+    assert rows[1].source == "web"
+    assert len(rows[0].conversation) == 2 and "13812345678" not in json.dumps(rows[0].conversation,
+                                                                              ensure_ascii=False)
+    bad = client.post("/v1/feedback", json={"kind": "rating", "rating": 9, "session_id": "fb"})
+    assert bad.status_code == 400 and "rating" in bad.json()["error"]["message"]
+    assert client.post("/v1/feedback", json={"kind": "x", "session_id": "fb"}).status_code == 400
+
+
+def test_metrics_and_health(client):
+    chat(client, "SL-10001多少钱")
+    chat(client, "SL-10001多少钱")
+    text = client.get("/metrics").text
+    assert 'kefu_requests_total{path="light",route="chat",status="ok"} 1.0' in text
+    assert 'kefu_requests_total{path="cache",route="chat",status="ok"} 1.0' in text
+    assert "kefu_cache_hits_total 1.0" in text and "kefu_cache_misses_total 1.0" in text
+    assert "kefu_request_latency_seconds_bucket" in text
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["models"] == ["tiny"]
+
+
+def test_web_page_is_served_without_cdn(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "转人工" in page.text
+    js = client.get("/static/app.js")
+    assert js.status_code == 200 and "/v1/chat/completions" in js.text
+    assert "http://" not in page.text + js.text and "https://" not in page.text + js.text
+    assert client.get("/static/../secret").status_code == 404
