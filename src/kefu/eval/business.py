@@ -15,8 +15,8 @@ reference are about the same intent according to it (turns whose reference it la
 
 Resolution-rate proxy (we cannot see whether the customer's problem was solved): a turn counts as resolved when
 (a) the reference hands off to a person and the prediction hands off too (a correct handoff), or (b) the reference
-does not hand off, the prediction does not hand off, it states a concrete resolving action (refund, resend, change,
-lookup result, how-to step...) and it states no wrong fact.
+does not hand off, the prediction does not hand off, it either states every key fact of the turn correctly or states
+a concrete resolving action (refund, resend, change, lookup result, how-to step...), and it states no wrong fact.
 """
 
 from __future__ import annotations
@@ -341,7 +341,8 @@ def business_metrics(records: list[dict], kg: Any = None) -> tuple[dict, list[di
         if ref_handoff:
             ok = pred_handoff
         else:
-            ok = (not pred_handoff) and has_resolving_action(pred) and not wrong
+            answered = bool(facts) and row.get("fact_accuracy") == 1.0
+            ok = (not pred_handoff) and (answered or has_resolving_action(pred)) and not wrong
         resolved += ok
         row.update(handoff=pred_handoff, resolved=ok)
         if compliance is not None:

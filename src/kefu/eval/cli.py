@@ -71,7 +71,7 @@ def eval_main(
     if ctx.invoked_subcommand is not None:
         ctx.obj = {"config_file": config_file, "kg": kg}
         return
-    if data is None and run is None and endpoint is None:
+    if data is None and out is None and run is None and endpoint is None and model is None:
         typer.echo(ctx.get_help())
         raise typer.Exit(0)
     if data is None or out is None:

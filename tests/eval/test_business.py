@@ -1,0 +1,94 @@
+"""Business metrics: key facts (right / wrong / missing), handoff, resolution proxy, latency, compliance, PII echo."""
+
+from __future__ import annotations
+
+import pytest
+
+from kefu.eval.business import (business_metrics, check_fact, cn_number, dates_stated, days_stated, has_resolving_action,
+                                is_handoff, key_facts_from_kg, money_amounts_fen, normalize_fact, percentile)
+
+
+def test_number_readers():
+    assert cn_number("七") == 7 and cn_number("十五") == 15 and cn_number("二百五十九") == 259
+    assert cn_number("一万二千") == 12000 and cn_number("abc") is None
+    assert money_amounts_fen("券后¥259，原价399元，运费8.5块，RMB 1,299") == [25900, 39900, 850, 129900]
+    assert money_amounts_fen("二百五十九元") == [25900]
+    assert money_amounts_fen("订单1234567890123456，48小时发货") == []  # bare numbers are not money
+    assert days_stated("7天无理由，15个工作日退款，11月20日前") == [7, 15]
+    assert days_stated("七天无理由") == [7]
+    assert dates_stated("预计2026-11-20送达，或11月21号，12/3") == [(2026, 11, 20), (None, 11, 21), (None, 12, 3)]
+
+
+@pytest.mark.parametrize("prediction, fact, verdict", [
+    ("券后到手价259元", {"type": "money", "value": 25900}, "correct"),
+    ("券后到手价¥259.00", {"type": "money", "value": 25900}, "correct"),
+    ("券后到手价269元", {"type": "money", "value": 25900}, "wrong"),  # a wrong number is a failure
+    ("价格很优惠哦", {"type": "money", "value": 25900}, "missing"),
+    ("支持七天无理由退货", {"type": "days", "value": 7}, "correct"),
+    ("支持15天无理由退货", {"type": "days", "value": 7}, "wrong"),
+    ("预计11月20日送达", {"type": "date", "value": "2026-11-20"}, "correct"),
+    ("预计11月21日送达", {"type": "date", "value": "2026-11-20"}, "wrong"),
+    ("您的订单已发货", {"type": "status", "value": "已发货"}, "correct"),
+    ("您的订单待发货", {"type": "status", "value": "已发货"}, "wrong"),
+    ("顺丰单号SF123", {"type": "text", "value": "SF123"}, "correct"),
+])
+def test_check_fact(prediction, fact, verdict):
+    assert check_fact(prediction, fact) == verdict
+
+
+def test_normalize_fact_forms():
+    assert normalize_fact("SF123") == {"type": "text", "value": "SF123"}
+    assert normalize_fact({"type": "price_fen", "value": 100})["type"] == "money"
+    assert normalize_fact({"kind": "return_days", "value": 7}) == {"type": "days", "value": 7}
+    assert normalize_fact({"type": "x"}) is None
+
+
+def test_key_facts_from_kg_retrieve_shape():
+    facts = [{"type": "price", "subject": "SL-10023", "text": "到手¥259", "data": {"list_fen": 39900, "payable_fen": 25900}},
+             {"type": "policy", "subject": "冲锋衣", "text": "7天", "data": {"return_days": 7}},
+             {"type": "order", "subject": "1234567890123456", "text": "...", "data": {"status": "已发货"}},
+             {"type": "product", "subject": "SL-10023", "text": "...", "data": {}}]
+    assert key_facts_from_kg(facts) == [{"type": "money", "value": 25900, "text": "到手¥259"},
+                                        {"type": "days", "value": 7, "text": "7天"},
+                                        {"type": "status", "value": "已发货", "text": "..."}]
+
+
+def test_handoff_and_action_lexicons():
+    assert is_handoff("好的，这就为您转人工客服") and not is_handoff("亲，48小时内发货")
+    assert has_resolving_action("已为您申请退款") and has_resolving_action("预计明天送达")
+    assert not has_resolving_action("嗯嗯")
+
+
+def test_business_metrics_aggregate():
+    records = [
+        {"prediction": "券后到手价259元，支持7天无理由", "references": ["到手259元"], "latency_ms": 100,
+         "facts": [{"type": "money", "value": 25900}, {"type": "days", "value": 7}], "predicted_intent": "price_inquiry",
+         "intent": "price_inquiry"},
+        {"prediction": "券后到手价269元", "references": ["到手259元"], "latency_ms": 200,
+         "facts": [{"type": "money", "value": 25900}], "predicted_intent": "promotion_inquiry", "intent": "price_inquiry"},
+        {"prediction": "好的，为您转人工客服", "references": ["稍等，为您转接专员"], "latency_ms": 300},
+        {"prediction": "这是全网最低价，打13812345678联系我", "references": ["价格以页面为准"], "latency_ms": 400,
+         "context": [{"role": "user", "content": "最便宜多少"}]},
+    ]
+    m, rows = business_metrics(records)
+    assert m["key_fact_accuracy"] == pytest.approx(2 / 3)
+    assert m["key_fact_error_rate"] == pytest.approx(1 / 2)
+    assert m["intent_accuracy"] == pytest.approx(1 / 2) and m["intent_source"] == "prediction"
+    assert m["handoff_rate"] == pytest.approx(1 / 4) and m["reference_handoff_rate"] == pytest.approx(1 / 4)
+    # resolved: #1 states facts right; #2 states a wrong price; #3 correct handoff; #4 no resolving action
+    assert [r["resolved"] for r in rows] == [True, False, True, False]
+    assert m["resolution_rate"] == pytest.approx(1 / 2)
+    assert m["latency_mean_ms"] == 250 and m["latency_p50_ms"] == 250 and m["latency_p95_ms"] == pytest.approx(385)
+    assert m["compliance_violation_rate"] == pytest.approx(1 / 4) and rows[3]["compliance_hits"] >= 1
+    assert m["pii_echo_rate"] == pytest.approx(1 / 4) and rows[3]["pii_echoed"] == 1
+    # the same phone number in the customer's own context is not an echo of someone else's data
+    own = dict(records[3], context="我的电话13812345678")
+    assert business_metrics([own])[1][0]["pii_echoed"] == 0
+
+
+def test_percentile_matches_numpy_linear():
+    import numpy as np
+
+    values = [5.0, 1.0, 9.0, 3.0, 7.0, 2.0]
+    for q in (0, 50, 95, 100):
+        assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))

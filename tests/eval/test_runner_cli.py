@@ -1,0 +1,150 @@
+"""End to end: `kefu eval` on a test split (tiny model / fake endpoint), `eval score`, `eval compare`, bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from kefu.cli import app
+from kefu.eval.config import EvalConfig
+from kefu.eval.records import load_predictions, load_test_samples
+from kefu.eval.runner import evaluate
+from kefu.types import KefuError
+
+from _tiny import DIALOGUES, make_model, make_tokenizer, write_jsonl
+
+
+def test_samples_from_test_split(tmp_path):
+    path = write_jsonl(tmp_path / "test.jsonl", DIALOGUES)
+    samples = load_test_samples(path)
+    assert [s["id"] for s in samples] == ["d1#1", "d1#3", "d2#1", "d3#2", "d4#1"]
+    assert [s["intent"] for s in samples] == ["greeting", "order_status", "return_request", "promotion_inquiry",
+                                              "human_handoff"]
+    assert samples[1]["context"] == DIALOGUES[0]["messages"][:3]
+    assert samples[3]["references"] == ["满300元减50元，可以和店铺券叠加。", "满300减50哦"]  # <sep> alternatives
+    assert samples[2]["facts"] == [{"type": "days", "value": 7}]  # the reference states it, so the turn needs it
+    assert "facts" not in samples[0]
+    last = load_test_samples(path, last_turn_only=True)
+    assert [s["id"] for s in last] == ["d1#3", "d2#1", "d3#2", "d4#1"]
+    assert len(load_test_samples(path, max_samples=2)) == 2
+
+
+def test_evaluate_local_model_writes_everything(tmp_path):
+    data = write_jsonl(tmp_path / "test.jsonl", DIALOGUES)
+    tok = make_tokenizer()
+    out = tmp_path / "eval"
+    cfg = EvalConfig(batch_size=2, max_new_tokens=6)
+    metrics = evaluate(data, out, model_obj=make_model(tok), tokenizer=tok, config=cfg, progress=False)
+    saved = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert saved["n_samples"] == 5 == metrics["n_samples"]
+    for key in ("bleu4", "rouge1", "rouge2", "rougeL", "sacrebleu", "chrf", "resolution_rate", "handoff_rate",
+                "latency_p50_ms", "latency_p95_ms", "distinct_2", "repeat_4gram_rate", "len_mean", "perplexity"):
+        assert key in saved, key
+    assert saved["decoding_max_new_tokens"] == 6 and saved["decoding_do_sample"] is False and saved["batch_size"] == 2
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in rows] == ["d1#1", "d1#3", "d2#1", "d3#2", "d4#1"]
+    assert all("bleu4" in r and "latency_ms" in r and r["perplexity"] > 1 for r in rows if r["prediction"])
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "<svg" in page and "BLEU-4 by intent" in page and "latency" in page.lower()
+    assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")  # nothing fetched: offline
+
+
+def test_cli_eval_through_endpoint(tmp_path, monkeypatch):
+    """`kefu eval --endpoint` (our own `kefu serve` or vLLM): a fake OpenAI server that returns the reference."""
+    data = write_jsonl(tmp_path / "test.jsonl", DIALOGUES)
+    answers = {}
+    for d in DIALOGUES:
+        for k, m in enumerate(d["messages"]):
+            if m["role"] == "assistant":
+                answers[d["messages"][k - 1]["content"]] = m["content"].split("<sep>")[0]
+
+    def handler(request):
+        body = json.loads(request.content)
+        return httpx.Response(200, json={"choices": [{"message": {"content": answers[body["messages"][-1]["content"]]}}]})
+
+    import kefu.eval.generate as gen
+
+    real = gen.generate_via_endpoint
+    monkeypatch.setattr(gen, "generate_via_endpoint",
+                        lambda *a, **kw: real(*a, **dict(kw, transport=httpx.MockTransport(handler))))
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, ["eval", "--endpoint", "http://serve.local/v1", "--model", "kefu", "--data",
+                                      str(data), "--out", str(out), "--no-progress", "--concurrency", "2"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["source"] == "endpoint" and metrics["bleu4"] == pytest.approx(100.0)
+    assert metrics["resolution_rate"] > 0 and metrics["handoff_rate"] == pytest.approx(1 / 5)
+    assert metrics["key_fact_accuracy"] == 1.0
+
+
+def _preds(tmp_path, name, rows):
+    return write_jsonl(tmp_path / name, rows)
+
+
+def test_cli_score_and_compare(tmp_path):
+    base = [{"id": "a", "prediction": "亲，在的", "references": ["亲，在的，请问有什么可以帮您？"], "intent": "greeting"},
+            {"id": "b", "prediction": "可以退", "references": ["支持7天无理由退货"], "intent": "return_request",
+             "facts": [{"type": "days", "value": 7}], "latency_ms": 50}]
+    better = [dict(base[0], prediction="亲，在的，请问有什么可以帮您？"),
+              dict(base[1], prediction="支持7天无理由退货哦", latency_ms=40)]
+    runner = CliRunner()
+    for name, rows in (("A", base), ("B", better)):
+        result = runner.invoke(app, ["eval", "score", str(_preds(tmp_path, f"{name}.jsonl", rows)),
+                                     "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / name / "report.html").read_text(encoding="utf-8").count("<svg") >= 3
+    a = json.loads((tmp_path / "A" / "metrics.json").read_text(encoding="utf-8"))
+    b = json.loads((tmp_path / "B" / "metrics.json").read_text(encoding="utf-8"))
+    assert b["bleu4"] > a["bleu4"] and b["key_fact_accuracy"] == 1.0 and a["key_fact_accuracy"] == 0.0
+    result = runner.invoke(app, ["eval", "compare", str(tmp_path / "A"), str(tmp_path / "B")])
+    assert result.exit_code == 0, result.output
+    assert "bleu4" in result.output and "return_request" in result.output and "largest BLEU-4 drops" in result.output
+
+
+def _error(args) -> str:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0
+    assert isinstance(result.exception, KefuError), result.output
+    return str(result.exception)
+
+
+def test_bad_inputs_name_file_and_line(tmp_path):
+    out = str(tmp_path / "o")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n", encoding="utf-8")
+    assert "empty.jsonl: empty file" in _error(["eval", "score", str(empty), "--out", out])
+    assert "missing.jsonl: file not found" in _error(["eval", "score", str(tmp_path / "missing.jsonl"), "--out", out])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prediction": "a", "references": ["a"]}\n{"prediction": "b", "refer\n', encoding="utf-8")
+    assert "bad.jsonl:2: not valid JSON" in _error(["eval", "score", str(bad), "--out", out])
+    noref = _preds(tmp_path, "noref.jsonl", [{"prediction": "a", "references": ["a"]}, {"prediction": "b"}])
+    assert "noref.jsonl:2: missing field 'references'" in _error(["eval", "score", str(noref), "--out", out])
+    emptyref = _preds(tmp_path, "emptyref.jsonl", [{"prediction": "b", "references": ["", "NULL"]}])
+    assert "emptyref.jsonl:1: field 'references' has no non-empty reference" in _error(
+        ["eval", "score", str(emptyref), "--out", out])
+    dup = _preds(tmp_path, "dup.jsonl", [{"id": 1, "prediction": "a", "references": ["a"]},
+                                         {"id": "1", "prediction": "b", "references": ["b"]}])
+    assert "dup.jsonl:2: duplicate id '1' (first on line 1)" in _error(["eval", "score", str(dup), "--out", out])
+    wrong = _preds(tmp_path, "wrong.jsonl", [{"prediction": 3, "references": ["a"]}])
+    assert "wrong.jsonl:1: field 'prediction' must be a string" in _error(["eval", "score", str(wrong), "--out", out])
+    notobj = tmp_path / "list.jsonl"
+    notobj.write_text("[1, 2]\n", encoding="utf-8")
+    assert "list.jsonl:1: expected a JSON object" in _error(["eval", "score", str(notobj), "--out", out])
+    test = write_jsonl(tmp_path / "test.jsonl", [{"id": "x", "messages": [{"role": "bot", "content": "hi"}]}])
+    assert "test.jsonl:1: messages[0]" in _error(["eval", "--model", "m", "--data", str(test), "--out", out])
+    assert "--data" in _error(["eval", "--model", "m"])
+    assert "metrics.json: not found" in _error(["eval", "compare", str(tmp_path / "nope"), str(tmp_path / "nope2")])
+    with pytest.raises(KefuError, match=r"metrics.json: not found"):
+        from kefu.eval.compare import compare
+
+        compare(tmp_path / "nope", tmp_path / "nope2")
+    assert len(load_predictions(_preds(tmp_path, "ok.jsonl", [{"prediction": "a", "references": "x<sep>y"}]))[0][
+        "references"]) == 2
+
+
+def test_eval_without_arguments_shows_help():
+    result = CliRunner().invoke(app, ["eval"])
+    assert result.exit_code == 0 and "score" in result.output and "compare" in result.output
