@@ -108,3 +108,10 @@ def test_keys_cli_create_list_revoke_audited(monkeypatch):
     actions = [e["action"] for e in audit.entries()]
     assert actions == ["keys.create", "keys.list", "keys.create", "keys.revoke"]
     assert all(e["actor"].startswith("key:") for e in list(audit.entries())[1:])
+
+
+def test_authenticate_odd_strings_never_raise():
+    store = KeyStore.open()
+    store.create("admin", "a")
+    for odd in ["\ud800" * 20, "x" * 10_000, "kefu_" + "a" * 12 + "_" + "\x00" * 30, "Bearer x", "😀" * 20]:
+        assert store.authenticate(odd) is None

@@ -544,13 +544,8 @@ def _clause_span(text: str, start: int, end: int) -> tuple[int, int]:
     return left, right
 
 
-def rewrite(text: str, *, rules: ComplianceRules | None = None, promotions: list[dict[str, Any]] | None = None,
-            context_texts: list[str] | None = None) -> tuple[str, list[Violation]]:
-    """A compliant version of ``text`` and the violations fixed. Terms are replaced (最好 -> 很好, 第一 -> 领先,
-    绝对 deleted), wrong promotion claims corrected, banned words starred, leaked PII masked, and clauses making
-    medical/education/investment/result promises replaced by a neutral statement."""
-    hits = check(text, rules=rules, promotions=promotions, context_texts=context_texts)
-    compiled = {r.id: r for r in _rules(rules)._compiled()}
+def _apply(text: str, hits: list[Violation], rules: ComplianceRules) -> str:
+    compiled = {r.id: r for r in rules._compiled()}
     edits: list[tuple[int, int, str]] = []
     for hit in hits:
         rule = compiled.get(hit.rule)
@@ -563,14 +558,28 @@ def rewrite(text: str, *, rules: ComplianceRules | None = None, promotions: list
         if any(s < end and start < e for s, e, _ in edits):
             continue  # already covered by an earlier (wider or earlier) edit
         edits.append((start, end, replacement))
-    out = text
     for start, end, replacement in sorted(edits, reverse=True):
-        out = out[:start] + replacement + out[end:]
-    if hits and out != text:
-        # A replacement can itself form a new hit only through adjacent text (e.g. "最" + "好"); one more pass fixes it.
-        again = check(out, rules=rules, promotions=promotions, context_texts=context_texts)
-        if again:
-            second, _ = rewrite(out, rules=rules, promotions=promotions, context_texts=context_texts) \
-                if len(again) < len(hits) else (out, [])
-            out = second
-    return out, hits
+        text = text[:start] + replacement + text[end:]
+    return text
+
+
+def rewrite(text: str, *, rules: ComplianceRules | None = None, promotions: list[dict[str, Any]] | None = None,
+            context_texts: list[str] | None = None, max_passes: int = 4) -> tuple[str, list[Violation]]:
+    """A compliant version of ``text`` and the violations found (spans index the input). Terms are replaced
+    (最好 -> 很好, 第一 -> 领先, 绝对 deleted), wrong promotion claims corrected, banned words starred, leaked PII
+    masked, and clauses making medical/education/investment/result promises replaced by a neutral statement.
+
+    Removing one hit can expose another (a phone number glued to "NO.1" becomes a separate number once "NO.1" is
+    replaced), so passes repeat until the text is clean; after ``max_passes`` whatever is still flagged is starred.
+    """
+    rules = _rules(rules)
+    first = check(text, rules=rules, promotions=promotions, context_texts=context_texts)
+    hits, out = first, text
+    for _ in range(max_passes):
+        if not hits:
+            break
+        out = _apply(out, hits, rules)
+        hits = check(out, rules=rules, promotions=promotions, context_texts=context_texts)
+    for hit in sorted(hits, key=lambda v: v.start, reverse=True):  # last resort: never return a flagged span
+        out = out[:hit.start] + "*" * (hit.end - hit.start) + out[hit.end:]
+    return out, first

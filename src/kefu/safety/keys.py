@@ -217,6 +217,10 @@ class KeyStore:
         """The Principal for a valid, unrevoked key, else None. Constant-time digest comparison."""
         if not key or not isinstance(key, str) or len(key) > 512:
             return None
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: cannot be a key we issued
+            return None
         key_id, secret = self._split(key.strip())
         with self.engine.connect() as conn:
             row = conn.execute(select(_keys.c.name, _keys.c.role, _keys.c.digest, _keys.c.revoked_at)
