@@ -104,9 +104,9 @@ def price_cmd(cart: Path = typer.Option(..., "--cart", help="Cart JSON: [{sku, q
     """Exact payable amount of a cart under the promotions in force, and which rules saved what."""
     from kefu.kg.promotions import price_cart, yuan
 
+    when = parse_at(at)
     kg, _ = _open(config, url)
     items = load_cart(kg, cart)
-    when = parse_at(at)
     result = price_cart(items, kg.promotions(when), when, set(coupon))
     out = Console()
     table = Table(title=f"cart at {when.isoformat()}")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from urllib.parse import quote
 from datetime import datetime, timezone
 from typing import Any, Callable, Literal, Protocol
 
@@ -119,7 +120,8 @@ class HTTPOrderBackend:
 
     @staticmethod
     def _q(value: str) -> str:
-        return httpx.URL("/" + value).path.lstrip("/").replace("/", "%2F")
+        """One path segment, percent-encoded: an id can never climb to another customer's path."""
+        return quote(value, safe="")
 
     def get_order(self, order_no: str, customer_id: str) -> dict | None:
         return self._request("GET", f"/customers/{self._q(customer_id)}/orders/{self._q(order_no)}")
