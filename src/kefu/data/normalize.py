@@ -73,8 +73,9 @@ def normalize_text(text: str, role: str, cfg: "NormalizeConfig") -> str:
 
 
 def clean_turns(turns: list[Turn], cfg: "NormalizeConfig") -> list[Turn]:
-    """Normalise every turn, drop empty/NULL ones, merge consecutive messages of one speaker, and drop trailing
-    customer turns that never got an answer (nothing to learn from them)."""
+    """Normalise every turn, drop empty/NULL ones, merge consecutive messages of one speaker; then drop trailing
+    customer turns that never got an answer (nothing to learn from them) unless no agent ever answered (that
+    dialogue is then filtered as ``no_agent_reply``, not ``empty``)."""
     out: list[Turn] = []
     sep = cfg.merge_separator
     for turn in turns:
@@ -85,8 +86,9 @@ def clean_turns(turns: list[Turn], cfg: "NormalizeConfig") -> list[Turn]:
             out[-1].content += sep + text
         else:
             out.append(Turn(turn.role, text))
-    while out and out[-1].role == "user":
-        out.pop()
+    if any(t.role == "assistant" for t in out):
+        while out and out[-1].role == "user":
+            out.pop()
     return out
 
 
