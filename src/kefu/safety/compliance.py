@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -210,15 +211,17 @@ class ComplianceRules:
             if words and self._enabled(f"banned:{category}", "banned"):
                 compiled.append(_Rule(f"banned:{category}", "banned", ART_BANNED.get(category, ART_BANNED["violence"]),
                                       _alternation(words), None, None))
+        terms = [t for t in self.absolute if t and self._enabled(f"absolute:{t}", "absolute")]
+        self._absolute = _alternation(terms) if terms else None
+        allow = [a for a in self.allow if a]
+        # Lookahead so overlapping allow phrases are all found.
+        self._allow = re.compile("(?=(" + "|".join(re.escape(a) for a in sorted(set(allow), key=len, reverse=True))
+                                 + "))") if allow else None
         self._cache = (key, compiled)
         return compiled
 
     def _enabled(self, rule_id: str, family: str) -> bool:
         return rule_id not in self.disable and family not in self.disable
-
-    def _absolute_pattern(self) -> re.Pattern[str] | None:
-        terms = [t for t in self.absolute if t and self._enabled(f"absolute:{t}", "absolute")]
-        return _alternation(terms) if terms else None
 
 
 def _alternation(words: Iterable[str]) -> re.Pattern[str]:
@@ -238,16 +241,11 @@ def _rules(rules: ComplianceRules | None) -> ComplianceRules:
     return _DEFAULT_RULES
 
 
-def _protected(text: str, allow: Iterable[str]) -> list[tuple[int, int]]:
-    spans = []
-    for phrase in allow:
-        if not phrase:
-            continue
-        start = text.find(phrase)
-        while start != -1:
-            spans.append((start, start + len(phrase)))
-            start = text.find(phrase, start + 1)
-    return spans
+def _protected(text: str, allow: re.Pattern[str] | None) -> list[tuple[int, int]]:
+    """Spans of allow-listed phrases (longest phrase at each position)."""
+    if allow is None:
+        return []
+    return [(m.start(), m.start() + len(m.group(1))) for m in allow.finditer(text)]
 
 
 def _is_composition(text: str, start: int, end: int) -> bool:
@@ -259,10 +257,10 @@ def _is_composition(text: str, start: int, end: int) -> bool:
 
 
 def _absolute_hits(text: str, rules: ComplianceRules) -> list[Violation]:
-    pattern = rules._absolute_pattern()
+    pattern = rules._absolute  # set by rules._compiled(), which check() calls first
     if pattern is None:
         return []
-    protected = _protected(text, rules.allow)
+    protected = _protected(text, rules._allow)
     hits = []
     for m in pattern.finditer(text):
         start, end = m.span()
@@ -482,13 +480,19 @@ def _placeholder(kind: str, value: str) -> str:
     return PII_PLACEHOLDERS.get(kind, "[个人信息]")
 
 
+@lru_cache(maxsize=256)
+def _own_pii(contexts: tuple[str, ...]) -> frozenset[str]:
+    """Normalised PII values of a customer's context; cached because serve checks every sentence of a stream
+    against the same context."""
+    return frozenset(norm for context in contexts for _, _, _, norm in find_pii(context))
+
+
 def scan_output(reply: str, context_texts: list[str]) -> list[Violation]:
     """PII in a model ``reply`` that is not in this customer's own ``context_texts`` (their turns, their orders):
     i.e. another customer's data leaking through the model. Each hit's suggestion is the masked placeholder."""
-    own: set[str] = set()
-    for context in context_texts or []:
-        own.update(norm for _, _, _, norm in find_pii(str(context)))
-    joined = "\n".join(str(c) for c in context_texts or [])
+    contexts = tuple(str(c) for c in context_texts or [])
+    own = _own_pii(contexts)
+    joined = "\n".join(contexts)
     hits = []
     for kind, start, end, norm in find_pii(reply):
         if norm in own or reply[start:end] in joined:
@@ -521,7 +525,7 @@ def check(text: str, *, rules: ComplianceRules | None = None, promotions: list[d
     folded = _normalise(text)
     if len(folded) != len(text):  # NFKC changed lengths (rare ligatures): match the original to keep spans exact
         folded = text
-    hits = _rule_hits(folded, rules) + _absolute_hits(folded, rules)
+    hits = _rule_hits(folded, rules) + _absolute_hits(folded, rules)  # _rule_hits refreshes the compiled cache
     if promotions is not None:
         hits += _promotion_hits(folded, promotions)
     if context_texts is not None:
