@@ -151,10 +151,10 @@ def linker(snap: Snapshot) -> Linker:
     return result
 
 
-def link(kg: KnowledgeGraph, text: str) -> list[dict]:
+def link(kg: KnowledgeGraph, text: str, *, snap: Snapshot | None = None) -> list[dict]:
     """Entities in ``text``: product/category/brand/style/material/color from the catalogue, size, order_no,
     logistics (tracking number) — each ``{type, text, start, end, value}`` (the shape of ``kefu.types.Entity``)."""
-    snap = kg.snapshot()
+    snap = snap or kg.snapshot()
     lk = linker(snap)
     entities: list[dict] = []
     taken: list[tuple[int, int]] = []
@@ -282,7 +282,7 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
     """Facts relevant to ``text``. Orders are shown only when ``customer_id`` owns them; ``at`` defaults to now."""
     at = at or datetime.now(timezone.utc)
     snap = kg.snapshot()
-    entities = link(kg, text)
+    entities = link(kg, text, snap=snap)
     cues = {name: bool(rx.search(text)) for name, rx in CUES.items()}
     exceptions = [kind for kind, rx in PLAYBOOK_CUES.items() if rx.search(text)]
     facts: list[dict] = []
@@ -377,7 +377,7 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
     # --- relations when the customer asks what goes with / instead of a product
     if cues["recommend"]:
         for product in products:
-            for relation, other, forward in kg.related(product.sku):
+            for relation, other, forward in snap.related(product.sku):
                 target = snap.products.get(other)
                 if target:
                     word = {("compatible-with", True): "可搭配", ("compatible-with", False): "可搭配",
@@ -391,7 +391,7 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
     # --- after-sales policy of the categories in play
     if cues["after_sales"] or "damaged" in exceptions:
         for category in list(dict.fromkeys(categories))[:3] or ["*"]:
-            policy = kg.policy(category)
+            policy = snap.policy(category)
             if policy is None:
                 continue
             label = "全店默认" if category == "*" else category
@@ -403,7 +403,7 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
 
     # --- logistics-exception playbooks
     for kind in exceptions:
-        playbook = kg.playbook(kind)
+        playbook = snap.playbooks.get(kind)
         if playbook:
             text_pb = (f"预案·{PLAYBOOK_NAMES[kind]}：步骤 " + "→".join(playbook.steps)
                        + ("；可承诺：" + "、".join(playbook.allowed_promises) if playbook.allowed_promises else "")

@@ -132,6 +132,20 @@ class Snapshot:
     faq: list[FAQ]
     cache: dict[str, Any] = field(default_factory=dict)  # derived structures (e.g. the entity linker) per version
 
+    def policy(self, category: str) -> Policy | None:
+        return self.policies.get(category) or self.policies.get("*")
+
+    def related(self, sku: str) -> list[tuple[str, str, bool]]:
+        reverse = self.cache.get("reverse_relations")
+        if reverse is None:
+            reverse = {}
+            for rels in self.relations.values():
+                for r in rels:
+                    reverse.setdefault(r.target_sku, []).append(r)
+            self.cache["reverse_relations"] = reverse
+        return ([(r.relation, r.target_sku, True) for r in self.relations.get(sku, [])]
+                + [(r.relation, r.sku, False) for r in reverse.get(sku, [])])
+
 
 def default_url() -> str:
     return f"sqlite:///{state_path('kg.db')}"
@@ -359,16 +373,7 @@ class KnowledgeGraph:
     def related(self, sku: str) -> list[tuple[str, str, bool]]:
         """Relations in both directions: ``(relation, other_sku, forward)``; ``forward`` is False when ``sku`` is the
         target (e.g. for ``杖尖 accessory-of 登山杖``, the 登山杖 sees ``("accessory-of", 杖尖, False)``)."""
-        snap = self.snapshot()
-        reverse = snap.cache.get("reverse_relations")
-        if reverse is None:
-            reverse = {}
-            for rels in snap.relations.values():
-                for r in rels:
-                    reverse.setdefault(r.target_sku, []).append(r)
-            snap.cache["reverse_relations"] = reverse
-        return ([(r.relation, r.target_sku, True) for r in snap.relations.get(sku, [])]
-                + [(r.relation, r.sku, False) for r in reverse.get(sku, [])])
+        return self.snapshot().related(sku)
 
     def promotions(self, at: datetime | None = None) -> list[Promotion]:
         """All promotions, or only those in force at ``at`` (timezone-aware), by id."""
@@ -378,8 +383,7 @@ class KnowledgeGraph:
 
     def policy(self, category: str) -> Policy | None:
         """The category's after-sales policy, else the shop default (``"*"``), else None."""
-        policies = self.snapshot().policies
-        return policies.get(category) or policies.get("*")
+        return self.snapshot().policy(category)
 
     def playbook(self, type: str) -> Playbook | None:
         return self.snapshot().playbooks.get(type)
