@@ -19,7 +19,7 @@ from datetime import date
 from pathlib import Path
 from typing import Iterable, Mapping
 
-__all__ = ["PLACEHOLDERS", "JDDC_PLACEHOLDERS", "JDDC_KEPT", "PiiSpan", "Masker", "find_pii", "mask",
+__all__ = ["PLACEHOLDERS", "JDDC_PLACEHOLDERS", "JDDC_KEPT", "TRIGGER_CHARS", "PiiSpan", "Masker", "find_pii", "mask",
            "valid_id_card", "luhn_ok", "valid_bank_card", "valid_mobile", "valid_landline"]
 
 PLACEHOLDERS: dict[str, str] = {
@@ -256,6 +256,9 @@ _WINDOW_CONTEXT = {
                     "德邦", "京东物流"),
 }
 _WINDOW = 20
+_CLAUSE_ENDS = "，。！？；,!?;\n"
+# Between a context word and its value: another number or placeholder means the word was about that one.
+_BLOCKS_CONTEXT = re.compile(r"\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d|\[(?!姓名\]|地址\])[^\[\]]{1,12}\]")
 
 # Carrier-prefixed tracking numbers (SF1234567890123, JDVA..., JT..., YT...) and UPU S10 (EA123456785CN);
 # the regex finds the shape, _valid_carrier_code checks the prefix.
@@ -280,6 +283,8 @@ def _valid_carrier_code(code: str) -> bool:
 
 # Characters that never occur inside a place name in practice (particles, pronouns, verbs of sending ...).
 _STOP_CHARS = "的了吗呢吧啊呀哦嘛么哪谁什怎为是在到寄送住我你您他她它们与或跟及从往给把被让请帮要想能已还也就才又再很更最不没别这那些个吃喝看说问"
+_LEFT_STOP_WORDS = ("一下", "查查", "看看", "麻烦", "谢谢", "请问", "地址", "收货", "快递", "发货", "退货", "换货",
+                    "老家", "目前", "现在", "已经", "应该", "大概", "就是", "告诉", "知道", "还是", "可以", "以后")
 _STOP_WORDS = ("谢谢", "麻烦", "可以", "快递", "电话", "手机", "收件", "联系", "今天", "明天", "后天", "时候", "尽快",
                "一下", "多久", "几天", "签收", "发货", "退货", "换货", "地址", "姓名", "收货")
 
@@ -298,59 +303,130 @@ def _namech_class() -> str:
 _NAMECH = _namech_class()
 _CJK_RE = re.compile(r"[\u4e00-\u9fff]")
 
-# suffix -> (kind, strong): kind "coarse" (province..county), "fine" (town level and below), "poi", "unit"
-_SUFFIXES: dict[str, tuple[str, bool]] = {}
-for _s in ("省", "自治区", "特别行政区", "自治州", "地区", "市", "区", "县", "旗", "盟", "新区"):
-    _SUFFIXES[_s] = ("coarse", False)
+# Place-name suffixes by kind: "coarse" (province .. county: strong only when the name is in the lexicon),
+# "fine" (town level and below, always strong), "poi" (named places: strong), "estate" (园/苑/城 ...: strong with
+# a name of 2+ characters), "unit" (号/楼/室 ...: strong only after a numeral: 三单元, 八楼).
+_SUFFIXES: dict[str, str] = {}
+for _s in ("省", "自治区", "特别行政区", "自治州", "地区", "市", "区", "县", "旗", "盟", "新区", "城区"):
+    _SUFFIXES[_s] = "coarse"
 for _s in ("街道", "镇", "乡", "村", "社区", "居委会", "村委会", "大道", "大街", "路", "街", "巷", "弄", "胡同",
-           "小区", "新村", "花园", "公寓", "大厦", "家园", "号楼", "号院", "单元", "开发区", "工业区", "工业园", "产业园",
-           "科技园", "商贸城", "农场", "园区", "广场", "嘉园", "雅苑", "名苑", "山庄", "别墅", "宿舍"):
-    _SUFFIXES[_s] = ("fine", True)
-for _s in ("组", "号", "栋", "幢", "座", "楼", "层", "室", "期", "园", "苑", "城", "府", "湾", "庭", "里", "院", "门",
-           "中心", "市场", "商场", "公司", "工厂", "厂", "学校", "小学", "中学", "大学", "学院", "医院", "酒店", "宾馆",
-           "饭店", "银行", "驿站", "超市", "基地", "大楼", "写字楼", "仓储", "物流园"):
-    _SUFFIXES[_s] = ("poi", False)
+           "小区", "新村", "花园", "公寓", "大厦", "家园", "号楼", "号院", "开发区", "工业区", "工业园", "产业园",
+           "科技园", "商贸城", "农场", "园区", "广场", "嘉园", "雅苑", "名苑", "山庄", "别墅", "宿舍", "校区"):
+    _SUFFIXES[_s] = "fine"
+for _s in ("中心", "市场", "商场", "公司", "工厂", "学校", "小学", "中学", "大学", "学院", "医院", "酒店", "宾馆",
+           "饭店", "银行", "驿站", "超市", "基地", "大楼", "写字楼", "物流园", "商城", "邮局", "营业厅", "门市"):
+    _SUFFIXES[_s] = "poi"
+for _s in ("园", "苑", "城", "府", "湾", "庭", "里", "院", "墅", "桥", "寓", "厂", "港", "湖", "岛"):
+    _SUFFIXES[_s] = "estate"
+for _s in ("号", "栋", "幢", "座", "楼", "层", "室", "期", "组", "门", "排", "单元", "户"):
+    _SUFFIXES[_s] = "unit"
+_NUMERALS = frozenset("一二三四五六七八九十百零〇两壹贰叁肆伍陆柒捌玖拾")
 
 _NUM_UNITS = ("号楼", "号院", "号门", "号铺", "号", "弄", "支弄", "栋", "幢", "座", "单元", "室", "楼", "层", "户", "组",
               "排", "期", "区", "街", "巷", "F", "f", "铺", "栋楼")
 
+_TRIGGER_GAP_RE = re.compile(r"[^\d\[\]，。！？；,!?;\n]{0,6}")
 _ADDR_TRIGGERS = ("地址", "寄到", "送到", "发到", "寄往", "送往", "发往", "寄至", "送至", "收货地", "住在", "住址",
-                  "家在", "改到", "改成", "改为", "配送到", "派送到", "位于", "地点", "邮寄到", "搬到", "在")
+                  "家在", "改到", "改成", "改为", "配送到", "派送到", "位于", "地点", "邮寄到", "搬到")
 
 
+_UNITS_RE = _trie_regex(_NUM_UNITS)
+# The leading lookahead lets the regex engine skip positions that cannot start a component (~4x faster).
 _SUFFIX_HIT_RE = re.compile(
-    rf"(?P<num>\d{{1,6}}(?:[-－—~～]\d{{1,6}}){{0,3}}[A-Za-z]?{_trie_regex(_NUM_UNITS)})"
-    r"|(?P<let>[A-Za-z]{1,2}\d{0,3}(?:号楼|单元|座|栋|幢|区|楼|号))"
-    rf"|(?P<suf>{_trie_regex(_SUFFIXES)})"
+    "(?=[0-9A-Za-z" + "".join(sorted({w[0] for w in _SUFFIXES})) + "])(?:"
+    rf"(?P<num>\d{{1,6}}(?:(?:[-－—~～_]\d{{1,6}}){{1,3}}[A-Za-z]?{_UNITS_RE}?|[A-Za-z]?{_UNITS_RE}))"
+    r"|(?P<let>[A-Za-z]{1,2}\d{0,4}(?:号楼|单元|座|栋|幢|区|楼|号|室))"
+    rf"|(?P<suf>{_trie_regex(_SUFFIXES)}))"
 )
 _GAP_RE = re.compile(rf"(?:[\s\-_－—#/、]|{_NAMECH}|[A-Za-z0-9]){{0,12}}")
 _TAIL_RE = re.compile(rf"(?:{_NAMECH}|[A-Za-z0-9\-_#]){{1,14}}")
-_SUFFIX_BY_LEN = sorted(_SUFFIXES, key=len, reverse=True)
 _STOP_SET = frozenset(_STOP_CHARS)
 _LEX_ALL = frozenset(DIVISIONS) | frozenset(DIVISION_SHORT)
 _LEX_STRONG = frozenset(DIVISIONS) | frozenset(k for k, v in DIVISION_SHORT.items() if v in ("prov", "city"))
-_MAX_NAME = 8  # characters of a place name before its suffix
+_MAX_NAME = 10  # characters of a place name before its suffix
 
 
 def _is_namech(ch: str) -> bool:
     return "\u4e00" <= ch <= "\u9fff" and ch not in _STOP_SET
 
 
-def _suffix_strength(comp: str) -> tuple[bool, bool]:
-    """(strong, fine) of a component ending in a place suffix; needs at least one name character."""
-    for suf in _SUFFIX_BY_LEN:
-        if comp.endswith(suf):
-            if len(comp) == len(suf):
-                return False, False
-            kind, strong = _SUFFIXES[suf]
-            if kind == "coarse":
-                return comp in DIVISIONS, False
-            return strong, strong
-    return False, False
+# Words built like place names that name no place.
+_GENERIC_PLACES = frozenset({"乡镇", "城镇", "村镇", "城市", "市区", "郊区", "地区", "城区", "县城", "小区", "社区", "街道",
+                             "马路", "公路", "道路", "网路", "线路", "电路", "思路", "一路", "半路", "原路", "出路",
+                             "走路", "上路", "路路", "大街", "逛街", "上街", "本市", "本地区", "外地区", "全市", "全区",
+                             "全国", "全省", "外省", "本省", "该市", "我市", "商城", "公司", "我司", "贵司", "分公司",
+                             "总公司", "银行", "医院", "学校", "大学", "超市", "市场", "中心", "门口", "楼下", "楼上",
+                             "几号", "几楼", "几层", "型号", "账号", "单号", "号号", "信号", "暗号", "编号", "序号"})
+
+
+def _suffix_strength(name: str, suffix: str) -> tuple[int, bool]:
+    """(strong, fine) of a component ``name + suffix``."""
+    kind = _SUFFIXES[suffix]
+    if not name or name + suffix in _GENERIC_PLACES or name[-1] + suffix in _GENERIC_PLACES and len(name) <= 2:
+        return 0, False
+    if kind == "coarse":
+        return int(name + suffix in DIVISIONS), False
+    if kind in ("fine", "poi"):
+        return 1, True
+    if kind == "estate":
+        return int(len(name) >= 2), False
+    numeric = all(ch in _NUMERALS for ch in name) or (len(name) <= 2 and name.isascii() and name.isalnum())
+    return (1, True) if numeric else (0, False)
+
+
+def _lex_start(text: str, j: int, hs: int) -> tuple[int, int, int]:
+    """Leftmost division name in text[j:hs]: (its start or j, strong names found, names found)."""
+    k = j
+    while k < hs - 1:
+        for length in (5, 4, 3, 2):
+            if k + length <= hs and text[k:k + length] in _LEX_ALL:
+                # count the names chained from here ("浙江杭州西湖区")
+                strong = names = 0
+                p = k
+                while p < hs:
+                    for ln in (5, 4, 3, 2):
+                        if p + ln <= hs and text[p:p + ln] in _LEX_ALL:
+                            strong += text[p:p + ln] in _LEX_STRONG
+                            names += 1
+                            p += ln
+                            break
+                    else:
+                        break
+                return k, strong, names
+        k += 1
+    return j, 0, 0
+
+
+def _make_comp(text: str, j: int, hs: int, he: int, suffix: str) -> list:
+    """[start, end, strong, fine, parts, j]: one place component whose name may start at j and whose suffix
+    is text[hs:he]; a division name inside the run fixes where it really starts ("发货地杭州市" -> "杭州市")."""
+    start = j
+    for k in range(j, hs):
+        if text[k:he] in DIVISIONS:
+            start = k
+            break
+    strong, fine = _suffix_strength(text[start:hs], suffix)
+    parts = 1
+    lex, lex_strong, names = _lex_start(text, j, start)
+    if names:
+        start = lex
+        strong += lex_strong
+        parts += names
+    return [start, he, strong, fine, parts, j, _SUFFIXES[suffix]]
+
+
+def _hyphen_number_strength(num: str) -> tuple[int, bool]:
+    """148-6-631 or 3_6_2101 (building-unit-room) is an address number; 2026-11-11 is a date."""
+    groups = re.split(r"[-－—~～_]", num)
+    if len(groups) < 2 or any(not g.isdigit() for g in groups):
+        return 0, False
+    if len(groups[0]) == 4 and groups[0][:2] in ("19", "20") and len(groups) == 3:
+        return 0, False
+    return 1, True
 
 
 def _address_components(text: str, a: int, b: int) -> list[list]:
-    """[start, end, strong, fine] for each place component in text[a:b], left to right."""
+    """Place components in text[a:b], left to right (see _make_comp)."""
     comps: list[list] = []
     for m in _SUFFIX_HIT_RE.finditer(text, a, b):
         hs, he = m.span()
@@ -361,41 +437,38 @@ def _address_components(text: str, a: int, b: int) -> list[list]:
         if kind == "num":
             if hs > a and (text[hs - 1].isdigit() or text[hs - 1] in ".-/"):
                 continue
-            comps.append([hs, he, True, True])
+            num = m.group()
+            if num[-1].isdigit():
+                strong, fine = _hyphen_number_strength(num)
+            else:
+                strong, fine = 1, True
+            comps.append([hs, he, strong, fine, 1, hs, "num"])
             continue
         if kind == "let":
             if hs > a and text[hs - 1].isascii() and text[hs - 1].isalnum():
                 continue
-            comps.append([hs, he, False, False])
+            let = m.group()
+            strong = any(ch.isdigit() for ch in let) or (len(let) == 2 and let[1] in "座栋幢区楼")
+            comps.append([hs, he, int(strong), strong, 1, hs, "num"])
             continue
         j = hs
         while j > lo and hs - j < _MAX_NAME and _is_namech(text[j - 1]):
             j -= 1
-        if j == hs:  # a bare suffix continues the previous component: 柳市 + 镇, 二灶市 + 村
-            if comps and comps[-1][1] == hs:
+        if j < hs - 1:  # never start inside a phrase such as 查一下/麻烦/谢谢
+            run = text[j:hs]
+            for w in _LEFT_STOP_WORDS:
+                i = run.rfind(w)
+                if i >= 0:
+                    j = max(j, j + i + len(w)) if j + i + len(w) <= hs else j
+        if j == hs:  # a bare suffix continues the previous component: 柳市 + 镇, 下城 + 区
+            if comps and comps[-1][1] == hs and comps[-1][5] < comps[-1][0] + 1 + _MAX_NAME:
                 prev = comps[-1]
-                prev[1] = he
-                st, fn = _suffix_strength(text[prev[0]:he])
-                prev[2], prev[3] = prev[2] or st, prev[3] or fn
+                if text[prev[5]:hs] and _is_namech(text[hs - 1]):
+                    comps[-1] = _make_comp(text, prev[5], hs, he, text[prev[0]:he][-(he - hs):] if False else m.group())
+                    comps[-1][2] = max(comps[-1][2], prev[2])
+                    comps[-1][3] = comps[-1][3] or prev[3]
             continue
-        start = j
-        # a division name inside the component fixes its start ("发货地杭州市" -> "杭州市") ...
-        for k in range(j, hs):
-            if text[k:he] in DIVISIONS:
-                start = k
-                break
-        strong, fine = _suffix_strength(text[start:he])
-        # ... and division names right before it belong to it ("浙江杭州西湖区")
-        if start > j:
-            while True:
-                for length in (5, 4, 3, 2):
-                    if start - length >= j and text[start - length:start] in _LEX_ALL:
-                        strong = strong or text[start - length:start] in _LEX_STRONG
-                        start -= length
-                        break
-                else:
-                    break
-        comps.append([start, he, strong, fine])
+        comps.append(_make_comp(text, j, hs, he, m.group()))
     return comps
 
 
@@ -409,7 +482,8 @@ _NAME_FOLLOW = ("电话", "手机", "号码", "地址", "先生", "女士", "小
                 "这", "那", "不", "没", "就", "还", "都", "很", "给", "让", "把", "被", "从", "到", "我",
                 "你", "他", "她", "今天", "明天")
 _NOT_NAME_BEFORE_HONORIFIC = ("谢谢", "您好", "你好", "这位", "那位", "各位", "尊敬", "亲爱", "感谢", "好的", "再见")
-_NAME_RE = re.compile("(?P<label>" + _trie_regex(_NAME_LABELS) + r")(?:是|为|叫)?[\s:：]{0,2}"
+_NAME_RE = re.compile("(?=[" + "".join(sorted({w[0] for w in _NAME_LABELS} | {"先", "女", "小", "我"})) + "])"
+                      "(?P<label>" + _trie_regex(_NAME_LABELS) + r")(?:是|为|叫)?[\s:：]{0,2}"
                       r"|(?P<hon>先生|女士|小姐)|(?P<iam>我是)")
 
 
@@ -451,7 +525,7 @@ class Masker:
             rf"(?=[\d\[A-Za-z+＋(（{first}])(?:"
             rf"(?P<ph>{_PLACEHOLDER_RE_SRC})"
             r"|(?P<email>[A-Za-z0-9](?<![A-Za-z0-9._%+\-][A-Za-z0-9])[A-Za-z0-9._%+\-]{0,63}@[A-Za-z0-9\-]+"
-            r"(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,})"
+            r"(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}(?![A-Za-z0-9]))"
             rf"|(?P<ctx>{ctx_alt})(?:号码|号)?[\s:：是为]{{0,3}}(?P<code>[A-Za-z0-9][A-Za-z0-9_\-]{{4,39}})"
             r"(?![A-Za-z0-9_\-])"
             rf"|(?P<carrier>{_CARRIER_SHAPE})"
@@ -468,7 +542,7 @@ class Masker:
         want_p2 = {"name", "address"} & self.types
         chars = set()
         if "address" in self.types:
-            chars |= {s[0] for s in _SUFFIXES} | {w[0] for w in _ADDR_TRIGGERS if w != "在"}
+            chars |= {s[0] for s in _SUFFIXES} | {w[0] for w in _ADDR_TRIGGERS}
             chars |= {u[0] for u in _NUM_UNITS if not u.isascii()}
         if "name" in self.types:
             chars |= {w[0] for w in _NAME_LABELS} | {"先", "女", "小", "我"}
@@ -539,14 +613,23 @@ class Masker:
     def _context_code(self, text: str, m: re.Match[str], spans: list[PiiSpan]) -> None:
         """A value right after a context word (订单号：..., 卡号 ..., QQ ...)."""
         code = m.group("code")
-        ctx = self._ctx_type[m.group("ctx")]
+        word = m.group("ctx")
+        ctx = self._ctx_type[word]
+        if word.isascii() and m.start() > 0 and text[m.start() - 1].isascii() and text[m.start() - 1].isalpha():
+            if _DIGITS_DASHES.fullmatch(code):  # "box order 12345678": the word is part of another word
+                self._digit_run(text, m.start("code"), code, spans)
+            return
+        if word.isascii() and m.end("ctx") == m.start("code") and not code.isdigit():
+            if word.lower() == "wx" and code.startswith("id_") and "wechat" in self.types:  # wxid_xxxxxx
+                spans.append(PiiSpan("wechat", m.start("ctx"), m.end("code"), word + code))
+            return  # otherwise "vxabc" is one token, not a context word and a value
         d = _ascii_digits(code)
         ndig = sum(c.isdigit() for c in d)
         typ: str | None = None
         if ctx in ("order_no", "tracking_no"):
             if _valid_carrier_code(code):
                 typ = "tracking_no"
-            elif ndig >= 6 and not (d.isdigit() and _date_like(d)) and not re.fullmatch(r"[A-Za-z]{1,4}-\d{1,5}", d):
+            elif ndig >= 6 and not (d.isdigit() and len(d) == 8 and _date_like(d)) and not re.fullmatch(r"[A-Za-z]{1,4}-\d{1,5}", d):
                 if ctx == "order_no" and self._window_re.search(text, max(0, m.start() - _WINDOW), m.start("code")):
                     near = max(self._window_re.finditer(text, max(0, m.start() - _WINDOW), m.start("code")),
                                key=lambda x: x.start())
@@ -573,18 +656,25 @@ class Masker:
         if typ:
             spans.append(PiiSpan(typ, m.start("code"), m.end("code"), code))
 
+    def _window_context(self, text: str, start: int) -> str | None:
+        """Type announced by an order/logistics word earlier in the same clause ("订单好像有问题 5566778899001"),
+        provided nothing number-like stands between. Lengths play no part, so masking cannot change the answer."""
+        lo = max(text.rfind(c, 0, start) for c in _CLAUSE_ENDS) + 1
+        near = None
+        for w in self._window_re.finditer(text, lo, start):
+            if not _inside_brackets(text, w.start()):  # "[物流单号]" holds 单号 but is no context word
+                near = w
+        if near is None or _BLOCKS_CONTEXT.search(text, near.end(), start):
+            return None
+        return self._window_type[near.group()]
+
     def _digit_run(self, text: str, start: int, raw: str, spans: list[PiiSpan]) -> None:
         """Classify a run of digits (maybe with spaces/dashes/+86/(area) parts); split it when the whole fails."""
         groups = [(g.start(), g.end()) for g in re.finditer(r"\d+[Xx]?", raw)]
         digits = _ascii_digits("".join(raw[a:b] for a, b in groups))
         typ = _classify_digits(digits)
         if typ is None and len(groups) == 1 and digits.isdigit() and len(digits) >= 8 and not _date_like(digits):
-            lo = max(0, start - _WINDOW)
-            near = None
-            for w in self._window_re.finditer(text, lo, start):
-                near = w
-            if near is not None:
-                typ = self._window_type[near.group()]
+            typ = self._window_context(text, start)
         if typ is not None:
             typ = self._typed(typ)
             if typ:
@@ -685,26 +775,47 @@ class Masker:
             chain = [comp] if comp is not None else []
         return out
 
+    def _address_trigger(self, text: str, start: int) -> re.Match[str] | None:
+        """An address word (寄到/地址 ...) shortly before ``start`` with no digit, placeholder or clause end between
+        (so that masking something in between cannot change the decision)."""
+        found = None
+        for t in self._addr_trigger_re.finditer(text, max(0, start - 16), start):
+            found = t
+        if found is None or not _TRIGGER_GAP_RE.fullmatch(text, found.end(), start):
+            return None
+        return found
+
     def _accept_chain(self, text: str, chain: list[list], b: int) -> tuple[int, int] | None:
         """Is this run of components an address? Needs two strong components incl. a fine-grained one, or one
         strong component right after an address word (寄到/地址 ...)."""
+        while len(chain) > 1 and chain[0][2] == 0 and chain[0][6] == "unit":  # 税号 顺德区... starts at 顺德区
+            chain = chain[1:]
         strong = sum(c[2] for c in chain)
         fine = sum(c[3] for c in chain)
+        parts = sum(c[4] for c in chain)
         start, end = chain[0][0], chain[-1][1]
         if strong == 0:
             return None
         if not (strong >= 2 and fine >= 1):
-            trig = self._addr_trigger_re.search(text, max(0, start - 10), start)
-            if trig is None or not (fine >= 1 or len(chain) >= 2):
+            trig = self._address_trigger(text, start)
+            if trig is None or not (fine >= 1 or parts >= 2):
                 return None
-            if trig.group() == "在" and fine == 0:
-                return None
-        if fine:  # a trailing point-of-interest name: 寰宇天下, 手机店, 958 ...
+        if fine and chain[-1][6] in ("fine", "num", "unit"):  # a trailing place name: 寰宇天下, 手机店, 958
             t = _TAIL_RE.match(text, end, b)
             if t:
                 tail = t.group()
-                end += min((tail.find(w) for w in _STOP_WORDS if w in tail), default=len(tail))
+                tail = tail[:min((tail.find(w) for w in _STOP_WORDS if w in tail), default=len(tail))]
+                end += len(tail.rstrip("-_#"))
         return start, end
+
+
+def _inside_brackets(text: str, i: int) -> bool:
+    """Is position ``i`` inside a short ``[...]`` placeholder?"""
+    left = text.rfind("[", max(0, i - 12), i + 1)
+    if left < 0 or "]" in text[left:i]:
+        return False
+    right = text.find("]", i, i + 12)
+    return right >= 0 and "[" not in text[i:right]
 
 
 def _classify_digits(d: str) -> str | None:
@@ -725,6 +836,9 @@ def _classify_digits(d: str) -> str | None:
     return None
 
 
+_LATIN_NAME_RE = re.compile(r"[A-Z][a-z]+(?: [A-Z][a-z]+){0,2}(?![A-Za-z0-9])")
+
+
 def _given_name_len(text: str, pos: int, b: int, max_len: int = 2) -> int:
     n = 0
     while n < max_len and pos + n < b:
@@ -741,7 +855,7 @@ def _name_after(text: str, pos: int, b: int, strict: bool) -> tuple[int, int] | 
     if pos >= b:
         return None
     if not strict:
-        m = re.compile(r"[A-Z][a-z]+(?: [A-Z][a-z]+){0,2}").match(text, pos, b)
+        m = _LATIN_NAME_RE.match(text, pos, b)
         if m:
             return m.start(), m.end()
     two = text[pos:pos + 2]
@@ -755,7 +869,7 @@ def _name_after(text: str, pos: int, b: int, strict: bool) -> tuple[int, int] | 
     if given == 0 and (sur == 1 or strict):
         return None
     end = pos + sur + given
-    if strict and end < b and _CJK_RE.match(text[end]) and not text.startswith(_NAME_FOLLOW, end):
+    if (strict or text[pos] not in COMMON_SURNAMES) and end < b and _CJK_RE.match(text[end]) and not text.startswith(_NAME_FOLLOW, end):
         return None  # "我是李宁的粉丝" is fine, "我是王者荣耀玩家" is not a name
     return pos, end
 
@@ -788,6 +902,12 @@ def _name_before(text: str, pos: int, a: int) -> tuple[int, int] | None:
             return s, pos
     return None
 
+
+# Characters without which no text is ever changed (besides any decimal digit and ASCII letters): the
+# first-pass triggers and the characters the name/address pass needs.
+TRIGGER_CHARS: frozenset[str] = frozenset(
+    "@[微薇" + "".join({s[0] for s in _SUFFIXES} | {w[0] for w in _ADDR_TRIGGERS} | {u[0] for u in _NUM_UNITS}
+                       | {w[0] for w in _NAME_LABELS} | {"先", "女", "小", "我"}))
 
 _DEFAULT: Masker | None = None
 
