@@ -115,3 +115,22 @@ def test_authenticate_odd_strings_never_raise():
     store.create("admin", "a")
     for odd in ["\ud800" * 20, "x" * 10_000, "kefu_" + "a" * 12 + "_" + "\x00" * 30, "Bearer x", "😀" * 20]:
         assert store.authenticate(odd) is None
+
+
+def test_documented_matrix_matches_code():
+    """docs/security.md's permission table is the contract: it must say exactly what the code enforces."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text(encoding="utf-8")
+    lines = [line for line in doc.splitlines() if line.startswith("| role \\ permission")]
+    assert lines, "permission table missing from docs/security.md"
+    header = [c.strip() for c in lines[0].strip("|").split("|")][1:]
+    assert header == list(PERMISSIONS)
+    table = doc.splitlines()[doc.splitlines().index(lines[0]) + 2:]
+    seen = {}
+    for line in table:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        seen[cells[0]] = {perm for perm, cell in zip(header, cells[1:]) if cell}
+    assert seen == PERMISSION_MATRIX
