@@ -187,28 +187,31 @@ class RuleAnnotator:
         self.terms = terms
         # matched against lower-cased text: case-sensitive tries get the engine's first-character fast path
         self.lexicon = re.compile(trie_regex(sorted(terms))) if terms else None
-        self.intent_of: dict[str, str] = {}
-        self.priority = {intent: i for i, intent in enumerate(kw.INTENT_KEYWORDS)}
-        for intent, words in kw.INTENT_KEYWORDS.items():
+        self.intent_of: dict[str, tuple[int, str]] = {}  # cue word -> (priority rank, intent)
+        for rank, (intent, words) in enumerate(kw.INTENT_KEYWORDS):
             if intent not in INTENTS:
                 raise KefuError(f"keyword lexicon names unknown intent {intent!r}")
             for word in words:
-                self.intent_of.setdefault(word.lower(), intent)
+                self.intent_of.setdefault(word.lower(), (rank, intent))
         self.intent_re = re.compile(trie_regex(sorted(self.intent_of)))
 
     # -- intents ---------------------------------------------------------------------------------------------
     def intent(self, text: str, entity_types: set[str] | None = None) -> str:
         """The intent of one customer turn: the highest-priority intent whose cue words occur."""
-        best, best_rank = None, len(self.priority)
+        best, best_rank = None, len(self.intent_of) + 1
         for match in self.intent_re.finditer(_lower(text)):
-            intent = self.intent_of[match.group().lower()]
-            rank = self.priority[intent]
+            rank, intent = self.intent_of[match.group()]
             if rank < best_rank:
                 best, best_rank = intent, rank
         if best is not None:
             return best
-        if entity_types and entity_types & {"product", "category", "brand", "material", "color", "size"}:
-            return "product_inquiry"
+        if entity_types:
+            if "promotion" in entity_types:
+                return "promotion_inquiry"
+            if "order_no" in entity_types or "logistics" in entity_types:
+                return "order_status"
+            if entity_types & {"product", "category", "brand", "material", "color", "size"}:
+                return "product_inquiry"
         return "other"
 
     # -- entities --------------------------------------------------------------------------------------------

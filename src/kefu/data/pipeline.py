@@ -197,6 +197,9 @@ def prepare(inputs: list[Path], out_dir: Path, config: PrepareConfig, catalogue:
     if not files:
         raise KefuError(f"no input files found in {', '.join(str(p) for p in inputs)}")
     total_bytes = sum(p.stat().st_size for p, _ in files)
+    for p, _ in files:  # a dataset_info.json reads the files it points to
+        if p.name == "dataset_info.json":
+            total_bytes += sum(f.stat().st_size for f in dataset_info_files(p) if f.is_file())
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = _Counts()
     skipped: list[dict[str, str]] = []
