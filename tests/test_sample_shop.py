@@ -252,3 +252,32 @@ def test_agent_answers_agree_with_knowledge(dialogues, products):
             assert f"实付{said}" in agent, (d["id"], said)
             checked += 1
     assert checked >= 40
+
+
+def _shingles(d: dict) -> set[str]:
+    text = "".join(m["content"] for m in d["messages"])
+    return {text[i:i + 3] for i in range(len(text) - 2)}
+
+
+def _jaccard(a: set[str], b: set[str]) -> float:
+    return len(a & b) / max(1, len(a | b))
+
+
+def test_duplicates_are_exactly_the_labelled_ones(dialogues):
+    """Clean dialogues of one intent are never near-duplicates; the labelled near-duplicates are."""
+    by_id = {d["id"]: d for d in dialogues}
+    clean: dict[str, list[set[str]]] = {}
+    for d in dialogues:
+        if d["meta"]["variant"] == "clean":
+            clean.setdefault(d["meta"]["intent"], []).append(_shingles(d))
+    for intent, shs in clean.items():
+        for i, a in enumerate(shs):
+            for b in shs[i + 1:]:
+                assert _jaccard(a, b) <= 0.8, intent
+    near = [d for d in dialogues if d["meta"]["variant"] == "near_duplicate"]
+    assert near
+    for d in near:
+        assert _jaccard(_shingles(d), _shingles(by_id[d["meta"]["duplicate_of"]])) > 0.8, d["id"]
+    texts = [tuple(m["content"] for m in d["messages"]) for d in dialogues]
+    exact = sum(1 for d in dialogues if d["meta"]["variant"] == "exact_duplicate")
+    assert len(texts) - len(set(texts)) == exact

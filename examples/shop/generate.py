@@ -969,7 +969,7 @@ class Writer:
                 h, w = hh, None
                 q = self.c(f"我平时穿{hao[hh]}，{m}选哪个码", f"{hao[hh]}的穿{m}什么码")
             else:
-                q = self.c(f"{h}cm {w}kg 穿{m}什么码", f"身高{h}，体重{w}公斤，{m}要选多大的", f"我{h} {w*2}斤 平时穿L，{m}选哪个码",
+                q = self.c(f"{h}cm {w}kg 穿{m}什么码", f"身高{h}，体重{w}公斤，{m}要选多大的", f"我{h} {w*2}斤，{m}选哪个码",
                            f"{m}，{h}/{w}kg 推荐下尺码")
             size = cloth_size(h, w, women)
             a = f"亲，按您的身高{h}cm" + (f"、体重{w}kg" if w else "") + f"，{p.name}建议选{size}码。"
@@ -1201,9 +1201,14 @@ class Writer:
             res = best_price(cart, self.promos, self.when, ("SLHW30",))
             self.refs["promotions"] = [s[0]["id"] for s in res["steps"]]
             self.refs["total_fen"] = res["total"]
-            msgs = [["user", self.c(f"秒杀的{self.mention(p)}还能用满减和券吗", f"{self.mention(p)}秒杀价能叠加优惠券不", "秒杀能送保温杯吗")],
-                    ["assistant", f"亲，帐篷睡袋限时秒杀是独享活动，不与满减、优惠券、赠品同享。{p.name}秒杀价七折：{self.explain(res)}，"
-                                  "已经是最低价啦~"]]
+            msgs = [["user", self.c(f"秒杀的{self.mention(p)}还能用满减和券吗", f"{self.mention(p)}秒杀价能叠加优惠券不", "秒杀能送保温杯吗",
+                                    f"我有SLHW30的券，{self.mention(p)}秒杀能用吗", f"{self.mention(p)}秒杀再叠个满300减50呗")],
+                    ["assistant", self.c("亲，", "抱歉亲，", "") + f"帐篷睡袋限时秒杀是独享活动，不与满减、优惠券、赠品同享。"
+                                  f"{p.name}秒杀价七折：{self.explain(res)}" + self.c("，已经是最低价啦~", "。", "，秒杀到11月30日结束。")]]
+            if self.r.random() < 0.5:
+                msgs += [["user", self.c("那我不用秒杀 用满减呢", "不参加秒杀会更便宜吗")],
+                         ["assistant", f"不参加秒杀的话按双11满减算：{self.explain(apply_combo(cart, [x for x in self.promos if x['id'] in ('P001', 'P005') and promo_active(x, self.when)]))}，"
+                                       "还是秒杀更划算哦。"]]
         elif scenario == "gift":
             self.when = self.at_random_day(1, 26)
             p = self.pick(where=lambda x: 30000 <= x.price_fen < 49900 and x.category not in SHOES)
@@ -1321,9 +1326,14 @@ class Writer:
                                + ("已经签收了哦，如果没收到请看下门卫或快递柜。" if e["status"] == "已签收" else "")]]
         if e["status"] != "已签收" and self.r.random() < 0.6:
             h = (self.when - t).total_seconds() / 3600
-            msgs += [["user", self.c("怎么这么慢", "能发顺丰吗", "啥时候派送")],
-                     ["assistant", "正在正常运输中，一般3天左右送达，具体以快递派送为准~" if h < 24 else
-                      f"物流已有{int(h)}小时没更新，已为您催件，24小时内给您回复，超时未更新可以申请补发或退款。"]]
+            q = self.c("怎么这么慢", "能改发顺丰吗", "啥时候派送")
+            if q == "能改发顺丰吗":
+                a = f"抱歉亲，包裹已经由{sh['carrier']}发出，没法再改快递了；下次下单可以在备注里指定顺丰哦。"
+            elif h < 24:
+                a = "包裹正在正常运输中，一般3天左右送达，具体以快递派送为准~"
+            else:
+                a = f"物流已有{int(h)}小时没更新，已为您催件，24小时内给您回复，超时未更新可以申请补发或退款。"
+            msgs += [["user", q], ["assistant", a]]
         if e["status"] == "已签收" and self.r.random() < 0.5:
             msgs += [["user", self.c("显示签收了但我没收到啊", "我没签收啊 谁签的")],
                      ["assistant", f"亲别着急，显示{e['location']}，麻烦先问下家人/门卫/快递柜；如果还找不到，我们帮您联系{sh['carrier']}核实签收底单，24小时内回复您。"]]
@@ -1388,21 +1398,38 @@ class Writer:
         self.ref_sku(p)
         signed = self.signed_at(o)
         days = (self.when - signed).days
-        damage = {"保温杯": "杯子凹了一块", "帐篷": "帐篷杆断了一根", "登山杖": "登山杖弯了", "双肩包": "背包划破了"}.get(
-            p.category, self.c("外箱压烂了，衣服上有一块油污", "包装破了，拉链头掉了", "盒子破了，东西也脏了"))
-        msgs = [["user", self.c(f"收到的{self.mention(p)}{damage}", f"{self.give_order(o)}，{damage}", f"快递送来{damage}，怎么处理")],
-                ["assistant", "非常抱歉给您带来不好的体验！麻烦拍一下外包装和商品破损处的照片发给我，帮您登记处理。"],
-                ["user", "[图片]"], ["user", self.c("[图片]", "就这样 你看", "拍了")]]
+        damage = self.c(*{
+            "保温杯": ["杯子凹了一块", "杯盖裂了", "杯身掉漆了一大块"], "帐篷": ["帐篷杆断了一根", "外帐破了个洞", "地钉少了还弯了"],
+            "登山杖": ["登山杖弯了", "杖尖掉了一个"], "双肩包": ["背包划破了", "包上全是黑印子"],
+            "徒步鞋": ["鞋盒压扁了，鞋面有折痕", "一只鞋鞋面脏了"], "登山鞋": ["鞋盒压烂了，鞋头有划痕", "鞋带扣掉了一个"],
+            "睡袋": ["压缩袋破了，羽绒往外钻", "睡袋上有一块污渍"],
+        }.get(p.category, ["外箱压烂了，衣服上有一块油污", "包装破了，拉链头掉了", "盒子破了，东西也脏了", "袋子破了，衣服勾丝了"]))
+        m = self.mention(p)
+        open_ = self.c(f"收到的{m}{damage}", f"{self.give_order(o)}，{damage}", f"快递送来{damage}，怎么处理", f"刚拆快递 {damage} 气死了",
+                       f"你们发的{m}有问题，{damage}", f"{damage}，能换吗", f"签收的包裹{damage}，{self.give_order(o)}")
+        msgs = [["user", open_],
+                ["assistant", self.c("非常抱歉给您带来不好的体验！麻烦拍一下外包装和商品破损处的照片发给我，帮您登记处理。",
+                                     "实在抱歉亲！麻烦您提供一下破损部位和外箱的照片，我这边马上登记。",
+                                     "抱歉让您收到有问题的商品，能拍几张照片吗？外包装和破损的地方都拍一下哦。")]]
+        if o["order_no"] not in open_ and "单号" not in open_:
+            msgs[-1][1] += "另外麻烦提供一下订单号~"
+            msgs += [["user", self.give_order(o)]]
+        msgs += [["user", self.c("[图片]", "[图片][图片]", "外箱也拍了 [图片]")]]
+        if self.r.random() < 0.5:
+            msgs += [["user", self.c("[图片]", "就这样 你看", "拍了", "[视频]")]]
         if days <= 7:
             msgs += [["assistant", f"收到照片了，确认是运输破损。您{cn_date(signed)}签收，在7天内，运费由我们承担，"
-                                   f"可以为您换新或退货退款，您看选哪种？快递那边的理赔我们来处理，不需要您参与。"],
-                     ["user", self.c("换新的吧", "退款吧")],
-                     ["assistant", "好的，已为您登记，稍后在订单页提交申请，上门取件运费我们承担，审核通过后为您处理。"]]
+                                   + self.c("可以为您换新或退货退款，您看选哪种？", "换新或退款您选一个就行。")
+                                   + self.c("快递那边的理赔我们来处理，不需要您参与。", "")],
+                     ["user", self.c("换新的吧", "退款吧", "换新 尽快发", "直接退钱")],
+                     ["assistant", self.c("好的，已为您登记，稍后在订单页提交申请，上门取件运费我们承担，审核通过后为您处理。",
+                                          "已登记好了，快递员会上门取件，运费我们出，收到后马上为您处理~")]]
         else:
+            pol = self.policy.get(p.category, self.policy["*"])
             msgs += [["assistant", f"收到照片了。您{cn_date(signed)}签收，已超过7天的运输破损反馈期，这边按质量问题售后为您处理，"
-                                   f"{p.category}可申请维修（保修{self.policy.get(p.category, self.policy['*'])['repair_days']}天）。"]]
+                                   + (f"{p.category}可申请维修（保修{pol['repair_days']}天）。" if pol["repair_days"] else "抱歉该品类不提供保修。")]]
         msgs += [["user", self.c(*USER_BYE)]]
-        return msgs
+        return msgs[:10]
 
     def address_change(self) -> list[list[str]]:
         o = self.use_order(lambda o: o["status"] in ("待付款", "待发货", "已发货"))
@@ -1437,15 +1464,19 @@ class Writer:
         o = self.use_order(lambda o: o["status"] == "已发货")
         pb = self.playbook["refused"]
         quality = self.r.random() < 0.35
-        reason = self.c("质量有问题，开箱发现有破洞", "外包装破了，怕东西坏了") if quality else self.c("不想要了", "买错了", "买重复了", "别家买到更便宜的了")
+        reason = (self.c("质量有问题，开箱发现有破洞", "外包装破了，怕东西坏了", "快递员说箱子湿了，里面怕是泡水了", "当面验货发现颜色发错了")
+                  if quality else self.c("不想要了", "买错了", "买重复了", "别家买到更便宜的了", "尺码拍错了", "家里人已经买了"))
         msgs = [["user", self.c(f"我想拒收 {self.give_order(o)}", f"{self.give_order(o)}，快递到了我能直接拒收吗", "拒收怎么退款")]]
         if msgs[0][1] == "拒收怎么退款":
             msgs += [["assistant", "亲，麻烦提供一下订单号，帮您查看~"], ["user", self.give_order(o)]]
         msgs += [["assistant", "可以拒收的亲，请问是什么原因呢？"], ["user", reason]]
         if quality:
-            msgs += [["assistant", f"抱歉给您添麻烦了，质量问题拒收{pb['allowed_promises'][1]}。包裹退回仓库签收后1-3个工作日内退款{yuan(o['paid_fen'])}，原路退回。"]]
+            msgs += [["assistant", self.c("抱歉给您添麻烦了，", "非常抱歉，", "了解了亲，") + f"{pb['allowed_promises'][1]}，"
+                                   f"包裹退回仓库签收后1-3个工作日内退款{yuan(o['paid_fen'])}，原路退回。"]]
         else:
-            msgs += [["assistant", f"好的，拒收后包裹会退回仓库，{pb['allowed_promises'][0]}。非质量问题拒收的来回运费需要您承担，会从退款里扣除，以实际运费为准哦。"]]
+            msgs += [["assistant", self.c("好的，", "明白了亲，", "可以的，") + f"拒收后包裹会退回仓库，{pb['allowed_promises'][0]}。"
+                                   + self.c("非质量问题拒收的来回运费需要您承担，会从退款里扣除，以实际运费为准哦。",
+                                            "因为不是质量问题，来回运费需要您承担，会从退款中扣除，金额以实际运费为准。")]]
         if self.r.random() < 0.5:
             msgs += [["user", self.c("能马上退吗", "拒收完就退款吧")],
                      ["assistant", "抱歉亲，需要等包裹退回仓库签收后才能退款，一般1-3个工作日，请您理解~"]]
@@ -1471,11 +1502,26 @@ class Writer:
             self.when = self.at_random_day()
             p = self.pick(where=lambda x: "定制" in x.name or "内裤" in x.name or x.category == "袜子")
             self.ref_sku(p)
+            m = self.mention(p)
             pol = self.policy.get(p.category, self.policy["*"])
             exc = [e for e in pol["exceptions"] if ("定制" in e or "刻字" in e) == ("定制" in p.name)] or pol["exceptions"]
-            msgs = [["user", self.c(f"{self.mention(p)}支持7天无理由吗", f"{self.mention(p)}买了不合适能退吗")],
-                    ["assistant", f"亲，{exc[0]}，质量问题除外哦。" + ("定制款下单前请仔细核对刺绣/刻字内容~" if "定制" in p.name else "未拆封的可以正常7天无理由退货。")],
-                    ["user", self.c(*USER_BYE, "那我考虑下")]]
+            if "定制" in p.name:
+                msgs = [["user", self.c(f"{m}印了字还能退吗", f"{m}支持7天无理由吗", f"定制的{m}做错了怎么办")],
+                        ["assistant", f"亲，{exc[0]}，如果是我们做错了内容或有质量问题可以免费重做或退款哦。下单前请仔细核对刺绣/刻字内容~"]]
+                if self.r.random() < 0.6:
+                    msgs += [["user", self.c("定制要多久发货", "多久能做好")],
+                             ["assistant", "定制款下单后7-10天发货，急用的话可以备注，我们尽量优先排单。"]]
+            else:
+                worn = self.r.random() < 0.5
+                q = (self.c(f"{m}穿了一次不合适能退吗", f"{m}拆开试了下 能退吗") if worn
+                     else self.c(f"{m}还没拆封，能7天无理由吗", f"{m}买了不合适能退吗", f"{m}支持七天无理由不"))
+                a = (f"抱歉亲，{exc[0]}，如果是质量问题可以拍照给我们处理。" if worn
+                     else f"未拆封的{p.name}支持7天无理由退货哦；{exc[0]}，质量问题除外。")
+                msgs = [["user", q], ["assistant", a]]
+                if self.r.random() < 0.5:
+                    msgs += [["user", self.c("那换尺码呢", "可以换货吗")],
+                             ["assistant", f"未拆封的签收{pol['exchange_days']}天内可以换尺码；已拆封穿着的贴身类商品不支持换货，请谅解~"]]
+            msgs += [["user", self.c(*USER_BYE, "那我考虑下", "好吧")]]
             return msgs
         o = self.use_order(lambda o: o["status"] in ("已签收", "已完成"))
         p = self.r.choice(self.paid_items(o))
@@ -1503,11 +1549,14 @@ class Writer:
         signed = self.signed_at(o)
         pol = self.policy.get(p.category, self.policy["*"])
         days = (self.when - signed).days
-        frm, to = self.r.sample(p.sizes, 2) if len(p.sizes) > 1 else (p.sizes[0], p.sizes[0])
+        k = self.r.randrange(0, len(p.sizes) - 1)
+        small = self.r.random() < 0.6
+        frm, to = (p.sizes[k], p.sizes[k + 1]) if small else (p.sizes[k + 1], p.sizes[k])
+        fit = "小了" if small else "大了"
         if self.r.random() < 0.5:
-            msgs = [["user", self.c(f"{self.give_order(o)} 想换个码 {frm}换{to}", f"{self.give_order(o)}，{self.mention(p)}{frm}码小了，能换{to}吗")]]
+            msgs = [["user", self.c(f"{self.give_order(o)} 想换个码 {frm}{fit}，换{to}", f"{self.give_order(o)}，{self.mention(p)}{frm}码{fit}，能换{to}吗")]]
         else:
-            msgs = [["user", self.c(f"{self.mention(p)}{frm}码不合适，想换{to}", f"能换货吗 {frm}的换成{to}")],
+            msgs = [["user", self.c(f"{self.mention(p)}{frm}码{fit}，想换{to}", f"能换货吗 {frm}的{fit} 换成{to}")],
                     ["assistant", "好的亲，麻烦提供一下订单号~"], ["user", self.give_order(o)]]
         if days < pol["exchange_days"]:
             if p.stock == 0:
@@ -1620,18 +1669,21 @@ class Writer:
 
     def human_handoff(self) -> list[list[str]]:
         self.when = self.at_random_day()
-        msgs = [["user", self.c("转人工", "人工", "我要找人工客服", "别机器人了 叫真人", "人工客服！！")],
-                ["assistant", "正在为您转接人工客服，请稍候~"],
+        msgs = [["user", self.c("转人工", "人工", "我要找人工客服", "别机器人了 叫真人", "人工客服！！", "找个真人跟我说", "转人工转人工")],
+                ["assistant", self.c("正在为您转接人工客服，请稍候~", "好的，马上为您转接人工，当前排队1人，请稍等~")],
                 ["assistant", self.c("您好，我是人工客服小岚，请问有什么可以帮您？", "您好，人工客服为您服务，请讲~")]]
         follow = self.r.random()
-        if follow < 0.5:
+        if follow < 0.3:
+            o = self.use_order(lambda o: True)
+            msgs += [["user", self.c(f"查下订单 {self.give_order(o)}", f"{self.give_order(o)} 什么情况")], ["assistant", self._status_answer(o)]]
+        elif follow < 0.6:
             p = self.pick()
             self.ref_sku(p)
             msgs += [["user", self.c(f"{self.mention(p)}多少钱", f"{self.mention(p)}还有货吗")],
                      ["assistant", self._price_answer(p) if self.r.random() < 0.5 else self._stock_answer(p, p.colors[0], None)]]
         else:
-            msgs += [["user", self.c("机器人回答的看不懂", "刚才问的问题没解决", "我要说的事情比较复杂")],
-                     ["assistant", "不好意思亲，您直接说具体问题，我来帮您处理~"]]
+            msgs += [["user", self.c("机器人回答的看不懂", "刚才问的问题没解决", "我要说的事情比较复杂", "机器人答非所问")],
+                     ["assistant", self.c("不好意思亲，您直接说具体问题，我来帮您处理~", "抱歉让您久等了，您说，我这边看着呢~")]]
         msgs += [["user", self.c(*USER_BYE)]]
         return msgs
 
@@ -1650,22 +1702,43 @@ class Writer:
 
     def other(self) -> list[list[str]]:
         self.when = self.at_random_day()
-        r = self.r.random()
-        if r < 0.2:
-            msgs = [["user", "你们是正品吗"], ["assistant", "本店是山岚品牌官方旗舰店，所有商品均为正品，支持专柜验货。"]]
-        elif r < 0.4:
-            msgs = [["user", self.c("从哪发货", "用的什么快递")],
+        topic = self.r.randrange(10)
+        if topic == 0:
+            msgs = [["user", self.c("你们是正品吗", "是官方店吗", "会不会是假货")],
+                    ["assistant", "本店是山岚品牌官方旗舰店，所有商品均为正品，支持专柜验货。"]]
+        elif topic == 1:
+            msgs = [["user", self.c("从哪发货", "用的什么快递", "发什么快递啊")],
                     ["assistant", "杭州仓发货，默认圆通/中通，订单满299元或登山鞋、帐篷类默认顺丰，需要京东物流可以备注。"]]
-        elif r < 0.55:
+        elif topic == 2:
             wx = self.c("shanlan_" + str(self.r.randrange(1000, 9999)), str(self.r.randrange(100000000, 999999999)))
-            msgs = [["user", f"加个微信吧 我微信{wx}"], ["assistant", "抱歉亲，平台规定不能私下加微信，有问题随时在这里找我们就行~"]]
-        elif r < 0.7:
-            card = self.pii.not_a_phone()
-            msgs = [["user", f"会员积分怎么用 我会员号{card}"], ["assistant", "每消费1元积1分，100积分可抵1元，结算页可以直接抵扣，积分在确认收货后到账哦。"]]
-        elif r < 0.85:
-            msgs = [["user", "送人的 能不放价签吗"], ["assistant", "可以的亲，下单时备注“送礼不放价签”，我们不放发货单哦。"]]
+            msgs = [["user", self.c(f"加个微信吧 我微信{wx}", f"有微信群吗 拉我一下 {wx}")],
+                    ["assistant", "抱歉亲，平台规定不能私下加微信，有问题随时在这里找我们就行~"]]
+        elif topic == 3:
+            msgs = [["user", self.c(f"会员积分怎么用 我会员号{self.pii.not_a_phone()}", "积分能抵钱吗", "我的积分怎么没到账")],
+                    ["assistant", "每消费1元积1分，100积分可抵1元，结算页可以直接抵扣，积分在确认收货后到账哦。"]]
+        elif topic == 4:
+            msgs = [["user", self.c("送人的 能不放价签吗", "送礼的，发货单能不放吗")],
+                    ["assistant", "可以的亲，下单时备注“送礼不放价签”，我们不放发货单哦。"]]
+        elif topic == 5:
+            msgs = [["user", self.c("你们线下有实体店吗", "杭州有门店吗 想去试穿")],
+                    ["assistant", "目前只有线上旗舰店，暂时没有线下门店哦，线上购买同样享受售后服务。"]]
+        elif topic == 6:
+            msgs = [["user", self.c("能寄到香港吗", "可以发国外吗", "台湾能寄吗")],
+                    ["assistant", "抱歉亲，目前只支持中国大陆地区配送，暂不支持港澳台及海外地址。"]]
+        elif topic == 7:
+            p = self.pick(cat=self.c("冲锋衣", "羽绒服"))
+            self.ref_sku(p)
+            msgs = [["user", self.c(f"{self.mention(p)}怎么洗", f"{self.mention(p)}能机洗吗")],
+                    ["assistant", f"{p.name}建议用中性洗涤剂30℃以下手洗或洗衣机轻柔档，不要用柔顺剂和漂白剂，"
+                                  + ("羽绒服洗后低温烘干拍松。" if p.category == "羽绒服" else "晾干后低温熨烫或烘干可以恢复防泼水性能。")]]
+        elif topic == 8:
+            msgs = [["user", self.c("你们招代理吗", "可以批发吗 量大")],
+                    ["assistant", "亲，我们暂不招代理，团体采购50件以上可以联系客服申请团购价哦。"]]
         else:
-            msgs = [["user", "你们线下有实体店吗"], ["assistant", "目前只有线上旗舰店，暂时没有线下门店哦，线上购买同样享受售后服务。"]]
+            msgs = [["user", self.c("可以预约发货吗 下周才在家", "能晚几天发吗")],
+                    ["assistant", "可以的亲，下单时备注希望的发货日期，我们最多为您延后7天发货。"]]
+        if self.r.random() < 0.3:
+            msgs = [["user", self.c(*USER_HI)], ["assistant", self.c(*AGENT_HI)]] + msgs
         msgs += [["user", self.c(*USER_BYE)]]
         if self.r.random() < 0.6:
             msgs += [["assistant", self.c(*AGENT_BYE)]]
@@ -1681,6 +1754,9 @@ class Writer:
                     text = text.replace(a, b, 1)
             if role == "user" and self.r.random() < 0.06:
                 text += self.r.choice(EMOJI)
+            if role == "assistant" and text and not text.startswith(("亲", "您好", "好的", "抱歉", "非常", "实在")) \
+                    and self.r.random() < 0.3:
+                text = self.r.choice(["亲，", "您好，", "好的亲，", "嗯嗯，", "亲亲，"]) + text
             out.append([role, text])
         if len(out) < 10 and self.r.random() < 0.15:
             idx = [i for i, (r, t) in enumerate(out) if r == "user" and "，" in t.strip("，")]
@@ -1722,21 +1798,34 @@ def near_duplicate(msgs: list[list[str]], rng: random.Random) -> list[list[str]]
     return out
 
 
+def shingles(msgs: list[list[str]]) -> set[str]:
+    text = "".join(t for _, t in msgs)
+    return {text[i:i + 3] for i in range(len(text) - 2)}
+
+
+def jaccard(a: set[str], b: set[str]) -> float:
+    return len(a & b) / max(1, len(a | b))
+
+
 def build_dialogues(w: Writer, rng: random.Random) -> list[dict[str, Any]]:
     plan = [intent for intent, n in WEIGHTS.items() for _ in range(n)]
     rng.shuffle(plan)
     base: list[dict[str, Any]] = []
     seen: set[tuple[str, ...]] = set()
+    by_intent: dict[str, list[set[str]]] = {}
     for intent in plan:
         for _ in range(30):
             w.refs = {}
             msgs = w.noise(getattr(w, intent)())
             key = tuple(t for _, t in msgs)
-            if key not in seen and 3 <= len(msgs) <= 10 and msgs[0][0] == "user":
+            sh = shingles(msgs)
+            if (key not in seen and 3 <= len(msgs) <= 10 and msgs[0][0] == "user"
+                    and all(jaccard(sh, other) <= 0.8 for other in by_intent.get(intent, []))):
                 break
         else:  # pragma: no cover - the templates are varied enough
             raise RuntimeError(f"could not write a new {intent} dialogue")
         seen.add(key)
+        by_intent.setdefault(intent, []).append(sh)
         base.append({"intent": intent, "messages": msgs, "date": iso(w.when), "refs": dict(w.refs),
                      "variant": "clean"})
     extra: list[dict[str, Any]] = []
@@ -1856,8 +1945,8 @@ def render(out: dict[str, Any]) -> dict[str, bytes]:
         "".join(f"{SPEAKER[m['role']]}：{m['content']}\n" for m in d["messages"]) for d in dialogues).encode("utf-8")
     files["dialogues_sharegpt.json"] = dumps(
         [{"conversations": [{"from": "human" if m["role"] == "user" else "gpt", "value": m["content"]}
-                            for m in d["messages"]]} for d in dialogues], None)
-    files["dialogues_alpaca.json"] = dumps([to_alpaca(d["messages"]) for d in dialogues], None)
+                            for m in d["messages"]]} for d in dialogues], 1)
+    files["dialogues_alpaca.json"] = dumps([to_alpaca(d["messages"]) for d in dialogues], 1)
     files["dataset_info.json"] = dumps({
         "kefu_shop_sharegpt": {
             "file_name": "dialogues_sharegpt.json", "formatting": "sharegpt",
