@@ -118,3 +118,49 @@ def test_prompt_block_is_short_and_capped(kg):
     facts = retrieve(kg, "风行冲锋衣和城市冲锋衣和极光羽绒服多少钱，能退吗，有优惠吗", at=AT, max_facts=6)
     assert len(facts.facts) == 6 and facts.answer is None  # several questions: the model answers
     assert len(re.findall(r"^- ", facts.prompt_block, re.M)) == 6
+
+
+def test_category_only_turn_brings_in_stock_picks(kg):
+    facts = retrieve(kg, "想买个冲锋衣", at=AT)
+    picks = [f for f in facts.facts if f["type"] == "recommendation"]
+    assert [f["subject"] for f in picks] == ["SL-10001"]  # SL-10002 is out of stock
+    assert "品类：冲锋衣" in picks[0]["text"]
+
+
+def test_policy_answer_needs_a_specific_category(kg):
+    facts = retrieve(kg, "我的退款呢", at=AT)
+    assert facts.answer is None or "无理由" not in facts.answer
+
+
+def test_size_question_leaves_promotions_out(kg):
+    facts = retrieve(kg, "风行冲锋衣有XL码吗", at=AT)
+    assert "promotion" not in types(facts) and "size" in types(facts)
+
+
+def test_sample_shop_turns():
+    import json
+    from pathlib import Path
+
+    import pytest
+
+    from kefu.kg.promotions import CartItem, price_cart
+    from kefu.kg.store import KnowledgeGraph
+
+    shop = Path(__file__).resolve().parents[2] / "examples" / "shop"
+    if not (shop / "products.csv").exists():
+        pytest.skip("examples/shop not generated yet")
+    kg = KnowledgeGraph.open()
+    kg.import_path(shop)
+    product = next(p for p in kg.products() if p.stock > 0)
+    facts = retrieve(kg, f"{product.name}多少钱", at=AT)
+    price = next(f for f in facts.facts if f["type"] == "price")
+    expected = price_cart([CartItem(product.sku, 1, product.price_fen, product.category)],
+                          [p for p in kg.promotions(AT) if p.type != "coupon"], AT).payable_fen
+    assert price["data"]["payable_fen"] == expected and product.name in facts.answer
+    faq = json.loads((shop / "faq.json").read_text(encoding="utf-8"))[0]
+    assert retrieve(kg, faq["question"], at=AT).answer == faq["answer"]
+    order = json.loads((shop / "orders.json").read_text(encoding="utf-8"))[0]
+    own = retrieve(kg, f"订单{order['order_no']}怎么样了", customer_id=order["customer_id"], at=AT)
+    assert order["status"] in own.answer
+    other = retrieve(kg, f"订单{order['order_no']}怎么样了", customer_id="C9999-not-the-owner", at=AT)
+    assert "没有查到" in other.answer

@@ -14,7 +14,7 @@ from typing import Iterable
 from kefu.kg.promotions import yuan
 from kefu.kg.records import Product
 from kefu.kg.retrieval import color_matches, size_matches
-from kefu.kg.store import KnowledgeGraph
+from kefu.kg.store import KnowledgeGraph, Snapshot
 
 WEIGHTS = {"category": 0.30, "color": 0.20, "size": 0.20, "price": 0.15, "style": 0.15, "material": 0.10,
            "brand": 0.10, "keyword": 0.10}
@@ -88,7 +88,7 @@ def recommend(kg: KnowledgeGraph, *, category: str | None = None, color: str | N
               min_price_fen: int | None = None, max_price_fen: int | None = None, style: str | None = None,
               material: str | None = None, brand: str | None = None, keyword: str | None = None,
               exclude_skus: Iterable[str] = (), in_stock_only: bool = True, limit: int = 5,
-              lambda_: float = 0.6) -> list[Recommendation]:
+              lambda_: float = 0.6, snapshot: Snapshot | None = None) -> list[Recommendation]:
     """Up to ``limit`` products for the asked attributes, diverse by MMR (``lambda_`` 1 = relevance only).
 
     Category and budget are hard filters (a customer asking for 冲锋衣 under ¥400 wants nothing else); the other
@@ -96,7 +96,14 @@ def recommend(kg: KnowledgeGraph, *, category: str | None = None, color: str | N
     """
     excluded = set(exclude_skus)
     pool = []
-    for p in kg.products(category=category):
+    snap = snapshot or kg.snapshot()
+    by_category = snap.cache.get("by_category")
+    if by_category is None:
+        by_category = {}
+        for p in snap.products.values():
+            by_category.setdefault(p.category, []).append(p)
+        snap.cache["by_category"] = by_category
+    for p in (by_category.get(category, []) if category else snap.products.values()):
         if p.sku in excluded or (in_stock_only and p.stock <= 0):
             continue
         if max_price_fen is not None and p.price_fen > max_price_fen:

@@ -35,7 +35,7 @@ CUES = {
     "order": re.compile(r"订单|我的单|下的单|我买的|发货|物流|快递|到哪|签收|单号|什么时候到|到了没"),
     "recommend": re.compile(r"推荐|适合|哪款|选哪|有什么好|搭配|配件|配什么|替代|类似"),
 }
-MY_ORDER = re.compile(r"我的(?:订单|快递|包裹|单子|货)|我(?:买|下单|拍)的|我的东西")
+MY_ORDER = re.compile(r"我的(?:订单|快递|包裹|单子|货|退款)|我(?:买|下单|拍)的|我的东西|退款(?:进度|呢|到哪|什么时候)")
 ORDER_NO = re.compile(r"(?<!\d)\d{16}(?!\d)")
 TRACKING_NO = re.compile(r"(?<![A-Za-z0-9])([A-Z]{2,4}\d{9,15}|\d{12,15})(?![0-9])")
 SIZE = re.compile(r"(?<![A-Za-z0-9])(XXXL|XXL|XL|XS|2XL|3XL|4XL|S|M|L)(?![A-Za-z])(?:码|号)?|(?<!\d)(3\d|4\d)(?:码|号)|均码",
@@ -43,7 +43,7 @@ SIZE = re.compile(r"(?<![A-Za-z0-9])(XXXL|XXL|XL|XS|2XL|3XL|4XL|S|M|L)(?![A-Za-z
 BASE_COLORS = "黑白红蓝灰绿黄粉紫橙棕咖米青"
 COLOR_WORD = re.compile(rf"([{BASE_COLORS}]|卡其|藏青|藏蓝|军绿|墨绿|天蓝|深蓝|浅蓝|深灰|浅灰|酒红|玫红|橘)(?:色|的|款|颜色)")
 FACT_PRIORITY = {"order_not_found": 0, "order": 1, "logistics": 2, "playbook": 3, "price": 4, "stock": 5, "color": 6,
-                 "size": 7, "policy": 8, "product": 9, "relation": 10, "promotion": 11, "faq": 12}
+                 "size": 7, "policy": 8, "product": 9, "relation": 10, "recommendation": 10, "promotion": 11, "faq": 12}
 PUNCT = re.compile(r"[\s，。！？、,.!?~～：:；;“”\"'（）()【】\[\]…—-]+")
 
 
@@ -312,7 +312,7 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
             order = kg.order_by_tracking(e["value"])
             if order and customer_id and order.customer_id == customer_id:
                 orders.append(order)
-            elif re.fullmatch(r"[A-Z]{2,4}\d{9,15}", e["value"]):
+            else:
                 facts.append(_fact("order_not_found", e["value"], f"运单{e['value']}：未查到当前账号的订单"))
     mentioned = any(e["type"] in ("order_no", "logistics") for e in entities)
     if not orders and not mentioned and customer_id and (MY_ORDER.search(text) or ((cues["order"] or exceptions) and not products)):
@@ -336,7 +336,8 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
     promo_facts: dict[str, dict] = {}
     for product in products:
         facts.extend(_product_facts(product, colors, sizes))
-        for promotion in applicable_promotions(active, product):
+        wants_promotions = cues["price"] or cues["promotion"] or not (any(cues.values()) or colors or sizes)
+        for promotion in applicable_promotions(active, product) if wants_promotions else []:
             if promotion.id not in promo_facts:
                 extra = f"（需券码{promotion.code}）" if promotion.type == "coupon" else ""
                 exclusive = "，不与其他优惠同享" if promotion.exclusive else ""
@@ -388,6 +389,17 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
                                        f"¥{yuan(target.price_fen)}", relation=relation, target=target.sku,
                                        forward=forward))
 
+    # --- a category without a product (想买个登山鞋 / 冲锋衣推荐): a few diverse in-stock picks
+    if not products and categories and not orders and (cues["recommend"] or not any(cues.values())):
+        from kefu.kg.recommend import recommend
+
+        colour = colors[0] if colors else None
+        size = sizes[0] if sizes else None
+        for pick in recommend(kg, category=categories[0], color=colour, size=size, limit=3, snapshot=snap):
+            p = pick.product
+            facts.append(_fact("recommendation", p.sku, f"可推荐 {p.sku}「{p.name}」¥{yuan(p.price_fen)}，"
+                               f"{p.style or p.category}（{'、'.join(pick.reasons)}）", **pick.to_dict()))
+
     # --- after-sales policy of the categories in play
     if cues["after_sales"] or "damaged" in exceptions:
         for category in list(dict.fromkeys(categories))[:3] or ["*"]:
@@ -398,7 +410,7 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
             summary = policy.summary()
             facts.append(_fact("policy", category, f"售后·{label}（{policy.category if policy.category != '*' else '默认'}政策）：{summary}",
                                **policy.to_dict()))
-            if len(set(categories)) <= 1 and not orders:
+            if len(set(categories)) == 1 and not orders:  # a specific category, not the shop default
                 answers.append(("after_sales", f"{label}商品{summary}。"))
 
     # --- logistics-exception playbooks
