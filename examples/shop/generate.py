@@ -620,7 +620,9 @@ def build_orders(products: list[Product], promos: list[dict], rng: random.Random
             created = datetime(2026, 11, rng.randrange(3, 9), rng.randrange(8, 23), rng.randrange(60), tzinfo=TZ)
         elif kind == "done":
             created = datetime(2026, 10, rng.randrange(20, 31), rng.randrange(8, 23), rng.randrange(60), tzinfo=TZ)
-        elif kind in ("delay", "lost"):
+        elif kind == "delay":
+            created = datetime(2026, 11, rng.randrange(19, 22), rng.randrange(8, 23), rng.randrange(60), tzinfo=TZ)
+        elif kind == "lost":
             created = datetime(2026, 11, rng.randrange(12, 17), rng.randrange(8, 23), rng.randrange(60), tzinfo=TZ)
         elif kind in ("recent", "refund"):
             created = datetime(2026, 11, rng.randrange(18, 22), rng.randrange(8, 23), rng.randrange(60), tzinfo=TZ)
@@ -648,7 +650,13 @@ def build_orders(products: list[Product], promos: list[dict], rng: random.Random
         paid = 0 if status in ("待付款", "已取消") else priced["total"]
         shipment = None
         if kind is not None:
-            carrier, prefix, ndig = CARRIERS[i % len(CARRIERS)] if kind != "refund" else CARRIERS[0]
+            # the FAQ's rule: 顺丰 from 299 yuan or for mountaineering boots/tents, 京东 on request, else 圆通/中通
+            if rng.random() < 0.15:
+                carrier, prefix, ndig = CARRIERS[2]
+            elif cart.subtotal >= 29900 or any(p.category in ("登山鞋", "帐篷") for p, _ in lines):
+                carrier, prefix, ndig = CARRIERS[0]
+            else:
+                carrier, prefix, ndig = CARRIERS[1] if i % 2 else CARRIERS[3]
             tracking = prefix + ("7" if not prefix else "") + "".join(
                 rng.choice("0123456789") for _ in range(ndig - (0 if prefix else 1)))
             dest = rng.choice(CITIES)
@@ -1494,7 +1502,7 @@ class Writer:
         if excepted:
             return f"亲，{p.name}属于贴身类商品，" + "；".join(pol["exceptions"] or ["拆封后不支持7天无理由退货"]) + "。如果是质量问题，可以拍照给我们处理。"
         return (f"可以的亲，您{cn_date(signed)}签收，还在{pol['return_days']}天无理由退货期内。{p.category}需要"
-                f"{'、'.join(pol['conditions'])}，退回运费{pol['shipping_paid_by']}。请在订单页申请退货，寄回后仓库签收1-3个工作日内退款。")
+                f"{'、'.join(pol['conditions'])}，退回运费由{pol['shipping_paid_by'].replace('（', '承担（', 1)}。请在订单页申请退货，寄回后仓库签收1-3个工作日内退款。")
 
     def return_request(self) -> list[list[str]]:
         if self.r.random() < 0.2:
@@ -1754,7 +1762,8 @@ class Writer:
                     text = text.replace(a, b, 1)
             if role == "user" and self.r.random() < 0.06:
                 text += self.r.choice(EMOJI)
-            if role == "assistant" and text and not text.startswith(("亲", "您好", "好的", "抱歉", "非常", "实在")) \
+            if role == "assistant" and text and not text.startswith(
+                    ("亲", "您好", "好的", "抱歉", "非常", "实在", "不客气", "感谢", "祝", "嗯", "可以", "明白", "了解")) \
                     and self.r.random() < 0.3:
                 text = self.r.choice(["亲，", "您好，", "好的亲，", "嗯嗯，", "亲亲，"]) + text
             out.append([role, text])
