@@ -281,3 +281,62 @@ def test_duplicates_are_exactly_the_labelled_ones(dialogues):
     texts = [tuple(m["content"] for m in d["messages"]) for d in dialogues]
     exact = sum(1 for d in dialogues if d["meta"]["variant"] == "exact_duplicate")
     assert len(texts) - len(set(texts)) == exact
+
+
+def _independent_total(cart: list[tuple[dict, int]], promos: list[dict], at: str, codes: list[str]) -> int:
+    """SCHEMA.md's promotion rules, re-implemented from the JSON alone (not the generator's code).
+
+    Every active promotion covering a cart item applies (coupons when their code is given); one per stack_group,
+    the cheapest for the customer; an exclusive one alone. Order: discount -> (per-)full reduction -> coupon.
+    """
+    from datetime import datetime
+    from itertools import product as combos
+
+    when = datetime.fromisoformat(at)
+
+    def covers(p, row):
+        e = p["eligible"]
+        return e.get("all") or row["sku"] in e.get("skus", []) or row["category"] in e.get("categories", [])
+
+    live = [p for p in promos if datetime.fromisoformat(p["starts_at"]) <= when <= datetime.fromisoformat(p["ends_at"])
+            and (p["type"] != "coupon" or p["code"] in codes) and any(covers(p, r) for r, _ in cart)]
+    groups: dict[str, list[dict]] = {}
+    for p in live:
+        if not p["exclusive"]:
+            groups.setdefault(p["stack_group"], []).append(p)
+    options = [[p] for p in live if p["exclusive"]] + [list(c) for c in combos(*groups.values())]
+
+    def total(option):
+        lines = [int(r["price_fen"]) * q for r, q in cart]
+        for p in (x for x in option if x["type"] == "discount"):
+            budget = p.get("max_quantity") or 10 ** 9
+            for i, (r, q) in enumerate(cart):
+                if covers(p, r):
+                    n, budget = min(q, budget), budget - min(q, budget)
+                    lines[i] -= int(r["price_fen"]) * n * (100 - p["rate_percent"]) // 100 if n else 0
+        off = 0
+        for kind in (("full_reduction", "per_full_reduction"), ("coupon",)):
+            for p in (x for x in option if x["type"] in kind):
+                base = sum(v for (r, _), v in zip(cart, lines) if covers(p, r))
+                if p["type"] == "full_reduction":
+                    off += max([t["reduction_fen"] for t in p["tiers"] if base >= t["threshold_fen"]], default=0)
+                elif p["type"] == "per_full_reduction":
+                    off += min(base // p["per_threshold_fen"] * p["per_reduction_fen"], p.get("cap_fen") or 10 ** 12)
+                elif base - off >= p["threshold_fen"]:
+                    off += p["reduction_fen"]
+        return max(0, sum(lines) - off)
+
+    return min(total(o) for o in options)
+
+
+def test_promotion_arithmetic_recomputed_from_knowledge_files(dialogues, products):
+    promos = _json("promotions.json")
+    checked = 0
+    for d in dialogues:
+        refs = d["meta"].get("refs", {})
+        if "cart" not in refs:
+            continue
+        cart = [(products[sku], q) for sku, q in refs["cart"]]
+        assert _independent_total(cart, promos, d["meta"]["date"], refs["codes"]) == refs["total_fen"], d["id"]
+        checked += 1
+    assert checked >= 30

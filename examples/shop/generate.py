@@ -904,6 +904,11 @@ class Writer:
             body += "，" + gifts
         return body
 
+    def note_cart(self, cart: Cart, codes: tuple[str, ...]) -> None:
+        """Record the priced cart in meta.refs so tests can recompute the answer from the knowledge files."""
+        self.refs["cart"] = [[p.sku, q] for p, q in cart.lines]
+        self.refs["codes"] = list(codes)
+
     def cart_said(self, cart: Cart) -> str:
         out = []
         for p, q in cart.lines:
@@ -1137,6 +1142,7 @@ class Writer:
             res = best_price(cart, self.promos, self.when)
             self.refs["promotions"] = [s[0]["id"] for s in res["steps"]]
             self.refs["total_fen"] = res["total"]
+            self.note_cart(cart, ())
             q = self.c(f"我想买{self.cart_said(cart)}，满减怎么算？一共多少钱", f"{self.cart_said(cart)} 到手多少",
                        f"买{self.cart_said(cart)}能用满300减50吗", f"算一下{self.cart_said(cart)}的价格呗")
             msgs = [["user", q], ["assistant", f"亲，帮您算了一下（按{cn_date(self.when)}的活动）：{self.explain(res)}。"
@@ -1155,6 +1161,7 @@ class Writer:
             best = best_price(cart, self.promos, self.when)
             self.refs["promotions"] = ["P001", "P002"]
             self.refs["total_fen"] = best["total"]
+            self.note_cart(cart, ())
             q = self.c(f"满300减50和每满200减20能一起用吗？我买{self.cart_said(cart)}", f"每满200减20能叠加满减吗 买{self.cart_said(cart)}",
                        "两个满减可以叠加吗")
             ans = (f"亲，双11满300减50和户外小件每满200减20同属店铺满减组，不能叠加，只享其中更优惠的一个哦。"
@@ -1173,6 +1180,7 @@ class Writer:
             with_ = best_price(cart, self.promos, self.when, (code,))
             self.refs["promotions"] = [s[0]["id"] for s in with_["steps"]]
             self.refs["total_fen"] = with_["total"]
+            self.note_cart(cart, (code,))
             used = any(s[0]["id"] == promo["id"] for s in with_["steps"])
             q = self.c(f"我有个券{code}，买{self.cart_said(cart)}能用吗", f"领的{promo['description'][-11:]}能和满减一起用不？买{self.cart_said(cart)}",
                        f"优惠券{code}怎么用")
@@ -1209,6 +1217,7 @@ class Writer:
             res = best_price(cart, self.promos, self.when, ("SLHW30",))
             self.refs["promotions"] = [s[0]["id"] for s in res["steps"]]
             self.refs["total_fen"] = res["total"]
+            self.note_cart(cart, ("SLHW30",))
             msgs = [["user", self.c(f"秒杀的{self.mention(p)}还能用满减和券吗", f"{self.mention(p)}秒杀价能叠加优惠券不", "秒杀能送保温杯吗",
                                     f"我有SLHW30的券，{self.mention(p)}秒杀能用吗", f"{self.mention(p)}秒杀再叠个满300减50呗")],
                     ["assistant", self.c("亲，", "抱歉亲，", "") + f"帐篷睡袋限时秒杀是独享活动，不与满减、优惠券、赠品同享。"
@@ -1226,6 +1235,7 @@ class Writer:
             two = best_price(Cart([(p, 1), (q2, 1)]), self.promos, self.when)
             self.refs["promotions"] = [s[0]["id"] for s in two["steps"]]
             self.refs["total_fen"] = two["total"]
+            self.note_cart(Cart([(p, 1), (q2, 1)]), ())
             msgs = [["user", self.c(f"满499送保温杯，我买{self.mention(p)}有吗", f"送杯子的活动怎么参加，买{self.mention(p)}够不够")],
                     ["assistant", f"亲，满499赠保温杯按折后商品金额计算，{p.name}单买：{self.explain(one)}"
                                   + ("，已经满足，赠品会自动加到订单里。" if one["gifts"] else "，还不够赠品门槛哦。")],
@@ -1241,6 +1251,7 @@ class Writer:
             res = best_price(cart, self.promos, self.when)
             self.refs["promotions"] = [s[0]["id"] for s in res["steps"]]
             self.refs["total_fen"] = res["total"]
+            self.note_cart(cart, ())
             rule = "羽绒服全场八五折" if cat == "羽绒服" else "冲锋衣九折，每单限前2件"
             msgs = [["user", self.c(f"{cat}现在打几折", f"{self.mention(p)}买{n}件打折吗", f"{cat}有折扣吗 买{n}件")],
                     ["assistant", f"亲，目前{rule}，折后还能参加店铺满减。{p.name}×{n}：{self.explain(res)}。"]]
