@@ -1203,7 +1203,8 @@ class Writer:
             q = self.c(f"{p['name']}还有吗", f"{p['description'][:12]}那个活动什么时候", f"{p['name']}现在还能参加不",
                        f"请问{p['name']}到几号")
             if e < self.when:
-                ans = f"亲，{p['name']}（{p['description']}）活动时间是{s.year}年{cn_date(s)}到{cn_date(e)}，已经结束了哦。现在可以参加双11跨店满减（满300减50，满600减120），11月30日截止。"
+                ans = (f"亲，{p['name']}（{p['description']}）活动时间是{s.year}年{cn_date(s)}到{cn_date(e)}，已经结束了哦。"
+                       "现在可以参加双11跨店满减（满300减50，满600减120），11月30日截止。")
             elif s > self.when:
                 ans = f"{p['name']}还没开始哦，活动时间{s.year}年{cn_date(s)}{s.hour:02d}:00到{cn_date(e)}23:59，内容是{p['description']}，可以先加购物车~"
             else:
@@ -1224,7 +1225,9 @@ class Writer:
                                   f"{p.name}秒杀价七折：{self.explain(res)}" + self.c("，已经是最低价啦~", "。", "，秒杀到11月30日结束。")]]
             if self.r.random() < 0.5:
                 msgs += [["user", self.c("那我不用秒杀 用满减呢", "不参加秒杀会更便宜吗")],
-                         ["assistant", f"不参加秒杀的话按双11满减算：{self.explain(apply_combo(cart, [x for x in self.promos if x['id'] in ('P001', 'P005') and promo_active(x, self.when)]))}，"
+                         ["assistant", "不参加秒杀的话按双11满减算："
+                                       + self.explain(apply_combo(cart, [x for x in self.promos if x["id"] in ("P001", "P005")
+                                                                         and promo_active(x, self.when)])) + "，"
                                        "还是秒杀更划算哦。"]]
         elif scenario == "gift":
             self.when = self.at_random_day(1, 26)
@@ -1394,7 +1397,8 @@ class Writer:
         e = self.last_event(o)
         pb = self.playbook["lost"]
         msgs = [["user", self.c(f"我的快递是不是丢了 {self.give_order(o)}", f"{self.give_order(o)} 物流显示异常 啥情况", f"快递丢了吧？{self.give_order(o)}")],
-                ["assistant", f"亲，查到{sh['carrier']}运单{sh['tracking_no']}在{cn_datetime(datetime.fromisoformat(e['time']))}显示“{e['status']}”（{e['location']}）。"
+                ["assistant", f"亲，查到{sh['carrier']}运单{sh['tracking_no']}在{cn_datetime(datetime.fromisoformat(e['time']))}"
+                              f"显示“{e['status']}”（{e['location']}）。"
                               f"已为您向快递提交丢件核查，{pb['allowed_promises'][1]}，{pb['allowed_promises'][0]}。"],
                 ["user", self.c("那我要补发", "直接退款吧 不想等了", "补发要多久")]]
         if "退款" in msgs[-1][1]:
@@ -1573,7 +1577,8 @@ class Writer:
         frm, to = (p.sizes[k], p.sizes[k + 1]) if small else (p.sizes[k + 1], p.sizes[k])
         fit = "小了" if small else "大了"
         if self.r.random() < 0.5:
-            msgs = [["user", self.c(f"{self.give_order(o)} 想换个码 {frm}{fit}，换{to}", f"{self.give_order(o)}，{self.mention(p)}{frm}码{fit}，能换{to}吗")]]
+            msgs = [["user", self.c(f"{self.give_order(o)} 想换个码 {frm}{fit}，换{to}",
+                                    f"{self.give_order(o)}，{self.mention(p)}{frm}码{fit}，能换{to}吗")]]
         else:
             msgs = [["user", self.c(f"{self.mention(p)}{frm}码{fit}，想换{to}", f"能换货吗 {frm}的{fit} 换成{to}")],
                     ["assistant", "好的亲，麻烦提供一下订单号~"], ["user", self.give_order(o)]]
