@@ -155,13 +155,23 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-def timed(fn, args_list, repeat: int = 1) -> list[float]:
-    out = []
+class Samples(list):
+    """Wall-clock milliseconds per call, with the calling thread's CPU milliseconds alongside in ``cpu``: on a shared
+    machine the wall-clock tail includes time spent waiting for a core, the CPU time does not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cpu: list[float] = []
+
+
+def timed(fn, args_list, repeat: int = 1) -> Samples:
+    out = Samples()
     for _ in range(repeat):
         for args in args_list:
-            t0 = time.perf_counter()
+            c0, t0 = time.thread_time(), time.perf_counter()
             fn(*args)
             out.append((time.perf_counter() - t0) * 1000)
+            out.cpu.append((time.thread_time() - c0) * 1000)
     return out
 
 
@@ -220,13 +230,14 @@ def main() -> None:
     free_ms = timed(lambda c: price_cart(c, free, AT, codes), [(c,) for c in carts[:50]])
     free_brute_ms = timed(lambda c: price_cart_bruteforce(c, free, AT, codes), [(c,) for c in carts[:10]])
 
-    def row(name: str, samples: list[float]) -> str:
+    def row(name: str, samples: Samples) -> str:
         return (f"| {name} | {len(samples)} | {statistics.median(samples):.3f} | {percentile(samples, 95):.3f} | "
-                f"{max(samples):.3f} |")
+                f"{max(samples):.3f} | {statistics.median(samples.cpu):.3f} | {percentile(samples.cpu, 95):.3f} |")
 
     from _report import machine, write_section
 
     p95_r, p95_p = percentile(retrieve_ms, 95), percentile(price_ms, 95)
+    cpu_r, cpu_p = percentile(retrieve_ms.cpu, 95), percentile(price_ms.cpu, 95)
     md = f"""## Knowledge graph (`bench/kg_bench.py`)
 
 Machine: {machine()}; load average {os.getloadavg()[0]:.1f} when measured (the cores are shared, so
@@ -235,10 +246,10 @@ tails include scheduler noise). Synthetic shop: {args.products:,} SKUs (each wit
 {import_s:.1f} s; building the snapshot + linker (trie regex over {args.products * 3:,} names/aliases) {build_s * 1000:.0f} ms,
 once per catalogue version. {linked}/{len(sample)} sample turns linked a product.
 
-Latency in ms:
+Latency in ms (wall clock, then the thread's CPU time, which leaves out waiting for a shared core):
 
-| what | n | p50 | p95 | max |
-|---|---:|---:|---:|---:|
+| what | n | p50 | p95 | max | CPU p50 | CPU p95 |
+|---|---:|---:|---:|---:|---:|---:|
 {row("retrieve() — full facts + prompt block + answer", retrieve_ms)}
 {row("entity linking only — trie regex", link_ms)}
 {row("baseline: entity linking by per-turn SQL LIKE scan", like_ms)}
@@ -247,9 +258,11 @@ Latency in ms:
 {row("price_cart — worst case, all 10 stack freely", free_ms)}
 {row("baseline: brute force, all 10 stack freely", free_brute_ms)}
 
-Targets: retrieval p95 < 5 ms — **{"met" if p95_r < 5 else "missed"}** ({p95_r:.2f} ms); pricing p95 < 5 ms —
-**{"met" if p95_p < 5 else "missed"}** ({p95_p:.2f} ms). Exactness: branch and bound and brute force disagreed on
-{mismatches}/20 carts (must be 0). Rerun: `.venv/bin/python bench/kg_bench.py`.
+Targets: retrieval p95 < 5 ms — wall **{"met" if p95_r < 5 else "missed"}** ({p95_r:.2f} ms), CPU
+**{"met" if cpu_r < 5 else "missed"}** ({cpu_r:.2f} ms); pricing p95 < 5 ms — wall **{"met" if p95_p < 5 else "missed"}**
+({p95_p:.2f} ms), CPU **{"met" if cpu_p < 5 else "missed"}** ({cpu_p:.2f} ms). Exactness: branch and bound and brute force disagreed on
+{mismatches}/20 carts (must be 0). The SQL LIKE baseline matches full product names only (no aliases), so it
+also links fewer products. Rerun: `.venv/bin/python bench/kg_bench.py`.
 """
     print(md)
     if not args.no_write:

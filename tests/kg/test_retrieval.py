@@ -164,3 +164,12 @@ def test_sample_shop_turns():
     assert order["status"] in own.answer
     other = retrieve(kg, f"订单{order['order_no']}怎么样了", customer_id="C9999-not-the-owner", at=AT)
     assert "没有查到" in other.answer
+
+
+def test_empty_graph_and_empty_text():
+    from kefu.kg.store import KnowledgeGraph
+
+    empty = KnowledgeGraph.open()
+    facts = retrieve(empty, "风行冲锋衣多少钱 2026111012345678", customer_id="C0001", at=AT)
+    assert facts.answer.startswith("没有查到订单") and [e["type"] for e in facts.entities] == ["order_no"]
+    assert retrieve(empty, "", at=AT).facts == []

@@ -201,3 +201,18 @@ def test_http_backend_quotes_path_segments(kg):
     backend = HTTPOrderBackend("https://orders.example", api_key="secret", transport=mock_order_service(kg, calls=calls))
     assert backend.get_order("2026110511112222", "C0001/../C0002") is None  # C0002's order stays out of reach
     assert calls[-1].url.raw_path.decode() == "/customers/C0001%2F..%2FC0002/orders/2026110511112222"
+
+
+def test_backend_from_config(kg, monkeypatch):
+    from kefu.kg.config import KGConfig
+    from kefu.kg.tools import backend_from_config
+    from kefu.types import KefuError
+
+    assert isinstance(backend_from_config(kg, KGConfig()), SQLiteOrderBackend)
+    monkeypatch.setenv("SHOP_KEY", "k-123")
+    http = backend_from_config(kg, KGConfig(order_backend="http", order_api_url="https://o.example/",
+                                            order_api_key_env="SHOP_KEY", order_api_timeout_s=1.5))
+    assert isinstance(http, HTTPOrderBackend) and http.client.headers["authorization"] == "Bearer k-123"
+    assert http.timeout == 1.5 and http.base_url == "https://o.example"
+    with pytest.raises(KefuError, match="order_api_url"):
+        backend_from_config(kg, KGConfig(order_backend="http"))

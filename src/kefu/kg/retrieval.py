@@ -395,7 +395,8 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
 
         colour = colors[0] if colors else None
         size = sizes[0] if sizes else None
-        for pick in recommend(kg, category=categories[0], color=colour, size=size, limit=3, snapshot=snap):
+        style = next((e["value"] for e in entities if e["type"] == "style"), None)
+        for pick in recommend(kg, category=categories[0], color=colour, size=size, style=style, limit=3, snapshot=snap):
             p = pick.product
             facts.append(_fact("recommendation", p.sku, f"可推荐 {p.sku}「{p.name}」¥{yuan(p.price_fen)}，"
                                f"{p.style or p.category}（{'、'.join(pick.reasons)}）", **pick.to_dict()))

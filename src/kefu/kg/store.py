@@ -309,7 +309,8 @@ class KnowledgeGraph:
                 for o in records:
                     session.merge(OrderRow(order_no=o.order_no, customer_id=o.customer_id,
                                            tracking_no=o.shipment.tracking_no if o.shipment else None,
-                                           created_at=o.created_at.isoformat(), data=o.to_dict()))
+                                           created_at=o.created_at.astimezone(timezone.utc).isoformat(),  # sortable
+                                           data=o.to_dict()))
             elif kind == "faq":
                 for f in records:
                     session.add(FAQRow(question=f.question, answer=f.answer, intent=f.intent))

@@ -145,6 +145,22 @@ class HTTPOrderBackend:
         return data
 
 
+def backend_from_config(kg: KnowledgeGraph, config: Any = None) -> OrderBackend:
+    """The order backend ``kg:`` in kefu.yaml asks for: the demo SQLite one, or the shop's HTTP service (API key read
+    from the environment variable ``order_api_key_env`` names, never from the file)."""
+    import os
+
+    from kefu.kg.config import KGConfig
+
+    cfg = config or KGConfig()
+    if cfg.order_backend == "sqlite":
+        return SQLiteOrderBackend(kg)
+    if not cfg.order_api_url:
+        raise KefuError("kg.order_backend is http but kg.order_api_url is not set")
+    return HTTPOrderBackend(cfg.order_api_url, api_key=os.environ.get(cfg.order_api_key_env),
+                            timeout=cfg.order_api_timeout_s)
+
+
 # ------------------------------------------------------------------------------------------- arguments (Pydantic)
 ORDER_NO = r"^\d{16}$"
 
