@@ -286,7 +286,8 @@ _STOP_CHARS = "的了吗呢吧啊呀哦嘛么哪谁什怎为是在到寄送住�
 _LEFT_STOP_WORDS = ("一下", "查查", "看看", "麻烦", "谢谢", "请问", "地址", "收货", "快递", "发货", "退货", "换货",
                     "老家", "目前", "现在", "已经", "应该", "大概", "就是", "告诉", "知道", "还是", "可以", "以后")
 _STOP_WORDS = ("谢谢", "麻烦", "可以", "快递", "电话", "手机", "收件", "联系", "今天", "明天", "后天", "时候", "尽快",
-               "一下", "多久", "几天", "签收", "发货", "退货", "换货", "地址", "姓名", "收货")
+               "一下", "多久", "几天", "签收", "发货", "退货", "换货", "地址", "姓名", "收货", "订单", "单号", "运单",
+               "座机", "固话", "邮箱", "微信", "身份证", "银行", "卡号")
 
 
 def _namech_class() -> str:
@@ -527,7 +528,7 @@ class Masker:
             r"|(?P<email>[A-Za-z0-9](?<![A-Za-z0-9._%+\-][A-Za-z0-9])[A-Za-z0-9._%+\-]{0,63}@[A-Za-z0-9\-]+"
             r"(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}(?![A-Za-z0-9]))"
             rf"|(?P<ctx>{ctx_alt})(?:号码|号)?[\s:：是为]{{0,3}}(?P<code>[A-Za-z0-9][A-Za-z0-9_\-]{{4,39}})"
-            r"(?![A-Za-z0-9_\-])"
+            r"(?![A-Za-z0-9_\-@])"
             rf"|(?P<carrier>{_CARRIER_SHAPE})"
             r"|(?P<ip>\d(?<![\d.]\d)\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\d.]))"
             r"|(?P<mmob>1(?<!\d1)[3-9]\d[*＊]{4}\d{4}(?!\d))"
@@ -605,7 +606,44 @@ class Masker:
                 self._digit_run(text, m.start(), m.group(), spans)
         if self._p2_filter is not None and self._p2_filter.search(text):
             spans = self._names_and_addresses(text, spans)
+        if spans and "name" in types:
+            spans = self._listed_names(text, spans)
         return spans
+
+    def _listed_names(self, text: str, spans: list[PiiSpan]) -> list[PiiSpan]:
+        """A bare name listed next to other personal data: "{address}，王伟，{phone}" (收件信息 as people type it)."""
+        found: list[PiiSpan] = []
+        starts = {sp.start for sp in spans}
+        ends = {sp.end for sp in spans}
+        n = len(text)
+        for sp in spans:
+            if sp.type == "name" or (sp.type == "_keep" and _TYPE_OF_PLACEHOLDER.get(sp.text, "name") == "name"):
+                continue
+            # a clause boundary is a separator, a placeholder bracket or the edge of another span
+            if sp.end < n - 1 and text[sp.end] in _LIST_SEPS:  # the clause after it
+                end = sp.end + 1
+                while end < n and end - sp.end <= 5 and text[end] not in _LIST_SEPS and text[end] != "[" \
+                        and end not in starts:
+                    end += 1
+                if end == n or text[end] in _LIST_SEPS or text[end] == "[" or end in starts:
+                    if _listed_name_ok(text[sp.end + 1:end]):
+                        found.append(PiiSpan("name", sp.end + 1, end, text[sp.end + 1:end]))
+            if sp.start > 1 and text[sp.start - 1] in _LIST_SEPS:  # the clause before it
+                start = sp.start - 1
+                while start > 0 and sp.start - start <= 5 and text[start - 1] not in _LIST_SEPS \
+                        and text[start - 1] != "]" and start not in ends:
+                    start -= 1
+                if start == 0 or text[start - 1] in _LIST_SEPS or text[start - 1] == "]" or start in ends:
+                    if _listed_name_ok(text[start:sp.start - 1]):
+                        found.append(PiiSpan("name", start, sp.start - 1, text[start:sp.start - 1]))
+        if not found:
+            return spans
+        taken = sorted(spans, key=lambda x: x.start)
+        for nm in sorted(set(found), key=lambda x: x.start):
+            if all(nm.end <= o.start or nm.start >= o.end for o in taken):
+                taken.append(nm)
+                taken.sort(key=lambda x: x.start)
+        return taken
 
     def _typed(self, typ: str | None) -> str | None:
         return typ if typ in self.types else None
@@ -807,6 +845,65 @@ class Masker:
                 tail = tail[:min((tail.find(w) for w in _STOP_WORDS if w in tail), default=len(tail))]
                 end += len(tail.rstrip("-_#"))
         return start, end
+
+
+_LIST_SEPS = "，,、；;/| ：:（）()"
+_NOT_NAMES = frozenset({"马上", "周末", "黄色", "金色", "高兴", "方便", "方面", "常用", "王者", "程序", "钱包", "许多",
+                        "何时", "余额", "杨梅", "白色", "林地", "宋体", "曾经", "万一", "万分", "张贴", "孙子", "李子",
+                        "陈列", "朱红", "胡说", "郭外", "罗列", "梁上", "谢谢", "韩版", "冯氏", "邓氏", "彭湃", "董事",
+                        "袁氏", "潘氏", "蒋氏", "蔡氏", "余下", "杜绝", "叶子", "程度", "苏醒", "魏氏", "吕氏", "丁点",
+                        "任何", "任意", "沈氏", "姚氏", "卢氏", "姜汁", "崔氏", "钟表", "谭氏", "陆续", "汪汪", "范围",
+                        "廖氏", "贾氏", "夏天", "夏季", "韦氏", "邹氏", "孟氏", "熊猫", "秦氏", "邱氏", "尹氏", "薛氏",
+                        "段落", "雷达", "侯氏", "史上", "陶瓷", "黎明", "贺卡", "顾客", "顾问", "郝氏", "龚氏", "邵氏",
+                        "钱款", "严重", "严格", "戴上", "莫名", "孔雀", "汤圆", "施工", "樊氏", "葛氏", "邢氏", "乔迁",
+                        "伍佰", "庞大", "颜色", "倪氏", "庄园", "聂氏", "鲁莽", "岳父", "翟氏", "殷勤", "詹氏", "耿直",
+                        "焦急", "俞氏", "柳树", "祝福", "舒服", "舒适", "阮氏", "柯氏", "纪念", "梅花", "凌晨", "毕业",
+                        "裴氏", "霍氏", "涂料", "苗条", "翁氏", "冉冉", "骆驼", "靳氏", "柴火", "鲍鱼", "喻氏", "祁氏",
+                        "蒲氏", "滕氏", "饶命", "牟利", "艾草", "穆斯林", "卓越", "缪氏", "褚氏", "娄氏", "窦氏", "戚氏",
+                        "岑氏", "晏氏", "瞿氏", "桂花", "佟氏", "臧氏", "闵氏", "苟且", "邬氏", "卞氏", "姬氏", "栾氏",
+                        "隋氏", "刁难", "巫师", "寇氏", "郎中", "甄别", "虞氏", "敖氏", "巩固", "佘氏", "邝氏", "匡扶",
+                        "鞠躬", "冀氏", "郁闷", "胥氏", "鄢氏", "谌氏", "冼氏", "蔺氏", "阚氏", "屠宰", "欧美", "吴语",
+                        "周一", "周二", "周三", "周四", "周五", "周六", "周日", "周边", "徐徐", "马甲", "朱砂", "胡萝卜",
+                        "何况", "林林", "郑重", "梁柱", "宋朝", "唐朝", "许可", "韩国", "曹操", "曾几", "肖像", "潘多拉",
+                        "杜鹃", "叶片", "苏州", "吕布", "丁字", "沈阳", "姚明", "卢布", "姜丝", "崔嵬", "钟点", "谭腿",
+                        "陆地", "汪洋", "范本", "贾宝玉", "夏装", "孟夏", "秦朝", "尹氏", "薛定谔", "段位", "雷锋", "侯门",
+                        "史诗", "黎族", "贺岁", "顾及", "毛衣", "毛呢", "郝氏", "邵阳", "万达", "钱多", "严谨", "覃氏",
+                        "武汉", "戴尔", "莫非", "孔子", "汤匙", "常州", "温州", "康复", "施华洛", "文字", "牛仔", "樊篱",
+                        "葛根", "邢台", "安全", "齐全", "易燃", "乔丹", "伍德", "庞贝", "颜值", "倪红", "庄重", "章节",
+                        "鲁迅", "岳阳", "翟翟", "殷红", "詹姆", "申请", "欧洲", "耿耿", "关于", "兰花", "焦点", "俞敏",
+                        "左右", "柳州", "甘肃", "祝贺", "包邮", "包裹", "宁波", "尚未", "符合", "舒心", "阮囊", "柯南",
+                        "纪律", "梅州", "童装", "凌乱", "毕竟", "单位", "季节", "裴多", "霍乱", "涂抹", "成都", "苗族",
+                        "谷歌", "盛夏", "曲线", "翁婿", "冉闵", "骆宾", "蓝色", "路由", "游戏", "辛苦", "靳东", "管理",
+                        "柴犬", "蒙古", "鲍勃", "华为", "喻体", "祁门", "蒲扇", "房间", "滕州", "屈臣氏", "饶平", "解决",
+                        "牟平", "艾滋", "尤其", "阳光", "时间", "穆棱", "农村", "司机", "卓尔", "古代", "吉林", "缪斯",
+                        "简单", "车厘子", "项目", "连衣裙", "芦荟", "麦当劳", "褚橙", "娄底", "窦娥", "戚风", "岑溪",
+                        "景点", "党员", "宫廷", "费用", "卜卦", "冷色", "晏几", "席位", "卫衣", "米色", "柏树", "宗旨",
+                        "瞿塘", "桂林", "全部", "应该", "臧否", "闵行", "苟活", "邬桥", "边缘", "卞和", "姬松", "师傅",
+                        "和平", "仇恨", "栾川", "商品", "刁钻", "沙发", "荣耀", "巫山", "寇准", "桑蚕", "郎朗", "甄嬛",
+                        "丛林", "仲夏", "虞美人", "敖包", "巩义", "明天", "佘山", "池州", "查询", "麻烦", "苑囿", "迟到",
+                        "邝某", "官方", "封面", "谈判", "匡威", "鞠婧", "惠州", "荆州", "乐山", "冀州", "郁金香", "胥口",
+                        "南京", "班级", "储存", "原因", "栗子", "燕麦", "楚雄", "鄢陵", "劳动", "谌氏", "奚落", "皮肤",
+                        "粟米", "冼村", "蔺相如", "楼层", "盘锦", "满意", "闻到", "位置", "厉害", "伊利", "仝氏", "郜氏",
+                        "海边", "阚氏", "花色", "权限", "强烈", "帅气", "屠呦呦", "豆腐", "朴素", "盖子", "练习", "廉价",
+                        "禹州", "井冈山", "祖国", "漆面", "巴黎", "丰富", "支付", "卿卿", "国家", "狄仁杰", "平时", "计算",
+                        "索赔", "宣传", "晋城", "相关", "初步", "门口", "云南", "容量", "敬请", "来电", "扈三娘", "晁盖",
+                        "芮城", "都是", "普通", "阙氏", "浦东", "戈壁", "伏天", "鹿晗", "薄款", "邸氏", "雍正", "辜负",
+                        "羊毛", "阿里", "乌鲁", "母婴", "裘皮", "亓官", "修改", "邰氏", "赫本", "杭州", "况且", "那边",
+                        "宿舍", "鲜花", "印象", "逯氏", "隆重", "茹素", "诸位", "战斗", "慕斯", "危险", "玉米", "银色",
+                        "亢奋", "嵇康", "公司", "哈密", "湛江", "宾馆", "戎装", "勾选", "茅台", "利息", "於潜", "呼叫",
+                        "居家", "揭阳", "干净", "但是", "尉迟", "冶金", "斯诺", "元旦", "束腰", "檀香", "衣服", "信息",
+                        "展示", "阴天", "昝氏", "智能", "幸福", "奉化", "植物", "衡水", "富士", "尧舜", "闭环", "由于"})
+
+
+def _listed_name_ok(cand: str) -> bool:
+    """Is ``cand`` (a whole clause next to other PII) a person's name?"""
+    if not 2 <= len(cand) <= 4 or cand in _NOT_NAMES or cand in _LEX_ALL:
+        return False
+    if not all("\u4e00" <= ch <= "\u9fff" and ch not in _STOP_SET for ch in cand):
+        return False
+    if cand[:2] in COMPOUND_SURNAMES:
+        return len(cand) >= 3
+    return cand[0] in COMMON_SURNAMES and len(cand) <= 3 and not any(cand.endswith(w) for w in _SUFFIXES)
 
 
 def _inside_brackets(text: str, i: int) -> bool:
