@@ -53,7 +53,7 @@ class MinHasher:
         h = cps[:n].copy()
         for j in range(1, k):
             h = h * np.uint64(1000003) + cps[j:n + j]
-        h = np.unique((h ^ (h >> np.uint64(29))) & _MASK32)
+        h = (h ^ (h >> np.uint64(29))) & _MASK32  # repeated shingles do not change the minimum: no unique()
         # multiply-shift hashing: ((a * x + b) mod 2^64) >> 32 is a universal family; the min over shingles per row
         return ((np.multiply.outer(h, self.a) + self.b) >> np.uint64(32)).min(axis=0).astype(np.uint32)
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 _HALF = {cp: cp - 0xFEE0 for cp in [*range(0xFF10, 0xFF1A), *range(0xFF21, 0xFF3B), *range(0xFF41, 0xFF5B)]}
 _HALF[0x3000] = 0x20
 HALFWIDTH_TABLE = _HALF
+FULLWIDTH = re.compile("[\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\u3000]")
 
 # Greetings and fillers at the start of a customer turn; they carry no request and every log is full of them.
 GREETING_PREFIX = re.compile(
@@ -54,7 +55,7 @@ def _traditional_to_simplified(text: str) -> str:
 
 def normalize_text(text: str, role: str, cfg: "NormalizeConfig") -> str:
     """One turn's text, normalised per ``cfg``; greeting/filler prefixes go from customer (``user``) turns only."""
-    if cfg.fullwidth_to_halfwidth:
+    if cfg.fullwidth_to_halfwidth and FULLWIDTH.search(text):  # translate() is slow on CJK text: only when needed
         text = text.translate(HALFWIDTH_TABLE)
     if cfg.emoji == "remove":
         text = EMOJI.sub("", text)
