@@ -115,6 +115,9 @@ def test_sample_shop_imports_when_present():
      r"orders\.json\[1\] \(order 2026110511112222\): field `status`"),
     ("relation kind", lambda d: (d / "relations.csv").write_text("sku,relation,target_sku\nSL-10001,likes,SL-10002\n",
                                                                  encoding="utf-8"), r"relations\.csv:2: field `relation`"),
+    ("relation to an unknown SKU", lambda d: (d / "relations.csv").write_text(
+        "sku,relation,target_sku\nSL-10001,compatible-with,SL-10002\nSL-10001,alternative-to,SL-77777\n",
+        encoding="utf-8"), r"relations\.csv:3: field `target_sku`: unknown SKU SL-77777"),
     ("missing column", lambda d: (d / "products.csv").write_text("sku,name\nSL-1,x\n", encoding="utf-8"),
      r"products\.csv:1: missing column\(s\) aliases, category"),
     ("broken JSON", lambda d: (d / "policies.json").write_text("[{", encoding="utf-8"), r"policies\.json:1: not valid JSON"),

@@ -174,6 +174,8 @@ def parse_products(path: Path, problems: Problems) -> list[Product]:
             if key and count is not None:
                 variant_stock[key.strip()] = count
         name = _str(row.get("name"), where, problems, "name")
+        if len(name) > 200:
+            problems.add(where, f"field `name`: {len(name)} characters, at most 200")
         category = _str(row.get("category"), where, problems, "category")
         if not (sku and name and category and price is not None and stock is not None):
             continue
@@ -199,7 +201,7 @@ def parse_relations(path: Path, problems: Problems) -> list[Relation]:
             problems.add(where, f"field `target_sku`: {sku} cannot relate to itself")
             continue
         if sku and target and relation:
-            relations.append(Relation(sku, relation, target))
+            relations.append(Relation(sku, relation, target, row=n))
     return relations
 
 

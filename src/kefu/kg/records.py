@@ -38,6 +38,7 @@ class Relation:
     sku: str
     relation: str  # one of RELATIONS
     target_sku: str
+    row: int = field(default=0, compare=False)  # CSV row it came from (0 when read back from the store)
 
 
 @dataclass(slots=True)

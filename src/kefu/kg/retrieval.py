@@ -312,7 +312,7 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
             order = kg.order_by_tracking(e["value"])
             if order and customer_id and order.customer_id == customer_id:
                 orders.append(order)
-            else:
+            elif not e["value"].isdigit() or re.search(r"运单|快递单|单号|物流", text):  # bare digits may be a phone
                 facts.append(_fact("order_not_found", e["value"], f"运单{e['value']}：未查到当前账号的订单"))
     mentioned = any(e["type"] in ("order_no", "logistics") for e in entities)
     if not orders and not mentioned and customer_id and (MY_ORDER.search(text) or ((cues["order"] or exceptions) and not products)):

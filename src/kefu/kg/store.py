@@ -253,11 +253,10 @@ class KnowledgeGraph:
                 problems.add(where, f"field `eligible.categories`: no product in category {category}")
             if p.gift_sku and p.gift_sku not in known:
                 problems.add(where, f"field `gift_sku`: unknown SKU {p.gift_sku}")
-        for k, r in enumerate(parsed.relations or [], start=2):
+        for r in parsed.relations or []:
             for name, sku in (("sku", r.sku), ("target_sku", r.target_sku)):
                 if sku not in known:
-                    problems.add(f"{files['relations.csv']}", f"{r.sku} {r.relation} {r.target_sku}: field `{name}`: "
-                                 f"unknown SKU {sku}")
+                    problems.add(f"{files['relations.csv']}:{r.row}", f"field `{name}`: unknown SKU {sku}")
         for k, o in enumerate(parsed.orders or []):
             for j, item in enumerate(o.items):
                 if item.sku not in known:
