@@ -95,3 +95,56 @@ def test_argument_checks():
         make_private(model, torch.optim.SGD(adapters, lr=0.1), loader, epsilon=1, delta=1.5, epochs=1)
     with pytest.raises(KefuError, match="frozen parameter"):
         make_private(model, torch.optim.SGD(model.parameters(), lr=0.1), loader, epsilon=1, delta=1e-5, epochs=1)
+
+
+class _SumLoss(torch.nn.Module):
+    """Token-summed next-token loss, like kefu's SupervisedLM (loss_reduction='sum')."""
+
+    def __init__(self, model, alias: bool = False):
+        super().__init__()
+        self.model = model
+        if alias:  # registers the decoder a second time, as a naive wrapper would
+            self.body = model.get_base_model().model
+
+    def forward(self, input_ids):
+        logits = self.model(input_ids=input_ids).logits[:, :-1]
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, V), input_ids[:, 1:].reshape(-1), reduction="sum")
+
+
+def _nonzero_lora_model():
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    return peft.get_peft_model(transformers.LlamaForCausalLM(cfg),
+                               peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0,
+                                               init_lora_weights=False))
+
+
+def test_per_sample_gradients_are_exact():
+    """What DP clips must be each example's own gradient (checked against autograd one example at a time)."""
+    import copy
+
+    model = _nonzero_lora_model()
+    reference = _SumLoss(copy.deepcopy(model))
+    wrapper = _SumLoss(model)
+    ids = _data()[:16]
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(ids), batch_size=8)
+    optimizer = torch.optim.SGD([p for p in wrapper.parameters() if p.requires_grad], lr=0.1)
+    dp_model, *_ = make_private(wrapper, optimizer, loader, epsilon=8, delta=1e-3, epochs=1, loss_reduction="sum")
+    dp_model(ids[:3]).backward()
+    trainable = [p for p in wrapper.parameters() if p.requires_grad]
+    ref_trainable = [p for p in reference.parameters() if p.requires_grad]
+    for i in range(3):
+        grads = torch.autograd.grad(reference(ids[i:i + 1]), ref_trainable)
+        for p, g in zip(trainable, grads):
+            assert g.abs().max() > 0
+            assert torch.allclose(p.grad_sample[i], g, atol=1e-5)
+
+
+def test_aliased_modules_refused():
+    """Opacus would hook a module registered under two names twice and double its per-sample gradients."""
+    wrapper = _SumLoss(_nonzero_lora_model(), alias=True)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(_data()[:16]), batch_size=8)
+    optimizer = torch.optim.SGD([p for p in wrapper.parameters() if p.requires_grad], lr=0.1)
+    with pytest.raises(KefuError, match="reachable twice"):
+        make_private(wrapper, optimizer, loader, epsilon=8, delta=1e-3, epochs=1, loss_reduction="sum")

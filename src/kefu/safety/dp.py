@@ -23,13 +23,15 @@ from kefu.types import KefuError
 
 
 def _check_args(model: torch.nn.Module, optimizer: torch.optim.Optimizer, epsilon: float, delta: float, epochs: int,
-                max_grad_norm: float, data_loader: Any) -> None:
+                max_grad_norm: float, data_loader: Any, loss_reduction: str = "mean") -> None:
     if not epsilon > 0:
         raise KefuError(f"--epsilon must be > 0 (got {epsilon})")
     if not 0 < delta < 1:
         raise KefuError(f"--delta must be in (0, 1) (got {delta})")
     if epochs < 1:
         raise KefuError(f"epochs must be >= 1 for DP accounting (got {epochs})")
+    if loss_reduction not in ("mean", "sum"):
+        raise KefuError(f"loss_reduction must be 'mean' or 'sum' (got {loss_reduction!r})")
     if not max_grad_norm > 0:
         raise KefuError(f"max_grad_norm must be > 0 (got {max_grad_norm})")
     try:
@@ -43,6 +45,11 @@ def _check_args(model: torch.nn.Module, optimizer: torch.optim.Optimizer, epsilo
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     if not trainable:
         raise KefuError("DP training: the model has no trainable parameters (apply LoRA first)")
+    aliased = _aliased_trainable_modules(model)
+    if aliased:
+        raise KefuError(f"DP training: trainable module reachable twice ({aliased[0]}; {len(aliased)} in all), which "
+                        "would double its per-sample gradients. Keep only one registered path (store aliases with "
+                        "object.__setattr__ or as plain attributes, not as sub-modules)")
     for group in optimizer.param_groups:
         for p in group["params"]:
             if id(p) not in trainable:
@@ -50,18 +57,42 @@ def _check_args(model: torch.nn.Module, optimizer: torch.optim.Optimizer, epsilo
                                 "[p for p in model.parameters() if p.requires_grad] only")
 
 
+def _aliased_trainable_modules(model: torch.nn.Module) -> list[str]:
+    """Names of modules with trainable parameters reachable through more than one attribute path.
+
+    Opacus's ``hooks`` mode walks ``children()`` without removing duplicates, so such a module gets its per-sample
+    hooks twice and its per-sample gradients come out doubled — silently wrong clipping, hence a wrong guarantee.
+    (A wrapper that keeps ``self.model`` and also ``self.body = model.get_decoder()`` does exactly this.)
+    """
+    seen: dict[int, list[str]] = {}
+
+    def walk(module: torch.nn.Module, name: str) -> None:
+        if any(p.requires_grad for p in module.parameters(recurse=False)):
+            seen.setdefault(id(module), []).append(name or "<root>")
+        for child_name, child in module.named_children():
+            walk(child, f"{name}.{child_name}" if name else child_name)
+
+    walk(model, "")
+    return [" and ".join(paths[:2]) for paths in seen.values() if len(paths) > 1]
+
+
 def make_private(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data_loader: torch.utils.data.DataLoader,
                  *, epsilon: float, delta: float, epochs: int, max_grad_norm: float = 1.0,
-                 grad_sample_mode: str = "hooks", accountant: str = "rdp", seed: int | None = None):
+                 grad_sample_mode: str = "hooks", accountant: str = "rdp", seed: int | None = None,
+                 loss_reduction: str = "mean"):
     """Wrap model/optimizer/loader for DP-SGD that spends at most (``epsilon``, ``delta``) over ``epochs`` epochs.
 
     Returns (model, optimizer, data_loader, privacy_engine). The noise multiplier is calibrated by Opacus
     (``make_private_with_epsilon``) for the loader's sampling rate; per-sample gradients are clipped to
     ``max_grad_norm``. The new loader samples each record independently (Poisson), which the guarantee requires.
+
+    ``loss_reduction``: "mean" when the loss is averaged over the batch's samples, "sum" when summed (kefu's
+    ``SupervisedLM`` returns a token-summed loss: use "sum" and do not rescale it per step). One sample = one row of
+    the loader's batch; for a per-dialogue guarantee each row must hold one dialogue (no packing).
     """
     from opacus import PrivacyEngine
 
-    _check_args(model, optimizer, epsilon, delta, epochs, max_grad_norm, data_loader)
+    _check_args(model, optimizer, epsilon, delta, epochs, max_grad_norm, data_loader, loss_reduction)
     model.train()
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     with warnings.catch_warnings():
@@ -74,7 +105,7 @@ def make_private(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data_
             dp_model, dp_optimizer, dp_loader = engine.make_private_with_epsilon(
                 module=model, optimizer=optimizer, data_loader=data_loader, target_epsilon=float(epsilon),
                 target_delta=float(delta), epochs=int(epochs), max_grad_norm=float(max_grad_norm),
-                grad_sample_mode=grad_sample_mode, noise_generator=generator)
+                grad_sample_mode=grad_sample_mode, noise_generator=generator, loss_reduction=loss_reduction)
         except NotImplementedError as exc:
             raise KefuError(f"DP training: a trainable layer is not supported by Opacus ({exc}); train only LoRA "
                             "adapters on Linear layers") from exc
