@@ -173,3 +173,18 @@ def test_empty_graph_and_empty_text():
     facts = retrieve(empty, "风行冲锋衣多少钱 2026111012345678", customer_id="C0001", at=AT)
     assert facts.answer.startswith("没有查到订单") and [e["type"] for e in facts.entities] == ["order_no"]
     assert retrieve(empty, "", at=AT).facts == []
+
+
+def test_stock_by_colour_and_size_when_the_catalogue_has_it(tmp_path):
+    from kefu.kg.store import KnowledgeGraph
+
+    path = tmp_path / "v" / "products.csv"
+    path.parent.mkdir()
+    path.write_text("sku,name,aliases,category,brand,price_fen,stock,colors,sizes,material,style,description,variant_stock\n"
+                    "SL-30001,雪线羽绒服,雪线,羽绒服,雪线,99900,5,曜石黑|米白,M|L,鹅绒,休闲,,曜石黑/M:0|曜石黑/L:5|米白/M:0\n",
+                    encoding="utf-8")
+    kg = KnowledgeGraph.open()
+    kg.import_path(path)
+    facts = retrieve(kg, "雪线黑色L码还有货吗", at=AT)
+    assert facts.answer == "「雪线羽绒服」曜石黑/L：库存5件。"
+    assert retrieve(kg, "雪线黑的M码有货吗", at=AT).answer == "「雪线羽绒服」曜石黑/M：缺货。"
