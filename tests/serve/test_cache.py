@@ -62,3 +62,9 @@ def test_personal_answers_and_other_models_are_separate():
     assert cache.get("运费多少", model="shop-b") is None
     assert cache.get("运费多少", model="shop-a") is not None
     assert (len(hits), len(misses)) == (1, 2)
+
+
+def test_filler_only_turns_are_not_cached():
+    cache = ResponseCache()
+    assert not cache.put("您好，在吗？", "在的", "full")
+    assert cache.get("谢谢") is None and len(cache) == 0

@@ -105,5 +105,8 @@ def build_service(config: ServeConfig, *, run: str | None = None, adapters: dict
         from kefu.kg.store import KnowledgeGraph
 
         kg = KnowledgeGraph.open(config.kg_url)
+    from kefu.kg.tools import SQLiteOrderBackend
+
     return ChatService(engine, config=config, router=load_router(config, run_dir),
-                       feedback=FeedbackStore.open(feedback_url), kg=kg, base_model=str(base))
+                       feedback=FeedbackStore.open(feedback_url), kg=kg, order_backend=SQLiteOrderBackend(kg),
+                       base_model=str(base))

@@ -55,8 +55,13 @@ class ResponseCache:
                 self._data.clear()
                 self.kg_version = version
 
+    @staticmethod
+    def cacheable(text: str) -> bool:
+        """Turns that are only filler (你好/在吗/谢谢) normalise to nothing and are never shared."""
+        return len(normalise(text)) >= 2
+
     def get(self, text: str, *, model: str = "", context: str = "") -> CacheEntry | None:
-        if self.max_entries <= 0:
+        if self.max_entries <= 0 or not self.cacheable(text):
             return None
         k = self.key(text, self.kg_version, model, context)
         with self._lock:
@@ -77,7 +82,7 @@ class ResponseCache:
     def put(self, text: str, answer: str, path: str, *, model: str = "", context: str = "",
             personal: bool = False, meta: dict[str, Any] | None = None) -> bool:
         """Store an answer; refuses (returns False) per-customer answers."""
-        if personal or self.max_entries <= 0:
+        if personal or self.max_entries <= 0 or not self.cacheable(text):
             return False
         k = self.key(text, self.kg_version, model, context)
         with self._lock:

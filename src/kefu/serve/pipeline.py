@@ -86,6 +86,8 @@ def format_order(result: dict[str, Any]) -> str:
     if carrier:
         parts.append(f"承运快递：{carrier}{'，运单号' + str(tracking) if tracking else ''}")
     events = result.get("events") or shipment.get("events") or []
+    if not events and isinstance(result.get("latest_event"), dict):
+        events = [result["latest_event"]]
     if events:
         last = events[-1]
         parts.append(f"最新物流：{last.get('time', '')[:16].replace('T', ' ')} {last.get('location', '')} "
@@ -119,6 +121,7 @@ class ChatService:
         self.base_model = base_model
         self.request_log: deque[dict[str, Any]] = deque(maxlen=2000)
         self._order_tool, self._logistics_tool = _order_tool_names()
+        self._kg_version: tuple[str | None, float] = (None, float("-inf"))
         self._promo_cache: tuple[str | None, list[dict[str, Any]] | None] = ("<none>", None)
         self.retriever = retriever or self._retrieve
         self.order_lookup = order_lookup or self._order_lookup
@@ -126,8 +129,14 @@ class ChatService:
     def models(self) -> list[str]:
         return self.engine.models() if self.engine is not None else [self.base_model]
 
-    def kg_version(self) -> str | None:
-        return str(getattr(self.kg, "version", None)) if self.kg is not None else None
+    def kg_version(self, max_age_s: float = 1.0) -> str | None:
+        """The KG version, re-read at most once a second (a DB query; the cache is invalidated when it changes)."""
+        if self.kg is None:
+            return None
+        now = time.monotonic()
+        if now - self._kg_version[1] > max_age_s:
+            self._kg_version = (str(getattr(self.kg, "version", None)), now)
+        return self._kg_version[0]
 
     # -- helpers ------------------------------------------------------------------------------------------------
     def _promotions(self) -> list[dict[str, Any]] | None:
@@ -168,22 +177,22 @@ class ChatService:
             return None
 
     def _order_lookup(self, order_no: str, customer_id: str | None, text: str) -> dict[str, Any] | None:
-        if self.kg is None or self.order_backend is None or self._order_tool is None:
+        """The order tools (scoped to the authenticated customer), flattened to one dict; None when unavailable."""
+        if self.kg is None or self.order_backend is None or self._order_tool is None or not customer_id:
             return None
         try:
             from kefu.kg.tools import ToolBox
 
             box = ToolBox(self.kg, self.order_backend, customer_id)
-            try:
-                result = box.call(self._order_tool, {"order_no": order_no})
-            except NotImplementedError:
-                return None
-            if self._logistics_tool and isinstance(result, dict) and not result.get("error") \
-                    and any(w in text for w in ("物流", "快递", "到哪", "运单")):
+            result = box.call(self._order_tool, {"order_no": order_no})
+            if not result.get("ok", True):
+                return {"error": result.get("error", "订单查询失败")}
+            flat = dict(result.get("order") or result)
+            if self._logistics_tool and any(w in text for w in ("物流", "快递", "到哪", "运单", "发货")):
                 extra = box.call(self._logistics_tool, {"order_no": order_no})
-                if isinstance(extra, dict) and not extra.get("error"):
-                    result = {**result, **{k: v for k, v in extra.items() if k not in result}}
-            return result
+                if extra.get("ok", True):
+                    flat.update({k: v for k, v in extra.items() if k in ("events", "carrier", "tracking_no")})
+            return flat
         except Exception as exc:
             log.warning("order tool failed: %s", type(exc).__name__)
             return {"error": "订单查询暂时不可用，请稍后再试或转人工。"}

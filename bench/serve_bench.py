@@ -1,0 +1,539 @@
+"""Serving benchmark: bounded loopback load against 127.0.0.1 only; writes the ``serve`` section of
+docs/benchmarks.md.
+
+Measures, in one run on this machine:
+  1. full-model path: time to first token (TTFT) and per-token decode latency of the engine (default model, fp32);
+  2. micro-batching: throughput at 8 concurrent clients, batch size 8 vs one request at a time (same run);
+  3. INT8 dynamic quantisation: per-token latency and greedy-token agreement with fp32;
+  4. router: model compute (model calls, generated tokens) and key-fact accuracy vs sending every turn to the model;
+  5. HTTP light/cached path latency at 32 concurrent clients (server in its own process, auth on);
+  6. a realistic traffic mix (sample-shop questions, repeats included) through HTTP: mean latency and path shares;
+  7. a soak (``--soak-seconds``): 5xx count and server RSS at start and end.
+
+    python bench/serve_bench.py            # default model (gemma3-270m), sample shop
+    python bench/serve_bench.py --quick    # fewer requests
+    python bench/serve_bench.py --tiny     # tiny random model: a smoke run of the harness, figures not reported
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+SHOP = REPO / "examples" / "shop"
+API_KEY = "bench-key-0123456789abcdef"
+STATUS_WORDS = ("待付款", "待发货", "已发货", "已签收", "已完成", "已取消", "退款中")
+
+
+# ------------------------------------------------------------------------------------------------------ setup
+def shop_dir(tmp: Path) -> Path:
+    """The sample shop's files; generated into ``tmp`` when the repository copy has not been generated."""
+    if (SHOP / "products.csv").exists() and (SHOP / "dialogues.jsonl").exists():
+        return SHOP
+    out = tmp / "shop"
+    out.mkdir(exist_ok=True)
+    subprocess.run([sys.executable, str(SHOP / "generate.py"), str(out)], check=True)
+    return out
+
+
+def open_kg(shop: Path, tmp: Path):
+    from kefu.kg.store import KnowledgeGraph
+
+    kg = KnowledgeGraph.open(f"sqlite:///{tmp / 'kg.db'}")
+    kg.import_path(shop)
+    return kg
+
+
+def traffic(shop: Path) -> list[dict]:
+    """First customer turn of each clean sample dialogue, its intent, the asking customer and the gold key facts."""
+    orders = {o["order_no"]: o["customer_id"] for o in json.loads((shop / "orders.json").read_text("utf-8"))}
+    turns = []
+    for line in (shop / "dialogues.jsonl").read_text("utf-8").splitlines():
+        row = json.loads(line)
+        meta = row.get("meta") or {}
+        if meta.get("variant") not in (None, "base", "clean") or meta.get("dirty") or meta.get("duplicate_of"):
+            continue
+        msgs = row["messages"]
+        if len(msgs) < 2 or msgs[0]["role"] != "user" or msgs[1]["role"] != "assistant":
+            continue
+        refs = meta.get("refs") or {}
+        order_no = refs.get("order_no")
+        turns.append({"text": msgs[0]["content"], "gold": msgs[1]["content"], "intent": meta.get("intent", "other"),
+                      "customer_id": orders.get(order_no) if order_no else None})
+    return turns
+
+
+def key_facts(text: str) -> set[str]:
+    """Facts an answer must get right: amounts (fen), order statuses, SKUs, 16-digit order numbers."""
+    from kefu.serve.text import money_mentions
+
+    facts = {f"fen:{fen}" for _s, _e, fen in money_mentions(text)}
+    facts |= {f"status:{w}" for w in STATUS_WORDS if w in text}
+    facts |= {f"sku:{s}" for s in re.findall(r"SL-\d{5}", text)}
+    facts |= {f"order:{o}" for o in re.findall(r"(?<!\d)\d{16}(?!\d)", text)}
+    return facts
+
+
+def fact_accuracy(reply: str, gold: str) -> float | None:
+    want = key_facts(gold)
+    if not want:
+        return None
+    return len(want & key_facts(reply)) / len(want)
+
+
+def load_weights(args):
+    """(model, tokenizer, name): the default model in fp32, or a tiny random one for ``--tiny``."""
+    if args.tiny:
+        sys.path.insert(0, str(REPO / "tests" / "serve"))
+        from serve_support import tiny_model, tiny_tokenizer
+
+        tok = tiny_tokenizer()
+        return tiny_model(tok), tok, "tiny"
+    import torch
+
+    from kefu.train.models import load_model
+
+    model, tok = load_model(args.model, dtype=torch.float32)
+    return model, tok, args.model
+
+
+def make_engine(weights, args, *, max_batch_size=8, quantize="none"):
+    from kefu.serve.engine import LocalEngine
+
+    model, tok, name = weights
+    return LocalEngine(model, tok, base_name=name, max_batch_size=max_batch_size, batch_wait_ms=args.batch_wait_ms,
+                       max_new_tokens=args.max_new_tokens, quantize=quantize)
+
+
+def load_engine(args, **kwargs):
+    return make_engine(load_weights(args), args, **kwargs)
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+
+
+# --------------------------------------------------------------------------------------- engine-level figures
+PROMPTS = ["你好，请问冲锋衣怎么选尺码？", "这款羽绒服保暖吗？", "快递一直没到怎么办？", "帮我推荐一款适合徒步的鞋",
+           "退货的运费谁出？", "睡袋适合零下几度？", "帐篷好搭吗？", "登山杖怎么调节长度？"]
+
+
+async def timed_stream(engine, prompt: str, max_new: int) -> tuple[float, list[float], str]:
+    """(TTFT s, inter-piece gaps s, text) of one streamed generation."""
+    start = time.perf_counter()
+    stamps, pieces = [], []
+    async for piece in engine.stream([{"role": "user", "content": prompt}], max_new_tokens=max_new):
+        stamps.append(time.perf_counter())
+        pieces.append(piece)
+    if not stamps:
+        return float("nan"), [], ""
+    return stamps[0] - start, [b - a for a, b in zip(stamps, stamps[1:])], "".join(pieces)
+
+
+async def engine_latency(engine, n: int, max_new: int) -> dict:
+    ttfts, gaps, texts = [], [], []
+    await timed_stream(engine, "你好", 2)  # warm-up
+    for prompt in PROMPTS[:n]:
+        ttft, g, text = await timed_stream(engine, prompt, max_new)
+        ttfts.append(ttft)
+        gaps += g
+        texts.append(text)
+    tokens = [len(engine.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    return {"ttft_mean_s": statistics.mean(ttfts), "per_token_s": statistics.mean(gaps) if gaps else float("nan"),
+            "tokens_mean": statistics.mean(tokens), "texts": texts}
+
+
+async def throughput(engine, clients: int, per_client: int, max_new: int) -> dict:
+    """``clients`` concurrent callers, each sending ``per_client`` requests one after another."""
+    done_tokens = 0
+
+    async def client(i: int):
+        nonlocal done_tokens
+        for k in range(per_client):
+            prompt = PROMPTS[(i + k) % len(PROMPTS)]
+            text = "".join([p async for p in engine.stream([{"role": "user", "content": prompt}],
+                                                           max_new_tokens=max_new)])
+            done_tokens += len(engine.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    await timed_stream(engine, "你好", 2)
+    start = time.perf_counter()
+    await asyncio.gather(*[client(i) for i in range(clients)])
+    elapsed = time.perf_counter() - start
+    return {"requests_per_s": clients * per_client / elapsed, "tokens_per_s": done_tokens / elapsed,
+            "elapsed_s": elapsed, "tokens": done_tokens}
+
+
+async def greedy_ids(engine, prompts: list[str], max_new: int) -> list[list[int]]:
+    out = []
+    for p in prompts:
+        text = "".join([x async for x in engine.stream([{"role": "user", "content": p}], max_new_tokens=max_new)])
+        out.append(engine.tokenizer(text, add_special_tokens=False)["input_ids"])
+    return out
+
+
+def agreement(a: list[list[int]], b: list[list[int]]) -> float:
+    """Share of positions where two greedy generations agree, up to the first divergence counted per prompt."""
+    same = total = 0
+    for x, y in zip(a, b):
+        n = max(len(x), len(y))
+        total += n
+        for i in range(min(len(x), len(y))):
+            if x[i] != y[i]:
+                break
+            same += 1
+    return same / total if total else 1.0
+
+
+# ------------------------------------------------------------------------------------------ router experiment
+async def router_experiment(engine, kg, turns_fit, turns_test, args) -> dict:
+    from kefu.serve.config import ServeConfig
+    from kefu.serve.pipeline import ChatService
+    from kefu.serve.router import Router, RouterModel
+
+    model = RouterModel.fit([t["text"] for t in turns_fit], [t["intent"] for t in turns_fit],
+                            target_full_share=args.target_full_share)
+    model.calibrate([t["text"] for t in turns_fit], args.target_full_share)
+
+    class AllFull(Router):
+        def decide(self, text, **kw):
+            d = super().decide(text, **kw)
+            if d.path == "light":
+                d.path, d.reason = "full", "all-full baseline"
+            return d
+
+    results = {}
+    for label, router in (("all-full", AllFull(None)), ("router", Router(model))):
+        config = ServeConfig(cache_max_entries=0, max_new_tokens=args.max_new_tokens)
+        from kefu.kg.tools import SQLiteOrderBackend
+
+        service = ChatService(engine, config=config, router=router, kg=kg, order_backend=SQLiteOrderBackend(kg),
+                              base_model=engine.base_name)
+        sem = asyncio.Semaphore(8)
+        accs, paths, tokens = [], [], 0
+
+        async def one(i, t):
+            nonlocal tokens
+            async with sem:
+                reply = await service.answer([{"role": "user", "content": t["text"]}], caller_id="bench",
+                                             session_id=f"{label}-{i}", customer_id=t["customer_id"])
+            paths.append(reply.path)
+            if reply.path == "full" and not reply.fallback:
+                tokens += len(engine.tokenizer(reply.text, add_special_tokens=False)["input_ids"])
+            acc = fact_accuracy(reply.text, t["gold"])
+            if acc is not None:
+                accs.append(acc)
+
+        start = time.perf_counter()
+        await asyncio.gather(*[one(i, t) for i, t in enumerate(turns_test)])
+        results[label] = {"model_calls": paths.count("full"), "tokens": tokens, "turns": len(turns_test),
+                          "key_fact_accuracy": statistics.mean(accs) if accs else float("nan"),
+                          "scored_turns": len(accs), "elapsed_s": time.perf_counter() - start,
+                          "paths": {p: paths.count(p) for p in sorted(set(paths))}}
+    base, routed = results["all-full"], results["router"]
+    results["compute_cut"] = 1 - routed["model_calls"] / base["model_calls"] if base["model_calls"] else 0.0
+    results["accuracy_ratio"] = (routed["key_fact_accuracy"] / base["key_fact_accuracy"]
+                                 if base["key_fact_accuracy"] else (1.0 if not routed["key_fact_accuracy"]
+                                                                    else float("inf")))
+    results["router_model"] = model
+    return results
+
+
+# ------------------------------------------------------------------------------------------------ HTTP load
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(args, tmp: Path, router_path: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    cmd = [sys.executable, __file__, "--child", "--port", str(port), "--kg-url", f"sqlite:///{tmp / 'kg.db'}",
+           "--router", str(router_path), "--model", args.model, "--max-new-tokens", str(args.max_new_tokens)]
+    if args.tiny:
+        cmd.append("--tiny")
+    env = {**os.environ, "KEFU_API_KEY": API_KEY, "KEFU_HOME": str(tmp / "server_home")}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "server.log", "w"))
+    url = f"http://127.0.0.1:{port}"
+    import httpx
+
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {(tmp / 'server.log').read_text()[-2000:]}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("server did not start in 300 s")
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def http_load(url: str, requests: list[dict], clients: int, *, duration_s: float | None = None) -> dict:
+    """Send ``requests`` (cycled when ``duration_s`` is set) from ``clients`` concurrent connections."""
+    import httpx
+
+    latencies: dict[str, list[float]] = {}
+    statuses: dict[int, int] = {}
+    queue: asyncio.Queue = asyncio.Queue()
+    for r in requests:
+        queue.put_nowait(r)
+    stop_at = time.perf_counter() + duration_s if duration_s else None
+    cursor = 0
+
+    async def worker(client: httpx.AsyncClient):
+        nonlocal cursor
+        while True:
+            if stop_at is not None:
+                if time.perf_counter() >= stop_at:
+                    return
+                req = requests[cursor % len(requests)]
+                cursor += 1
+            else:
+                try:
+                    req = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+            body = {"model": req["model"], "messages": [{"role": "user", "content": req["text"]}],
+                    "customer_id": req.get("customer_id"), "session_id": req.get("session_id")}
+            start = time.perf_counter()
+            try:
+                resp = await client.post("/v1/chat/completions", json=body)
+                status, path = resp.status_code, resp.headers.get("x-kefu-path", "error")
+            except httpx.HTTPError:
+                status, path = 599, "error"
+            latencies.setdefault(path, []).append(time.perf_counter() - start)
+            statuses[status] = statuses.get(status, 0) + 1
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {API_KEY}"}, limits=limits,
+                                 timeout=httpx.Timeout(120.0)) as client:
+        start = time.perf_counter()
+        await asyncio.gather(*[worker(client) for _ in range(clients)])
+        elapsed = time.perf_counter() - start
+    return {"latencies": latencies, "statuses": statuses, "elapsed_s": elapsed}
+
+
+# ----------------------------------------------------------------------------------------------- child server
+def child(args) -> None:
+    """The server process: the same service ``kefu serve`` builds, on 127.0.0.1."""
+    import uvicorn
+
+    from kefu.kg.store import KnowledgeGraph
+    from kefu.kg.tools import SQLiteOrderBackend
+    from kefu.loop.feedback import FeedbackStore
+    from kefu.serve.app import create_app
+    from kefu.serve.config import ServeConfig
+    from kefu.serve.pipeline import ChatService
+    from kefu.serve.router import Router, RouterModel
+
+    config = ServeConfig(rate_limit_per_s=1e6, rate_limit_burst=10 ** 6, max_new_tokens=args.max_new_tokens)
+    engine = load_engine(args)
+    kg = KnowledgeGraph.open(args.kg_url)
+    service = ChatService(engine, config=config, router=Router(RouterModel.load(args.router)), kg=kg,
+                          order_backend=SQLiteOrderBackend(kg), feedback=FeedbackStore.open(),
+                          base_model=engine.base_name)
+    import logging
+
+    logging.getLogger("kefu.serve.requests").setLevel(logging.WARNING)
+    uvicorn.run(create_app(service), host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+# ------------------------------------------------------------------------------------------------------ main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--tiny", action="store_true", help="tiny random model (harness smoke run; not reported)")
+    parser.add_argument("--quick", action="store_true", help="fewer requests")
+    parser.add_argument("--soak-seconds", type=float, default=10.0)
+    parser.add_argument("--max-new-tokens", type=int, default=24, help="short answers")
+    parser.add_argument("--batch-wait-ms", type=float, default=10.0)
+    parser.add_argument("--target-full-share", type=float, default=0.3)
+    parser.add_argument("--no-write", action="store_true", help="print only; do not touch docs/benchmarks.md")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--kg-url", help=argparse.SUPPRESS)
+    parser.add_argument("--router", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.model is None:
+        from kefu.train.models import DEFAULT_MODEL
+
+        args.model = DEFAULT_MODEL
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.child:
+        child(args)
+        return
+    asyncio.run(run(args))
+
+
+async def run(args) -> None:
+    import torch
+
+    torch.manual_seed(0)
+    rng = random.Random(0)
+    tmp = Path(tempfile.mkdtemp(prefix="kefu-serve-bench-"))
+    os.environ["KEFU_HOME"] = str(tmp / "home")
+    shop = shop_dir(tmp)
+    kg = open_kg(shop, tmp)
+    turns = traffic(shop)
+    rng.shuffle(turns)
+    half = len(turns) // 2
+    fit, test = turns[:half], turns[half:]
+    n_test = 16 if (args.quick or args.tiny) else 48
+    figures: dict = {"model": "tiny (random)" if args.tiny else args.model, "max_new_tokens": args.max_new_tokens}
+    print(f"[serve-bench] shop {shop}, {len(turns)} turns ({len(fit)} fit / {len(test)} test)", flush=True)
+
+    # 1-3: engine figures
+    weights = load_weights(args)
+    engine1 = make_engine(weights, args, max_batch_size=1)
+    lat = await engine_latency(engine1, 3 if args.quick else 6, args.max_new_tokens)
+    figures["latency"] = {k: v for k, v in lat.items() if k != "texts"}
+    print("[serve-bench] latency", figures["latency"], flush=True)
+    per_client = 1 if (args.quick or args.tiny) else 2
+    one = await throughput(engine1, 8, per_client, args.max_new_tokens)
+    await engine1.close()
+    engine8 = make_engine(weights, args, max_batch_size=8)  # same weights, same run
+    eight = await throughput(engine8, 8, per_client, args.max_new_tokens)
+    figures["batching"] = {"one_at_a_time": one, "batched": eight, "batches": engine8.batches[-20:],
+                           "speedup_tokens": eight["tokens_per_s"] / one["tokens_per_s"],
+                           "speedup_requests": eight["requests_per_s"] / one["requests_per_s"]}
+    print("[serve-bench] batching", figures["batching"]["speedup_tokens"], flush=True)
+    fp32_ids = await greedy_ids(engine8, PROMPTS[:4], args.max_new_tokens)
+    engine_q = make_engine(weights, args, max_batch_size=1, quantize="int8")  # quantises a copy
+    q_lat = await engine_latency(engine_q, 3, args.max_new_tokens)
+    q_ids = await greedy_ids(engine_q, PROMPTS[:4], args.max_new_tokens)
+    await engine_q.close()
+    figures["int8"] = {"per_token_s": q_lat["per_token_s"], "ttft_mean_s": q_lat["ttft_mean_s"],
+                       "greedy_agreement": agreement(fp32_ids, q_ids)}
+    del engine_q
+    print("[serve-bench] int8", figures["int8"], flush=True)
+
+    # 4: router vs all-full
+    router_res = await router_experiment(engine8, kg, fit, test[:n_test], args)
+    model = router_res.pop("router_model")
+    figures["router"] = router_res
+    router_path = model.save(tmp / "router.pkl")
+    print("[serve-bench] router", {k: router_res[k] for k in ("compute_cut", "accuracy_ratio")}, flush=True)
+    await engine8.close()
+    del engine8, engine1
+
+    # 5-7: HTTP
+    proc, url = start_server(args, tmp, router_path)
+    try:
+        rss_start = rss_kb(proc.pid)
+        model_name = "tiny" if args.tiny else args.model
+        # questions the server answers without the model (light path or cache): found by asking each once
+        candidates = [t for t in test if model.score([t["text"]])[0] < model.threshold][:60]
+        light_turns = []
+        for t in candidates:
+            probe = await http_load(url, [{"model": model_name, "text": t["text"], "customer_id": t["customer_id"],
+                                           "session_id": "probe"}], 1)
+            if set(probe["latencies"]) <= {"light", "cache"}:
+                light_turns.append(t)
+        n_light = 320 if (args.quick or args.tiny) else 1200
+        # every question is then asked by many customers in new sessions, 32 at a time
+        light_reqs = [{"model": model_name, "text": light_turns[i % len(light_turns)]["text"],
+                       "customer_id": light_turns[i % len(light_turns)]["customer_id"], "session_id": f"l{i}"}
+                      for i in range(n_light)]
+        warm = await http_load(url, light_reqs[:64], 8)
+        light = await http_load(url, light_reqs, 32)
+        lat_light = [x for p in ("light", "cache") for x in light["latencies"].get(p, [])]
+        figures["light_http"] = {"n": len(lat_light), "p50_ms": pct(lat_light, 50) * 1000,
+                                 "p95_ms": pct(lat_light, 95) * 1000, "p99_ms": pct(lat_light, 99) * 1000,
+                                 "paths": {p: len(v) for p, v in light["latencies"].items()},
+                                 "statuses": light["statuses"], "warm_statuses": warm["statuses"],
+                                 "throughput_rps": sum(light["statuses"].values()) / light["elapsed_s"]}
+        print("[serve-bench] light http", figures["light_http"], flush=True)
+        # 6: realistic mix: test questions, popular ones repeated (Zipf-like), 4 concurrent customers
+        n_mix = 40 if (args.quick or args.tiny) else 120
+        pool = test[:60]
+        weights = [1 / (i + 1) for i in range(len(pool))]
+        mix_reqs = []
+        for i in range(n_mix):
+            t = rng.choices(pool, weights)[0]
+            mix_reqs.append({"model": model_name, "text": t["text"], "customer_id": t["customer_id"],
+                             "session_id": f"m{i}"})
+        mix = await http_load(url, mix_reqs, 4)
+        all_lat = [x for v in mix["latencies"].values() for x in v]
+        figures["mix"] = {"n": len(all_lat), "mean_ms": statistics.mean(all_lat) * 1000,
+                          "p50_ms": pct(all_lat, 50) * 1000, "p95_ms": pct(all_lat, 95) * 1000,
+                          "paths": {p: len(v) for p, v in mix["latencies"].items()},
+                          "mean_ms_by_path": {p: statistics.mean(v) * 1000 for p, v in mix["latencies"].items()},
+                          "statuses": mix["statuses"]}
+        print("[serve-bench] mix", figures["mix"], flush=True)
+        # 7: soak
+        soak = await http_load(url, mix_reqs + light_reqs[:200], 8, duration_s=args.soak_seconds)
+        figures["soak"] = {"seconds": args.soak_seconds, "requests": sum(soak["statuses"].values()),
+                           "statuses": soak["statuses"],
+                           "5xx": sum(v for k, v in soak["statuses"].items() if k >= 500),
+                           "rss_start_mb": rss_start / 1024, "rss_end_mb": rss_kb(proc.pid) / 1024}
+        print("[serve-bench] soak", figures["soak"], flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    (tmp / "figures.json").write_text(json.dumps(figures, ensure_ascii=False, indent=1, default=str), "utf-8")
+    md = report(figures, args)
+    print(md)
+    if not args.tiny and not args.no_write:
+        from _report import write_section
+
+        write_section("serve", md)
+
+
+def report(f: dict, args) -> str:
+    from _report import machine
+
+    b, r, lh, mix, soak, lat, q = f["batching"], f["router"], f["light_http"], f["mix"], f["soak"], f["latency"], \
+        f["int8"]
+    ok = lambda cond: "✅" if cond else "❌"  # noqa: E731
+    mode = "--quick" if args.quick else "full"
+    return f"""## Serving (`bench/serve_bench.py`{' --quick' if args.quick else ''})
+
+Machine: {machine()}. Model: {f['model']} (fp32, CPU), answers capped at {f['max_new_tokens']} new tokens; the
+server runs in its own process on 127.0.0.1 with API-key auth on; load comes from one asyncio client process.
+Mode: {mode}.
+
+| Figure | Measured | Target |
+|---|---|---|
+| light/cached path over HTTP, 32 concurrent clients (n={lh['n']}) | p50 {lh['p50_ms']:.1f} ms, p95 {lh['p95_ms']:.1f} ms, p99 {lh['p99_ms']:.1f} ms, {lh['throughput_rps']:.0f} req/s | p50 ≤ 20 ms {ok(lh['p50_ms'] <= 20)}, p95 ≤ 50 ms {ok(lh['p95_ms'] <= 50)} |
+| full-model path: time to first token (engine, one request) | {lat['ttft_mean_s'] * 1000:.0f} ms | — |
+| full-model path: per-token decode latency | {lat['per_token_s'] * 1000:.0f} ms/token ({lat['tokens_mean']:.0f} tokens/answer) | brief: ~180 ms |
+| realistic mix over HTTP (n={mix['n']}, 4 clients; paths {mix['paths']}) | mean {mix['mean_ms']:.0f} ms, p50 {mix['p50_ms']:.0f} ms, p95 {mix['p95_ms']:.0f} ms | mean ≤ 800 ms {ok(mix['mean_ms'] <= 800)} |
+| micro-batching, 8 concurrent clients: batch 8 vs one at a time | {b['batched']['tokens_per_s']:.1f} vs {b['one_at_a_time']['tokens_per_s']:.1f} tokens/s = **{b['speedup_tokens']:.2f}×** ({b['speedup_requests']:.2f}× requests/s) | ≥ 3× {ok(b['speedup_tokens'] >= 3)} |
+| router vs every turn to the model (n={r['router']['turns']}) | model calls {r['router']['model_calls']} vs {r['all-full']['model_calls']} (**{r['compute_cut']:.0%} less**); key-fact accuracy {r['router']['key_fact_accuracy']:.3f} vs {r['all-full']['key_fact_accuracy']:.3f} over {r['router']['scored_turns']} turns with key facts (**{r['accuracy_ratio']:.0%}**) | ≥ 30% less {ok(r['compute_cut'] >= 0.3)}, ≥ 98% accuracy {ok(r['accuracy_ratio'] >= 0.98)} |
+| INT8 dynamic quantisation (CPU) | {q['per_token_s'] * 1000:.0f} ms/token vs fp32 {lat['per_token_s'] * 1000:.0f}; greedy agreement with fp32 {q['greedy_agreement']:.0%} | measured |
+| soak {soak['seconds']:.0f} s, 8 clients, mixed | {soak['requests']} requests, **{soak['5xx']} 5xx**, server RSS {soak['rss_start_mb']:.0f} → {soak['rss_end_mb']:.0f} MB | 0 5xx {ok(soak['5xx'] == 0)} |
+
+Notes: key facts are the amounts, order statuses, SKUs and order numbers in the sample shop's reference answer to
+each question (first customer turn of held-out dialogues); the router was fitted on the other half with
+`target_full_share={args.target_full_share}`. The mix repeats popular questions (Zipf weights) so the cache sees
+realistic repeats; its mean is dominated by how many turns need the full model (each full answer costs TTFT +
+tokens × per-token latency). Batching speed-up is measured on the same weights in the same process.
+"""
+
+
+if __name__ == "__main__":
+    main()
