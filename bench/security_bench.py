@@ -191,6 +191,50 @@ def fuzz(n: int, seed: int) -> dict:
     return stats
 
 
+SHOP = Path(__file__).resolve().parent.parent / "examples" / "shop"
+SHOP_ADDRESS = "浙江省杭州市余杭区仓前街道良睦路1399号"  # the sample shop's after-sales address (public)
+
+
+def sample_shop() -> dict | None:
+    """How often the rules fire on the sample shop's real-looking dialogues (which contain no attacks and were
+    written to be compliant): every assistant turn through check() with the shop's promotions and the customer's own
+    turns plus the orders they mention as context; every user turn through injection.detect()."""
+    import re
+
+    from kefu.safety import compliance, injection
+
+    if not (SHOP / "dialogues.jsonl").exists():
+        return None
+    promotions = json.loads((SHOP / "promotions.json").read_text(encoding="utf-8"))
+    orders = {o["order_no"]: o for o in json.loads((SHOP / "orders.json").read_text(encoding="utf-8"))}
+    rules = compliance.ComplianceRules()
+    rules.allow.append(SHOP_ADDRESS)
+    replies = turns = 0
+    by_rule: Counter = Counter()
+    flagged_replies = 0
+    attacks: list[str] = []
+    examples: dict[str, str] = {}
+    for line in (SHOP / "dialogues.jsonl").read_text(encoding="utf-8").splitlines():
+        dialogue = json.loads(line)
+        context = [m["content"] for m in dialogue["messages"] if m["role"] == "user"]
+        mentioned = set(re.findall(r"(?<!\d)\d{16}(?!\d)", " ".join(context)))
+        context += [json.dumps(orders[o], ensure_ascii=False) for o in mentioned if o in orders]
+        for message in dialogue["messages"]:
+            if message["role"] == "assistant":
+                replies += 1
+                hits = compliance.check(message["content"], rules=rules, promotions=promotions, context_texts=context)
+                flagged_replies += bool(hits)
+                for hit in hits:
+                    by_rule[hit.rule] += 1
+                    examples.setdefault(hit.rule, f"{dialogue['id']}: …{message['content'][max(0, hit.start - 12):hit.end + 8]}…")
+            else:
+                turns += 1
+                if injection.detect(message["content"]).attack:
+                    attacks.append(message["content"][:60])
+    return {"replies": replies, "flagged_replies": flagged_replies, "by_rule": dict(by_rule), "examples": examples,
+            "user_turns": turns, "injection_flags": len(attacks), "injection_examples": attacks[:3]}
+
+
 def dp_cost(seed: int) -> list[dict]:
     """Held-out loss of plain LoRA vs DP-SGD LoRA on the same data/model/steps (tiny, CPU)."""
     import torch
@@ -265,6 +309,7 @@ def main() -> None:
         t0 = time.perf_counter()
         stats = fuzz(args.n, args.seed)
         fuzz_s = time.perf_counter() - t0
+        shop = sample_shop()
         dp_rows = [] if args.no_dp else dp_cost(args.seed)
 
     failures, exceptions = sum(stats["failures"].values()), sum(stats["exceptions"].values())
@@ -285,6 +330,13 @@ def main() -> None:
     if stats["examples"]:
         md += ["", "First failing inputs:", "", "```json", json.dumps(stats["examples"], ensure_ascii=False,
                                                                        indent=1), "```"]
+    if shop:
+        md += ["", "### Rule hits on the sample shop (examples/shop, no attacks, written to be compliant)", "",
+               f"- assistant replies: {shop['replies']}, flagged: {shop['flagged_replies']} "
+               f"({100 * shop['flagged_replies'] / max(shop['replies'], 1):.1f}%) — by rule: {shop['by_rule']}",
+               f"- customer turns: {shop['user_turns']}, flagged as injection: {shop['injection_flags']} "
+               f"{shop['injection_examples'] or ''}", "", "Each rule's first hit:", ""]
+        md += [f"- `{rule}`: {text}" for rule, text in shop["examples"].items()]
     if dp_rows:
         md += ["", "### Utility cost of DP-SGD (tiny random Llama + LoRA r=8, 512 toy sequences, 3 epochs, "
                "δ=1e-3, same data/seed; baseline = no DP, same process)", "",

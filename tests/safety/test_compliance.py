@@ -32,7 +32,7 @@ def test_absolute_terms_flagged_with_article(text, rule):
 @pytest.mark.parametrize("text", [
     "最快什么时候发货？", "最近有活动吗", "最后一件了吗", "第一次买，第一天就到了", "您说的第一款是冲锋衣",
     "面料是100%纯棉", "成分：棉100%", "羽绒含量100%", "最好先量一下尺码哦", "第一时间为您处理", "最晚明天发货",
-    "最多可以退两件", "满300减50哦",
+    "最多可以退两件", "满300减50哦", "是100%美丽诺羊毛，150g/㎡", "系统已自动按最优惠的组合计算", "最高档只减一次",
 ])
 def test_no_false_positives(text):
     assert check(text) == [], check(text)
@@ -151,3 +151,12 @@ def test_fuzz_regressions_rewrite_exposes_then_fixes(text):
     """Found by bench/security_bench.py: replacing one hit exposed a glued PII number; rewrite now re-checks."""
     safe, _ = rewrite(text, context_texts=[])
     assert check(safe, context_texts=[]) == [], safe
+
+
+def test_shop_details_and_masked_numbers_are_not_leaks():
+    rules = ComplianceRules()
+    rules.allow.append("浙江省杭州市余杭区仓前街道良睦路1399号")
+    reply = "请寄到浙江省杭州市余杭区仓前街道良睦路1399号 山岚户外售后部，已备注联系电话182****9054"
+    assert [h.rule for h in check(reply, context_texts=["我电话18212349054"], rules=rules)] == []
+    assert [h.rule for h in check(reply, context_texts=["我电话18200000000"], rules=rules)] == ["pii-leak:mobile"]
+    assert scan_output("售后电话0571-88886666", [], allow=["0571-88886666"]) == []

@@ -60,11 +60,12 @@ DEFAULT_ALLOW: list[str] = [
     "第一年", "第一季", "第一款", "第一张", "第一页", "第一排", "第一层", "第一遍", "第一眼", "第一印象", "第一笔",
     "第一份", "第一句", "第一双", "第一套", "第一号", "第一期", "第一轮", "第一阶段", "第一部分", "第一种", "第一项",
     "第一条件", "第一顺位", "第一百", "第一千", "第一万", "第一十", "唯一码", "唯一标识", "唯一编号", "绝对值",
-    "永久地址", "首选项", "最好是", "最好先", "最好不要", "最好别", "最好能", "最好在", "最好还是", "最好用",
+    "永久地址", "首选项", "最优惠的组合", "最优惠组合", "最优组合", "最高档只", "最高档减", "最高档满", "最高一档",
+    "最好是", "最好先", "最好不要", "最好别", "最好能", "最好在", "最好还是", "最好用",
 ]
 # Materials: "100%纯棉", "棉100%" state a fact of composition (GB/T 29862 纤维含量标识), not a superlative.
 MATERIALS = ("纯棉", "棉", "羊毛", "羊绒", "蚕丝", "真丝", "涤纶", "聚酯纤维", "聚酯", "锦纶", "尼龙", "羽绒", "鹅绒",
-             "鸭绒", "亚麻", "莫代尔", "粘纤", "粘胶", "氨纶", "美利奴", "羊驼毛", "腈纶", "天丝", "竹纤维", "牛皮",
+             "鸭绒", "亚麻", "莫代尔", "粘纤", "粘胶", "氨纶", "美利奴", "美丽诺", "美利诺", "羊驼毛", "腈纶", "天丝", "竹纤维", "牛皮",
              "皮革", "含量", "成分", "面料", "填充物", "polyester", "cotton", "wool", "nylon")
 PERCENT_TERMS = {"100%", "100％", "百分之百", "百分百"}
 
@@ -250,9 +251,10 @@ def _protected(text: str, allow: re.Pattern[str] | None) -> list[tuple[int, int]
 
 def _is_composition(text: str, start: int, end: int) -> bool:
     """True when a 100% sits next to a material or 含量/成分: a fibre-content fact, not a claim."""
-    before, after = text[max(0, start - 8):start], text[end:end + 5].lstrip()
+    before, after = text[max(0, start - 8):start], text[end:end + 6].lstrip()
     before = re.split(r"[，。！？；,.!?;\n]", before)[-1]  # only the same clause counts
-    return any(after.startswith(m) for m in MATERIALS) or any(before.rstrip(" ：:").endswith(m) for m in MATERIALS) \
+    after = re.split(r"[，。！？；,.!?;\n+＋、]", after)[0]
+    return any(m in after for m in MATERIALS) or any(before.rstrip(" ：:").endswith(m) for m in MATERIALS) \
         or any(m in before for m in ("含量", "成分", "面料"))
 
 
@@ -487,15 +489,33 @@ def _own_pii(contexts: tuple[str, ...]) -> frozenset[str]:
     return frozenset(norm for context in contexts for _, _, _, norm in find_pii(context))
 
 
-def scan_output(reply: str, context_texts: list[str]) -> list[Violation]:
-    """PII in a model ``reply`` that is not in this customer's own ``context_texts`` (their turns, their orders):
-    i.e. another customer's data leaking through the model. Each hit's suggestion is the masked placeholder."""
+def _masked_match(norm: str, own: frozenset[str]) -> bool:
+    """A partly masked value (182****9054) is the customer's own when it fits one of their full values."""
+    if "*" not in norm:
+        return False
+    pattern = re.compile("".join(r"\w" if ch == "*" else re.escape(ch) for ch in norm))
+    return any(pattern.fullmatch(value) for value in own)
+
+
+def scan_output(reply: str, context_texts: list[str], *, allow: Iterable[str] = ()) -> list[Violation]:
+    """PII in a model ``reply`` that is not in this customer's own ``context_texts`` (their turns, their orders and
+    tool results): i.e. another customer's data leaking through the model. ``allow``: the shop's own public details
+    (after-sales address, hotline) — a span inside one is never flagged. Each hit's suggestion is the placeholder."""
+    allow = sorted({a for a in allow if a}, key=len, reverse=True)
+    allow_re = re.compile("(?=(" + "|".join(re.escape(a) for a in allow) + "))") if allow else None
+    return _scan(reply, context_texts, allow_re)
+
+
+def _scan(reply: str, context_texts: list[str], allow_re: re.Pattern[str] | None) -> list[Violation]:
     contexts = tuple(str(c) for c in context_texts or [])
     own = _own_pii(contexts)
     joined = "\n".join(contexts)
+    protected = _protected(reply, allow_re)
     hits = []
     for kind, start, end, norm in find_pii(reply):
-        if norm in own or reply[start:end] in joined:
+        if norm in own or reply[start:end] in joined or _masked_match(norm, own):
+            continue
+        if any(ps < end and start < pe for ps, pe in protected):  # detectors may extend past the phrase
             continue
         hits.append(Violation(f"pii-leak:{kind}", "privacy", ART_PII, start, end, reply[start:end],
                               _placeholder(kind, reply[start:end])))
@@ -529,7 +549,7 @@ def check(text: str, *, rules: ComplianceRules | None = None, promotions: list[d
     if promotions is not None:
         hits += _promotion_hits(folded, promotions)
     if context_texts is not None:
-        hits += scan_output(folded, context_texts)
+        hits += _scan(folded, context_texts, rules._allow)  # rules._allow compiled by _rule_hits above
     for hit in hits:
         hit.text = text[hit.start:hit.end]
     return sorted(hits, key=lambda v: (v.start, -(v.end - v.start)))
