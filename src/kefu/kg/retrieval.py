@@ -439,12 +439,15 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
         facts.append(_fact("faq", entry.intent or "faq", f"常见问题「{entry.question}」：{entry.answer}",
                            question=entry.question, answer=entry.answer, similarity=round(best[0], 3)))
 
+    asked = {"price" if name == "promotion" else name for name, hit in cues.items() if hit and name != "recommend"}
+    if any(e["type"] in ("order_no", "logistics") for e in entities):
+        asked.add("order")
     facts.sort(key=lambda f: FACT_PRIORITY.get(f["type"], 50))  # stable: keeps order inside a kind
     facts = facts[:max_facts]
     answer = None
     if exceptions:
         answer = None  # an exception needs judgement (the playbook), not a canned line
-    elif len(answers) == 1:
+    elif len(answers) == 1 and asked <= {answers[0][0]}:  # one question, fully answered by one fact
         answer = answers[0][1]
     elif not answers and faq_answer and not products and not orders:
         answer = faq_answer
