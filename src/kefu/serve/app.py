@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from importlib import resources
+from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -67,6 +68,12 @@ class FeedbackRequest(BaseModel):
     outcome: str | None = Field(None, max_length=32)
     comment: str | None = Field(None, max_length=2000)
     source: Literal["api", "web"] = "api"
+
+
+class AdapterRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    path: str = Field(min_length=1, max_length=1000)
 
 
 def _validation_message(exc: ValidationError) -> tuple[str, str]:
@@ -236,6 +243,31 @@ def create_app(service: ChatService, *, auth: Authenticator | None = None,
         feedback_id = service.add_feedback(data, caller_id=who.id, source=source)
         metrics.requests.labels("/v1/feedback", req.kind, "ok").inc()
         return {"id": feedback_id, "object": "feedback", "status": "stored"}
+
+    @app.post("/v1/adapters")
+    async def load_adapter(request: Request):
+        """Hot-load (or replace) a LoRA adapter while serving; needs ``model:deploy``; audited."""
+        who = caller(request, "model:deploy")
+        raw = await read_json(request)
+        try:
+            req = AdapterRequest.model_validate(raw)
+        except ValidationError as exc:
+            message, loc = _validation_message(exc)
+            raise ApiError(400, message, param=loc) from exc
+        engine = service.engine
+        if not hasattr(engine, "load_adapter"):
+            raise ApiError(400, f"the {getattr(engine, 'name', '?')} engine cannot load adapters; load them on the "
+                                "remote server (vLLM --lora-modules)")
+        from starlette.concurrency import run_in_threadpool
+
+        from kefu.safety import audit
+        from kefu.train.models import check_adapter
+
+        await run_in_threadpool(check_adapter, req.path, getattr(engine.model, "base_model", engine.model))
+        await run_in_threadpool(engine.load_adapter, req.name, req.path)
+        audit.record("serve.adapter.load", req.name, actor=f"key:{who.id}:{who.name}",
+                     details={"path": req.path}, digest=audit.sha256_file(Path(req.path) / "adapter_config.json"))
+        return {"object": "adapter", "name": req.name, "models": service.models()}
 
     @app.get("/", response_class=HTMLResponse)
     async def index():

@@ -21,6 +21,8 @@ class Metrics:
         self.engine_errors = Counter("kefu_engine_errors", "Engine failures (answered by fallback)", ["engine"],
                                      registry=r)
         self.handoffs = Counter("kefu_handoffs", "Turns handed to a human", ["reason"], registry=r)
+        self.injections = Counter("kefu_injection_refusals", "Turns refused by the prompt-injection guard",
+                                  registry=r)
         self.rate_limited = Counter("kefu_rate_limited", "Requests refused by the rate limiter", registry=r)
         self.compliance_fixes = Counter("kefu_compliance_fixes", "Violations rewritten by the compliance filter",
                                         registry=r)

@@ -72,6 +72,14 @@ def _order_tool_names() -> tuple[str | None, str | None]:
     return status, logistics
 
 
+def _injection_refusal(text: str) -> str | None:
+    try:
+        from kefu.safety.injection import guard
+    except ImportError:  # pragma: no cover - safety ships with kefu
+        return None
+    return guard(text)
+
+
 def format_order(result: dict[str, Any]) -> str:
     """A customer-facing sentence from an order tool result (fields read defensively)."""
     if not isinstance(result, dict):
@@ -262,6 +270,17 @@ class ChatService:
             yield {"type": "delta", "text": out}
             self._log(reply, caller_id, masked, started)
             yield finish(out)
+            return
+
+        # 1b. prompt-injection guard (safety stage): a fixed safe refusal, the model is not called
+        refusal = _injection_refusal(text)
+        if refusal is not None:
+            reply.path, reply.reason = "light", "injection guard"
+            self.metrics.injections.inc()
+            yield {"type": "meta", "reply": reply}
+            yield {"type": "delta", "text": refusal}
+            self._log(reply, caller_id, masked, started)
+            yield finish(refusal)
             return
 
         # 2. response cache (context: the product under discussion when this turn names none)
