@@ -197,3 +197,8 @@ def test_two_questions_get_no_canned_answer(kg):
     assert facts.answer is None
     assert {"order", "policy"} <= set(types(facts))
     assert next(f for f in facts.facts if f["type"] == "policy")["subject"] == "冲锋衣"
+
+
+def test_repeated_number_is_looked_up_once(kg):
+    facts = retrieve(kg, "2026110511112222，对，就是2026110511112222", customer_id="C0001", at=AT)
+    assert types(facts) == ["order_not_found"] and facts.answer.startswith("没有查到订单")

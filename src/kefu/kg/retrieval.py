@@ -17,6 +17,7 @@ from typing import Any
 from kefu.kg.promotions import CartItem, Promotion, price_cart, yuan
 from kefu.kg.records import Order, Product
 from kefu.kg.store import KnowledgeGraph, Snapshot
+from kefu.types import KefuError
 
 PLAYBOOK_NAMES = {"delay": "物流延迟", "lost": "快递丢件", "damaged": "商品破损", "address_change": "修改地址",
                   "refused": "拒收"}
@@ -281,6 +282,8 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
              max_facts: int = 12, faq_min_similarity: float = 0.6) -> Facts:
     """Facts relevant to ``text``. Orders are shown only when ``customer_id`` owns them; ``at`` defaults to now."""
     at = at or datetime.now(timezone.utc)
+    if at.tzinfo is None:
+        raise KefuError("retrieve(at=...): `at` must be timezone-aware")
     snap = kg.snapshot()
     entities = link(kg, text, snap=snap)
     cues = {name: bool(rx.search(text)) for name, rx in CUES.items()}
@@ -300,7 +303,12 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
 
     # --- orders: only the customer's own; someone else's number reads as "not found", never its contents
     orders: list[Order] = []
+    looked_up: set[str] = set()
     for e in entities:
+        if e["type"] in ("order_no", "logistics"):
+            if e["value"] in looked_up:
+                continue
+            looked_up.add(e["value"])
         if e["type"] == "order_no":
             order = kg.order(e["value"])
             if order and customer_id and order.customer_id == customer_id:
