@@ -268,34 +268,42 @@ def dp_cost(seed: int) -> list[dict]:
         with torch.no_grad():
             return model(input_ids=held, labels=held).loss.item()
 
-    rows = []
+    rows: dict[str, dict] = {}
     epochs, delta = 3, 1e-3
-    for label, epsilon in (("no DP (baseline)", None), ("DP ε=8", 8.0), ("DP ε=2", 2.0)):
-        model = build()
-        start_loss = held_loss(model)
-        loader = torch.utils.data.DataLoader(DS(), batch_size=64, shuffle=True,
-                                             generator=torch.Generator().manual_seed(seed))
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-2)
-        engine = None
-        if epsilon is not None:
-            model, optimizer, loader, engine = make_private(model, optimizer, loader, epsilon=epsilon, delta=delta,
-                                                            epochs=epochs, seed=seed)
-        t0 = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for _ in range(epochs):
-                model.train()
-                for batch in loader:
-                    if batch["input_ids"].shape[0] == 0:
-                        continue
-                    optimizer.zero_grad()
-                    model(**batch).loss.backward()
-                    optimizer.step()
-        seconds = time.perf_counter() - t0
-        rows.append({"run": label, "start_loss": start_loss, "held_out_loss": held_loss(unwrap(model)),
-                     "epsilon_spent": epsilon_spent(engine, delta) if engine else None,
-                     "noise": getattr(optimizer, "noise_multiplier", None), "seconds": seconds})
-    return rows
+    # Two interleaved rounds; the time reported is each run's faster round (the machine is shared), the losses
+    # are identical across rounds (same seeds) and checked to be.
+    for _round in range(2):
+        for label, epsilon in (("no DP (baseline)", None), ("DP ε=8", 8.0), ("DP ε=2", 2.0)):
+            model = build()
+            start_loss = held_loss(model)
+            loader = torch.utils.data.DataLoader(DS(), batch_size=64, shuffle=True,
+                                                 generator=torch.Generator().manual_seed(seed))
+            optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-2)
+            engine = None
+            if epsilon is not None:
+                model, optimizer, loader, engine = make_private(model, optimizer, loader, epsilon=epsilon,
+                                                                delta=delta, epochs=epochs, seed=seed)
+            torch.manual_seed(seed)
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for _ in range(epochs):
+                    model.train()
+                    for batch in loader:
+                        if batch["input_ids"].shape[0] == 0:
+                            continue
+                        optimizer.zero_grad()
+                        model(**batch).loss.backward()
+                        optimizer.step()
+            seconds = time.perf_counter() - t0
+            row = {"run": label, "start_loss": start_loss, "held_out_loss": held_loss(unwrap(model)),
+                   "epsilon_spent": epsilon_spent(engine, delta) if engine else None,
+                   "noise": getattr(optimizer, "noise_multiplier", None), "seconds": seconds}
+            if label in rows:
+                assert abs(rows[label]["held_out_loss"] - row["held_out_loss"]) < 1e-4, "DP run not reproducible"
+                row["seconds"] = min(row["seconds"], rows[label]["seconds"])
+            rows[label] = row
+    return list(rows.values())
 
 
 def main() -> None:
@@ -339,7 +347,7 @@ def main() -> None:
         md += [f"- `{rule}`: {text}" for rule, text in shop["examples"].items()]
     if dp_rows:
         md += ["", "### Utility cost of DP-SGD (tiny random Llama + LoRA r=8, 512 toy sequences, 3 epochs, "
-               "δ=1e-3, same data/seed; baseline = no DP, same process)", "",
+               "δ=1e-3, same data/seed; baseline = no DP, same process; time = faster of two interleaved rounds)", "",
                "| run | loss before | held-out loss after | ε spent | noise σ | train s |", "|---|---|---|---|---|---|"]
         for r in dp_rows:
             spent = "—" if r["epsilon_spent"] is None else f"{r['epsilon_spent']:.2f}"
