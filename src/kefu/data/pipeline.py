@@ -20,6 +20,8 @@ from collections import Counter, deque
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
+
 from kefu.data import augment as aug
 from kefu.data.annotate import Catalogue, RuleAnnotator
 from kefu.data.config import PrepareConfig
@@ -111,7 +113,8 @@ class _Worker:
         if reason is not None:
             return ("filtered", reason)
         key = exact_key(turns)
-        sig = self.hasher.signature(shingle_text(turns)) if self.hasher is not None else None
+        # bytes, not an ndarray: pickling small arrays back to the parent costs more than the hashing saves
+        sig = self.hasher.signature(shingle_text(turns)).tobytes() if self.hasher is not None else None
         split = assign_split(key, cfg.seed, cfg.val_ratio, cfg.test_ratio)
         intents, entities = self.annotator.annotate(turns) if self.annotator is not None else ([], [])
         tier = 2 if entities or any(i != "other" for i in intents) else 1
@@ -238,7 +241,7 @@ def prepare(inputs: list[Path], out_dir: Path, config: PrepareConfig, catalogue:
                 counts.filtered[result[1]] += 1
                 continue
             _, line, key, sig, split, tier, intents, entity_types, pii, n_turns, generated = result
-            dup = dedup.check(key, sig)
+            dup = dedup.check(key, None if sig is None else np.frombuffer(sig, dtype=np.uint32))
             if dup is not None:
                 counts.duplicates += 1
                 counts.dup_kinds[dup] += 1
