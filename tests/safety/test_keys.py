@@ -134,3 +134,25 @@ def test_documented_matrix_matches_code():
         cells = [c.strip() for c in line.strip("|").split("|")]
         seen[cells[0]] = {perm for perm, cell in zip(header, cells[1:]) if cell}
     assert seen == PERMISSION_MATRIX
+
+
+def test_whoami_and_concurrent_pepper(monkeypatch):
+    import threading
+
+    monkeypatch.delenv("KEFU_KEY", raising=False)
+    result = CliRunner().invoke(app, ["keys", "whoami"])
+    assert result.exit_code == 0 and "role admin" in result.output
+    stores, errors = [], []
+
+    def open_store():
+        try:
+            stores.append(KeyStore.open(keys_path().with_name("race.db")))
+        except Exception as exc:  # pragma: no cover - the assertion below reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len({s._pepper for s in stores}) == 1 and len(stores[0]._pepper) == 64

@@ -72,6 +72,15 @@ def keys_revoke(key_id: str = typer.Argument(..., help="The key id from `kefu ke
     out.print(f"revoked {key_id}")
 
 
+@keys_app.command("whoami")
+def keys_whoami():
+    """Who this shell acts as ($KEFU_KEY, or the OS user on a fresh install) and its permissions."""
+    from kefu.safety.keys import cli_principal
+
+    principal = cli_principal()
+    out.print(f"{principal.actor} role {principal.role}: {', '.join(sorted(principal.permissions))}")
+
+
 # --------------------------------------------------------------------------------------------------------- audit
 @audit_app.command("verify")
 def audit_verify():

@@ -155,13 +155,20 @@ class KeyStore:
             return env.encode("utf-8")
         pepper_file = self.path.with_suffix(".pepper")
         if not pepper_file.exists():
-            fd = os.open(pepper_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            # Write a private temp file, then hard-link it into place: atomic, and a concurrent creator loses cleanly.
+            tmp = pepper_file.with_name(f".{pepper_file.name}.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
                 os.write(fd, secrets.token_hex(32).encode("ascii"))
-            except BaseException:
+                os.fsync(fd)
+            finally:
                 os.close(fd)
-                raise
-            os.close(fd)
+            try:
+                os.link(tmp, pepper_file)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
         return pepper_file.read_bytes().strip()
 
     def _mac(self, secret: str) -> str:
