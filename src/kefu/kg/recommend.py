@@ -7,6 +7,7 @@ it was picked partly for variety, what it adds (another brand, another style, an
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -45,42 +46,66 @@ def similarity(a: Product, b: Product) -> float:
         b.price_fen)) + 0.1 * (a.category == b.category and a.material == b.material))
 
 
-def _relevance(p: Product, *, category, color, size, min_price_fen, max_price_fen, style, material, brand,
-               keyword) -> tuple[float, list[str]]:
-    asked = 0.0
-    got = 0.0
+def _relevance(p: Product, category, color, size, min_price_fen, max_price_fen, style, material, brand,
+               keyword, explain: bool = False) -> tuple[float, list[str]]:
+    """Share of the asked attributes ``p`` matches; the Chinese reasons only when ``explain`` (formatting them for
+    every candidate would cost more than the scoring)."""
+    asked = got = 0.0
     reasons: list[str] = []
-
-    def check(name: str, ok: bool, reason: str) -> None:
-        nonlocal asked, got
-        asked += WEIGHTS[name]
-        if ok:
-            got += WEIGHTS[name]
-            reasons.append(reason)
-
     if category:
-        check("category", p.category == category, f"品类：{p.category}")
+        asked += WEIGHTS["category"]
+        if p.category == category:
+            got += WEIGHTS["category"]
+            if explain:
+                reasons.append(f"品类：{p.category}")
     if color:
+        asked += WEIGHTS["color"]
         found = [c for c in p.colors if color_matches(color, c)]
-        check("color", bool(found), f"有{'/'.join(found)}")
+        if found:
+            got += WEIGHTS["color"]
+            if explain:
+                reasons.append(f"有{'/'.join(found)}")
     if size:
+        asked += WEIGHTS["size"]
         found = [s for s in p.sizes if size_matches(size, s)]
-        check("size", bool(found), f"有{found[0] if found else size}码")
+        if found:
+            got += WEIGHTS["size"]
+            if explain:
+                reasons.append(f"有{found[0]}码")
     if min_price_fen is not None or max_price_fen is not None:
+        asked += WEIGHTS["price"]
         lo = min_price_fen or 0
         hi = max_price_fen if max_price_fen is not None else 10**12
-        budget = (f"¥{yuan(lo)}–¥{yuan(hi)}" if min_price_fen is not None and max_price_fen is not None
-                  else f"≤¥{yuan(hi)}" if max_price_fen is not None else f"≥¥{yuan(lo)}")
-        check("price", lo <= p.price_fen <= hi, f"¥{yuan(p.price_fen)}在预算内（{budget}）")
+        if lo <= p.price_fen <= hi:
+            got += WEIGHTS["price"]
+            if explain:
+                budget = (f"¥{yuan(lo)}–¥{yuan(hi)}" if min_price_fen is not None and max_price_fen is not None
+                          else f"≤¥{yuan(hi)}" if max_price_fen is not None else f"≥¥{yuan(lo)}")
+                reasons.append(f"¥{yuan(p.price_fen)}在预算内（{budget}）")
     if style:
-        check("style", style in p.style, f"风格：{p.style}")
+        asked += WEIGHTS["style"]
+        if style in p.style:
+            got += WEIGHTS["style"]
+            if explain:
+                reasons.append(f"风格：{p.style}")
     if material:
-        check("material", material.lower() in p.material.lower(), f"材质：{p.material}")
+        asked += WEIGHTS["material"]
+        if material.lower() in p.material.lower():
+            got += WEIGHTS["material"]
+            if explain:
+                reasons.append(f"材质：{p.material}")
     if brand:
-        check("brand", p.brand == brand, f"品牌：{p.brand}")
+        asked += WEIGHTS["brand"]
+        if p.brand == brand:
+            got += WEIGHTS["brand"]
+            if explain:
+                reasons.append(f"品牌：{p.brand}")
     if keyword:
-        check("keyword", keyword in p.name or keyword in p.description or keyword in p.aliases,
-              f"符合「{keyword}」")
+        asked += WEIGHTS["keyword"]
+        if keyword in p.name or keyword in p.description or keyword in p.aliases:
+            got += WEIGHTS["keyword"]
+            if explain:
+                reasons.append(f"符合「{keyword}」")
     return (got / asked if asked else 0.5), reasons
 
 
@@ -95,6 +120,7 @@ def recommend(kg: KnowledgeGraph, *, category: str | None = None, color: str | N
     attributes score. Out-of-stock items are left out unless ``in_stock_only=False``. Deterministic: ties by SKU.
     """
     excluded = set(exclude_skus)
+    asked = (category, color, size, min_price_fen, max_price_fen, style, material, brand, keyword)
     pool = []
     snap = snapshot or kg.snapshot()
     by_category = snap.cache.get("by_category")
@@ -110,23 +136,20 @@ def recommend(kg: KnowledgeGraph, *, category: str | None = None, color: str | N
             continue
         if min_price_fen is not None and p.price_fen < min_price_fen:
             continue
-        rel, reasons = _relevance(p, category=category, color=color, size=size, min_price_fen=min_price_fen,
-                                  max_price_fen=max_price_fen, style=style, material=material, brand=brand,
-                                  keyword=keyword)
-        stock_bonus = 0.01 * min(math.log10(1 + p.stock), 3) / 3  # breaks ties towards what can ship
-        pool.append((rel + stock_bonus, rel, reasons, p))
-    pool.sort(key=lambda t: (-t[0], t[3].sku))
-    pool = pool[:max(50, limit * 10)]  # MMR over the best candidates only: O(k × pool)
+        rel, _ = _relevance(p, *asked)
+        stock_bonus = 0.01 * min(p.stock, 999) / 999  # breaks ties towards what can ship
+        pool.append((rel + stock_bonus, rel, p))
+    pool = heapq.nsmallest(max(50, limit * 10), pool, key=lambda t: (-t[0], t[2].sku))  # MMR over the best candidates only: O(k × pool)
     chosen: list[Recommendation] = []
     while pool and len(chosen) < limit:
         best_i, best_score = 0, -math.inf
-        for i, (rel_b, _, _, p) in enumerate(pool):
+        for i, (rel_b, _, p) in enumerate(pool):
             penalty = max((similarity(p, c.product) for c in chosen), default=0.0)
             score = lambda_ * rel_b - (1 - lambda_) * penalty
             if score > best_score + 1e-12:
                 best_i, best_score = i, score
-        rel_b, rel, reasons, p = pool.pop(best_i)
-        reasons = list(reasons)
+        rel_b, rel, p = pool.pop(best_i)
+        reasons = _relevance(p, *asked, explain=True)[1]
         if chosen:
             if all(c.product.brand != p.brand for c in chosen):
                 reasons.append(f"换个品牌：{p.brand}")
