@@ -201,3 +201,13 @@ def test_detect_format(tmp_path, openai_jsonl):
     assert readers.sniff_encoding(p) == "utf-8"
     p.write_bytes("顾客：你好\n".encode("gbk"))
     assert readers.sniff_encoding(p) == "gb18030"
+
+
+def test_read_a_folder(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", openai_rows())
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.txt").write_text("顾客：在吗\n客服：在的\n", encoding="utf-8")
+    (tmp_path / "products.csv").write_text("sku,name\nSL-1,冲锋衣\n", encoding="utf-8")
+    skipped = []
+    dialogues, rejects = split(read_dialogues(tmp_path, unrecognised=lambda p, why: skipped.append(p.name)))
+    assert len(dialogues) == 4 and not rejects and skipped == ["products.csv"]

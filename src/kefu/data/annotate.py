@@ -240,46 +240,47 @@ class RuleAnnotator:
 
     @staticmethod
     def _rule_entity(m: re.Match) -> tuple[str | None, str | None]:
+        """(type, normalised value) of one PATTERNS match; ``lastgroup`` names the alternative that matched."""
         kind = m.lastgroup
         g = m.group
-        if g("promo_full"):
-            t, r = _fen(g("pf_t")), _fen(g("pf_r"))
-            prefix = "per_full_reduction" if g("promo_full").startswith("每") else "full_reduction"
-            return "promotion", f"{prefix}:{t}:{r}"
-        if g("promo_disc"):
-            if g("pd_n"):
-                rate = round(float(g("pd_n")) * 10)
-            else:
-                rate = _CN_DIGITS[g("pd_a")] * 10 + (_CN_DIGITS[g("pd_b")] if g("pd_b") else 0)
-            return "promotion", f"discount:{rate}"
-        if g("tracking"):
-            return "logistics", None if g("tracking").startswith("[") else g("tracking")
-        if g("order"):
-            return "order_no", g("order_no") or (g("order") if g("order").isdigit() else None)
-        if g("money"):
+        if kind == "money":
             amount = g("m_a") or g("m_b")
             return "money", _fen(amount) if amount else None
-        if g("date"):
-            if g("d_y"):
-                return "time", f"{int(g('d_y')):04d}-{int(g('d_m')):02d}-{int(g('d_d')):02d}"
-            if g("d_m2"):
-                return "time", f"--{int(g('d_m2')):02d}-{int(g('d_d2')):02d}"
-            return "time", None
-        if g("duration"):
-            n = cn_number(g("du_n"))
-            return ("time", f"P{n}{_DURATION_UNITS[g('du_u')]}") if n is not None else (None, None)
-        if g("relative"):
-            return "time", _RELATIVE_DAYS.get(g("relative"), g("relative"))
-        if g("quantity"):
+        if kind == "quantity":
             n = cn_number(g("q_n"))
             return ("quantity", str(n)) if n is not None else (None, None)
-        if g("size"):
+        if kind == "duration":
+            n = cn_number(g("du_n"))
+            return ("time", f"P{n}{_DURATION_UNITS[g('du_u')]}") if n is not None else (None, None)
+        if kind == "relative":
+            return "time", _RELATIVE_DAYS.get(g("relative"), g("relative"))
+        if kind == "size":
             if g("s_n"):
                 return "size", g("s_n")
             if g("s_h"):
                 return "size", g("size")
             return "size", g("s_l").upper()
-        if kind == "sku" or g("sku"):
+        if kind == "promo_full":
+            t, r = _fen(g("pf_t")), _fen(g("pf_r"))
+            prefix = "per_full_reduction" if g("promo_full").startswith("每") else "full_reduction"
+            return "promotion", f"{prefix}:{t}:{r}"
+        if kind == "promo_disc":
+            if g("pd_n"):
+                rate = round(float(g("pd_n")) * 10)
+            else:
+                rate = _CN_DIGITS[g("pd_a")] * 10 + (_CN_DIGITS[g("pd_b")] if g("pd_b") else 0)
+            return "promotion", f"discount:{rate}"
+        if kind == "tracking":
+            return "logistics", None if g("tracking").startswith("[") else g("tracking")
+        if kind == "order":
+            return "order_no", g("order_no") or (g("order") if g("order").isdigit() else None)
+        if kind == "date":
+            if g("d_y"):
+                return "time", f"{int(g('d_y')):04d}-{int(g('d_m')):02d}-{int(g('d_d')):02d}"
+            if g("d_m2"):
+                return "time", f"--{int(g('d_m2')):02d}-{int(g('d_d2')):02d}"
+            return "time", None
+        if kind == "sku":
             return "product", g("sku")
         return None, None
 

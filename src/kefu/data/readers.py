@@ -811,6 +811,7 @@ def read_dialogues(path: str | Path, format: str = "auto", on_error: str = "skip
     ``fail`` raises :class:`KefuError` at the first problem. ``progress(n)`` is called with bytes read.
     ``unrecognised(path, reason)``, when given, is told about valid files that hold no chat logs instead of a Reject.
     Dialogues are raw (not cleaned): roles are ``system``/``user``/``assistant``; ``meta`` has ``source``/``line``.
+    A folder is read file by file (as ``kefu prepare`` walks it); files in it that hold no chat logs are skipped.
     """
     path = Path(path)
     if format not in ("auto", *FORMATS):
@@ -818,7 +819,7 @@ def read_dialogues(path: str | Path, format: str = "auto", on_error: str = "skip
     if on_error not in ("skip", "fail"):
         raise KefuError(f"on_error must be 'skip' or 'fail', not {on_error!r}")
     if path.is_dir():
-        raise KefuError(f"{path} is a folder; use kefu.data.pipeline.expand_inputs to list its files")
+        return _read_folder(path, format, on_error, progress, unrecognised)
     if not path.exists():
         raise KefuError(f"{path}: no such file")
 
@@ -839,6 +840,16 @@ def read_dialogues(path: str | Path, format: str = "auto", on_error: str = "skip
         return _read_json(path, encoding, fmt, progress)
 
     return _guarded(path, on_error, make, unrecognised)
+
+
+def _read_folder(path: Path, format: str, on_error: str, progress: Progress | None,
+                 unrecognised: Callable[[Path, str], None] | None) -> Iterator[Dialogue | Reject]:
+    """Every chat-log file under a folder, in a stable order; files holding no chat logs are passed over."""
+    from kefu.data.pipeline import expand_inputs
+
+    for file, _ in expand_inputs([path]):
+        yield from read_dialogues(file, format, on_error, progress=progress,
+                                  unrecognised=unrecognised or (lambda p, why: None))
 
 
 def input_size(path: Path) -> int:
