@@ -251,21 +251,33 @@ _DEFAULT_CONTEXT: dict[str, tuple[str, ...]] = {
 }
 # Looked for up to this many characters before a bare digit run that no validator accepted.
 _WINDOW_CONTEXT = {
-    "order_no": ("订单", "单号"),
+    "order_no": ("订单", "单号", "这单", "这个单", "下单", "退货", "退款", "换货", "到哪"),
+    "wechat": ("微信", "薇信", "vx", "VX", "wx", "WX"),
+    "qq": ("QQ", "qq", "扣扣"),
     "tracking_no": ("快递", "物流", "运单", "包裹", "顺丰", "圆通", "中通", "申通", "韵达", "极兔", "邮政", "EMS",
                     "德邦", "京东物流"),
 }
 _WINDOW = 20
 _CLAUSE_ENDS = "，。！？；,!?;\n"
 # Between a context word and its value: another number or placeholder means the word was about that one.
-_BLOCKS_CONTEXT = re.compile(r"\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d|\[(?!姓名\]|地址\])[^\[\]]{1,12}\]")
+_BLOCKS_CONTEXT = re.compile(r"\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d|\[[^\[\]]{1,12}\]")
+
+
+def _in_spans(spans: list[PiiSpan], i: int) -> bool:
+    return any(sp.start <= i < sp.end for sp in spans)
+
+
+def _blocked(text: str, spans: list[PiiSpan], a: int, b: int) -> bool:
+    """Does text[a:b] hold a number, a placeholder or a span (so a context word before it is about that)?"""
+    return _BLOCKS_CONTEXT.search(text, a, b) is not None or any(a <= sp.start and sp.end <= b for sp in spans)
 
 # Carrier-prefixed tracking numbers (SF1234567890123, JDVA..., JT..., YT...) and UPU S10 (EA123456785CN);
 # the regex finds the shape, _valid_carrier_code checks the prefix.
-_CARRIER_SHAPE = r"[A-Za-z](?<![A-Za-z0-9][A-Za-z])[A-Za-z]{1,4}\d{9,18}(?:[A-Z]{2})?(?![A-Za-z0-9])"
+_CARRIER_SHAPE = r"[A-Za-z](?<![A-Za-z\d][A-Za-z])[A-Za-z]{1,4}\d{9,18}(?:[A-Z]{2})?(?![A-Za-z\d])"
 _CARRIER_PREFIXES = frozenset({"SF", "YT", "ZTO", "ZT", "STO", "JD", "JDVA", "JDVB", "JDVC", "JDVD", "JDVE", "JDVF",
                                "JDX", "JT", "YD", "YUNDA", "EMS", "DPK", "DBL", "LP", "KYE", "HTKY", "BEST", "UC", "TT"})
 _DIGITS_DASHES = re.compile(r"\d+(?:-\d+)*")
+_DIGITS_SPACES = re.compile(r"\d+(?:[ -]\d+)*")
 _CARRIER_PARTS = re.compile(r"([A-Za-z]+)(\d+)([A-Z]*)")
 
 
@@ -335,7 +347,7 @@ _UNITS_RE = _trie_regex(_NUM_UNITS)
 # The leading lookahead lets the regex engine skip positions that cannot start a component (~4x faster).
 _SUFFIX_HIT_RE = re.compile(
     "(?=[0-9A-Za-z" + "".join(sorted({w[0] for w in _SUFFIXES})) + "])(?:"
-    rf"(?P<num>\d{{1,6}}(?:(?:[-－—~～_]\d{{1,6}}){{1,3}}[A-Za-z]?{_UNITS_RE}?|[A-Za-z]?{_UNITS_RE}))"
+    rf"(?P<num>\d{{1,6}}(?:(?:[-－—~～_]\d{{1,6}}){{1,3}}[A-Za-z]?{_UNITS_RE}?|[A-Za-z]?{_UNITS_RE})(?![0-9]))"
     r"|(?P<let>[A-Za-z]{1,2}\d{0,4}(?:号楼|单元|座|栋|幢|区|楼|号|室))"
     rf"|(?P<suf>{_trie_regex(_SUFFIXES)}))"
 )
@@ -345,6 +357,10 @@ _STOP_SET = frozenset(_STOP_CHARS)
 _LEX_ALL = frozenset(DIVISIONS) | frozenset(DIVISION_SHORT)
 _LEX_STRONG = frozenset(DIVISIONS) | frozenset(k for k, v in DIVISION_SHORT.items() if v in ("prov", "city"))
 _MAX_NAME = 10  # characters of a place name before its suffix
+
+
+def _is_ascii_alnum(ch: str) -> bool:
+    return ch.isascii() and ch.isalnum()
 
 
 def _is_namech(ch: str) -> bool:
@@ -525,10 +541,10 @@ class Masker:
         self._scan = re.compile(
             rf"(?=[\d\[A-Za-z+＋(（{first}])(?:"
             rf"(?P<ph>{_PLACEHOLDER_RE_SRC})"
-            r"|(?P<email>[A-Za-z0-9](?<![A-Za-z0-9._%+\-][A-Za-z0-9])[A-Za-z0-9._%+\-]{0,63}@[A-Za-z0-9\-]+"
-            r"(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}(?![A-Za-z0-9]))"
-            rf"|(?P<ctx>{ctx_alt})(?:号码|号)?[\s:：是为]{{0,3}}(?P<code>[A-Za-z0-9][A-Za-z0-9_\-]{{4,39}})"
-            r"(?![A-Za-z0-9_\-@])"
+            r"|(?P<email>[A-Za-z0-9](?<![A-Za-z\d._%+\-][A-Za-z0-9])[A-Za-z0-9._%+\-]{0,63}@[A-Za-z0-9\-]+"
+            r"(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}(?![A-Za-z\d]))"
+            rf"|(?P<ctx>{ctx_alt})(?:号码|号)?[\s:：是为]{{0,3}}(?P<code>[A-Za-z0-9][A-Za-z0-9_\-]{{4,39}}(?: \d{{4,8}}(?![\dA-Za-z]))*)"
+            r"(?![A-Za-z\d_\-@])"
             rf"|(?P<carrier>{_CARRIER_SHAPE})"
             r"|(?P<ip>\d(?<![\d.]\d)\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\d.]))"
             r"|(?P<mmob>1(?<!\d1)[3-9]\d[*＊]{4}\d{4}(?!\d))"
@@ -580,6 +596,7 @@ class Masker:
 
     def _spans(self, text: str) -> list[PiiSpan]:
         spans: list[PiiSpan] = []
+        pending: list[tuple[int, int, str]] = []  # digit runs that only a context word could make PII
         types = self.types
         for m in (self._scan.finditer(text) if _P1_FILTER.search(text) else ()):
             group = m.lastgroup
@@ -592,7 +609,7 @@ class Masker:
                 if "email" in types:
                     spans.append(PiiSpan("email", m.start(), m.end(), m.group()))
             elif group == "code":
-                self._context_code(text, m, spans)
+                self._context_code(text, m, spans, pending)
             elif group == "carrier":
                 if "tracking_no" in types and _valid_carrier_code(m.group()):
                     spans.append(PiiSpan("tracking_no", m.start(), m.end(), m.group()))
@@ -603,9 +620,21 @@ class Masker:
                 if "mobile" in types:
                     spans.append(PiiSpan("mobile", m.start(), m.end(), m.group()))
             else:
-                self._digit_run(text, m.start(), m.group(), spans)
+                self._digit_run(text, m.start(), m.group(), spans, pending)
         if self._p2_filter is not None and self._p2_filter.search(text):
             spans = self._names_and_addresses(text, spans)
+        if pending:
+            # decided after names/addresses: a context word inside an address, or an address between the word and
+            # the number, must count the same way when the text is masked again
+            added = False
+            for start, end, digits in pending:
+                if all(end <= sp.start or start >= sp.end for sp in spans):
+                    typ = self._typed(self._window_context(text, start, end, digits, spans))
+                    if typ:
+                        spans.append(PiiSpan(typ, start, end, text[start:end]))
+                        added = True
+            if added:
+                spans.sort(key=lambda x: x.start)
         if spans and "name" in types:
             spans = self._listed_names(text, spans)
         return spans
@@ -648,14 +677,18 @@ class Masker:
     def _typed(self, typ: str | None) -> str | None:
         return typ if typ in self.types else None
 
-    def _context_code(self, text: str, m: re.Match[str], spans: list[PiiSpan]) -> None:
+    def _context_code(self, text: str, m: re.Match[str], spans: list[PiiSpan],
+                      pending: list[tuple[int, int, str]]) -> None:
         """A value right after a context word (订单号：..., 卡号 ..., QQ ...)."""
         code = m.group("code")
         word = m.group("ctx")
         ctx = self._ctx_type[word]
+        if " " in code and ctx not in ("order_no", "tracking_no"):  # "手机13812345678 2222": groups of their own
+            self._digit_run(text, m.start("code"), code, spans, pending) if _DIGITS_SPACES.fullmatch(code) else None
+            return
         if word.isascii() and m.start() > 0 and text[m.start() - 1].isascii() and text[m.start() - 1].isalpha():
             if _DIGITS_DASHES.fullmatch(code):  # "box order 12345678": the word is part of another word
-                self._digit_run(text, m.start("code"), code, spans)
+                self._digit_run(text, m.start("code"), code, spans, pending)
             return
         if word.isascii() and m.end("ctx") == m.start("code") and not code.isdigit():
             if word.lower() == "wx" and code.startswith("id_") and "wechat" in self.types:  # wxid_xxxxxx
@@ -671,7 +704,7 @@ class Masker:
                 if ctx == "order_no" and self._window_re.search(text, max(0, m.start() - _WINDOW), m.start("code")):
                     near = max(self._window_re.finditer(text, max(0, m.start() - _WINDOW), m.start("code")),
                                key=lambda x: x.start())
-                    typ = self._window_type[near.group()] if near.group() not in ("订单", "单号") else ctx
+                    typ = "tracking_no" if self._window_type[near.group()] == "tracking_no" else ctx
                 else:
                     typ = ctx
         elif ctx == "bank_card" and d.isdigit():
@@ -688,31 +721,51 @@ class Masker:
             elif re.fullmatch(r"[A-Za-z][A-Za-z0-9_\-]{5,19}", code):
                 typ = "wechat"
         if typ is None and _DIGITS_DASHES.fullmatch(d):
-            self._digit_run(text, m.start("code"), code, spans)
+            self._digit_run(text, m.start("code"), code, spans, pending)
             return
         typ = self._typed(typ)
         if typ:
             spans.append(PiiSpan(typ, m.start("code"), m.end("code"), code))
 
-    def _window_context(self, text: str, start: int) -> str | None:
-        """Type announced by an order/logistics word earlier in the same clause ("订单好像有问题 5566778899001"),
-        provided nothing number-like stands between. Lengths play no part, so masking cannot change the answer."""
+    def _window_context(self, text: str, start: int, end: int, digits: str, spans: list[PiiSpan]) -> str | None:
+        """Type announced by an order/logistics/WeChat word elsewhere in the same clause ("订单好像有问题
+        5566778899001", "2611131387837576这个订单"), provided nothing number-like stands between. Lengths play no
+        part, so masking something else cannot change the answer."""
         lo = max(text.rfind(c, 0, start) for c in _CLAUSE_ENDS) + 1
+        hi = min((i for i in (text.find(c, end) for c in _CLAUSE_ENDS) if i >= 0), default=len(text))
+        if not text[lo:start].strip() and not text[end:hi].strip():  # alone in its clause: look at the neighbours
+            lo = max(text.rfind(c, 0, max(lo - 1, 0)) for c in _CLAUSE_ENDS) + 1 if lo else lo
+            hi = min((i for i in (text.find(c, hi + 1) for c in _CLAUSE_ENDS) if i >= 0), default=len(text)) \
+                if hi < len(text) else hi
+        candidates = []
         near = None
         for w in self._window_re.finditer(text, lo, start):
-            if not _inside_brackets(text, w.start()):  # "[物流单号]" holds 单号 but is no context word
-                near = w
-        if near is None or _BLOCKS_CONTEXT.search(text, near.end(), start):
-            return None
-        return self._window_type[near.group()]
+            if not _inside_brackets(text, w.start()) and not _in_spans(spans, w.start()):
+                near = w  # ("[物流单号]" holds 单号 but is no context word)
+        if near is not None and not _blocked(text, spans, near.end(), start):
+            candidates.append(self._window_type[near.group()])
+        for w in self._window_re.finditer(text, end, hi):
+            if not _inside_brackets(text, w.start()) and not _in_spans(spans, w.start()):
+                if not _blocked(text, spans, end, w.start()):
+                    candidates.append(self._window_type[w.group()])
+                break
+        for typ in candidates:
+            if typ in ("wechat", "qq"):
+                if 5 <= len(digits) <= 11 and digits[0] != "0":
+                    return typ
+            elif len(digits) >= 8 and not _date_like(digits):
+                return typ
+        return None
 
-    def _digit_run(self, text: str, start: int, raw: str, spans: list[PiiSpan]) -> None:
+    def _digit_run(self, text: str, start: int, raw: str, spans: list[PiiSpan],
+                   pending: list[tuple[int, int, str]]) -> None:
         """Classify a run of digits (maybe with spaces/dashes/+86/(area) parts); split it when the whole fails."""
         groups = [(g.start(), g.end()) for g in re.finditer(r"\d+[Xx]?", raw)]
         digits = _ascii_digits("".join(raw[a:b] for a, b in groups))
         typ = _classify_digits(digits)
-        if typ is None and len(groups) == 1 and digits.isdigit() and len(digits) >= 8 and not _date_like(digits):
-            typ = self._window_context(text, start)
+        if typ is None and len(groups) == 1 and digits.isdigit() and len(digits) >= 5 and raw.isdecimal():
+            pending.append((start, start + len(raw), digits))
+            return
         if typ is not None:
             typ = self._typed(typ)
             if typ:
@@ -843,6 +896,8 @@ class Masker:
             if t:
                 tail = t.group()
                 tail = tail[:min((tail.find(w) for w in _STOP_WORDS if w in tail), default=len(tail))]
+                if end + len(tail) < b and _is_ascii_alnum(text[end + len(tail)]):
+                    tail = tail.rstrip("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")  # no cut runs
                 end += len(tail.rstrip("-_#"))
         return start, end
 
