@@ -242,3 +242,25 @@ def test_cli_mask_is_one_line_per_line():
     assert "13812345678" not in out[0] and "[手机号]" in out[0]
     assert out[1] == "" and out[2] == "满300减50，XL码299元"
     assert "example.com" not in out[3]
+
+
+class KeywordTagger:
+    """A stand-in for a learned tagger: every customer turn is 'other', one fake entity per turn."""
+
+    def __init__(self, catalogue=None):
+        self.catalogue = catalogue
+
+    def annotate(self, turns):
+        from kefu.types import Entity
+
+        intents = ["other" for t in turns if t.role == "user"]
+        return intents, [Entity("time", t.content[:1], i, 0, 1, None) for i, t in enumerate(turns) if t.content]
+
+
+def test_annotator_is_pluggable(tmp_path):
+    path = write_jsonl(tmp_path / "x.jsonl", make_rows(5))
+    cfg = PrepareConfig(annotator=f"{__name__}:KeywordTagger", augment=False, val_ratio=0, test_ratio=0)
+    report = prepare([path], tmp_path / "o", cfg)
+    assert set(report["intents"]) == {"other"} and report["entities"]["time"] == 30
+    with pytest.raises(KefuError, match="prepare.annotator"):
+        prepare([path], tmp_path / "p", PrepareConfig(annotator="nowhere:Nothing"))

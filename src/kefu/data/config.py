@@ -61,6 +61,9 @@ class PrepareConfig(BaseModel):
     augment_kinds: list[Literal["paraphrase", "entity_swap", "noise", "injection"]] = Field(
         default_factory=lambda: ["paraphrase", "entity_swap", "noise", "injection"])
     catalogue: str | None = None  # products.csv for entity lexicons
+    # "module:Class" of an Annotator (kefu.data.annotate.Annotator protocol), built in each worker with
+    # ``Class(catalogue=Catalogue | None)``; the rule annotator by default. Lets a learned tagger replace the rules.
+    annotator: str = "kefu.data.annotate:RuleAnnotator"
     workers: int = Field(0, ge=0, le=64)  # 0: one per CPU core (at most 4); 1: in-process
     normalize: NormalizeConfig = NormalizeConfig()
     filters: FilterConfig = FilterConfig()

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from kefu.data import augment as aug
-from kefu.data.annotate import Catalogue, RuleAnnotator
+from kefu.data.annotate import Annotator, Catalogue
 from kefu.data.config import PrepareConfig
 from kefu.data.dedup import Deduplicator, MinHasher, exact_key, shingle_text
 from kefu.data.normalize import clean_turns, quality_reason
@@ -89,7 +89,7 @@ class _Worker:
     def __init__(self, config: PrepareConfig, catalogue: str | None):
         self.cfg = config
         self.catalogue = Catalogue.from_csv(catalogue) if catalogue else None
-        self.annotator = RuleAnnotator(self.catalogue) if config.annotate else None
+        self.annotator = load_annotator(config.annotator, self.catalogue) if config.annotate else None
         self.hasher = MinHasher(config.dedup.num_perm, config.dedup.shingle) if config.dedup.near else None
         self.mask = None
         if config.mask_pii:
@@ -134,6 +134,21 @@ class _Worker:
                 generated.append((kind, _dumps(Dialogue(f"{record_id}#{kind}", new_turns, a_meta)), a_intents,
                                   [e.type for e in a_entities]))
         return ("ok", line, key, sig, split, tier, intents, [e.type for e in entities], pii, len(turns), generated)
+
+
+def load_annotator(spec: str, catalogue: Catalogue | None) -> Annotator:
+    """Build the annotator named ``"module:Class"`` (see :class:`kefu.data.annotate.Annotator`)."""
+    import importlib
+
+    module_name, _, class_name = spec.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise KefuError(f"prepare.annotator: cannot load {spec!r} ({exc}); expected 'module:Class'") from None
+    annotator = cls(catalogue=catalogue)
+    if not callable(getattr(annotator, "annotate", None)):
+        raise KefuError(f"prepare.annotator: {spec!r} has no annotate(turns) method")
+    return annotator
 
 
 def _entity_dict(e) -> dict[str, Any]:
@@ -196,6 +211,8 @@ def prepare(inputs: list[Path], out_dir: Path, config: PrepareConfig, catalogue:
     catalogue = Path(catalogue) if catalogue else (Path(config.catalogue) if config.catalogue else None)
     if catalogue is not None and not catalogue.is_file():
         raise KefuError(f"{catalogue}: catalogue file not found")
+    if config.annotate:
+        load_annotator(config.annotator, None)  # fail early, in the parent, on a bad annotator setting
     files = expand_inputs([Path(p) for p in inputs], out_dir, catalogue)
     if not files:
         raise KefuError(f"no input files found in {', '.join(str(p) for p in inputs)}")
