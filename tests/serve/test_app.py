@@ -323,3 +323,9 @@ def test_adapter_hot_load_endpoint_needs_deploy_permission(tiny, tmp_path, kefu_
                    json={"model": "shop-v2", "messages": [{"role": "user", "content": "帮我推荐一款帐篷"}]})
         assert r.status_code == 200 and r.json()["kefu"]["model"] == "shop-v2"
     assert any(e["action"] == "serve.adapter.load" and e["object"] == "shop-v2" for e in audit.entries())
+
+
+def test_follow_up_turn_is_about_the_product_under_discussion(client):
+    chat(client, "SL-10002怎么样", session_id="fu")
+    r = chat(client, "那它多少钱", session_id="fu")
+    assert r.json()["choices"][0]["message"]["content"] == "轻量羽绒服的价格是¥599。"

@@ -28,7 +28,7 @@ def test_batched_generation_matches_one_at_a_time(tiny):
 
     single, single_batches = asyncio.run(run(1))
     batched, batches = asyncio.run(run(8))
-    assert single_batches == [1, 1, 1, 1]
+    assert list(single_batches) == [1, 1, 1, 1]
     assert max(batches) > 1, batches
     assert batched == single
     assert all(single)

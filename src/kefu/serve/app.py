@@ -240,7 +240,10 @@ def create_app(service: ChatService, *, auth: Authenticator | None = None,
             raise ApiError(400, message, param=loc) from exc
         data = req.model_dump()
         source = data.pop("source")
-        feedback_id = service.add_feedback(data, caller_id=who.id, source=source)
+        from starlette.concurrency import run_in_threadpool
+
+        # the durable commit (fsync) runs off the event loop so streaming answers are not held up
+        feedback_id = await run_in_threadpool(service.add_feedback, data, caller_id=who.id, source=source)
         metrics.requests.labels("/v1/feedback", req.kind, "ok").inc()
         return {"id": feedback_id, "object": "feedback", "status": "stored"}
 

@@ -16,6 +16,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Protocol
@@ -61,6 +62,7 @@ class _Request:
     queue: asyncio.Queue
     enqueued: float = field(default_factory=time.perf_counter)
     cancelled: bool = False
+    first_token_at: float | None = None
 
     def push(self, item: Any) -> None:
         try:
@@ -90,6 +92,8 @@ class _BatchStreamer:
             if self.done[row]:
                 continue
             req = self.requests[row]
+            if req.first_token_at is None:
+                req.first_token_at = time.perf_counter()
             if token in self.eos_ids or req.cancelled:
                 self.done[row] = True
                 continue
@@ -152,7 +156,8 @@ class LocalEngine:
         self._task: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kefu-gen")
         self._model_lock = threading.Lock()
-        self.batches: list[int] = []  # sizes of the batches run (for metrics and tests)
+        self.batches: deque[int] = deque(maxlen=1000)  # sizes of the recent batches (metrics, tests, bench)
+        self.ttfts: deque[float] = deque(maxlen=1000)  # queue + prefill time to the first generated token, s
         eos = set()
         for source in (getattr(tokenizer, "eos_token_id", None), getattr(model.generation_config, "eos_token_id", None)):
             if isinstance(source, int):
@@ -276,6 +281,8 @@ class LocalEngine:
                 yield item
         finally:
             req.cancelled = True
+            if req.first_token_at is not None:
+                self.ttfts.append(req.first_token_at - req.enqueued)
 
     async def close(self) -> None:
         if self._task is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 import uuid
 from collections import deque
@@ -32,6 +33,7 @@ SYSTEM_PROMPT = ("你是「{shop}」的在线客服。回答简洁、礼貌、�
                  "不确定时请如实说明并建议转人工。")
 HANDOFF_TEXT = "好的，已为您转接人工客服，请稍候，客服同事会根据您之前的描述继续为您处理。"
 BUSY_HANDOFF_TEXT = "抱歉，系统暂时繁忙，已为您转接人工客服，请稍候。"
+FOLLOW_UP = re.compile(r"^(?:那|这|它|还|有没有|换)|这款|这件|这个|那款|那件|同款|它")
 PERSONAL_FACTS = ("order", "logistics", "order_not_found")  # per-customer answers: never cached
 
 
@@ -302,7 +304,11 @@ class ChatService:
         # 3. tools and knowledge
         tool_result = self.order_lookup(order_no, customer_id, text) if (wants_tool and order_no) else None
         tool_text = format_order(tool_result) if tool_result is not None else None
-        facts = self.retriever(text, customer_id)
+        # a follow-up ("那黑色的呢", "这款有XL吗") is about the product under discussion
+        lookup = text
+        if context and FOLLOW_UP.search(text):
+            lookup = f"{context} {text}"
+        facts = self.retriever(lookup, customer_id)
         kg_answer = getattr(facts, "answer", None) if facts is not None else None
         decision = self.router.decide(text, failures=session.failures, light_answer=bool(kg_answer),
                                       tool_answer=bool(tool_text), intent=intent)
