@@ -328,7 +328,11 @@ def prepare(inputs: list[Path], out_dir: Path, config: PrepareConfig, catalogue:
 def _audit(files: list[tuple[Path, bool]], out_dir: Path, report: dict[str, Any]) -> None:
     from kefu.safety import audit
 
-    inputs = [{"path": str(p), "sha256": sha256_file(p), "bytes": p.stat().st_size} for p, _ in files]
+    paths = [p for p, _ in files]
+    for p, _ in files:  # the files a dataset_info.json points to are inputs too
+        if p.name == "dataset_info.json":
+            paths += sorted(f for f in dataset_info_files(p) if f.is_file())
+    inputs = [{"path": str(p), "sha256": sha256_file(p), "bytes": p.stat().st_size} for p in paths]
     outputs = {name: sha256_file(out_dir / name) for name in (*OUTPUTS, "report.json")}
     combined = hashlib.sha256("".join(outputs[n] for n in sorted(outputs)).encode()).hexdigest()
     audit.record("prepare", str(out_dir), digest=combined, details={
