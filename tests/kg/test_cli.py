@@ -57,3 +57,12 @@ def test_cli_errors_are_clear(shop_dir, tmp_path):
     assert "unknown SKU SL-404" in str(result.exception)
     result = runner.invoke(app, ["kg", "price", "--cart", str(cart), "--at", "2026-11-12 10:00"])
     assert "UTC offset" in str(result.exception)
+
+
+def test_url_from_config_file(shop_dir, tmp_path):
+    db = tmp_path / "elsewhere.db"
+    config = tmp_path / "kefu.yaml"
+    config.write_text(f"kg:\n  url: sqlite:///{db}\n", encoding="utf-8")
+    result = runner.invoke(app, ["kg", "import", str(shop_dir), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert db.exists() and str(db) in result.output

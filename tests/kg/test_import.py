@@ -172,3 +172,22 @@ def test_promotion_referencing_a_stored_sku_imports_alone(shop_dir):
 def test_default_url_is_under_kefu_home(kefu_home):
     kg = KnowledgeGraph.open()
     assert str(kefu_home) in kg.url and kg.url.startswith("sqlite:///")
+
+
+def test_schema_compiles_for_postgresql():
+    from sqlalchemy.dialects import postgresql
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    from kefu.kg.store import Base
+
+    for table in Base.metadata.sorted_tables:
+        ddl = str(CreateTable(table).compile(dialect=postgresql.dialect()))
+        assert table.name in ddl
+        for index in table.indexes:
+            str(CreateIndex(index).compile(dialect=postgresql.dialect()))
+    assert "JSON" in str(CreateTable(Base.metadata.tables["kg_products"]).compile(dialect=postgresql.dialect()))
+
+
+def test_bad_url_is_a_clear_error():
+    with pytest.raises(KefuError, match="cannot open the knowledge graph at nosuchdb://"):
+        KnowledgeGraph.open("nosuchdb://x")
