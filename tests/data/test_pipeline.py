@@ -264,3 +264,19 @@ def test_annotator_is_pluggable(tmp_path):
     assert set(report["intents"]) == {"other"} and report["entities"]["time"] == 30
     with pytest.raises(KefuError, match="prepare.annotator"):
         prepare([path], tmp_path / "p", PrepareConfig(annotator="nowhere:Nothing"))
+
+
+def test_variant_annotations_equal_a_fresh_annotation():
+    from kefu.data import augment as aug
+    from kefu.data.annotate import RuleAnnotator
+    from kefu.data.dedup import exact_key
+    from kefu.data.pipeline import _Worker
+    from kefu.types import Turn
+
+    worker = _Worker(PrepareConfig(), None)
+    fresh = RuleAnnotator()
+    for row in make_rows(30):
+        turns = [Turn(m["role"], m["content"]) for m in row["messages"]]
+        intents, entities = fresh.annotate(turns)
+        for kind, new_turns in aug.augment(turns, exact_key(turns), 1, 4.0, list(aug.KINDS), entities):
+            assert worker._annotate_variant(turns, intents, entities, new_turns) == fresh.annotate(new_turns), kind

@@ -55,7 +55,8 @@ class MinHasher:
             h = h * np.uint64(1000003) + cps[j:n + j]
         h = (h ^ (h >> np.uint64(29))) & _MASK32  # repeated shingles do not change the minimum: no unique()
         # multiply-shift hashing: ((a * x + b) mod 2^64) >> 32 is a universal family; the min over shingles per row
-        return ((np.multiply.outer(h, self.a) + self.b) >> np.uint64(32)).min(axis=0).astype(np.uint32)
+        # (shifting after the min is the same: the shift is monotone)
+        return ((np.multiply.outer(h, self.a) + self.b).min(axis=0) >> np.uint64(32)).astype(np.uint32)
 
 
 def shingle_text(turns: list[Turn]) -> str:

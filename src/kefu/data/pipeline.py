@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from kefu.data import augment as aug
-from kefu.data.annotate import Annotator, Catalogue
+from kefu.data.annotate import Annotator, Catalogue, RuleAnnotator
 from kefu.data.config import PrepareConfig
 from kefu.data.dedup import Deduplicator, MinHasher, exact_key, shingle_text
 from kefu.data.normalize import clean_turns, quality_reason
@@ -31,7 +31,7 @@ from kefu.data.readers import DATA_SUFFIXES, dataset_info_files, read_dialogues
 from kefu.data.report import build_report, render_markdown
 from kefu.data.split import SPLITS, assign_split
 from kefu.safety.audit import sha256_file
-from kefu.types import Dialogue, KefuError, Reject, Turn
+from kefu.types import Dialogue, Entity, KefuError, Reject, Turn
 
 OUTPUTS = ("train.jsonl", "val.jsonl", "test.jsonl", "rejects.jsonl")
 CHUNK = 256  # dialogues per task sent to a worker
@@ -126,14 +126,45 @@ class _Worker:
         if cfg.augment and split == "train" and cfg.augment_ratio > 0:
             for kind, new_turns in aug.augment(turns, key, cfg.seed, cfg.augment_ratio, list(cfg.augment_kinds),
                                                entities, self.catalogue):
-                a_intents, a_entities = (self.annotator.annotate(new_turns) if self.annotator is not None
-                                         else ([], []))
+                a_intents, a_entities = self._annotate_variant(turns, intents, entities, new_turns)
                 a_meta = {"source": meta.get("source"), "line": meta.get("line"), "tier": 3, "split": "train",
                           "augment": kind, "parent": record_id, "intents": a_intents,
                           "entities": [_entity_dict(e) for e in a_entities], "pii_counts": pii}
                 generated.append((kind, _dumps(Dialogue(f"{record_id}#{kind}", new_turns, a_meta)), a_intents,
                                   [e.type for e in a_entities]))
         return ("ok", line, key, sig, split, tier, intents, [e.type for e in entities], pii, len(turns), generated)
+
+
+    def _annotate_variant(self, turns: list[Turn], intents: list[str], entities: list, new_turns: list[Turn]
+                          ) -> tuple[list[str], list]:
+        """Annotations of a tier-3 variant. The rule annotator labels each turn on its own, so turns the variant
+        left unchanged reuse the parent's labels (only reworded or inserted turns are annotated again)."""
+        if self.annotator is None:
+            return [], []
+        if not isinstance(self.annotator, RuleAnnotator):
+            return self.annotator.annotate(new_turns)
+        known: dict[tuple[str, str], tuple[str | None, list]] = {}
+        user_intents = iter(intents)
+        by_turn: dict[int, list] = {}
+        for e in entities:
+            by_turn.setdefault(e.turn, []).append(e)
+        for i, t in enumerate(turns):
+            known[(t.role, t.content)] = (next(user_intents, "other") if t.role == "user" else None, by_turn.get(i, []))
+        out_intents: list[str] = []
+        out_entities: list = []
+        for i, t in enumerate(new_turns):
+            if t.role == "system":
+                continue
+            hit = known.get((t.role, t.content))
+            if hit is None:
+                found = self.annotator.entities(t.content, i)
+                intent = self.annotator.intent(t.content, {e.type for e in found}) if t.role == "user" else None
+            else:
+                intent, found = hit[0], [Entity(e.type, e.text, i, e.start, e.end, e.value) for e in hit[1]]
+            out_entities.extend(found)
+            if t.role == "user":
+                out_intents.append(intent)
+        return out_intents, out_entities
 
 
 def load_annotator(spec: str, catalogue: Catalogue | None) -> Annotator:
