@@ -27,3 +27,26 @@ def test_config_errors_name_file_and_field(tmp_path):
         load_config(path)
     with pytest.raises(KefuError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_main_exit_codes(monkeypatch, capsys):
+    """User errors exit 2 with one line; a command's own non-zero exit code survives main()."""
+    import sys
+
+    from kefu import cli
+
+    monkeypatch.setattr(sys, "argv", ["kefu", "models", "rollback"])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == 2 and "nothing is promoted" in capsys.readouterr().err
+
+    import typer
+
+    @cli.app.command("_exit3", hidden=True)
+    def _exit3():
+        raise typer.Exit(3)
+
+    monkeypatch.setattr(sys, "argv", ["kefu", "_exit3"])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == 3

@@ -48,7 +48,9 @@ _register_stages()
 def main() -> None:
     """Entry point: user-facing errors become one clear line and exit code 2, not a traceback."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns typer.Exit's code instead of raising in this mode
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except KefuError as exc:
         console.print(f"[bold red]error:[/] {exc}")
         sys.exit(2)

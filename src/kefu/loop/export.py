@@ -1,0 +1,188 @@
+"""Export a trained run for serving: a merged HF folder (with a parity check), an INT8 CPU build, a vLLM adapter.
+
+- ``merge``: base + LoRA folded into plain weights (``merge_and_unload``), saved with the tokenizer; before saving we
+  compare the merged model's logits with base + adapter on probe prompts and refuse an export that drifts past
+  ``atol``.
+- ``int8``: the merged model's linear layers dynamically quantised to INT8 (``torch.ao`` dynamic quantisation, CPU);
+  ``load_int8`` rebuilds it. Size, decode latency and agreement with the fp32 model are measured and written down.
+- ``vllm_adapter``: the adapter folder plus the exact ``vllm serve`` command for multi-LoRA serving.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from kefu.safety import audit
+from kefu.types import KefuError
+
+PROBES = [
+    [{"role": "user", "content": "这件冲锋衣有黑色L码吗？"}],
+    [{"role": "user", "content": "满300减50可以和优惠券一起用吗"}],
+    [{"role": "user", "content": "我的快递三天没动了，怎么回事？"}, {"role": "assistant", "content": "亲，我帮您查一下物流。"},
+     {"role": "user", "content": "麻烦快一点"}],
+]
+INT8_WEIGHTS = "int8_state_dict.pt"
+
+
+def run_parts(run: str | Path) -> tuple[str, Path]:
+    """A train run's base model name and adapter folder (RUN/config.yaml + RUN/adapter)."""
+    run = Path(run)
+    adapter = run / "adapter"
+    if not (adapter / "adapter_config.json").is_file():
+        raise KefuError(f"{run}: no trained adapter at {adapter} (run `kefu train` first)")
+    config_file = run / "config.yaml"
+    if not config_file.is_file():
+        raise KefuError(f"{config_file}: missing (needed to know the base model)")
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+    base = (config.get("train") or config).get("model")
+    if not base:
+        raise KefuError(f"{config_file}: no `model` field naming the base model")
+    return str(base), adapter
+
+
+def _probe_batch(tokenizer) -> dict[str, torch.Tensor]:
+    from kefu.train.template import render_prompt
+
+    texts = [render_prompt(tokenizer, messages) for messages in PROBES]
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    finally:
+        tokenizer.padding_side = side
+    return dict(batch)
+
+
+@torch.no_grad()
+def _logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return model(**batch).logits.float()
+
+
+def _dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def merge(run: str | Path, out: str | Path, *, atol: float = 1e-3) -> dict[str, Any]:
+    """Merge RUN's adapter into its base, check parity, save to ``out``; returns the export report."""
+    from kefu.train.models import license_note, load_model
+
+    base, adapter = run_parts(run)
+    out = Path(out)
+    model, tokenizer = load_model(base, adapter, dtype=torch.float32)
+    batch = _probe_batch(tokenizer)
+    with_adapter = _logits(model, batch)
+    merged = model.merge_and_unload()
+    merged_logits = _logits(merged, batch)
+    mask = batch["attention_mask"].bool()
+    diff = (with_adapter - merged_logits).abs()[mask].max().item()
+    if diff > atol:
+        raise KefuError(f"merged model drifts from base + adapter by {diff:.2e} > {atol:.0e}; export refused")
+    out.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    report = {"kind": "merged", "base_model": base, "adapter": str(adapter), "parity_max_abs_diff": diff,
+              "parity_atol": atol, "size_bytes": _dir_size(out), "license": license_note(base)}
+    (out / "kefu_model.json").write_text(json.dumps({"license": report["license"], "base_model": base,
+                                                     "adapter": str(adapter)}, ensure_ascii=False, indent=2),
+                                         encoding="utf-8")
+    (out / "export_report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+    audit.record("export.merge", str(out), details=report)
+    return report
+
+
+def _quantize(model):
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def load_int8(folder: str | Path):
+    """Rebuild an INT8 export: the architecture from its config, quantised, then its saved INT8 weights."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder = Path(folder)
+    weights = folder / INT8_WEIGHTS
+    if not weights.is_file():
+        raise KefuError(f"{folder}: not an INT8 export ({INT8_WEIGHTS} missing)")
+    config = AutoConfig.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.tie_weights()
+    model = _quantize(model.eval())
+    model.load_state_dict(torch.load(weights, weights_only=False), strict=True)
+    return model, AutoTokenizer.from_pretrained(folder)
+
+
+@torch.no_grad()
+def _decode_ms_per_token(model, batch: dict[str, torch.Tensor], steps: int = 8) -> float:
+    """Mean milliseconds per greedy decode step with the KV cache, prompt excluded."""
+    ids = batch["input_ids"][:1]
+    out = model(input_ids=ids, use_cache=True)
+    past, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+    start = time.perf_counter()
+    for _ in range(steps):
+        out = model(input_ids=token, past_key_values=past, use_cache=True)
+        past, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+    return (time.perf_counter() - start) * 1000 / steps
+
+
+def int8(merged_dir: str | Path, out: str | Path) -> dict[str, Any]:
+    """Quantise a merged export for CPU serving; measure size, decode latency and agreement with fp32."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    merged_dir, out = Path(merged_dir), Path(out)
+    if not (merged_dir / "config.json").is_file():
+        raise KefuError(f"{merged_dir}: not a model folder (run `kefu export --merge` first)")
+    tokenizer = AutoTokenizer.from_pretrained(merged_dir)
+    fp32 = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32).eval()
+    batch = _probe_batch(tokenizer)
+    ref = _logits(fp32, batch)
+    fp32_ms = _decode_ms_per_token(fp32, batch)
+    quantised = _quantize(fp32)
+    got = _logits(quantised, batch)
+    int8_ms = _decode_ms_per_token(quantised, batch)
+    mask = batch["attention_mask"].bool()
+    agree = (ref.argmax(-1) == got.argmax(-1))[mask].float().mean().item()
+    kl = torch.nn.functional.kl_div(got.log_softmax(-1)[mask], ref.log_softmax(-1)[mask], log_target=True,
+                                    reduction="batchmean").item()
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(quantised.state_dict(), out / INT8_WEIGHTS)
+    quantised.config.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    report = {"kind": "int8", "source": str(merged_dir), "size_bytes": _dir_size(out),
+              "fp32_size_bytes": sum(f.stat().st_size for f in merged_dir.glob("*.safetensors")),
+              "fp32_ms_per_token": fp32_ms, "int8_ms_per_token": int8_ms, "top1_agreement": agree,
+              "kl_to_fp32": kl}
+    (out / "export_report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    audit.record("export.int8", str(out), details=report)
+    return report
+
+
+def vllm_adapter(run: str | Path, out: str | Path, name: str = "shop") -> dict[str, Any]:
+    """Copy the adapter for vLLM multi-LoRA serving and write the command that serves it."""
+    from kefu.train.models import resolve_model
+
+    base, adapter = run_parts(run)
+    out = Path(out)
+    target = out / name
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(adapter, target)
+    base_path = resolve_model(base)
+    rank = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8")).get("r", 16)
+    command = (f"vllm serve {base_path} --enable-lora --max-lora-rank {max(8, rank)} "
+               f"--lora-modules {name}={target.resolve()}")
+    (out / "serve_vllm.sh").write_text(f"#!/usr/bin/env bash\n# Serve the base model with the shop adapter; "
+                                       f"clients select it with model=\"{name}\".\n{command}\n", encoding="utf-8")
+    report = {"kind": "vllm", "adapter": str(target), "command": command}
+    audit.record("export.vllm", str(out), details=report)
+    return report

@@ -1,0 +1,62 @@
+import json
+
+from kefu.config import KefuConfig
+from kefu.loop.feedback import FeedbackStore
+from kefu.loop.monthly import run_round
+from kefu.loop.registry import Registry
+from kefu.loop.retrain import gate, mix_training_data
+from kefu.testing import AGENT, CUSTOMER
+
+
+def test_gate_rules():
+    ok, reasons = gate({"old": {"rougeL": 10.0}}, {"old": {"rougeL": 9.6}}, ["rougeL"], 0.5)
+    assert ok and not reasons
+    ok, reasons = gate({"old": {"rougeL": 10.0}}, {"old": {"rougeL": 9.0}}, ["rougeL"], 0.5)
+    assert not ok and "rougeL" in reasons[0]
+    ok, reasons = gate({"old": {}}, {"old": {}}, ["bleu4"], 0.5)
+    assert not ok and "missing" in reasons[0]
+
+
+def test_mix_is_seeded(tmp_path, prepared_old):
+    new = tmp_path / "new.jsonl"
+    new.write_text('{"id":"n1","messages":[]}\n{"id":"n2","messages":[]}\n', encoding="utf-8")
+    a = mix_training_data(new, prepared_old / "train.jsonl", tmp_path / "a.jsonl", replay_ratio=2, seed=1)
+    b = mix_training_data(new, prepared_old / "train.jsonl", tmp_path / "b.jsonl", replay_ratio=2, seed=1)
+    assert a == {"new": 2, "replayed": 4, "old_available": 24}
+    assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
+
+
+def test_monthly_round_end_to_end(tmp_path, tiny_model, tiny_run, prepared_old):
+    """Simulated feedback → analysis → tier-2 data → retrain from the serving adapter → gate → registry."""
+    registry = Registry()
+    registry.register(tiny_run / "adapter", base_model=str(tiny_model))
+    registry.promote("v1")
+    store = FeedbackStore.open()
+    for i in range(12):
+        k = i % len(CUSTOMER)
+        store.add({"kind": "correction", "session_id": f"s{i}", "correction": AGENT[k] + "～" * (i % 3 + 1),
+                   "conversation": [{"role": "user", "content": CUSTOMER[k]},
+                                    {"role": "assistant", "content": "不知道"}]})
+        store.add({"kind": "rating", "session_id": f"s{i}", "rating": 5 if i % 2 else -1,
+                   "conversation": [{"role": "user", "content": CUSTOMER[k]},
+                                    {"role": "assistant", "content": AGENT[k]}]})
+    config = KefuConfig.model_validate({
+        "train": {"model": str(tiny_model), "max_steps": 2, "batch_size": 4, "max_len": 128, "save_steps": 0,
+                  "tensorboard": False},
+        "loop": {"eval_max_samples": 4, "eval_max_new_tokens": 4, "tolerance": 1000.0},
+    })
+    summary = run_round(prepared_old, tmp_path / "round", config=config)
+    assert summary["feedback"] == 24 and summary["dataset"]["kept"] > 0
+    result = summary["retrain"]
+    assert result["promoted"] and result["version"] == "v2" and result["serving_version"] == "v1"
+    assert registry.current()["version"] == "v2" and registry.get("v2")["parent"] == "v1"
+    assert set(result["candidate"]) == {"old"} and "rougeL" in result["candidate"]["old"]
+    assert (tmp_path / "round" / "analysis" / "analysis.html").is_file()
+    saved = json.loads((tmp_path / "round" / "round.json").read_text(encoding="utf-8"))
+    assert saved["retrain"]["version"] == "v2"
+    # a strict gate rejects the next candidate and keeps v2 serving
+    strict = config.model_copy(update={"loop": config.loop.model_copy(update={"tolerance": 0.0,
+                                                                              "gate_metrics": ["no_such_metric"]})})
+    second = run_round(prepared_old, tmp_path / "round2", config=strict)
+    assert not second["retrain"]["promoted"] and registry.current()["version"] == "v2"
+    assert registry.get("v3")["status"] == "rejected"
