@@ -191,3 +191,12 @@ def test_schema_compiles_for_postgresql():
 def test_bad_url_is_a_clear_error():
     with pytest.raises(KefuError, match="cannot open the knowledge graph at nosuchdb://"):
         KnowledgeGraph.open("nosuchdb://x")
+
+
+def test_version_is_content_addressed(shop_dir):
+    first = KnowledgeGraph.open()
+    v1 = first.import_path(shop_dir).version
+    assert first.import_path(shop_dir).version == v1  # same content, same version
+    _edit_json(shop_dir / "policies.json", lambda ps: ps[1]["conditions"].append("附件齐全"))
+    v2 = first.import_path(shop_dir / "policies.json").version
+    assert v2 != v1 and "附件齐全" in first.policy("冲锋衣").conditions

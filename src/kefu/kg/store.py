@@ -218,7 +218,7 @@ class KnowledgeGraph:
                 counts = self._write(session, parsed, replace)
                 version = self._version(session)
                 if any(getattr(parsed, kind) is not None for kind in KNOWLEDGE_KINDS):
-                    version = hashlib.sha256(f"{version}:{digest.hexdigest()}:{replace}".encode()).hexdigest()[:16]
+                    version = self._content_version(session)
                     session.merge(MetaRow(key="version", value=version))
                 session.merge(MetaRow(key="imported_at", value=datetime.now(timezone.utc).isoformat()))
         except SQLAlchemyError as exc:
@@ -317,6 +317,25 @@ class KnowledgeGraph:
         return counts
 
     # ------------------------------------------------------------------------------------------------- version
+    @staticmethod
+    def _content_version(session: Session) -> str:
+        """sha256 of every knowledge row in key order: the same catalogue always has the same version, any change
+        (a price, a promotion window, a policy line) gives a new one. Orders and tickets are not part of it."""
+        h = hashlib.sha256()
+        queries = [select(ProductRow.sku, ProductRow.name, ProductRow.category, ProductRow.brand, ProductRow.price_fen,
+                          ProductRow.stock, ProductRow.data).order_by(ProductRow.sku),
+                   select(RelationRow.sku, RelationRow.relation, RelationRow.target_sku)
+                   .order_by(RelationRow.sku, RelationRow.relation, RelationRow.target_sku),
+                   select(PromotionRow.id, PromotionRow.data).order_by(PromotionRow.id),
+                   select(PolicyRow.category, PolicyRow.data).order_by(PolicyRow.category),
+                   select(PlaybookRow.type, PlaybookRow.data).order_by(PlaybookRow.type),
+                   select(FAQRow.question, FAQRow.answer, FAQRow.intent).order_by(FAQRow.id)]
+        for n, query in enumerate(queries):
+            h.update(f"#{n}".encode())
+            for row in session.execute(query):
+                h.update(dumps(list(row)).encode("utf-8") + b"\n")
+        return h.hexdigest()[:16]
+
     @staticmethod
     def _version(session: Session) -> str:
         row = session.get(MetaRow, "version")
