@@ -2,8 +2,63 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to `app`."""
+
+    @app.command("train")
+    def train_command(
+        data: Path = typer.Option(..., "--data", "-d", help="The prepare stage's folder (train.jsonl, optional "
+                                  "val.jsonl) or a train.jsonl file."),
+        out: Path = typer.Option(..., "--out", "-o", help="Run folder: adapter/, config.yaml, metrics.jsonl, "
+                                 "train_report.json, checkpoints/."),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="gemma3-270m (default), smollm2-135m or a "
+                                            "local Hugging Face folder."),
+        max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N optimizer steps."),
+        epochs: Optional[float] = typer.Option(None, "--epochs"),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Dialogues per optimizer step."),
+        micro_batch_rows: Optional[int] = typer.Option(None, "--micro-batch-rows", help="Packed rows per forward."),
+        max_len: Optional[int] = typer.Option(None, "--max-len", help="Tokens per packed row."),
+        learning_rate: Optional[float] = typer.Option(None, "--lr"),
+        init_adapter: Optional[Path] = typer.Option(None, "--init-adapter", help="Continue from this LoRA adapter."),
+        resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in --out."),
+        last_turn_only: bool = typer.Option(False, "--last-turn-only", help="Loss on the last agent turn only."),
+        system_prompt: Optional[str] = typer.Option(None, "--system-prompt"),
+        precision: Optional[str] = typer.Option(None, "--precision", help="auto|fp32|bf16|fp16"),
+        use_dora: Optional[bool] = typer.Option(None, "--dora/--no-dora"),
+        use_rslora: Optional[bool] = typer.Option(None, "--rslora/--no-rslora"),
+        compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model body."),
+        save_steps: Optional[int] = typer.Option(None, "--save-steps", help="Checkpoint every N steps (0: never)."),
+        seed: Optional[int] = typer.Option(None, "--seed"),
+        no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config file (default ./kefu.yaml)."),
+    ):
+        """Fine-tune a LoRA adapter on prepared dialogues (the same command runs DDP under torchrun)."""
+        import json
+
+        from rich.console import Console
+
+        from kefu.config import load_config
+        from kefu.train.trainer import train
+
+        overrides = {
+            "train.model": model, "train.max_steps": max_steps, "train.epochs": epochs,
+            "train.batch_size": batch_size, "train.micro_batch_rows": micro_batch_rows, "train.max_len": max_len,
+            "train.learning_rate": learning_rate, "train.init_adapter": str(init_adapter) if init_adapter else None,
+            "train.train_on": "last_assistant" if last_turn_only else None, "train.system_prompt": system_prompt,
+            "train.precision": precision, "train.use_dora": use_dora, "train.use_rslora": use_rslora,
+            "train.compile": compile, "train.save_steps": save_steps, "train.seed": seed,
+        }
+        settings = load_config(config, overrides).train
+        report = train(settings, data, out, resume=resume, progress=not no_progress)
+        summary = {k: report[k] for k in ("steps", "final_loss", "val_loss", "supervised_tokens",
+                                          "supervised_tokens_per_s", "train_seconds", "split", "truncated",
+                                          "skipped_no_agent", "adapter")}
+        Console().print_json(json.dumps(summary, ensure_ascii=False))
+        if report.get("license"):
+            Console(stderr=True).print(f"[dim]base model: {report['license']}[/]")

@@ -41,7 +41,8 @@ class TrainConfig(BaseModel):
     seed: int = 42
     # hardware
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 (fp16 + GradScaler without bf16) on GPU, fp32 on CPU")
+        "auto", description="auto: bf16 (fp16 + GradScaler without bf16) on GPU; on CPU bf16 where the CPU "
+                            "has native bf16 matmuls (AVX512-BF16/AMX), else fp32")
     gradient_checkpointing: bool | None = Field(None, description="default: on for GPU, off for CPU")
     compile: bool = Field(False, description="torch.compile the model body")
     # outputs

@@ -141,7 +141,15 @@ def _precision(config: TrainConfig, device: torch.device) -> str:
         return config.precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "fp32"
+    return "bf16" if cpu_has_bf16() else "fp32"
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU does bf16 matmuls natively (AVX512-BF16 / AMX): then bf16 autocast is ~2x faster."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _autocast(precision: str, device: torch.device):
@@ -244,8 +252,9 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, *, resume: boo
     if config.init_adapter and not (Path(config.init_adapter) / "adapter_config.json").is_file():
         raise KefuError(f"{config.init_adapter}: --init-adapter is not a PEFT adapter folder (no adapter_config.json)")
     precision = _precision(config, device)
-    model, tokenizer = load_model(str(model_path), dtype=torch.float32 if precision != "bf16" or device.type == "cpu"
-                                  else torch.bfloat16, trainable=True, device=device)
+    # bf16: frozen base weights stored in bf16 (half the memory traffic); PEFT keeps the LoRA weights in fp32
+    model, tokenizer = load_model(str(model_path), dtype=torch.bfloat16 if precision == "bf16" else torch.float32,
+                                  trainable=True, device=device)
     train_examples, val_examples, stats = load_examples(data, tokenizer, config)
     pad_id = tokenizer.pad_token_id
 
@@ -423,6 +432,10 @@ def _write_adapter(model, tokenizer, config: TrainConfig, folder: Path, model_pa
     model.save_pretrained(tmp)
     adapter_config = json.loads((tmp / "adapter_config.json").read_text(encoding="utf-8"))
     adapter_config["base_model_name_or_path"] = str(model_path)
+    targets = adapter_config.get("target_modules")
+    if config.target_modules == "all-linear" and isinstance(targets, list):
+        # PEFT writes every matched path; the leaf names mean the same here and are what vLLM's loader expects
+        adapter_config["target_modules"] = sorted({name.rsplit(".", 1)[-1] for name in targets})
     (tmp / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2), encoding="utf-8")
     (tmp / "kefu_adapter.json").write_text(json.dumps({
         "base_model": config.model, "base_model_path": str(model_path), "template": template_kind(tokenizer),
