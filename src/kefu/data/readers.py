@@ -52,6 +52,7 @@ SPEAKER_COLUMNS = ["speaker", "role", "from", "sender", "waitersend", "isagent",
 CONTENT_COLUMNS = ["content", "text", "message", "msg", "utterance", "value", "body", "内容", "消息", "文本",
                    "对话内容", "消息内容", "聊天内容"]
 JDDC_SEPARATOR = "!@@@!"
+csv.field_size_limit(1 << 24)  # long pasted messages exceed the 128 KiB default
 
 
 class _BadRecord(Exception):
