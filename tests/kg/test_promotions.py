@@ -270,3 +270,15 @@ def test_many_promotions_stay_exact_against_brute_force():
         cart = [item(f"S{i}", rng.randint(1, 3), rng.randint(100, 30000)) for i in range(6)]
         codes = {f"K{k}" for k in range(9)}
         assert price_cart(cart, promotions, AT, codes).to_dict() == price_cart_bruteforce(cart, promotions, AT, codes).to_dict()
+
+
+def test_explanation_says_why_a_promotion_was_not_used():
+    d95 = promo("D95", "discount", rate_percent=95)
+    rival = promo("P0", "full_reduction", tiers=((30000, 4000),), stack_group="shop")
+    flash = promo("X1", "discount", rate_percent=90, exclusive=True)
+    r = price_cart([item(price=30500)], [FULL, rival, d95, flash], AT)
+    assert r.payable_fen == 25500 and [a.id for a in r.applied] == ["P1"]
+    text = "\n".join(r.explanation)
+    assert "「D95」叠加后实付¥289.75，不如不用（¥255.00）" in text  # 95折 would drop it under the 满300 threshold
+    assert "「X1」为独享优惠" in text and "「P0」与「P1」同属shop组" in text
+    assert r.explanation[1] == "1. 「P1」（满减）：适用商品¥305.00满¥300.00，减¥50.00，省¥50.00"

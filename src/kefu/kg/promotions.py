@@ -433,6 +433,22 @@ def price_cart_bruteforce(items: list[CartItem], promotions: list[Promotion], at
     return _result(items, cart, best_combo, notes, [p for p in usable if _reachable(p, cart)])
 
 
+def _why_not(p: Promotion, combo: tuple[Promotion, ...], cart: _Cart, payable: int) -> str:
+    """Why a promotion in force is not in the chosen combination, in one Chinese clause."""
+    exclusive = next((c for c in combo if c.exclusive), None)
+    if exclusive is not None:
+        return f"「{p.name}」——已选独享优惠「{exclusive.name}」，不与其他优惠同享"
+    if p.exclusive:
+        return f"「{p.name}」为独享优惠，单独使用不如当前组合划算"
+    rival = next((c for c in combo if p.stack_group and c.stack_group == p.stack_group), None)
+    if rival is not None:
+        return f"「{p.name}」与「{rival.name}」同属{p.stack_group}组，只能选一个，已选更划算的"
+    amounts, steps = _evaluate(combo + (p,), cart)
+    if all(step[0].id != p.id for step in steps):
+        return f"「{p.name}」在当前组合下未达到使用门槛"
+    return f"「{p.name}」叠加后实付¥{yuan(sum(amounts))}，不如不用（¥{yuan(payable)}）"
+
+
 def _result(items: list[CartItem], cart: _Cart, combo: tuple[Promotion, ...], notes: list[str],
             considered: list[Promotion]) -> PriceResult:
     total = sum(cart.amounts)
@@ -451,10 +467,8 @@ def _result(items: list[CartItem], cart: _Cart, combo: tuple[Promotion, ...], no
     if not steps:
         explanation.append("没有可用的优惠" if not considered else "可用优惠均未达到使用条件")
     chosen = {p.id for p in combo}
-    skipped = [p for p in considered if p.id not in chosen]
-    if skipped:
-        explanation.append("未叠加：" + "、".join(f"「{p.name}」" for p in skipped[:5])
-                           + ("等" if len(skipped) > 5 else "") + "（同组不叠加/互斥，或组合后不如当前方案划算）")
+    for p in [p for p in considered if p.id not in chosen][:6]:
+        explanation.append("未用：" + _why_not(p, combo, cart, payable))
     explanation.extend(notes)
     explanation.append(f"实付¥{yuan(payable)}，共省¥{yuan(total - payable)}")
     return PriceResult(total, payable, total - payable, applied, gifts, explanation, amounts)
