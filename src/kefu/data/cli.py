@@ -40,6 +40,9 @@ def prepare_command(
                  "prepare.catalogue": str(catalogue) if catalogue else None,
                  "prepare.augment": False if no_augment else None}
     cfg = load_config(config, overrides).prepare
+    for path in inputs:  # before the progress bar starts
+        if not path.exists():
+            raise KefuError(f"{path}: no such file or folder")
     console = Console(stderr=True)
     if quiet:
         report = prepare(inputs, out, cfg)
