@@ -211,3 +211,12 @@ def test_read_a_folder(tmp_path):
     skipped = []
     dialogues, rejects = split(read_dialogues(tmp_path, unrecognised=lambda p, why: skipped.append(p.name)))
     assert len(dialogues) == 4 and not rejects and skipped == ["products.csv"]
+
+
+def test_json_object_documents(tmp_path):
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps(openai_rows()[0], ensure_ascii=False, indent=2), encoding="utf-8")
+    wrapped = tmp_path / "wrapped.json"
+    wrapped.write_text(json.dumps({"data": openai_rows()}, ensure_ascii=False, indent=2), encoding="utf-8")
+    assert [pairs(d) for d in split(read_dialogues(one))[0]] == DIALOGUES[:1]
+    assert [pairs(d) for d in split(read_dialogues(wrapped))[0]] == DIALOGUES

@@ -534,7 +534,8 @@ def _sniff_json_container(path: Path, encoding: str) -> str:
         if "\n" in stripped.strip():
             return "lines"
     except json.JSONDecodeError:
-        pass
+        if stripped.startswith("{"):  # a pretty-printed object: one document, however large
+            return "object"
     if not rest:
         try:
             value = json.loads(stripped)
