@@ -92,3 +92,40 @@ def test_percentile_matches_numpy_linear():
     values = [5.0, 1.0, 9.0, 3.0, 7.0, 2.0]
     for q in (0, 50, 95, 100):
         assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+
+
+def test_key_facts_from_a_real_knowledge_graph(tmp_path):
+    """`--kg`: the example shop imported into a KG; retrieve() supplies the price after promotions and the return
+    window; a reply with the right numbers passes, one with a wrong price fails."""
+    from datetime import datetime, timedelta, timezone
+    from pathlib import Path
+
+    from kefu.eval.runner import open_kg
+    from kefu.kg.retrieval import retrieve
+
+    shop = Path(__file__).resolve().parents[2] / "examples" / "shop"
+    from kefu.kg.store import KnowledgeGraph
+
+    graph = KnowledgeGraph.open(f"sqlite:///{tmp_path / 'kg.db'}")
+    graph.import_path(shop)
+    kg = open_kg(tmp_path / "kg.db")
+    at = datetime(2026, 11, 11, 10, 0, tzinfo=timezone(timedelta(hours=8)))
+    question = "X1三合一冲锋衣 男款多少钱？可以七天无理由退货吗"
+    truth = retrieve(kg, question, at=at)
+    price = next(f["data"]["payable_fen"] for f in truth.facts if f["type"] == "price")
+    yuan = f"{price / 100:g}"
+    context = [{"role": "user", "content": question}]
+    records = [
+        {"prediction": f"亲，现在到手价{yuan}元，支持7天无理由退货哦", "references": ["r"], "context": context,
+         "date": at.isoformat()},
+        {"prediction": f"亲，现在到手价{price // 100 + 10}元，支持7天无理由退货哦", "references": ["r"],
+         "context": context, "date": at.isoformat()},
+    ]
+    m, rows = business_metrics(records, kg=kg)
+    assert rows[0]["fact_verdicts"] == ["correct", "correct"] and rows[0]["resolved"]
+    assert rows[1]["fact_verdicts"] == ["wrong", "correct"] and not rows[1]["resolved"]
+    assert m["key_fact_accuracy"] == pytest.approx(3 / 4) and m["key_fact_source"] == "kg+annotations"
+    from kefu.types import KefuError
+
+    with pytest.raises(KefuError, match="not found"):
+        open_kg(tmp_path / "missing.db")

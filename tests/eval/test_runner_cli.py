@@ -148,3 +148,37 @@ def test_bad_inputs_name_file_and_line(tmp_path):
 def test_eval_without_arguments_shows_help():
     result = CliRunner().invoke(app, ["eval"])
     assert result.exit_code == 0 and "score" in result.output and "compare" in result.output
+
+
+def test_eval_run_folder_base_plus_adapter(tmp_path):
+    """`kefu eval --run RUN`: the base model named in RUN/config.yaml (as the trainer writes it) + RUN/adapter."""
+    import yaml
+    from peft import LoraConfig, get_peft_model
+
+    tok = make_tokenizer()
+    base_dir = tmp_path / "base"
+    make_model(tok).save_pretrained(base_dir)
+    tok.save_pretrained(base_dir)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({"train": {"model": str(base_dir)}, "model_path": str(base_dir)}),
+                                     encoding="utf-8")
+    peft_model = get_peft_model(make_model(tok), LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"],
+                                                            init_lora_weights=False))
+    peft_model.save_pretrained(run / "adapter")
+    data = write_jsonl(tmp_path / "test.jsonl", DIALOGUES[:2])
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, ["eval", "--run", str(run), "--data", str(data), "--out", str(out),
+                                      "--max-new-tokens", "4", "--batch-size", "2", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["model"] == str(base_dir) and metrics["adapter"] == str(run / "adapter")
+    assert metrics["perplexity_model"] == "base (adapter disabled)" and metrics["decoding_max_new_tokens"] == 4
+    result = CliRunner().invoke(app, ["eval", "--run", str(run), "--base-only", "--data", str(data), "--out",
+                                      str(tmp_path / "base_eval"), "--max-new-tokens", "4", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "base_eval" / "metrics.json").read_text(encoding="utf-8"))["adapter"] is None
+    import shutil
+
+    shutil.rmtree(run / "adapter")
+    assert "no adapter/ folder" in _error(["eval", "--run", str(run), "--data", str(data), "--out", str(out)])

@@ -249,14 +249,26 @@ def key_facts_from_kg(raw_facts: Sequence[Any]) -> list[dict]:
 
 
 def kg_facts(kg: Any, record: dict) -> list[dict]:
-    """Key facts the knowledge graph holds for the customer's last message (``retrieve(kg, text, customer_id=)``)."""
+    """Key facts the knowledge graph holds for the customer's last message (``retrieve(kg, text, customer_id=,
+    at=)``); ``at`` is the record's ``at``/``date`` (ISO 8601 with offset) when given, else now."""
     retrieve = _optional("kefu.kg.retrieval", "retrieve")
     if retrieve is None:
         return []
     query = last_user_message(record.get("context"))
     if not query:
         return []
-    result = retrieve(kg, query, customer_id=record.get("customer_id"))
+    kwargs: dict[str, Any] = {"customer_id": record.get("customer_id")}
+    when = record.get("at") or record.get("date")
+    if when:  # prices after promotions depend on when the customer asked
+        from datetime import datetime
+
+        try:
+            moment = datetime.fromisoformat(str(when))
+        except ValueError:
+            moment = None
+        if moment is not None and moment.tzinfo is not None:
+            kwargs["at"] = moment
+    result = retrieve(kg, query, **kwargs)
     raw = result.get("facts") if isinstance(result, dict) else getattr(result, "facts", None)
     return key_facts_from_kg(raw or [])
 

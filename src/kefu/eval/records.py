@@ -118,8 +118,9 @@ def samples_from_dialogue(dialogue: dict, last_turn_only: bool = False, where: s
                   "intent": intents[user_turns - 1] if user_turns - 1 < len(intents) else None}
         if turn_facts:
             sample["facts"] = turn_facts
-        if meta.get("customer_id"):
-            sample["customer_id"] = meta["customer_id"]
+        for key in ("customer_id", "date"):
+            if meta.get(key):
+                sample[key] = meta[key]
         samples.append(sample)
     return samples
 
