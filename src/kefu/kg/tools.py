@@ -467,6 +467,11 @@ def return_eligibility(kg: KnowledgeGraph, order: Order, now: datetime, *, sku: 
                          reasons=[f"订单{order.status}，无需售后"])
             results.append(entry)
             continue
+        if start is None and order.status in ("已签收", "已完成", "退款中"):
+            entry.update(returnable=False, exchangeable=False, repairable=False, days_since_delivery=None,
+                         reasons=["订单已签收但没有签收时间记录，无法计算售后期限，请转人工核实"], policy=policy.summary())
+            results.append(entry)
+            continue
         if start is None:
             reasons.append("尚未签收：可申请退款/拒收，签收后按售后政策处理")
             entry.update(returnable=order.status in ("待发货", "已发货"), exchangeable=False, repairable=False,
