@@ -216,3 +216,12 @@ def test_backend_from_config(kg, monkeypatch):
     assert http.timeout == 1.5 and http.base_url == "https://o.example"
     with pytest.raises(KefuError, match="order_api_url"):
         backend_from_config(kg, KGConfig(order_backend="http"))
+
+
+def test_signed_order_without_signoff_time_goes_to_a_human(kg):
+    from kefu.kg.records import Order, OrderItem
+    from kefu.kg.tools import return_eligibility
+
+    order = Order("2026111000000001", "C0001", AT, "已签收", [OrderItem("SL-10001", 1, 59900)], 59900, None)
+    [item] = return_eligibility(kg, order, AT)
+    assert item["returnable"] is False and "转人工" in item["reasons"][0]
