@@ -347,7 +347,7 @@ _UNITS_RE = _trie_regex(_NUM_UNITS)
 # The leading lookahead lets the regex engine skip positions that cannot start a component (~4x faster).
 _SUFFIX_HIT_RE = re.compile(
     "(?=[0-9A-Za-z" + "".join(sorted({w[0] for w in _SUFFIXES})) + "])(?:"
-    rf"(?P<num>\d{{1,6}}(?:(?:[-－—~～_]\d{{1,6}}){{1,3}}[A-Za-z]?{_UNITS_RE}?|[A-Za-z]?{_UNITS_RE})(?![0-9]))"
+    rf"(?P<num>\d{{1,6}}(?:(?:[-－—~～_]\d{{1,6}}){{1,3}}(?:[A-Za-z]?{_UNITS_RE}|(?![0-9]))|[A-Za-z]?{_UNITS_RE}))"
     r"|(?P<let>[A-Za-z]{1,2}\d{0,4}(?:号楼|单元|座|栋|幢|区|楼|号|室))"
     rf"|(?P<suf>{_trie_regex(_SUFFIXES)}))"
 )
