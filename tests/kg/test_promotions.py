@@ -282,3 +282,29 @@ def test_explanation_says_why_a_promotion_was_not_used():
     assert "「D95」叠加后实付¥289.75，不如不用（¥255.00）" in text  # 95折 would drop it under the 满300 threshold
     assert "「X1」为独享优惠" in text and "「P0」与「P1」同属shop组" in text
     assert r.explanation[1] == "1. 「P1」（满减）：适用商品¥305.00满¥300.00，减¥50.00，省¥50.00"
+
+
+def test_sample_shop_priced_dialogues_agree_to_the_fen():
+    """The sample shop's generator prices carts on its own; every total it wrote must come out the same here."""
+    import json
+    from pathlib import Path
+
+    from kefu.kg.store import KnowledgeGraph
+
+    shop = Path(__file__).resolve().parents[2] / "examples" / "shop"
+    if not (shop / "dialogues.jsonl").exists() or not (shop / "products.csv").exists():
+        pytest.skip("examples/shop not generated yet")
+    kg = KnowledgeGraph.open()
+    kg.import_path(shop)
+    checked = 0
+    for line in (shop / "dialogues.jsonl").read_text(encoding="utf-8").splitlines():
+        meta = json.loads(line).get("meta") or {}
+        refs = meta.get("refs") or {}
+        if "cart" not in refs or "total_fen" not in refs:
+            continue
+        at = datetime.fromisoformat(meta["date"])
+        cart = [CartItem(sku, q, kg.product(sku).price_fen, kg.product(sku).category) for sku, q in refs["cart"]]
+        result = price_cart(cart, kg.promotions(at), at, set(refs.get("codes") or []))
+        assert result.payable_fen == refs["total_fen"], (refs, result.explanation)
+        checked += 1
+    assert checked >= 10
