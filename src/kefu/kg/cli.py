@@ -74,8 +74,7 @@ def query_cmd(text: str = typer.Argument(..., help="A customer turn, e.g. 风行
                      faq_min_similarity=cfg.faq_min_similarity)
     out = Console()
     if as_json:
-        out.print_json(json.dumps({"entities": facts.entities, "facts": facts.facts, "prompt_block": facts.prompt_block,
-                                   "answer": facts.answer}, ensure_ascii=False, default=str))
+        out.print_json(json.dumps(facts.to_dict(), ensure_ascii=False))
         return
     entities = Table(title="entities")
     for column in ("type", "text", "value", "span"):

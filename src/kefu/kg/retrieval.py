@@ -59,6 +59,14 @@ class Facts:
     prompt_block: str = ""
     answer: str | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (datetimes in fact data become ISO strings)."""
+        import json
+
+        return json.loads(json.dumps({"entities": self.entities, "facts": self.facts,
+                                      "prompt_block": self.prompt_block, "answer": self.answer},
+                                     ensure_ascii=False, default=str))
+
 
 # ----------------------------------------------------------------------------------------------- the entity linker
 def trie_regex(terms: list[str]) -> re.Pattern[str] | None:
