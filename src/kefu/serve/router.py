@@ -102,10 +102,15 @@ def load_training_turns(path: str | Path) -> tuple[list[str], list[str]]:
 
 @dataclass
 class RouterModel:
-    """TF-IDF(char 1-3 grams) + LogisticRegression for P(strong); a second LR predicts the intent."""
+    """TF-IDF (character 1-3 grams) features, a logistic regression for P(strong) and one for the intent.
 
-    pipeline: Any
-    intent_pipeline: Any = None
+    Scoring is a sparse dot product done directly on the fitted coefficients (sklearn's per-call input validation
+    costs more than the maths for one short turn), with a small per-text memo: chat traffic repeats itself.
+    """
+
+    vectorizer: Any
+    clf: Any
+    intent_clf: Any = None
     threshold: float = 0.5
     target_full_share: float = 0.3
     meta: dict[str, Any] = field(default_factory=dict)
@@ -115,31 +120,61 @@ class RouterModel:
             seed: int = 0) -> "RouterModel":
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
 
         labels = np.array([label_for_intent(i) for i in intents])
         if len(set(labels.tolist())) < 2:
             raise KefuError("router fit: the data has only one class (all light or all strong); need both")
-        norm = [simplify(t) for t in texts]
-
-        def make():
-            return make_pipeline(TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), min_df=1, sublinear_tf=True),
-                                 LogisticRegression(max_iter=1000, C=4.0, class_weight="balanced", random_state=seed))
-
-        pipe = make().fit(norm, labels)
-        intent_pipe = make().fit(norm, intents) if len(set(intents)) > 1 else None
-        model = cls(pipe, intent_pipe, 0.5, target_full_share,
+        vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), min_df=1, sublinear_tf=True)
+        features = vectorizer.fit_transform([simplify(t) for t in texts])
+        clf = LogisticRegression(max_iter=1000, C=4.0, class_weight="balanced", random_state=seed)
+        clf.fit(features, labels)
+        intent_clf = None
+        if len(set(intents)) > 1:
+            intent_clf = LogisticRegression(max_iter=1000, C=4.0, random_state=seed).fit(features, intents)
+        model = cls(vectorizer, clf, intent_clf, 0.5, target_full_share,
                     {"n": len(texts), "strong_share": float(labels.mean())})
         model.calibrate(texts, target_full_share)
         return model
 
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_memo", None)
+        return state
+
+    def _features(self, texts: list[str]):
+        import sklearn
+
+        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+            return self.vectorizer.transform([simplify(t) for t in texts])
+
+    def _scores(self, features) -> np.ndarray:
+        z = np.asarray(features @ self.clf.coef_.T).ravel() + self.clf.intercept_[0]
+        return 1.0 / (1.0 + np.exp(-z))
+
     def score(self, texts: Iterable[str]) -> np.ndarray:
-        return self.pipeline.predict_proba([simplify(t) for t in texts])[:, 1]
+        """P(strong) for each text."""
+        return self._scores(self._features(list(texts)))
+
+    def analyse(self, text: str) -> tuple[float, str]:
+        """(P(strong), intent) of one turn, memoised."""
+        memo = self.__dict__.setdefault("_memo", {})
+        hit = memo.get(text)
+        if hit is not None:
+            return hit
+        features = self._features([text])
+        score = float(self._scores(features)[0])
+        if self.intent_clf is None:
+            intent = guess_intent(text)
+        else:
+            z = np.asarray(features @ self.intent_clf.coef_.T).ravel() + self.intent_clf.intercept_
+            intent = str(self.intent_clf.classes_[int(np.argmax(z))])
+        if len(memo) >= 4096:
+            memo.clear()
+        memo[text] = (score, intent)
+        return score, intent
 
     def intent(self, text: str) -> str:
-        if self.intent_pipeline is None:
-            return guess_intent(text)
-        return str(self.intent_pipeline.predict([simplify(text)])[0])
+        return self.analyse(text)[1]
 
     def calibrate(self, texts: list[str], target_full_share: float) -> float:
         """Threshold such that ``target_full_share`` of these (representative) turns score at or above it."""
@@ -154,6 +189,7 @@ class RouterModel:
         return self.threshold
 
     def save(self, path: str | Path) -> Path:
+        """Pickle to ``path`` (load only router files you wrote: pickle runs code)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as handle:
@@ -166,7 +202,7 @@ class RouterModel:
         try:
             with open(path, "rb") as handle:
                 model = pickle.load(handle)
-        except (OSError, pickle.UnpicklingError, EOFError) as exc:
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError) as exc:
             raise KefuError(f"{path}: cannot load router model: {exc}") from exc
         if not isinstance(model, cls):
             raise KefuError(f"{path}: not a kefu router model")
@@ -285,7 +321,7 @@ class Router:
         if tool_answer:
             return RouteDecision("light", "order tool", intent)
         if self.model is not None:
-            score = float(self.model.score([text])[0])
+            score = self.model.analyse(text)[0]
             if light_answer and score < self.model.threshold:
                 return RouteDecision("light", "classifier: light + KG answer", intent, score)
             return RouteDecision("full", "classifier: strong" if score >= self.model.threshold

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 
 try:
     from zhconv import convert as _zhconv
@@ -26,8 +27,9 @@ _FILLER = re.compile(r"(?:请问|你好|您好|麻烦|亲爱的|亲|哈喽|在�
 _PUNCT = re.compile(r"[\s\W_]+", re.U)
 
 
+@lru_cache(maxsize=8192)
 def simplify(text: str) -> str:
-    """NFKC (full-width -> half-width) and traditional -> simplified Chinese."""
+    """NFKC (full-width -> half-width) and traditional -> simplified Chinese (memoised: called often per turn)."""
     text = unicodedata.normalize("NFKC", text)
     return _zhconv(text, "zh-cn") if _zhconv else text
 
