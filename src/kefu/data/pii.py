@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, NamedTuple
 
 __all__ = ["PLACEHOLDERS", "JDDC_PLACEHOLDERS", "JDDC_KEPT", "TRIGGER_CHARS", "PiiSpan", "Masker", "find_pii", "mask",
            "valid_id_card", "luhn_ok", "valid_bank_card", "valid_mobile", "valid_landline"]
@@ -49,6 +49,15 @@ JDDC_PLACEHOLDERS: dict[str, str] = {
 }
 # JDDC placeholders that are not PII of ours: kept verbatim (any other ``[...x]`` is kept too).
 JDDC_KEPT: frozenset[str] = frozenset({"[数字x]", "[金额x]", "[日期x]", "[时间x]", "[站点x]", "[组织机构x]", "[链接x]"})
+
+
+class _Span(NamedTuple):
+    """Internal span (a tuple: cheap to build); ``type`` "_keep" marks placeholders that are left as they are."""
+
+    type: str
+    start: int
+    end: int
+    text: str
 
 
 @dataclass(slots=True, frozen=True)
@@ -276,6 +285,9 @@ def _blocked(text: str, spans: list[PiiSpan], a: int, b: int) -> bool:
 _CARRIER_SHAPE = r"[A-Za-z](?<![A-Za-z\d][A-Za-z])[A-Za-z]{1,4}\d{9,18}(?:[A-Z]{2})?(?![A-Za-z\d])"
 _CARRIER_PREFIXES = frozenset({"SF", "YT", "ZTO", "ZT", "STO", "JD", "JDVA", "JDVB", "JDVC", "JDVD", "JDVE", "JDVF",
                                "JDX", "JT", "YD", "YUNDA", "EMS", "DPK", "DBL", "LP", "KYE", "HTKY", "BEST", "UC", "TT"})
+_SKU_RE = re.compile(r"[A-Za-z]{1,4}-\d{1,5}")
+_WECHAT_ID_RE = re.compile(r"[A-Za-z][A-Za-z0-9_\-]{5,19}")
+_DIGIT_GROUP_RE = re.compile(r"\d+[Xx]?")
 _DIGITS_DASHES = re.compile(r"\d+(?:-\d+)*")
 _DIGITS_SPACES = re.compile(r"\d+(?:[ -]\d+)*")
 _CARRIER_PARTS = re.compile(r"([A-Za-z]+)(\d+)([A-Z]*)")
@@ -356,6 +368,7 @@ _TAIL_RE = re.compile(rf"(?:{_NAMECH}|[A-Za-z0-9\-_#]){{1,14}}")
 _STOP_SET = frozenset(_STOP_CHARS)
 _LEX_ALL = frozenset(DIVISIONS) | frozenset(DIVISION_SHORT)
 _LEX_STRONG = frozenset(DIVISIONS) | frozenset(k for k, v in DIVISION_SHORT.items() if v in ("prov", "city"))
+_LEX_PREFIX2 = frozenset(name[:2] for name in _LEX_ALL)
 _MAX_NAME = 10  # characters of a place name before its suffix
 
 
@@ -395,6 +408,9 @@ def _lex_start(text: str, j: int, hs: int) -> tuple[int, int, int]:
     """Leftmost division name in text[j:hs]: (its start or j, strong names found, names found)."""
     k = j
     while k < hs - 1:
+        if text[k:k + 2] not in _LEX_PREFIX2:
+            k += 1
+            continue
         for length in (5, 4, 3, 2):
             if k + length <= hs and text[k:k + length] in _LEX_ALL:
                 # count the names chained from here ("浙江杭州西湖区")
@@ -432,13 +448,18 @@ def _make_comp(text: str, j: int, hs: int, he: int, suffix: str) -> list:
     return [start, he, strong, fine, parts, j, _SUFFIXES[suffix]]
 
 
+_NUM_SEP_RE = re.compile(r"[-－—~～_]")
+
+
 def _hyphen_number_strength(num: str) -> tuple[int, bool]:
     """148-6-631 or 3_6_2101 (building-unit-room) is an address number; 2026-11-11 is a date."""
-    groups = re.split(r"[-－—~～_]", num)
+    groups = _NUM_SEP_RE.split(num)
     if len(groups) < 2 or any(not g.isdigit() for g in groups):
         return 0, False
     if len(groups[0]) == 4 and groups[0][:2] in ("19", "20") and len(groups) == 3:
         return 0, False
+    if len(groups) == 2 and max(len(g) for g in groups) < 3:
+        return 0, False  # 1-3 (个工作日), 10-15 (天): ranges
     return 1, True
 
 
@@ -511,7 +532,39 @@ _PLACEHOLDER_RE_SRC = (r"\[(?:" + "|".join(re.escape(p[1:-1]) for p in PLACEHOLD
 
 
 # Cheap test for "could hold a numeric/e-mail/code PII or a placeholder": most turns have no 5-digit run.
-_P1_FILTER = re.compile(r"\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d|[@\[]|\d\.\d{1,3}\.\d|\d[*＊]{3}|微信|薇信|[vVwW][xX信]")
+# (Placeholders are looked for separately: JDDC text is full of [数字x].)
+_P1_FILTER = re.compile(r"(?=[\d@微薇vVwW])(?:\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d|@|\d\.\d{1,3}\.\d|\d[*＊]{3}|微信|薇信"
+                        r"|[vVwW][xX信])")
+_FIVE_DIGITS = re.compile(r"\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d")
+_PLACEHOLDER_RE = re.compile(_PLACEHOLDER_RE_SRC)
+
+
+def _p2_hint_regex(address: bool, name: bool) -> re.Pattern[str] | None:
+    """A regex that finds something in every text where the name/address pass can find a span, and in few others.
+
+    An address chain is only accepted with a fine-grained component (a 镇/路/小区... name, a numbered unit such as
+    3单元/12号, a 12-3-401 number, a point of interest such as 市场/大厦) or after an address word (寄到/地址), and a
+    name only after a label (我叫/收件人), before an honorific (先生/女士) or after 我是; those are what it looks for.
+    """
+    if not (address or name):
+        return None
+    words: list[str] = []
+    alts: list[str] = []
+    first = set()
+    if address:
+        words += [w for w, kind in _SUFFIXES.items() if kind in ("fine", "poi") and len(w) > 1] + list(_ADDR_TRIGGERS)
+        single_fine = "".join(w for w, kind in _SUFFIXES.items() if kind == "fine" and len(w) == 1)
+        units = "".join(sorted({u[0] for u in _NUM_UNITS if not u.isascii()} | {"单"}))
+        numerals = "".join(sorted(_NUMERALS))
+        alts += [f"[{single_fine}](?<=[\u4e00-\u9fff][{single_fine}])",
+                 f"[{units}](?<=[\dA-Za-z{numerals}][{units}])",
+                 r"\d[-－—~～_]\d+[-－—~～_]\d|\d{3}[-－—~～_]\d|\d[-－—~～_]\d{3}"]
+        first |= set(single_fine) | set(units) | set("0123456789")
+    if name:
+        words += list(_NAME_LABELS) + list(_HONORIFICS) + ["我是"]
+    first |= {w[0] for w in words}
+    pattern = "(?=[" + re.escape("".join(sorted(first))) + r"\d])(?:" + "|".join([_trie_regex(words)] + alts) + ")"
+    return re.compile(pattern)
 
 
 class Masker:
@@ -556,20 +609,13 @@ class Masker:
         self._window_re = re.compile(_trie_regex(window))
         self._window_type = window
         self._addr_trigger_re = re.compile(_trie_regex(_ADDR_TRIGGERS))
-        want_p2 = {"name", "address"} & self.types
-        chars = set()
-        if "address" in self.types:
-            chars |= {s[0] for s in _SUFFIXES} | {w[0] for w in _ADDR_TRIGGERS}
-            chars |= {u[0] for u in _NUM_UNITS if not u.isascii()}
-        if "name" in self.types:
-            chars |= {w[0] for w in _NAME_LABELS} | {"先", "女", "小", "我"}
-        self._p2_filter = re.compile("[" + re.escape("".join(sorted(chars))) + "]") if want_p2 else None
+        self._p2_filter = _p2_hint_regex("address" in self.types, "name" in self.types)
 
     # ---------------------------------------------------------------------------------------------- public
 
-    def find(self, text: str) -> list[PiiSpan]:
+    def find(self, text: str) -> list[_Span]:
         """Non-overlapping PII spans sorted by start (JDDC PII placeholders are reported with their mapped type)."""
-        return [s for s in self._spans(text) if s.type != "_keep"]
+        return [PiiSpan(*s) for s in self._spans(text) if s.type != "_keep"]
 
     def mask(self, text: str) -> tuple[str, dict[str, int]]:
         """``text`` with every span replaced by its placeholder, and counts by placeholder string."""
@@ -594,31 +640,37 @@ class Masker:
 
     # ---------------------------------------------------------------------------------------------- passes
 
-    def _spans(self, text: str) -> list[PiiSpan]:
-        spans: list[PiiSpan] = []
+    def _spans(self, text: str) -> list[_Span]:
+        spans: list[_Span] = []
         pending: list[tuple[int, int, str]] = []  # digit runs that only a context word could make PII
         types = self.types
-        for m in (self._scan.finditer(text) if _P1_FILTER.search(text) else ()):
-            group = m.lastgroup
+        if _P1_FILTER.search(text):
+            matches = self._scan.finditer(text)
+        elif "[" in text:
+            matches = _PLACEHOLDER_RE.finditer(text)  # nothing else the scan looks for is there
+        else:
+            matches = ()
+        for m in matches:
+            group = m.lastgroup or "ph"
             if group == "ph":
                 ph = m.group()
                 mapped = JDDC_PLACEHOLDERS.get(ph)
                 typ = _TYPE_OF_PLACEHOLDER[mapped] if mapped else None
-                spans.append(PiiSpan(typ if typ in types else "_keep", m.start(), m.end(), ph))
+                spans.append(_Span(typ if typ in types else "_keep", m.start(), m.end(), ph))
             elif group == "email":
                 if "email" in types:
-                    spans.append(PiiSpan("email", m.start(), m.end(), m.group()))
+                    spans.append(_Span("email", m.start(), m.end(), m.group()))
             elif group == "code":
                 self._context_code(text, m, spans, pending)
             elif group == "carrier":
                 if "tracking_no" in types and _valid_carrier_code(m.group()):
-                    spans.append(PiiSpan("tracking_no", m.start(), m.end(), m.group()))
+                    spans.append(_Span("tracking_no", m.start(), m.end(), m.group()))
             elif group == "ip":
                 if "ip" in types and _valid_ip(m.group()):
-                    spans.append(PiiSpan("ip", m.start(), m.end(), m.group()))
+                    spans.append(_Span("ip", m.start(), m.end(), m.group()))
             elif group == "mmob":
                 if "mobile" in types:
-                    spans.append(PiiSpan("mobile", m.start(), m.end(), m.group()))
+                    spans.append(_Span("mobile", m.start(), m.end(), m.group()))
             else:
                 self._digit_run(text, m.start(), m.group(), spans, pending)
         if self._p2_filter is not None and self._p2_filter.search(text):
@@ -631,7 +683,7 @@ class Masker:
                 if all(end <= sp.start or start >= sp.end for sp in spans):
                     typ = self._typed(self._window_context(text, start, end, digits, spans))
                     if typ:
-                        spans.append(PiiSpan(typ, start, end, text[start:end]))
+                        spans.append(_Span(typ, start, end, text[start:end]))
                         added = True
             if added:
                 spans.sort(key=lambda x: x.start)
@@ -639,9 +691,9 @@ class Masker:
             spans = self._listed_names(text, spans)
         return spans
 
-    def _listed_names(self, text: str, spans: list[PiiSpan]) -> list[PiiSpan]:
+    def _listed_names(self, text: str, spans: list[_Span]) -> list[_Span]:
         """A bare name listed next to other personal data: "{address}，王伟，{phone}" (收件信息 as people type it)."""
-        found: list[PiiSpan] = []
+        found: list[_Span] = []
         starts = {sp.start for sp in spans}
         ends = {sp.end for sp in spans}
         n = len(text)
@@ -656,7 +708,7 @@ class Masker:
                     end += 1
                 if end == n or text[end] in _LIST_SEPS or text[end] == "[" or end in starts:
                     if _listed_name_ok(text[sp.end + 1:end]):
-                        found.append(PiiSpan("name", sp.end + 1, end, text[sp.end + 1:end]))
+                        found.append(_Span("name", sp.end + 1, end, text[sp.end + 1:end]))
             if sp.start > 1 and text[sp.start - 1] in _LIST_SEPS:  # the clause before it
                 start = sp.start - 1
                 while start > 0 and sp.start - start <= 5 and text[start - 1] not in _LIST_SEPS \
@@ -664,7 +716,7 @@ class Masker:
                     start -= 1
                 if start == 0 or text[start - 1] in _LIST_SEPS or text[start - 1] == "]" or start in ends:
                     if _listed_name_ok(text[start:sp.start - 1]):
-                        found.append(PiiSpan("name", start, sp.start - 1, text[start:sp.start - 1]))
+                        found.append(_Span("name", start, sp.start - 1, text[start:sp.start - 1]))
         if not found:
             return spans
         taken = sorted(spans, key=lambda x: x.start)
@@ -677,12 +729,14 @@ class Masker:
     def _typed(self, typ: str | None) -> str | None:
         return typ if typ in self.types else None
 
-    def _context_code(self, text: str, m: re.Match[str], spans: list[PiiSpan],
+    def _context_code(self, text: str, m: re.Match[str], spans: list[_Span],
                       pending: list[tuple[int, int, str]]) -> None:
         """A value right after a context word (订单号：..., 卡号 ..., QQ ...)."""
         code = m.group("code")
         word = m.group("ctx")
         ctx = self._ctx_type[word]
+        if ctx != "wechat" and not _FIVE_DIGITS.search(code):
+            return  # every value but a WeChat ID holds a run of 5+ digits (the first-pass filter relies on it)
         if " " in code and ctx not in ("order_no", "tracking_no"):  # "手机13812345678 2222": groups of their own
             self._digit_run(text, m.start("code"), code, spans, pending) if _DIGITS_SPACES.fullmatch(code) else None
             return
@@ -692,15 +746,15 @@ class Masker:
             return
         if word.isascii() and m.end("ctx") == m.start("code") and not code.isdigit():
             if word.lower() == "wx" and code.startswith("id_") and "wechat" in self.types:  # wxid_xxxxxx
-                spans.append(PiiSpan("wechat", m.start("ctx"), m.end("code"), word + code))
+                spans.append(_Span("wechat", m.start("ctx"), m.end("code"), word + code))
             return  # otherwise "vxabc" is one token, not a context word and a value
         d = _ascii_digits(code)
-        ndig = sum(c.isdigit() for c in d)
         typ: str | None = None
         if ctx in ("order_no", "tracking_no"):
             if _valid_carrier_code(code):
                 typ = "tracking_no"
-            elif ndig >= 6 and not (d.isdigit() and len(d) == 8 and _date_like(d)) and not re.fullmatch(r"[A-Za-z]{1,4}-\d{1,5}", d):
+            elif sum(map(str.isdigit, d)) >= 6 and not (d.isdigit() and len(d) == 8 and _date_like(d)) \
+                    and not _SKU_RE.fullmatch(d):
                 if ctx == "order_no" and self._window_re.search(text, max(0, m.start() - _WINDOW), m.start("code")):
                     near = max(self._window_re.finditer(text, max(0, m.start() - _WINDOW), m.start("code")),
                                key=lambda x: x.start())
@@ -718,16 +772,16 @@ class Masker:
         elif ctx == "wechat":
             if d.isdigit():
                 typ = _classify_digits(d) or ("qq" if 5 <= len(d) <= 11 and d[0] != "0" else None)
-            elif re.fullmatch(r"[A-Za-z][A-Za-z0-9_\-]{5,19}", code):
+            elif _WECHAT_ID_RE.fullmatch(code):
                 typ = "wechat"
         if typ is None and _DIGITS_DASHES.fullmatch(d):
             self._digit_run(text, m.start("code"), code, spans, pending)
             return
         typ = self._typed(typ)
         if typ:
-            spans.append(PiiSpan(typ, m.start("code"), m.end("code"), code))
+            spans.append(_Span(typ, m.start("code"), m.end("code"), code))
 
-    def _window_context(self, text: str, start: int, end: int, digits: str, spans: list[PiiSpan]) -> str | None:
+    def _window_context(self, text: str, start: int, end: int, digits: str, spans: list[_Span]) -> str | None:
         """Type announced by an order/logistics/WeChat word elsewhere in the same clause ("订单好像有问题
         5566778899001", "2611131387837576这个订单"), provided nothing number-like stands between. Lengths play no
         part, so masking something else cannot change the answer."""
@@ -757,10 +811,10 @@ class Masker:
                 return typ
         return None
 
-    def _digit_run(self, text: str, start: int, raw: str, spans: list[PiiSpan],
+    def _digit_run(self, text: str, start: int, raw: str, spans: list[_Span],
                    pending: list[tuple[int, int, str]]) -> None:
         """Classify a run of digits (maybe with spaces/dashes/+86/(area) parts); split it when the whole fails."""
-        groups = [(g.start(), g.end()) for g in re.finditer(r"\d+[Xx]?", raw)]
+        groups = [g.span() for g in _DIGIT_GROUP_RE.finditer(raw)]
         digits = _ascii_digits("".join(raw[a:b] for a, b in groups))
         typ = _classify_digits(digits)
         if typ is None and len(groups) == 1 and digits.isdigit() and len(digits) >= 5 and raw.isdecimal():
@@ -772,7 +826,7 @@ class Masker:
                 s, e = start, start + len(raw)
                 if raw[0] in "+＋(（" and typ not in ("mobile", "landline"):
                     s = start + groups[0][0]
-                spans.append(PiiSpan(typ, s, e, text[s:e]))
+                spans.append(_Span(typ, s, e, text[s:e]))
             return
         if len(groups) < 2:
             return
@@ -791,14 +845,14 @@ class Masker:
                         j += 1
                     typ = self._typed(typ)
                     if typ:
-                        spans.append(PiiSpan(typ, start + groups[i][0], start + end,
+                        spans.append(_Span(typ, start + groups[i][0], start + end,
                                              text[start + groups[i][0]:start + end]))
                     i = j
                     break
             else:
                 i += 1
 
-    def _names_and_addresses(self, text: str, spans: list[PiiSpan]) -> list[PiiSpan]:
+    def _names_and_addresses(self, text: str, spans: list[_Span]) -> list[_Span]:
         """Second pass over the text between first-pass spans: names first, then address chains."""
         segments = []
         pos = 0
@@ -808,7 +862,7 @@ class Masker:
             pos = max(pos, sp.end)
         if pos < len(text):
             segments.append((pos, len(text)))
-        extra: list[PiiSpan] = []
+        extra: list[_Span] = []
         for a, b in segments:
             names = self._names(text, a, b) if "name" in self.types else []
             extra.extend(names)
@@ -824,8 +878,8 @@ class Masker:
             return spans
         return sorted(spans + extra, key=lambda s: s.start)
 
-    def _names(self, text: str, a: int, b: int) -> list[PiiSpan]:
-        out: list[PiiSpan] = []
+    def _names(self, text: str, a: int, b: int) -> list[_Span]:
+        out: list[_Span] = []
         pos = a
         while True:
             m = _NAME_RE.search(text, pos, b)
@@ -841,14 +895,14 @@ class Masker:
                 if span and out and span[0] < out[-1].end:
                     span = None
             if span:
-                out.append(PiiSpan("name", span[0], span[1], text[span[0]:span[1]]))
+                out.append(_Span("name", span[0], span[1], text[span[0]:span[1]]))
                 pos = max(pos, span[1])
 
-    def _addresses(self, text: str, a: int, b: int) -> list[PiiSpan]:
+    def _addresses(self, text: str, a: int, b: int) -> list[_Span]:
         comps = _address_components(text, a, b)
         if not comps:
             return []
-        out: list[PiiSpan] = []
+        out: list[_Span] = []
         chain: list[list] = []
         for comp in comps + [None]:  # type: ignore[list-item]
             if comp is not None and chain:
@@ -862,7 +916,7 @@ class Masker:
                     if out and span[0] <= out[-1].end:  # a tail swallowed the start of this chain
                         prev = out.pop()
                         span = (prev.start, max(span[1], prev.end))
-                    out.append(PiiSpan("address", span[0], span[1], text[span[0]:span[1]]))
+                    out.append(_Span("address", span[0], span[1], text[span[0]:span[1]]))
             chain = [comp] if comp is not None else []
         return out
 
@@ -958,7 +1012,7 @@ def _listed_name_ok(cand: str) -> bool:
         return False
     if cand[:2] in COMPOUND_SURNAMES:
         return len(cand) >= 3
-    return cand[0] in COMMON_SURNAMES and len(cand) <= 3 and not any(cand.endswith(w) for w in _SUFFIXES)
+    return cand[0] in COMMON_SURNAMES and len(cand) <= 3 and cand[-1:] not in _SUFFIXES and cand[-2:] not in _SUFFIXES
 
 
 def _inside_brackets(text: str, i: int) -> bool:
@@ -1071,7 +1125,7 @@ def _default() -> Masker:
     return _DEFAULT
 
 
-def find_pii(text: str) -> list[PiiSpan]:
+def find_pii(text: str) -> list[_Span]:
     """PII spans of ``text`` with the default Masker: non-overlapping, sorted by start."""
     return _default().find(text)
 
