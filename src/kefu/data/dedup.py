@@ -15,7 +15,6 @@ import hashlib
 import re
 
 import numpy as np
-from datasketch.lsh import _optimal_param
 
 from kefu.types import Turn
 
@@ -69,6 +68,8 @@ class NearDuplicateIndex:
     def __init__(self, threshold: float = 0.85, num_perm: int = 64):
         self.threshold = threshold
         self.num_perm = num_perm
+        from datasketch.lsh import _optimal_param  # imports scipy (0.5 s): only the parent needs it
+
         self.bands, self.rows = _optimal_param(threshold, num_perm, 0.5, 0.5)
         self.tables: list[dict[int, int | list[int]]] = [{} for _ in range(self.bands)]
         self._chunks: list[np.ndarray] = []
