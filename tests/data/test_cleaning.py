@@ -21,6 +21,8 @@ def test_greetings_are_stripped_from_customer_turns_only():
     assert normalize_text("亲，您好！请问XL码有货吗", "user", NORM) == "XL码有货吗"
     assert normalize_text("亲，您好！XL码有货的", "assistant", NORM) == "亲，您好！XL码有货的"
     assert normalize_text("你好", "user", NORM) == "你好"  # nothing else left: keep the greeting
+    assert normalize_text("亲子装有吗", "user", NORM) == "亲子装有吗"  # 亲 is a greeting only on its own
+    assert normalize_text("亲在吗？hi，XL有吗", "user", NORM) == "XL有吗"
     assert normalize_text("请问XL码有货吗", "user", NORM.model_copy(update={"strip_greetings": False})) == "请问XL码有货吗"
 
 

@@ -21,9 +21,9 @@ FULLWIDTH = re.compile("[\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\u3000]")
 
 # Greetings and fillers at the start of a customer turn; they carry no request and every log is full of them.
 GREETING_PREFIX = re.compile(
-    r"^(?:(?:亲爱的|亲亲|亲|您好|你好|你们好|在吗|在不在|在么|在嘛|在没|哈喽|嗨|(?:hello|hi|hey)(?![a-z])|"
+    r"^(?:(?:亲爱的|亲亲|亲(?=[\s,，.。!！~～?？、:：]|您|你|在|请|麻烦)|您好|你好|你们好|在吗|在不在|在么|在嘛|在没|哈喽|嗨|(?:hello|hi|hey)(?![a-z])|"
     r"请问一下|请问下|请问|麻烦问一下|麻烦问下|麻烦一下|想问一下|想问下|打扰一下|打扰了|"
-    r"客服(?:你好|您好|在吗|在不在|在么)|嗯嗯|嗯|哦哦|那个)[\s,，.。!！~～?？、:：]*)+",
+    r"客服(?:你好|您好|在吗|在不在|在么)|嗯嗯|嗯|哦哦)[\s,，.。!！~～?？、:：]*)+",
     re.I)
 EMOJI = re.compile(
     "[\U0001F000-\U0001FAFF\U00002600-\U000027BF\U0001F1E6-\U0001F1FF\u2B00-\u2BFF\uFE0F\u200D\u20E3]+"
