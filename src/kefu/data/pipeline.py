@@ -226,7 +226,11 @@ def _workers(config: PrepareConfig, total_bytes: int) -> int:
         return config.workers
     if total_bytes < (2 << 20):  # small inputs: a pool costs more than it saves
         return 1
-    return max(1, min(os.cpu_count() or 1, 4))
+    try:
+        cores = len(os.sched_getaffinity(0))  # the cores this process may use (containers, taskset)
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 4))
 
 
 def prepare(inputs: list[Path], out_dir: Path, config: PrepareConfig, catalogue: Path | None = None, *,
