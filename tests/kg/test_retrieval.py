@@ -202,3 +202,16 @@ def test_two_questions_get_no_canned_answer(kg):
 def test_repeated_number_is_looked_up_once(kg):
     facts = retrieve(kg, "2026110511112222，对，就是2026110511112222", customer_id="C0001", at=AT)
     assert types(facts) == ["order_not_found"] and facts.answer.startswith("没有查到订单")
+
+
+def test_short_latin_model_names_link_only_as_whole_words(tmp_path):
+    from kefu.kg.store import KnowledgeGraph
+
+    path = tmp_path / "m" / "products.csv"
+    path.parent.mkdir()
+    path.write_text("sku,name,aliases,category,brand,price_fen,stock,colors,sizes,material,style,description\n"
+                    "SL-40001,X1三合一冲锋衣,X1|X1冲锋衣,冲锋衣,山岚,59900,3,黑色,L,尼龙,城市通勤,\n", encoding="utf-8")
+    kg = KnowledgeGraph.open()
+    kg.import_path(path)
+    assert [e["value"] for e in link(kg, "X1有L码吗") if e["type"] == "product"] == ["SL-40001"]
+    assert not [e for e in link(kg, "型号SX12的那件") if e["type"] == "product"]

@@ -131,8 +131,8 @@ def linker(snap: Snapshot) -> Linker:
         term = term.strip()
         if len(term) < 2 and not term.isascii():
             return  # a single Chinese character matches inside too many words
-        if term.isascii() and len(term) < 3:
-            return
+        if term.isascii() and (len(term) < 2 or (len(term) == 2 and not any(c.isdigit() for c in term))):
+            return  # "X1" is a model name; "XL" or "Pro" alone are not products
         slot = meanings.setdefault(term, [])
         if (kind, value) not in slot:
             slot.append((kind, value))
@@ -160,6 +160,10 @@ def linker(snap: Snapshot) -> Linker:
     return result
 
 
+def _ascii_word(text: str, i: int) -> bool:
+    return 0 <= i < len(text) and text[i].isascii() and text[i].isalnum()
+
+
 def link(kg: KnowledgeGraph, text: str, *, snap: Snapshot | None = None) -> list[dict]:
     """Entities in ``text``: product/category/brand/style/material/color from the catalogue, size, order_no,
     logistics (tracking number) — each ``{type, text, start, end, value}`` (the shape of ``kefu.types.Entity``)."""
@@ -184,6 +188,8 @@ def link(kg: KnowledgeGraph, text: str, *, snap: Snapshot | None = None) -> list
             if not free(*m.span()):
                 continue
             term = m.group()
+            if term.isascii() and (_ascii_word(text, m.start() - 1) or _ascii_word(text, m.end())):
+                continue  # inside a longer Latin word or number: "X1" in "SX12"
             for kind, value in lk.meanings.get(term, []):
                 entities.append({"type": kind, "text": term, "start": m.start(), "end": m.end(), "value": value})
             taken.append(m.span())
