@@ -215,3 +215,21 @@ def test_short_latin_model_names_link_only_as_whole_words(tmp_path):
     kg.import_path(path)
     assert [e["value"] for e in link(kg, "X1有L码吗") if e["type"] == "product"] == ["SL-40001"]
     assert not [e for e in link(kg, "型号SX12的那件") if e["type"] == "product"]
+
+
+def test_order_number_typed_with_spaces_and_the_order_holding_a_product(kg):
+    facts = retrieve(kg, "订单号是2026 1110 1234 5678，想换个码", customer_id="C0001", at=AT)
+    assert any(f["type"] == "order" and f["subject"] == "2026111012345678" for f in facts.facts)
+    repair = retrieve(kg, "买的风行冲锋衣拉链坏了能修吗", customer_id="C0001", at=AT)
+    assert any(f["type"] == "order" and f["subject"] == "2026111012345678" for f in repair.facts)
+    assert any(f["type"] == "policy" and f["subject"] == "冲锋衣" for f in repair.facts)
+    assert "promotion" not in types(repair)
+
+
+def test_order_number_groupings(kg):
+    def orders(text):
+        return [e["value"] for e in link(kg, text) if e["type"] == "order_no"]
+
+    assert orders("单号26110899 53055203") == ["2611089953055203"]
+    assert orders("2611-0899-5305-5203") == ["2611089953055203"]
+    assert orders("电话13800138000 12345") == [] and orders("身份证110101199003077777") == []

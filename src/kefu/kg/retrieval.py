@@ -32,12 +32,15 @@ CUES = {
     "price": re.compile(r"多少钱|价格|价钱|几块|售价|到手价|怎么卖|多钱|啥价"),
     "promotion": re.compile(r"优惠|活动|满减|折扣|打折|几折|优惠券|领券|用券|赠品|送什么|促销|双11|双十一|便宜"),
     "stock": re.compile(r"有货|有没有货|库存|还有吗|还有没有|缺货|补货|现货|断码|有没有.{0,6}[码号色]"),
-    "after_sales": re.compile(r"退货|退款|退换|换货|无理由|七天|7天|维修|保修|售后|退回|能退|可以退|怎么退|换个|换一"),
+    "after_sales": re.compile(r"退货|退款|退换|换货|无理由|七天|7天|维修|保修|售后|退回|能退|可以退|怎么退|换个|换一|"
+                              r"能修|修一下|修理|返修|开线|掉了|坏了"),
     "order": re.compile(r"订单|我的单|下的单|我买的|发货|物流|快递|到哪|签收|单号|什么时候到|到了没"),
     "recommend": re.compile(r"推荐|适合|哪款|选哪|有什么好|搭配|配件|配什么|替代|类似"),
 }
 MY_ORDER = re.compile(r"我的(?:订单|快递|包裹|单子|货|退款)|我(?:买|下单|拍)的|我的东西|退款(?:进度|呢|到哪|什么时候)")
-ORDER_NO = re.compile(r"(?<!\d)\d{16}(?!\d)")
+# 16 digits, also as typed in chat: 26110899 53055203 or 2611-0899-5305-5203 (no other groupings: two phone numbers
+# side by side must not read as an order)
+ORDER_NO = re.compile(r"(?<![\d-])(?:\d{16}|\d{8}[ -]\d{8}|\d{4}(?:[ -]\d{4}){3})(?![\d-])")
 TRACKING_NO = re.compile(r"(?<![A-Za-z0-9])([A-Z]{2,4}\d{9,15}|\d{12,15})(?![0-9])")
 SIZE = re.compile(r"(?<![A-Za-z0-9])(XXXL|XXL|XL|XS|2XL|3XL|4XL|S|M|L)(?![A-Za-z])(?:码|号)?|(?<!\d)(3\d|4\d)(?:码|号)|均码",
                   re.I)
@@ -176,7 +179,8 @@ def link(kg: KnowledgeGraph, text: str, *, snap: Snapshot | None = None) -> list
         return all(end <= s or start >= e for s, e in taken)
 
     for m in ORDER_NO.finditer(text):
-        entities.append({"type": "order_no", "text": m.group(), "start": m.start(), "end": m.end(), "value": m.group()})
+        value = re.sub(r"[ -]", "", m.group())
+        entities.append({"type": "order_no", "text": m.group(), "start": m.start(), "end": m.end(), "value": value})
         taken.append(m.span())
     for m in TRACKING_NO.finditer(text):
         if free(*m.span()):
@@ -337,6 +341,9 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
             elif not e["value"].isdigit() or re.search(r"运单|快递单|单号|物流", text):  # bare digits may be a phone
                 facts.append(_fact("order_not_found", e["value"], f"运单{e['value']}：未查到当前账号的订单"))
     mentioned = any(e["type"] in ("order_no", "logistics") for e in entities)
+    if not orders and not mentioned and customer_id and products and (cues["after_sales"] or cues["order"] or exceptions):
+        wanted = {p.sku for p in products}  # "买的X开线了": the customer's own order holding X
+        orders = [o for o in kg.orders_of(customer_id, limit=20) if wanted & {i.sku for i in o.items}][:1]
     if not orders and not mentioned and customer_id and (MY_ORDER.search(text) or ((cues["order"] or exceptions) and not products)):
         orders = kg.orders_of(customer_id, limit=1)
     seen_orders: set[str] = set()
