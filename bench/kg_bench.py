@@ -248,8 +248,21 @@ def main() -> None:
                 total += 1
                 same += price_cart(cart, sample_kg.promotions(when), when, set(refs.get("codes") or [])).payable_fen \
                     == refs["total_fen"]
+        owners = {o["order_no"]: o["customer_id"]
+                  for o in json.loads((shop / "orders.json").read_text(encoding="utf-8"))}
+        hits = asked = 0
+        for line in (shop / "dialogues.jsonl").read_text(encoding="utf-8").splitlines():
+            dialogue = json.loads(line)
+            meta = dialogue.get("meta") or {}
+            number = (meta.get("refs") or {}).get("order_no")
+            if number in owners:
+                text = " ".join(m["content"] for m in dialogue["messages"] if m["role"] == "user")
+                facts = retrieve(sample_kg, text, customer_id=owners[number], at=datetime.fromisoformat(meta["date"]))
+                asked += 1
+                hits += any(f["type"] == "order" and f["subject"] == number for f in facts.facts)
         agreement = (f"Against the sample shop generator's own pricer (`examples/shop/generate.py`), {same}/{total} "
-                     "priced dialogues agree to the fen.")
+                     f"priced dialogues agree to the fen; for {hits}/{asked} sample dialogues about an order, the "
+                     "customer's turns (as that order's owner) retrieve that order.")
 
     def row(name: str, samples: Samples) -> str:
         return (f"| {name} | {len(samples)} | {statistics.median(samples):.3f} | {percentile(samples, 95):.3f} | "
