@@ -200,3 +200,15 @@ def test_version_is_content_addressed(shop_dir):
     _edit_json(shop_dir / "policies.json", lambda ps: ps[1]["conditions"].append("附件齐全"))
     v2 = first.import_path(shop_dir / "policies.json").version
     assert v2 != v1 and "附件齐全" in first.policy("冲锋衣").conditions
+
+
+def test_replacing_products_cannot_orphan_stored_promotions(shop_dir, tmp_path):
+    kg = KnowledgeGraph.open()
+    kg.import_path(shop_dir)
+    lines = (shop_dir / "products.csv").read_text(encoding="utf-8").splitlines()
+    smaller = tmp_path / "s" / "products.csv"
+    smaller.parent.mkdir()
+    smaller.write_text("\n".join(line for line in lines if "SL-10006" not in line) + "\n", encoding="utf-8")
+    with pytest.raises(KefuError, match="stored promotion P004: refers to SKU SL-10006"):
+        kg.import_path(smaller, replace=True)
+    assert kg.product("SL-10006") is not None

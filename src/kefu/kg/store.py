@@ -262,6 +262,14 @@ class KnowledgeGraph:
                 if item.sku not in known:
                     problems.add(f"{files['orders.json']}[{k}] (order {o.order_no}) items[{j}]",
                                  f"field `sku`: unknown SKU {item.sku}")
+        if replace and parsed.products is not None and parsed.promotions is None:
+            for row in session.scalars(select(PromotionRow).order_by(PromotionRow.id)):
+                gone = sorted(set(row.data.get("eligible", {}).get("skus") or []) - known)
+                if row.data.get("gift_sku") and row.data["gift_sku"] not in known:
+                    gone.append(row.data["gift_sku"])
+                if gone:
+                    problems.add(f"stored promotion {row.id}", f"refers to SKU {', '.join(gone)}, which this "
+                                 "replacing import removes (import promotions.json together with products.csv)")
         for policy in parsed.policies or []:
             if policy.category != "*" and categories and policy.category not in categories:
                 warnings.append(f"policies.json: no product in category {policy.category}")
