@@ -28,6 +28,7 @@ from typing import Any, Callable, Literal, Protocol
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from kefu.kg.importer import Problems, order_from_dict
 from kefu.kg.promotions import CartItem, price_cart, yuan
@@ -328,6 +329,8 @@ class ToolBox:
             return _error(f"订单系统暂时无法查询，请稍后再试或转人工（{exc}）")
         except KefuError as exc:
             return _error(f"{name}: {exc}")
+        except SQLAlchemyError as exc:  # the knowledge graph's database is down: say so, do not crash the chat
+            return _error(f"{name}: 知识库暂时无法访问，请稍后再试或转人工（{type(exc).__name__}）")
         return {"ok": True, **result}
 
     # -------------------------------------------------------------------------------------------------- helpers
