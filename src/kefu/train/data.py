@@ -87,6 +87,23 @@ def read_dialogues(path: Path) -> Iterator[tuple[str, dict]]:
             yield where, record
 
 
+def check_data(data: str | Path) -> tuple[Path, Path | None]:
+    """Fast pass before any model is loaded: files exist, every line parses, some dialogue has an agent turn."""
+    train_file, val_file = find_data(data)
+    dialogues = with_agent = 0
+    for _, record in read_dialogues(train_file):
+        dialogues += 1
+        with_agent += any(m["role"] == "assistant" and m["content"].strip() for m in record["messages"])
+    if dialogues == 0:
+        raise KefuError(f"{train_file}: no dialogues (the file is empty)")
+    if with_agent == 0:
+        raise KefuError(f"{train_file}: none of its {dialogues} dialogues has an agent (assistant) turn to learn from")
+    if val_file is not None:
+        for _ in read_dialogues(val_file):
+            pass
+    return train_file, val_file
+
+
 def with_system(record: dict, config: "TrainConfig") -> list[dict]:
     """The dialogue's messages with the configured system prompt (and its shop facts) when it has none."""
     messages = [dict(role=m["role"], content=m["content"]) for m in record["messages"]]

@@ -20,7 +20,6 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,7 +30,7 @@ import yaml
 from torch import nn
 
 from kefu.train.config import TrainConfig
-from kefu.train.data import DataStats, Example, collate, load_examples, pack, step_indices
+from kefu.train.data import Example, check_data, collate, load_examples, pack, step_indices
 from kefu.train.template import IGNORE_INDEX, stop_strings, template_kind
 from kefu.types import KefuError
 
@@ -168,12 +167,10 @@ def _micro_batches(examples: list[Example], config: TrainConfig, pad_id: int) ->
 def evaluate_loss(wrapper: SupervisedLM, examples: list[Example], config: TrainConfig, pad_id: int,
                   device: torch.device, precision: str) -> float | None:
     """Mean cross entropy per supervised token over ``examples`` (this process's share, summed over all)."""
-    if not examples:
-        return None
     was_training = wrapper.training
     wrapper.eval()
     total, count = 0.0, 0
-    for batch in _micro_batches(examples, config, pad_id):
+    for batch in (_micro_batches(examples, config, pad_id) if examples else []):
         batch = {k: v.to(device) for k, v in batch.items()}
         with _autocast(precision, device):
             loss, n = wrapper(**batch)
@@ -248,6 +245,7 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, *, resume: boo
         raise KefuError(f"{out}: --resume given but there is no checkpoint in {out / 'checkpoints'}")
     if not resume and (out / "adapter").exists():
         raise KefuError(f"{out}: already holds a finished run (adapter/); choose another --out or pass --resume")
+    check_data(data)  # malformed or empty data fails here, before the model is loaded
     model_path = resolve_model(config.model)
     if config.init_adapter and not (Path(config.init_adapter) / "adapter_config.json").is_file():
         raise KefuError(f"{config.init_adapter}: --init-adapter is not a PEFT adapter folder (no adapter_config.json)")
@@ -317,8 +315,12 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, *, resume: boo
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(run_record, allow_unicode=True, sort_keys=False),
                                          encoding="utf-8")
-        if checkpoint is None:
-            (out / "metrics.jsonl").write_text("", encoding="utf-8")
+        metrics_file = out / "metrics.jsonl"
+        kept = []
+        if checkpoint is not None and metrics_file.is_file():  # drop steps logged after the checkpoint
+            kept = [line for line in metrics_file.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line)["step"] <= start_step]
+        metrics_file.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     writer = _tensorboard(out, config.tensorboard and main)
 
     n_train = len(train_examples)
@@ -446,6 +448,3 @@ def _write_adapter(model, tokenizer, config: TrainConfig, folder: Path, model_pa
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
 
-
-def data_stats_dict(stats: DataStats) -> dict:
-    return asdict(stats)
