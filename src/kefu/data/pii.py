@@ -368,6 +368,8 @@ _TAIL_RE = re.compile(rf"(?:{_NAMECH}|[A-Za-z0-9\-_#]){{1,14}}")
 _STOP_SET = frozenset(_STOP_CHARS)
 _LEX_ALL = frozenset(DIVISIONS) | frozenset(DIVISION_SHORT)
 _LEX_STRONG = frozenset(DIVISIONS) | frozenset(k for k, v in DIVISION_SHORT.items() if v in ("prov", "city"))
+_LEFT_STOP_RE = re.compile(_trie_regex(_LEFT_STOP_WORDS))
+_STOP_WORDS_RE = re.compile(_trie_regex(_STOP_WORDS))
 _LEX_PREFIX2 = frozenset(name[:2] for name in _LEX_ALL)
 _MAX_NAME = 10  # characters of a place name before its suffix
 
@@ -493,11 +495,8 @@ def _address_components(text: str, a: int, b: int) -> list[list]:
         while j > lo and hs - j < _MAX_NAME and _is_namech(text[j - 1]):
             j -= 1
         if j < hs - 1:  # never start inside a phrase such as 查一下/麻烦/谢谢
-            run = text[j:hs]
-            for w in _LEFT_STOP_WORDS:
-                i = run.rfind(w)
-                if i >= 0:
-                    j = max(j, j + i + len(w)) if j + i + len(w) <= hs else j
+            for stop in _LEFT_STOP_RE.finditer(text, j, hs):
+                j = max(j, stop.end())
         if j == hs:  # a bare suffix continues the previous component: 柳市 + 镇, 下城 + 区
             if comps and comps[-1][1] == hs and comps[-1][5] < comps[-1][0] + 1 + _MAX_NAME:
                 prev = comps[-1]
@@ -533,8 +532,8 @@ _PLACEHOLDER_RE_SRC = (r"\[(?:" + "|".join(re.escape(p[1:-1]) for p in PLACEHOLD
 
 # Cheap test for "could hold a numeric/e-mail/code PII or a placeholder": most turns have no 5-digit run.
 # (Placeholders are looked for separately: JDDC text is full of [数字x].)
-_P1_FILTER = re.compile(r"(?=[\d@微薇vVwW])(?:\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d|@|\d\.\d{1,3}\.\d|\d[*＊]{3}|微信|薇信"
-                        r"|[vVwW][xX信])")
+_P1_PARTS = (r"\d@微薇vVwW", r"\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d|@|\d\.\d{1,3}\.\d|\d[*＊]{3}|微信|薇信|[vVwW][xX信]")
+_P1_FILTER = re.compile(f"(?=[{_P1_PARTS[0]}])(?:{_P1_PARTS[1]})")
 _FIVE_DIGITS = re.compile(r"\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d")
 _PLACEHOLDER_RE = re.compile(_PLACEHOLDER_RE_SRC)
 
@@ -558,13 +557,23 @@ def _p2_hint_regex(address: bool, name: bool) -> re.Pattern[str] | None:
         numerals = "".join(sorted(_NUMERALS))
         alts += [f"[{single_fine}](?<=[\u4e00-\u9fff][{single_fine}])",
                  f"[{units}](?<=[\dA-Za-z{numerals}][{units}])",
-                 r"\d[-－—~～_]\d+[-－—~～_]\d|\d{3}[-－—~～_]\d|\d[-－—~～_]\d{3}"]
+                 r"\d[-－—~～_]\d+[-－—~～_]\d|\d{3}[-－—~～_]\d|\d[-－—~～_]\d{3}|\d[A-Za-z]?[Ff]"]
         first |= set(single_fine) | set(units) | set("0123456789")
     if name:
         words += list(_NAME_LABELS) + list(_HONORIFICS) + ["我是"]
     first |= {w[0] for w in words}
     pattern = "(?=[" + re.escape("".join(sorted(first))) + r"\d])(?:" + "|".join([_trie_regex(words)] + alts) + ")"
     return re.compile(pattern)
+
+
+def _any_hint_regex(p2: re.Pattern[str] | None) -> re.Pattern[str]:
+    """One search that fails on a text with nothing for either pass (most turns): the first-pass filter, a
+    placeholder bracket and the second-pass hint, under one leading character class."""
+    p1_first, p1_body = _P1_PARTS
+    if p2 is None:
+        return re.compile(f"(?=[{p1_first}\\[])(?:{p1_body}|\\[)")
+    p2_first, p2_body = p2.pattern[4:].split("])(?:", 1)
+    return re.compile(f"(?=[{p1_first}{p2_first}\\[])(?:{p1_body}|\\[|{p2_body[:-1]})")
 
 
 class Masker:
@@ -610,6 +619,7 @@ class Masker:
         self._window_type = window
         self._addr_trigger_re = re.compile(_trie_regex(_ADDR_TRIGGERS))
         self._p2_filter = _p2_hint_regex("address" in self.types, "name" in self.types)
+        self._any = _any_hint_regex(self._p2_filter)
 
     # ---------------------------------------------------------------------------------------------- public
 
@@ -641,6 +651,8 @@ class Masker:
     # ---------------------------------------------------------------------------------------------- passes
 
     def _spans(self, text: str) -> list[_Span]:
+        if self._any.search(text) is None:
+            return []
         spans: list[_Span] = []
         pending: list[tuple[int, int, str]] = []  # digit runs that only a context word could make PII
         types = self.types
@@ -907,7 +919,7 @@ class Masker:
         for comp in comps + [None]:  # type: ignore[list-item]
             if comp is not None and chain:
                 gap = text[chain[-1][1]:comp[0]]
-                if not gap or (_GAP_RE.fullmatch(gap) and not any(w in gap for w in _STOP_WORDS)):
+                if not gap or (_GAP_RE.fullmatch(gap) and not _STOP_WORDS_RE.search(gap)):
                     chain.append(comp)
                     continue
             if chain:
@@ -949,10 +961,17 @@ class Masker:
             t = _TAIL_RE.match(text, end, b)
             if t:
                 tail = t.group()
-                tail = tail[:min((tail.find(w) for w in _STOP_WORDS if w in tail), default=len(tail))]
+                stop = _STOP_WORDS_RE.search(tail)
+                if stop:
+                    tail = tail[:stop.start()]
                 if end + len(tail) < b and _is_ascii_alnum(text[end + len(tail)]):
                     tail = tail.rstrip("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")  # no cut runs
                 end += len(tail.rstrip("-_#"))
+        # never end inside a run of letters/digits ("0栋0F|110101..."): the rest of the run would change meaning
+        while end > start and end < len(text) and _is_ascii_alnum(text[end]) and _is_ascii_alnum(text[end - 1]):
+            end -= 1
+        if end - start < 2:
+            return None
         return start, end
 
 
@@ -1132,4 +1151,4 @@ def find_pii(text: str) -> list[_Span]:
 
 def mask(text: str) -> tuple[str, dict[str, int]]:
     """Replace PII with typed placeholders; return the masked text and counts by placeholder (``{"[手机号]": 1}``)."""
-    return _default().mask(text)
+    return (_DEFAULT or _default()).mask(text)
