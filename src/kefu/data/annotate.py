@@ -194,6 +194,7 @@ class RuleAnnotator:
             for word in words:
                 self.intent_of.setdefault(word.lower(), (rank, intent))
         self.intent_re = re.compile(trie_regex(sorted(self.intent_of)))
+        self._cache: dict[tuple[str, str], tuple[str | None, tuple]] = {}
 
     # -- intents ---------------------------------------------------------------------------------------------
     def intent(self, text: str, entity_types: set[str] | None = None) -> str:
@@ -284,14 +285,26 @@ class RuleAnnotator:
             return "product", g("sku")
         return None, None
 
+    CACHE_SIZE = 100_000
+
     def annotate(self, turns: list[Turn]) -> tuple[list[str], list[Entity]]:
+        """Each turn is labelled on its own, so labels of repeated turns (agent templates, "好的谢谢") are cached."""
         intents: list[str] = []
         entities: list[Entity] = []
+        cache = self._cache
         for i, turn in enumerate(turns):
             if turn.role == "system":
                 continue
-            found = self.entities(turn.content, i)
-            entities.extend(found)
+            key = (turn.role, turn.content)
+            hit = cache.get(key)
+            if hit is None:
+                found = self.entities(turn.content, 0)
+                intent = self.intent(turn.content, {e.type for e in found}) if turn.role == "user" else None
+                hit = (intent, tuple((e.type, e.text, e.start, e.end, e.value) for e in found))
+                if len(cache) >= self.CACHE_SIZE:
+                    cache.clear()
+                cache[key] = hit
+            entities.extend(Entity(t, x, i, a, b, v) for t, x, a, b, v in hit[1])
             if turn.role == "user":
-                intents.append(self.intent(turn.content, {e.type for e in found}))
+                intents.append(hit[0])
         return intents, entities
