@@ -92,6 +92,7 @@ class _Worker:
         self.annotator = load_annotator(config.annotator, self.catalogue) if config.annotate else None
         self.hasher = MinHasher(config.dedup.num_perm, config.dedup.shingle) if config.dedup.near else None
         self.mask = None
+        self._mask_cache: dict[str, tuple[str, dict[str, int]]] = {}
         if config.mask_pii:
             from kefu.data.pii import mask
 
@@ -103,8 +104,15 @@ class _Worker:
         turns = clean_turns([Turn(role, content) for role, content in raw_turns], cfg.normalize)
         pii: dict[str, int] = {}
         if self.mask is not None:
+            cache = self._mask_cache
             for turn in turns:
-                masked, counts = self.mask(turn.content)
+                hit = cache.get(turn.content)
+                if hit is None:  # templated replies repeat: mask each distinct text once
+                    hit = self.mask(turn.content)
+                    if len(cache) >= 100_000:
+                        cache.clear()
+                    cache[turn.content] = hit
+                masked, counts = hit
                 if counts:
                     turn.content = masked
                     for key, n in counts.items():
