@@ -154,7 +154,7 @@ def test_sessions_are_isolated_between_api_keys(tiny):
         for key, text in ((API_KEY, "订单1234567890123456呢"), ("second-key-0123456789", "你好")):
             c.post("/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
                    json={"model": "tiny", "session_id": "same", "messages": [{"role": "user", "content": text}]})
-    owners = {owner for owner, _ in service.sessions._data}
+    owners = {owner for owner, _, _ in service.sessions._data}
     assert len(owners) == 2
     seen = [s for s in service.sessions._data.values()]
     assert all(len([t for t in s.turns if t["role"] == "user"]) == 1 for s in seen)

@@ -10,6 +10,10 @@ def test_sessions_are_isolated_by_key_and_id():
     assert store.get("key-b", "s1").turns == []
     assert store.get("key-a", "s2").turns == []
     assert store.get("key-a", "s1").turns == [{"role": "user", "content": "我的订单呢"}]
+    c1 = store.get("key-a", "s3", "C0001")
+    c1.add_turn("user", "订单1234567890123456", 10)
+    assert store.get("key-a", "s3", "C0002").turns == []  # another customer guessing the id gets a new session
+    assert store.peek("key-a", "s3", "C0001") is c1
 
 
 def test_store_and_history_are_bounded():

@@ -61,6 +61,7 @@ class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["rating", "correction", "handoff"]
     session_id: str = Field(min_length=1, max_length=128)
+    customer_id: str | None = Field(None, max_length=128)
     message_id: str | None = Field(None, max_length=128)
     model: str | None = Field(None, max_length=128)
     rating: int | None = None

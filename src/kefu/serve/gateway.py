@@ -41,19 +41,21 @@ class Authenticator:
         if keys is None:
             keys = [k.strip() for k in os.environ.get("KEFU_API_KEY", "").split(",") if k.strip()]
         self._env = {hashlib.sha256(k.encode("utf-8")).hexdigest(): k for k in keys}
+        self.use_store = use_store and enabled
         self._store = None
-        if use_store and enabled:
-            try:
-                from kefu.safety.keys import KeyStore
 
-                if KeyStore.exists():
-                    self._store = KeyStore.open()
-            except ImportError:  # pragma: no cover - safety ships with kefu
-                self._store = None
+    def _key_store(self):
+        """The safety stage's key store once it holds a key (keys created while serving count at once)."""
+        if self._store is None and self.use_store:
+            from kefu.safety.keys import KeyStore
+
+            if KeyStore.exists():
+                self._store = KeyStore.open()
+        return self._store
 
     @property
     def configured(self) -> bool:
-        return bool(self._env) or self._store is not None
+        return bool(self._env) or self._key_store() is not None
 
     def authenticate(self, authorization: str | None) -> Caller | None:
         if not self.enabled:
@@ -67,8 +69,9 @@ class Authenticator:
         for known_digest in self._env:
             if hmac.compare_digest(known_digest, digest):
                 return Caller("env-" + digest[:10], "env:KEFU_API_KEY", ENV_PERMISSIONS)
-        if self._store is not None:
-            principal = self._store.authenticate(key)
+        store = self._key_store()
+        if store is not None:
+            principal = store.authenticate(key)
             if principal is not None:
                 return Caller(principal.key_id, principal.name, frozenset(principal.permissions))
         return None

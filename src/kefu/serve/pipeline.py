@@ -234,7 +234,6 @@ class ChatService:
         masked = mask_text(text)
         sid = self.session_key(caller_id, session_id, customer_id, messages)
         session = self.sessions.get(caller_id, sid, customer_id)
-        customer_id = customer_id or session.customer_id
         ents = key_entities(text)
         previous_skus = list(session.entities.get("sku", []))
         prev_q = next((t["content"] for t in reversed(session.turns) if t["role"] == "user"), None)
@@ -401,7 +400,7 @@ class ChatService:
 
             raise KefuError("feedback store not configured")
         sid = record.get("session_id")
-        session = self.sessions.peek(caller_id, sid) if sid else None
+        session = self.sessions.peek(caller_id, sid, record.pop("customer_id", None)) if sid else None
         record = {**record, "source": source, "conversation": list(session.turns) if session else [],
                   "model": record.get("model")}
         record.setdefault("meta", {})

@@ -63,18 +63,21 @@ class Session:
 
 
 class SessionStore:
-    """At most ``max_sessions`` live sessions (least recently used dropped first), idle ones expire."""
+    """At most ``max_sessions`` live sessions (least recently used dropped first), idle ones expire.
+
+    A session is keyed by (API key, customer id, session id): another key or another customer never reaches it,
+    even with the same (guessed) session id."""
 
     def __init__(self, max_sessions: int = 10000, max_turns: int = 50, idle_ttl_s: float = 3600.0):
         self.max_sessions = max_sessions
         self.max_turns = max_turns
         self.idle_ttl_s = idle_ttl_s
-        self._data: OrderedDict[tuple[str, str], Session] = OrderedDict()
+        self._data: OrderedDict[tuple[str, str, str], Session] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, owner: str, session_id: str, customer_id: str | None = None) -> Session:
         now = time.monotonic()
-        key = (owner, session_id)
+        key = (owner, customer_id or "", session_id)
         with self._lock:
             session = self._data.get(key)
             if session is not None and now - session.last_seen > self.idle_ttl_s:
@@ -82,17 +85,15 @@ class SessionStore:
             if session is None:
                 session = Session(id=session_id, owner=owner, customer_id=customer_id)
                 self._data[key] = session
-            elif customer_id and not session.customer_id:
-                session.customer_id = customer_id
             session.last_seen = now
             self._data.move_to_end(key)
             while len(self._data) > self.max_sessions:
                 self._data.popitem(last=False)
         return session
 
-    def peek(self, owner: str, session_id: str) -> Session | None:
+    def peek(self, owner: str, session_id: str, customer_id: str | None = None) -> Session | None:
         with self._lock:
-            return self._data.get((owner, session_id))
+            return self._data.get((owner, customer_id or "", session_id))
 
     def __len__(self) -> int:
         return len(self._data)
