@@ -207,7 +207,7 @@ split, tier-3 augmentation, write. Target: ≥ 3,000 dialogues/s and < 1 GB peak
 
 Load average when it ran: {load}. The machine's cores are shared with other jobs, so dialogues/s depends on
 what else runs; CPU µs/dialogue does much less: on two otherwise idle cores the pool's ceiling is
-2 cores / CPU per dialogue ≈ **{ceiling:,.0f} dialogues/s** (PII masking is about a quarter of the CPU).
+2 cores / CPU per dialogue ≈ **{ceiling:,.0f} dialogues/s**.
 
 Kept {first['kept']:,}, duplicates {first['duplicates']:,}, filtered {sum(first['filtered'].values()):,},
 generated {first['generated']:,} tier-3 samples; counts reconcile: {first['reconciles']}; outputs byte-identical
