@@ -530,6 +530,10 @@ _PLACEHOLDER_RE_SRC = (r"\[(?:" + "|".join(re.escape(p[1:-1]) for p in PLACEHOLD
                        r")\]|\[[\u4e00-\u9fffA-Za-z_]{1,8}x\]")
 
 
+# Known top-level domains: an e-mail must end in one, so "a@qq.comQQ123" ends at ".com" whatever follows it.
+_TLDS = ("com|net|org|edu|gov|cn|hk|tw|mo|io|co|me|info|top|xyz|cc|tv|biz|mobi|name|asia|vip|club|site|online|"
+         "tech|shop|store|email|jp|kr|sg|uk|us|de|fr|ru|au|ca|in|it|es|nl|ch|se")
+
 # Cheap test for "could hold a numeric/e-mail/code PII or a placeholder": most turns have no 5-digit run.
 # (Placeholders are looked for separately: JDDC text is full of [数字x].)
 _P1_PARTS = (r"\d@微薇vVwW", r"\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d|@|\d\.\d{1,3}\.\d|\d[*＊]{3}|微信|薇信|[vVwW][xX信]")
@@ -604,12 +608,12 @@ class Masker:
             rf"(?=[\d\[A-Za-z+＋(（{first}])(?:"
             rf"(?P<ph>{_PLACEHOLDER_RE_SRC})"
             r"|(?P<email>[A-Za-z0-9](?<![A-Za-z\d._%+\-][A-Za-z0-9])[A-Za-z0-9._%+\-]{0,63}@[A-Za-z0-9\-]+"
-            r"(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}(?![A-Za-z\d]))"
+            rf"(?:\.[A-Za-z0-9\-]+)*\.(?i:{_TLDS})(?![A-Za-z\d]))"
             rf"|(?P<ctx>{ctx_alt})(?:号码|号)?[\s:：是为]{{0,3}}(?P<code>[A-Za-z0-9][A-Za-z0-9_\-]{{4,39}}(?: \d{{4,8}}(?![\dA-Za-z]))*)"
             r"(?![A-Za-z\d_\-@])"
             rf"|(?P<carrier>{_CARRIER_SHAPE})"
-            r"|(?P<ip>\d(?<![\d.]\d)\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\d.]))"
-            r"|(?P<mmob>1(?<!\d1)[3-9]\d[*＊]{4}\d{4}(?!\d))"
+            r"|(?P<ip>\d(?<![\dA-Za-z.]\d)\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\d.]))"
+            r"|(?P<mmob>1(?<![\dA-Za-z]1)[3-9]\d[*＊]{4}\d{4}(?!\d))"
             r"|(?P<run>[\d+＋(（](?<![\dA-Za-z_.\-/][\d+＋(（])"
             r"(?:(?<=[+＋])|(?<=[(（])[+＋]?\d{2,4}[)）][ -]?\d|(?<=\d))(?:[ -]?\d){4,22}[Xx]?)"
             r"(?![\dA-Za-z_/%]|\.\d))"
@@ -752,8 +756,10 @@ class Masker:
         if " " in code and ctx not in ("order_no", "tracking_no"):  # "手机13812345678 2222": groups of their own
             self._digit_run(text, m.start("code"), code, spans, pending) if _DIGITS_SPACES.fullmatch(code) else None
             return
-        if word.isascii() and m.start() > 0 and text[m.start() - 1].isascii() and text[m.start() - 1].isalpha():
-            if _DIGITS_DASHES.fullmatch(code):  # "box order 12345678": the word is part of another word
+        if word.isascii() and m.start() > 0 and (text[m.start() - 1].isdecimal()
+                                                 or text[m.start() - 1].isascii() and text[m.start() - 1].isalpha()):
+            if m.end("ctx") < m.start("code") \
+                    and _DIGITS_DASHES.fullmatch(code):  # "border 12345678": the word is part of another word
                 self._digit_run(text, m.start("code"), code, spans, pending)
             return
         if word.isascii() and m.end("ctx") == m.start("code") and not code.isdigit():
