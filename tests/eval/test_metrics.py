@@ -90,6 +90,9 @@ def test_human_agreement_leave_one_out():
     low = human_agreement([""], [["我们明天发货", "我们明天发货"]])
     assert low["human_pct_bleu4"] == 0.0 and low["human_bar_met"] is False
     assert human_agreement(["x"], [["only one"]]) == {}
+    # people who share no character: no agreement to compare against (None, not NaN, so metrics.json stays JSON)
+    apart = human_agreement(["我们明天发货"], [["我们明天发货", "完全不同的话"]])
+    assert apart["human_bleu4"] == 0.0 and apart["human_pct_bleu4"] is None and apart["human_bar_met"] is False
 
 
 def test_score_predictions_rejects_bad_records():

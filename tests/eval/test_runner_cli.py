@@ -182,3 +182,29 @@ def test_eval_run_folder_base_plus_adapter(tmp_path):
 
     shutil.rmtree(run / "adapter")
     assert "no adapter/ folder" in _error(["eval", "--run", str(run), "--data", str(data), "--out", str(out)])
+
+
+def test_cli_score_with_judge(tmp_path, monkeypatch):
+    """`--judge URL` switches the (default-off) satisfaction judge on; a fake OpenAI-compatible judge answers."""
+    import kefu.eval.experience as exp
+
+    def handler(request):
+        reply = json.loads(request.content)["messages"][1]["content"]
+        score = 5 if "7天" in reply else 2
+        return httpx.Response(200, json={"choices": [{"message": {"content": json.dumps({"score": score})}}]})
+
+    real = exp.judge_satisfaction
+    monkeypatch.setattr(exp, "judge_satisfaction",
+                        lambda *a, **kw: real(*a, **dict(kw, transport=httpx.MockTransport(handler))))
+    monkeypatch.setenv("KEFU_JUDGE_API_KEY", "secret")
+    rows = [{"id": "a", "prediction": "支持7天无理由退货", "references": ["支持7天无理由退货"]},
+            {"id": "b", "prediction": "嗯", "references": ["支持7天无理由退货"]}]
+    path = _preds(tmp_path, "p.jsonl", rows)
+    plain = CliRunner().invoke(app, ["eval", "score", str(path), "--out", str(tmp_path / "plain")])
+    assert plain.exit_code == 0, plain.output
+    assert "judge_satisfaction" not in json.loads((tmp_path / "plain" / "metrics.json").read_text(encoding="utf-8"))
+    judged = CliRunner().invoke(app, ["eval", "score", str(path), "--out", str(tmp_path / "j"), "--judge",
+                                      "http://judge.local/v1", "--judge-model", "qwen"])
+    assert judged.exit_code == 0, judged.output
+    metrics = json.loads((tmp_path / "j" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["judge_satisfaction"] == 3.5 and metrics["judge_model"] == "qwen" and metrics["judge_n"] == 2

@@ -30,6 +30,11 @@ def _config(config_file: Optional[Path], overrides: dict):
     return load_config(config_file, {f"eval.{k}": v for k, v in overrides.items()}).eval
 
 
+def _judge(url: Optional[str], model: Optional[str]) -> dict:
+    """Config overrides that switch the satisfaction judge on."""
+    return {"judge.enabled": True, "judge.endpoint": url, "judge.model": model} if url else {}
+
+
 def _print_summary(metrics: dict, out: Path) -> None:
     from kefu.eval.report import fmt
 
@@ -65,11 +70,14 @@ def eval_main(
     concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, help="Endpoint requests in flight."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Per-request timeout in seconds (endpoint)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar with ETA."),
+    judge: Optional[str] = typer.Option(None, "--judge", help="OpenAI-compatible URL of a satisfaction judge "
+                                        "(off by default; key from $KEFU_JUDGE_API_KEY)."),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="The judge's model name."),
     config_file: Optional[Path] = typer.Option(None, "--config", "-c", help="Config file (default ./kefu.yaml)."),
 ):
     """Generate a reply for every agent turn of TEST.jsonl and score it (or use a subcommand)."""
     if ctx.invoked_subcommand is not None:
-        ctx.obj = {"config_file": config_file, "kg": kg}
+        ctx.obj = {"config_file": config_file, "kg": kg, "judge": judge, "judge_model": judge_model}
         return
     if data is None and out is None and run is None and endpoint is None and model is None:
         typer.echo(ctx.get_help())
@@ -82,7 +90,7 @@ def eval_main(
 
     cfg = _config(config_file, {"max_samples": max_samples, "batch_size": batch_size,
                                 "max_new_tokens": max_new_tokens, "last_turn_only": last_turn_only,
-                                "concurrency": concurrency, "timeout_s": timeout})
+                                "concurrency": concurrency, "timeout_s": timeout, **_judge(judge, judge_model)})
     metrics = evaluate(data, out, run=run, model=model, base_only=base_only, endpoint=endpoint, api_key=api_key,
                        kg=kg, config=cfg, progress=progress)
     _print_summary(metrics, out)
@@ -95,13 +103,16 @@ def score_cmd(
                                        "predicted_intent, facts, latency_ms, context."),
     out: Path = typer.Option(..., "--out", help="Output folder."),
     kg: Optional[str] = typer.Option(None, "--kg", help="Knowledge graph for key facts."),
+    judge: Optional[str] = typer.Option(None, "--judge", help="OpenAI-compatible URL of a satisfaction judge."),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="The judge's model name."),
 ):
     """Score ready predictions (no model needed)."""
     from kefu.eval.records import load_predictions
     from kefu.eval.runner import score_records
 
     parent = ctx.obj or {}
-    cfg = _config(parent.get("config_file"), {})
+    cfg = _config(parent.get("config_file"), _judge(judge or parent.get("judge"),
+                                                     judge_model or parent.get("judge_model")))
     records = load_predictions(predictions)
     metrics = score_records(records, out, kg=kg or parent.get("kg"), config=cfg,
                             extra={"source": "predictions", "predictions_file": str(predictions)})

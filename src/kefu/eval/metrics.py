@@ -20,7 +20,6 @@ Against people: when turns carry ≥2 (human) references, each reference is scor
 from __future__ import annotations
 
 import logging
-import math
 from functools import lru_cache
 from statistics import mean
 from typing import Any, Iterable, Sequence
@@ -156,9 +155,9 @@ def human_agreement(predictions: Sequence[str], references: Sequence[Sequence[st
     for key in human:
         out[f"human_{key}"] = float(human[key])
         out[f"model_loo_{key}"] = float(model[key])
-        pct = 100.0 * model[key] / human[key] if human[key] > 0 else math.nan
+        pct = 100.0 * model[key] / human[key] if human[key] > 0 else None  # people never agree: no ratio
         out[f"human_pct_{key}"] = pct
-        met = met and not math.isnan(pct) and pct >= bar * 100
+        met = met and pct is not None and pct >= bar * 100
     out["human_bar_met"] = met
     return out
 

@@ -102,7 +102,7 @@ def worst(rows: Sequence[dict], k: int = 10, key: str = "bleu4") -> list[dict]:
     return sorted(rows, key=lambda r: (r.get(key) or 0.0, str(r.get("id"))))[:k]
 
 
-def render_report(metrics: dict, rows: Sequence[dict], title: str = "kefu evaluation") -> str:
+def render_report(metrics: dict, rows: Sequence[dict], title: str = "kefu evaluation", worst_k: int = 10) -> str:
     """The whole HTML page."""
     e = html.escape
     out = [f"<!doctype html><html lang='zh'><head><meta charset='utf-8'><title>{e(title)}</title><style>"
@@ -141,7 +141,7 @@ def render_report(metrics: dict, rows: Sequence[dict], title: str = "kefu evalua
     out.append(histogram(latencies, "Per-sample latency (ms)"))
     out.append("<h2>Worst examples (lowest BLEU-4)</h2><table><tr><th>id</th><th>intent</th><th>prediction</th>"
                "<th>reference</th><th>BLEU-4</th></tr>")
-    for row in worst(rows, int(metrics.get("worst_examples", 10) or 10)):
+    for row in worst(rows, worst_k):
         refs = row.get("references") or [""]
         out.append(f"<tr><td>{e(str(row.get('id')))}</td><td>{e(str(row.get('intent') or '—'))}</td>"
                    f"<td>{e(row.get('prediction', ''))}</td><td>{e(refs[0])}</td><td>{fmt(row.get('bleu4'))}</td></tr>")
@@ -149,8 +149,8 @@ def render_report(metrics: dict, rows: Sequence[dict], title: str = "kefu evalua
     return "\n".join(out)
 
 
-def write_report(out: Path, metrics: dict, rows: Sequence[dict]) -> Path:
+def write_report(out: Path, metrics: dict, rows: Sequence[dict], worst_k: int = 10) -> Path:
     """Write ``out/report.html``; returns its path."""
     path = Path(out) / "report.html"
-    path.write_text(render_report(metrics, rows), encoding="utf-8")
+    path.write_text(render_report(metrics, rows, worst_k=worst_k), encoding="utf-8")
     return path

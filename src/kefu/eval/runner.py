@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -73,16 +74,17 @@ def load_local_model(run: Path | None, model: str | None, base_only: bool) -> tu
     return loaded, tokenizer, {"model": str(name), "adapter": str(adapter) if adapter else None}
 
 
-def write_outputs(out: Path, metrics: dict, rows: list[dict]) -> None:
+def write_outputs(out: Path, metrics: dict, rows: list[dict], worst_k: int = 10) -> None:
     """metrics.json, predictions.jsonl and report.html under ``out``."""
     from kefu.eval.records import write_jsonl
     from kefu.eval.report import write_report
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2, default=str) + "\n",
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+    (out / "metrics.json").write_text(json.dumps(clean, ensure_ascii=False, indent=2, default=str) + "\n",
                                       encoding="utf-8")
     write_jsonl(out / "predictions.jsonl", rows)
-    write_report(out, metrics, rows)
+    write_report(out, metrics, rows, worst_k=worst_k)
 
 
 def score_records(records: list[dict], out: Path, *, kg: Any = None, config: EvalConfig | None = None,
@@ -109,7 +111,7 @@ def score_records(records: list[dict], out: Path, *, kg: Any = None, config: Eva
             row["judge"] = score
     metrics.update(extra or {})
     metrics["evaluated_at"] = datetime.now(timezone.utc).isoformat()
-    write_outputs(Path(out), metrics, rows)
+    write_outputs(Path(out), metrics, rows, worst_k=config.worst_examples)
     return metrics
 
 
