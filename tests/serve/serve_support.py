@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 CORPUS = ("您好亲，这款冲锋衣价格是399元，有黑色蓝色，尺码S M L XL。订单已发货，顺丰速运。退货退款七天无理由。"
@@ -41,6 +42,7 @@ def tiny_model(tokenizer, seed: int = 0):
     return LlamaForCausalLM(config).eval()
 
 
+REPO_SHOP = Path(__file__).resolve().parents[2] / "examples" / "shop"
 API_KEY = "test-key-0123456789abcdef"
 
 
@@ -89,7 +91,7 @@ def make_service(tiny, *, engine=None, config_overrides: dict | None = None, fee
         model, tok = tiny
         engine = LocalEngine(model, tok, base_name="tiny", max_new_tokens=config.max_new_tokens,
                              batch_wait_ms=config.batch_wait_ms, max_batch_size=config.max_batch_size)
-    kwargs.setdefault("retriever", fake_retriever)
+    kwargs.setdefault("retriever", fake_retriever)  # pass retriever=None / order_lookup=None for the real KG ones
     kwargs.setdefault("order_lookup", fake_order_lookup)
     return ChatService(engine, config=config, feedback=FeedbackStore.open() if feedback else None,
                        base_model="tiny", **kwargs)

@@ -1,0 +1,82 @@
+"""The pipeline on the real sample-shop knowledge graph (KG stage): grounded light answers, per-customer orders,
+price grounding of a model draft. Skips when the sample shop has not been generated."""
+
+import asyncio
+import json
+
+import pytest
+
+from serve_support import REPO_SHOP, make_service
+
+pytestmark = pytest.mark.skipif(not (REPO_SHOP / "products.csv").exists(), reason="sample shop not generated")
+
+
+@pytest.fixture(scope="module")
+def shop_kg(tmp_path_factory):
+    from kefu.kg.store import KnowledgeGraph
+
+    kg = KnowledgeGraph.open(f"sqlite:///{tmp_path_factory.mktemp('kg') / 'kg.db'}")
+    kg.import_path(REPO_SHOP)
+    return kg
+
+
+class DraftEngine:
+    """Stands in for the model with a fixed draft (a wrong price), to check grounding end to end."""
+
+    name = "draft"
+
+    def __init__(self, draft):
+        self.draft = draft
+
+    def models(self):
+        return ["tiny"]
+
+    async def stream(self, messages, **kwargs):
+        self.prompt = messages
+        for piece in self.draft:
+            yield piece
+
+    async def close(self):
+        pass
+
+
+def svc(tiny, kg, engine=None):
+    from kefu.kg.tools import SQLiteOrderBackend
+
+    return make_service(tiny, engine=engine, kg=kg, order_backend=SQLiteOrderBackend(kg), retriever=None,
+                        order_lookup=None)
+
+
+def ask(service, text, **kw):
+    return asyncio.run(service.answer([{"role": "user", "content": text}], **kw))
+
+
+def test_orders_are_answered_only_for_their_customer(tiny, shop_kg):
+    order = json.loads((REPO_SHOP / "orders.json").read_text("utf-8"))[0]
+    service = svc(tiny, shop_kg)
+    mine = ask(service, f"订单{order['order_no']}到哪了", customer_id=order["customer_id"])
+    other = ask(service, f"订单{order['order_no']}到哪了", customer_id="C9999")
+    assert mine.path == "light" and order["status"] in mine.text
+    assert order["status"] not in other.text and "没有查到" in other.text
+
+
+def test_wrong_price_in_a_draft_is_replaced_by_the_kg_fact(tiny, shop_kg):
+    engine = DraftEngine("这款珠峰800蓬鹅绒羽绒服现在只要999元，是全网最好的羽绒服。")
+    service = svc(tiny, shop_kg, engine)
+
+    original = service.router
+
+    class Full:  # force the model path for this check
+        def __getattr__(self, name):
+            return getattr(original, name)
+
+        def decide(self, text, **kw):
+            from kefu.serve.router import RouteDecision
+
+            return RouteDecision("full", "test", "price_inquiry")
+
+    service.router = Full()
+    reply = ask(service, "SL-10121现在多少钱")
+    assert "999" not in reply.text and "¥1239.15" in reply.text
+    assert "最好" not in reply.text
+    assert any("1599" in m["content"] for m in engine.prompt if m["role"] == "system")  # facts were in the prompt
