@@ -20,6 +20,8 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 def kefu_home(tmp_path_factory, monkeypatch) -> Path:
     home = tmp_path_factory.mktemp("kefu_home")
     monkeypatch.setenv("KEFU_HOME", str(home))
+    monkeypatch.setenv("KEFU_ACTOR", "")  # CLI stages set it per process; undone after each test
+    monkeypatch.delenv("KEFU_KEY", raising=False)
     return home
 
 

@@ -34,7 +34,9 @@ def prepare_command(
     """Clean, mask, deduplicate, annotate, augment and split chat logs into training data."""
     from kefu.config import load_config
     from kefu.data.pipeline import prepare
+    from kefu.safety.keys import authorize_cli
 
+    authorize_cli("data:write")
     overrides = {"prepare.format": format, "prepare.on_error": on_error, "prepare.seed": seed,
                  "prepare.val_ratio": val_ratio, "prepare.test_ratio": test_ratio, "prepare.workers": workers,
                  "prepare.catalogue": str(catalogue) if catalogue else None,
@@ -93,7 +95,9 @@ def timing_line(report: dict) -> str:
 def mask_command() -> None:
     """Mask PII in text read from stdin, one output line per input line (streaming)."""
     from kefu.data.pii import mask
+    from kefu.safety.keys import authorize_cli
 
+    authorize_cli("data:read")
     stdin = sys.stdin
     stdout = sys.stdout
     for line in stdin:

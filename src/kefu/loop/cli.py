@@ -38,7 +38,9 @@ def feedback_analyze(out: Path = typer.Option(Path("feedback_report"), "--out", 
     from kefu.loop.analyze import analyze, write_report
     from kefu.loop.feedback import FeedbackStore
     from kefu.safety import audit
+    from kefu.safety.keys import authorize_cli
 
+    authorize_cli("feedback:read")
     cfg = _config(config).loop
     records = FeedbackStore.open(db).list(_since(days))
     result = analyze(records, min_rating_ok=cfg.min_rating_ok)
@@ -60,7 +62,9 @@ def feedback_dataset(out: Path = typer.Option(..., "--out", "-o", help="folder f
     from kefu.loop.dataset import build_dataset
     from kefu.loop.feedback import FeedbackStore
     from kefu.safety import audit
+    from kefu.safety.keys import authorize_cli
 
+    authorize_cli("feedback:read")
     counts = build_dataset(FeedbackStore.open(db).list(_since(days)), out, previous=previous)
     audit.record("feedback.dataset", str(out), details=counts)
     console.print_json(json.dumps(counts))
@@ -86,7 +90,9 @@ def models_register(adapter: Path, base: str = typer.Option(..., "--base", help=
                     note: str = typer.Option("", "--note")):
     """Add an adapter folder to the registry as a candidate."""
     from kefu.loop.registry import Registry
+    from kefu.safety.keys import authorize_cli
 
+    authorize_cli("model:deploy")
     console.print(Registry().register(adapter, base_model=base, note=note)["version"])
 
 
@@ -94,7 +100,9 @@ def models_register(adapter: Path, base: str = typer.Option(..., "--base", help=
 def models_promote(version: str, reason: str = typer.Option("", "--reason")):
     """Serve ``version`` from now on (a running server picks it up without downtime)."""
     from kefu.loop.registry import Registry
+    from kefu.safety.keys import authorize_cli
 
+    authorize_cli("model:deploy")
     console.print(f"serving {Registry().promote(version, reason)['version']}")
 
 
@@ -102,7 +110,9 @@ def models_promote(version: str, reason: str = typer.Option("", "--reason")):
 def models_rollback():
     """Go back to the previously served version."""
     from kefu.loop.registry import Registry
+    from kefu.safety.keys import authorize_cli
 
+    authorize_cli("model:deploy")
     console.print(f"serving {Registry().rollback()['version']}")
 
 
@@ -113,6 +123,9 @@ def retrain_command(new: Path = typer.Option(..., "--new", help="new prepared da
                     config: Optional[Path] = typer.Option(None, "--config", "-c")):
     """Fine-tune from the serving adapter on new + replayed data; promote only if the gate passes."""
     from kefu.loop.retrain import retrain
+    from kefu.safety.keys import authorize_cli
+
+    authorize_cli("model:train")
 
     cfg = _config(config, {"train.max_steps": max_steps})
     result = retrain(new, old, out, train_config=cfg.train, loop_config=cfg.loop)
@@ -129,6 +142,9 @@ def export_command(run: Path = typer.Option(..., "--run", help="a train run fold
                    config: Optional[Path] = typer.Option(None, "--config", "-c")):
     """Export a run: merged model, INT8 CPU model, or a vLLM adapter with its serve command."""
     from kefu.loop import export
+    from kefu.safety.keys import authorize_cli
+
+    authorize_cli("model:deploy")
 
     if not (merge or int8 or vllm):
         raise KefuError("choose at least one of --merge, --int8, --vllm NAME")
@@ -154,6 +170,9 @@ def loop_monthly(old: Path = typer.Option(..., "--old", help="the prepared data 
                  config: Optional[Path] = typer.Option(None, "--config", "-c")):
     """One unattended round: feedback → analyze → dataset → retrain → gate → promote."""
     from kefu.loop.monthly import run_round
+    from kefu.safety.keys import authorize_cli
+
+    authorize_cli("model:train")
 
     cfg = _config(config, {"train.max_steps": max_steps})
     result = run_round(old, work, days=days, config=cfg)

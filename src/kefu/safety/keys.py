@@ -282,3 +282,13 @@ def cli_principal(permission: str | None = None, *, env: str = "KEFU_KEY") -> Pr
     if permission:
         require(principal, permission)
     return principal
+
+
+def authorize_cli(permission: str) -> Principal:
+    """Enforce ``permission`` for this CLI process and make its principal the actor of every audit entry it writes.
+
+    Called first by each stage that reads raw data or changes models; see ``cli_principal`` for the bootstrap rule.
+    """
+    principal = cli_principal(permission)
+    os.environ["KEFU_ACTOR"] = principal.actor
+    return principal
