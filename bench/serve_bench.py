@@ -266,7 +266,8 @@ def free_port() -> int:
 def start_server(args, tmp: Path, router_path: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [sys.executable, __file__, "--child", "--port", str(port), "--kg-url", f"sqlite:///{tmp / 'kg.db'}",
-           "--router", str(router_path), "--model", args.model, "--max-new-tokens", str(args.max_new_tokens)]
+           "--router", str(router_path), "--model", args.model, "--max-new-tokens", str(args.max_new_tokens),
+           "--threads", str(args.threads)]
     if args.tiny:
         cmd.append("--tiny")
     env = {**os.environ, "KEFU_API_KEY": API_KEY, "KEFU_HOME": str(tmp / "server_home")}
@@ -381,6 +382,9 @@ def main() -> None:
     parser.add_argument("--target-full-share", type=float, default=0.3)
     parser.add_argument("--think-ms", type=float, default=1000.0,
                         help="mean pause between a client's messages in the light-path test")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: 1 when the machine is busier than its cores, else all cores; "
+                             "oversubscribed OpenMP threads spin and slow everything down)")
     parser.add_argument("--no-write", action="store_true", help="print only; do not touch docs/benchmarks.md")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -392,6 +396,12 @@ def main() -> None:
 
         args.model = DEFAULT_MODEL
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.threads is None:
+        cores = os.cpu_count() or 1
+        args.threads = 1 if os.getloadavg()[0] > cores else cores
+    import torch
+
+    torch.set_num_threads(args.threads)
     if args.child:
         child(args)
         return
@@ -413,6 +423,7 @@ async def run(args) -> None:
     fit, test = turns[:half], turns[half:]
     n_test = 16 if (args.quick or args.tiny) else 48
     figures: dict = {"model": "tiny (random)" if args.tiny else args.model, "max_new_tokens": args.max_new_tokens,
+                     "threads": args.threads,
                      "load_start": os.getloadavg()[0]}
     print(f"[serve-bench] shop {shop}, {len(turns)} turns ({len(fit)} fit / {len(test)} test)", flush=True)
 
@@ -536,7 +547,8 @@ def report(f: dict, args) -> str:
 Machine: {machine()}. Model: {f['model']} (fp32, CPU), answers capped at {f['max_new_tokens']} new tokens; the
 server runs in its own process on 127.0.0.1 with API-key auth on; load comes from one asyncio client process.
 Mode: {mode}. The machine is shared: 1-minute load average {f['load_start']:.1f} at the start and
-{f['load_end']:.1f} at the end of the run (on 2 cores), so absolute latencies are inflated by other jobs.
+{f['load_end']:.1f} at the end of the run (on {os.cpu_count()} cores), so absolute latencies are inflated by other
+jobs; torch used {f['threads']} thread(s) per process.
 
 | Figure | Measured | Target |
 |---|---|---|

@@ -97,6 +97,8 @@ def build_service(config: ServeConfig, *, run: str | None = None, adapters: dict
 
             import torch
 
+            if config.torch_threads:
+                torch.set_num_threads(config.torch_threads)
             model, tokenizer = load_model(base, dtype=torch.float32)
             engine = LocalEngine(model, tokenizer, base_name=str(base), adapters=adapters,
                                  max_batch_size=config.max_batch_size, batch_wait_ms=config.batch_wait_ms,
