@@ -784,7 +784,9 @@ class Masker:
         elif ctx == "mobile" and d.isdigit():
             typ = _classify_digits(d) or ("landline" if 7 <= len(d) <= 8 and d[0] in "23456789" else None)
         elif ctx == "id_card":
-            typ = "id_card" if valid_id_card(d) else (_classify_digits(d) if d.isdigit() else None)
+            if not valid_id_card(d):
+                return  # after 身份证 a number failing the ID checks is a typo, not some other PII
+            typ = "id_card"
         elif ctx == "qq" and d.isdigit():
             typ = _classify_digits(d) or ("qq" if 5 <= len(d) <= 11 and d[0] != "0" else None)
         elif ctx == "wechat":
