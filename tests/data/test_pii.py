@@ -361,3 +361,14 @@ def test_mask_is_idempotent(parts):
 
 def test_default_masker_is_shared():
     assert pii._default() is pii._default()
+
+
+def test_keep_strings_are_never_masked():
+    shop_address = "浙江省杭州市余杭区仓前街道良睦路1399号"
+    text = f"请寄到{shop_address} 山岚户外售后部，电话0571-88886666，您的手机13812345678"
+    masked, _ = mask(text)
+    assert shop_address not in masked and "0571-88886666" not in masked
+    keeper = Masker(keep=[shop_address, "0571-88886666"])
+    masked, counts = keeper.mask(text)
+    assert masked == f"请寄到{shop_address} 山岚户外售后部，电话0571-88886666，您的手机[手机号]"
+    assert counts == {"[手机号]": 1}

@@ -582,10 +582,14 @@ def _any_hint_regex(p2: re.Pattern[str] | None) -> re.Pattern[str]:
 
 class Masker:
     """Finds and masks PII; ``types`` limits which PII types are detected (default all of PLACEHOLDERS),
-    ``context_words`` adds words (per type) that announce an order/tracking/card/phone/ID/QQ/WeChat value."""
+    ``context_words`` adds words (per type) that announce an order/tracking/card/phone/ID/QQ/WeChat value, and
+    ``keep`` lists strings that are never masked where they occur (the shop's own return address or hotline,
+    which the model should learn)."""
 
     def __init__(self, types: Iterable[str] | None = None,
-                 context_words: Mapping[str, Iterable[str]] | None = None) -> None:
+                 context_words: Mapping[str, Iterable[str]] | None = None,
+                 keep: Iterable[str] = ()) -> None:
+        self.keep = tuple(sorted({k for k in keep if k}, key=len, reverse=True))
         self.types = frozenset(PLACEHOLDERS if types is None else types)
         unknown = self.types - set(PLACEHOLDERS)
         if unknown:
@@ -705,7 +709,21 @@ class Masker:
                 spans.sort(key=lambda x: x.start)
         if spans and "name" in types:
             spans = self._listed_names(text, spans)
+        if self.keep and spans:
+            spans = self._drop_kept(text, spans)
         return spans
+
+    def _drop_kept(self, text: str, spans: list[_Span]) -> list[_Span]:
+        """Spans overlapping an occurrence of a ``keep`` string are not PII of the customer's."""
+        kept: list[tuple[int, int]] = []
+        for k in self.keep:
+            i = text.find(k)
+            while i >= 0:
+                kept.append((i, i + len(k)))
+                i = text.find(k, i + 1)
+        if not kept:
+            return spans
+        return [sp for sp in spans if sp.type == "_keep" or all(sp.end <= a or sp.start >= b for a, b in kept)]
 
     def _listed_names(self, text: str, spans: list[_Span]) -> list[_Span]:
         """A bare name listed next to other personal data: "{address}，王伟，{phone}" (收件信息 as people type it)."""
