@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kefu.kg.promotions import (CartItem, Promotion, price_cart, price_cart_bruteforce, round_half_up_div, yuan)
+from kefu.kg.promotions import (CartItem, Promotion, price_cart, price_cart_bruteforce, yuan)
 from kefu.types import KefuError
 
 CST = timezone(timedelta(hours=8))
@@ -61,11 +61,11 @@ def test_discount_then_full_reduction():
     assert r.applied[0].saved_fen == 13485 and r.applied[1].saved_fen == 12000
 
 
-def test_discount_rounds_half_up_per_line():
+def test_discount_rounds_down_per_line():
+    """SCHEMA.md: discounted line amounts round down to the fen (in the customer's favour)."""
     d85 = promo("D1", "discount", rate_percent=85)
     r = price_cart([item("A", 1, 1010), item("B", 1, 33)], [d85], AT)
-    assert r.lines_fen == [859, 28]  # 858.5 -> 859 (half up); 28.05 -> 28
-    assert round_half_up_div(1, 2) == 1 and round_half_up_div(3, 2) == 2 and round_half_up_div(1, 3) == 0
+    assert r.lines_fen == [858, 28]  # 858.5 -> 858; 28.05 -> 28
 
 
 def test_discount_max_quantity_discounts_the_dearest_units():

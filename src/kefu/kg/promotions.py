@@ -10,7 +10,8 @@ Rules (the same ones ``examples/shop/SCHEMA.md`` states, made precise here):
   discounts) → full reductions (满减, highest reached tier once) and per-full reductions (每满减, optional cap) → coupons.
   Inside one stage, by promotion id. Each promotion sees the line amounts the previous ones left, so a reduction's
   threshold is measured on the eligible subtotal *after* the discounts before it.
-* Rounding: a discount rounds half up to the fen **per line** (``round_half_up(line × rate / 100)``; with
+* Rounding: a discounted line amount rounds **down** to the fen, in the customer's favour, as the sample shop's
+  policy states (``floor(line × rate / 100)``; with
   ``max_quantity`` only that many units — the dearest first — are discounted, still one rounding per line). A
   reduction or coupon is spread over its eligible lines in proportion to their amounts (largest remainder, ties by
   line order) so later stages see exact per-line amounts; a reduction never exceeds the amount it reduces.
@@ -46,11 +47,6 @@ def _yuan_short(fen: int) -> str:
     """``30000`` → ``'300'``, ``29950`` → ``'299.5'``: how shops write thresholds."""
     text = yuan(fen)
     return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-def round_half_up_div(numerator: int, denominator: int) -> int:
-    """``numerator / denominator`` rounded half up, for non-negative integers."""
-    return (2 * numerator + denominator) // (2 * denominator)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +227,7 @@ def _apply(p: Promotion, cart: _Cart, amounts: list[int]) -> tuple[int, str, Gif
                 continue
             if budget is not None:
                 budget -= d
-            new = round_half_up_div(amounts[i] * ((q - d) * 100 + d * p.rate_percent), 100 * q)
+            new = amounts[i] * ((q - d) * 100 + d * p.rate_percent) // (100 * q)
             saved += amounts[i] - new
             amounts[i] = new
         if saved <= 0:
