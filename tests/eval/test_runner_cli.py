@@ -208,3 +208,26 @@ def test_cli_score_with_judge(tmp_path, monkeypatch):
     assert judged.exit_code == 0, judged.output
     metrics = json.loads((tmp_path / "j" / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["judge_satisfaction"] == 3.5 and metrics["judge_model"] == "qwen" and metrics["judge_n"] == 2
+
+
+def test_score_against_a_reference_file_by_id(tmp_path):
+    """Predictions made elsewhere (id + prediction) scored against the prepared test.jsonl; mismatched ids fail."""
+    test = write_jsonl(tmp_path / "test.jsonl", DIALOGUES)
+    ids = ["d1#1", "d1#3", "d2#1", "d3#2", "d4#1"]
+    preds = _preds(tmp_path, "p.jsonl", [{"id": i, "prediction": "支持7天无理由退货"} for i in ids])
+    records = load_predictions(preds, test)
+    assert [r["intent"] for r in records][2] == "return_request" and records[3]["references"][1] == "满300减50哦"
+    assert records[2]["facts"] == [{"type": "days", "value": 7}]
+    result = CliRunner().invoke(app, ["eval", "score", str(preds), "--references", str(test), "--out",
+                                      str(tmp_path / "e")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text(encoding="utf-8"))["key_fact_accuracy"] == 1.0
+    extra = _preds(tmp_path, "extra.jsonl", [{"id": i, "prediction": "x"} for i in ids + ["d9#1"]])
+    assert "extra.jsonl:6: id 'd9#1' is not in" in _error(["eval", "score", str(extra), "--references", str(test),
+                                                           "--out", str(tmp_path / "o")])
+    short = _preds(tmp_path, "short.jsonl", [{"id": i, "prediction": "x"} for i in ids[:-1]])
+    assert "test.jsonl:4: id 'd4#1' has no prediction" in _error(
+        ["eval", "score", str(short), "--references", str(test), "--out", str(tmp_path / "o")])
+    refs = _preds(tmp_path, "refs.jsonl", [{"id": "a", "references": ["好的"]}, {"references": ["好"]}])
+    assert "refs.jsonl:2: missing field 'id'" in _error(["eval", "score", str(short), "--references", str(refs),
+                                                        "--out", str(tmp_path / "o")])

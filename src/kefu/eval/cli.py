@@ -102,6 +102,8 @@ def score_cmd(
     predictions: Path = typer.Argument(..., help="JSONL: prediction, references (list), optional id, intent, "
                                        "predicted_intent, facts, latency_ms, context."),
     out: Path = typer.Option(..., "--out", help="Output folder."),
+    references: Optional[Path] = typer.Option(None, "--references", help="Match predictions by id to this file: a "
+                                              "prepared test.jsonl (ids DIALOGUE#TURN) or JSONL with id + references."),
     kg: Optional[str] = typer.Option(None, "--kg", help="Knowledge graph for key facts."),
     judge: Optional[str] = typer.Option(None, "--judge", help="OpenAI-compatible URL of a satisfaction judge."),
     judge_model: Optional[str] = typer.Option(None, "--judge-model", help="The judge's model name."),
@@ -113,7 +115,7 @@ def score_cmd(
     parent = ctx.obj or {}
     cfg = _config(parent.get("config_file"), _judge(judge or parent.get("judge"),
                                                      judge_model or parent.get("judge_model")))
-    records = load_predictions(predictions)
+    records = load_predictions(predictions, references)
     metrics = score_records(records, out, kg=kg or parent.get("kg"), config=cfg,
                             extra={"source": "predictions", "predictions_file": str(predictions)})
     _print_summary(metrics, out)

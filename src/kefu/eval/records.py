@@ -35,29 +35,70 @@ def _jsonl(path: Path) -> Iterator[tuple[int, dict]]:
         raise KefuError(f"{path}: empty file (no JSON lines)")
 
 
-def load_predictions(path: str | Path) -> list[dict]:
+def load_references(path: str | Path) -> dict[str, tuple[str, dict]]:
+    """References by id, from a prepared ``test.jsonl`` (dialogues: one sample per agent turn, ids ``DIALOGUE#TURN``)
+    or from JSONL lines with ``id`` and ``references`` (plus optional ``intent``, ``facts``, ``context`` ...)."""
+    path = Path(path)
+    out: dict[str, tuple[str, dict]] = {}
+    for lineno, obj in _jsonl(path):
+        where = f"{path}:{lineno}"
+        if "messages" in obj:
+            found = [(s["id"], s) for s in samples_from_dialogue(obj, where=where)]
+        else:
+            if obj.get("id") is None:
+                raise KefuError(f"{where}: missing field 'id' (needed to match predictions)")
+            refs = _references(obj, where)
+            found = [(str(obj["id"]), dict(obj, references=refs))]
+        for rid, rec in found:
+            if rid in out:
+                raise KefuError(f"{where}: duplicate id {rid!r} (first at {out[rid][0]})")
+            out[rid] = (where, rec)
+    return out
+
+
+def _references(obj: dict, where: str) -> list[str]:
+    refs = obj.get("references", obj.get("reference"))
+    if refs is None:
+        raise KefuError(f"{where}: missing field 'references'")
+    if isinstance(refs, str):
+        refs = parse_references(refs)
+    elif isinstance(refs, list) and all(isinstance(r, str) for r in refs):
+        refs = [r for ref in refs for r in parse_references(ref)]
+    else:
+        raise KefuError(f"{where}: field 'references' must be a list of strings")
+    if not refs:
+        raise KefuError(f"{where}: field 'references' has no non-empty reference")
+    return refs
+
+
+def load_predictions(path: str | Path, references: str | Path | None = None) -> list[dict]:
     """Prediction records for ``kefu eval score``: ``prediction``, ``references`` (list, or one string that may use
     JDDC's ``<sep>``/``!@@@!``), optional ``id``, ``intent``, ``predicted_intent``, ``facts``, ``latency_ms``,
-    ``context``. Ids, when given, must be unique."""
+    ``context``. Ids, when given, must be unique.
+
+    With ``references`` (a file, see :func:`load_references`) every prediction line needs an ``id`` and takes its
+    references (and intent, facts, context when it has none) from the line with that id; ids on either side without
+    a partner are errors naming file and line.
+    """
     path = Path(path)
+    refs_by_id = load_references(references) if references is not None else None
     records, ids = [], {}
     for lineno, obj in _jsonl(path):
         where = f"{path}:{lineno}"
+        if refs_by_id is not None:
+            if obj.get("id") is None:
+                raise KefuError(f"{where}: missing field 'id' (needed to match {references})")
+            partner = refs_by_id.get(str(obj["id"]))
+            if partner is None:
+                raise KefuError(f"{where}: id {str(obj['id'])!r} is not in {references}")
+            if "references" in obj or "reference" in obj:
+                raise KefuError(f"{where}: has its own 'references' while {references} is given; use one")
+            obj = {**{k: v for k, v in partner[1].items() if not k.startswith("_")}, **obj}
         if "prediction" not in obj:
             raise KefuError(f"{where}: missing field 'prediction'")
         if not isinstance(obj["prediction"], str):
             raise KefuError(f"{where}: field 'prediction' must be a string")
-        refs = obj.get("references", obj.get("reference"))
-        if refs is None:
-            raise KefuError(f"{where}: missing field 'references'")
-        if isinstance(refs, str):
-            refs = parse_references(refs)
-        elif isinstance(refs, list) and all(isinstance(r, str) for r in refs):
-            refs = [r for ref in refs for r in parse_references(ref)]
-        else:
-            raise KefuError(f"{where}: field 'references' must be a list of strings")
-        if not refs:
-            raise KefuError(f"{where}: field 'references' has no non-empty reference")
+        refs = _references(obj, where)
         if obj.get("latency_ms") is not None and not isinstance(obj["latency_ms"], (int, float)):
             raise KefuError(f"{where}: field 'latency_ms' must be a number")
         if obj.get("facts") is not None and not isinstance(obj["facts"], list):
@@ -71,6 +112,11 @@ def load_predictions(path: str | Path) -> list[dict]:
         record = dict(obj, references=refs, _where=where)
         record["id"] = rid if rid is not None else f"line{lineno}"
         records.append(record)
+    if refs_by_id is not None:
+        missing = [(where, rid) for rid, (where, _) in refs_by_id.items() if rid not in ids]
+        if missing:
+            where, rid = missing[0]
+            raise KefuError(f"{where}: id {rid!r} has no prediction in {path} ({len(missing)} ids unmatched)")
     return records
 
 
