@@ -269,3 +269,12 @@ def test_feedback_cannot_attach_another_keys_conversation(http, keys, service):
                   headers={"Authorization": f"Bearer {keys['app-a']}"})
     records = service.feedback.list(session_id="s-9")
     assert [bool(rec.conversation) for rec in records] == [False, False, True]
+
+
+# -- resource bounds ---------------------------------------------------------------------------------------------
+def test_client_max_tokens_cannot_exceed_the_server_limit(http, keys, service, tiny):
+    _, tokenizer = tiny
+    limit = service.config.max_new_tokens
+    r = chat(http, keys["app-a"], "周末有人值班吗", customer=ALICE["customer_id"], max_tokens=limit * 8)
+    assert r.json()["kefu"]["path"] == "full"
+    assert len(tokenizer(reply_text(r))["input_ids"]) <= limit

@@ -230,6 +230,8 @@ class ChatService:
         ``{"type": "done", "reply": Reply}`` (final text included)."""
         started = time.perf_counter()
         model = model or self.base_model
+        # the client may ask for less than the server's limit, never more (cost/latency amplification)
+        max_tokens = min(max_tokens or self.config.max_new_tokens, self.config.max_new_tokens)
         text = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         masked = mask_text(text)
         sid = self.session_key(caller_id, session_id, customer_id, messages)
