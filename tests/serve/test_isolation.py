@@ -171,7 +171,8 @@ def test_tool_calls_cannot_reach_another_customers_order(http, keys, service, sh
         mine, theirs = box.call(tool, {"order_no": ALICE["order_no"]}), box.call(tool, {"order_no": BOB["order_no"]})
         assert mine.get("ok", True) and ALICE["shipment"]["carrier"] in json.dumps(mine, ensure_ascii=False)
         assert not theirs.get("ok", True)
-        leaked = [s for s in secrets_of(BOB) if s in json.dumps(theirs, ensure_ascii=False) and s not in BOB["order_no"]]
+        dumped = json.dumps(theirs, ensure_ascii=False)
+        leaked = [s for s in secrets_of(BOB) if s in dumped and s not in BOB["order_no"]]
         assert not leaked, theirs
 
 
