@@ -46,6 +46,14 @@ _RULES: list[tuple[str, str]] = [
     ("other_customers", r"(查|看|告诉我|给我|列出|导出|显示|发我|找|调出|拿到)[^，。？！?!]{0,6}(别人|其他人|其他(客户|顾客|买家|用户)|别的(客户|顾客|买家|用户)|他人|所有(客户|顾客|买家|用户)|"
                         r"全部(客户|顾客|买家|用户))的?.{0,6}(订单|手机号?|电话|地址|收货信息|身份证|银行卡|个人信息|信息|资料|记录)"),
     ("other_customers", r"(列出|导出|查询|显示|给我)(所有|全部|全店)的?(订单|客户|顾客|用户|买家)"),
+    # object first, verb last: 把其他客户的订单都列出来 / 别人的地址发给我
+    ("other_customers", r"(把|将)?(别人|其他人|他人|其他(客户|顾客|买家|用户)|别的(客户|顾客|买家|用户)|所有(客户|顾客|买家|用户)|"
+                        r"全部(客户|顾客|买家|用户))的?.{0,6}(订单|手机号?|电话|地址|收货信息|身份证|银行卡|个人信息|信息|资料|记录)"
+                        r"[^，。？！?!,.;；]{0,6}(列出|导出|显示|发给?我|给我|告诉我|查出|调出|打印)"),
+    ("raw_logs", r"(显示|输出|导出|给我|发我|发给我|打印|查看|调出|列出)(一下)?[^，。？！?!]{0,6}(原始|全部|所有|后台|完整)的?"
+                 r"(聊天记录|对话记录|会话记录|日志|训练数据|客服记录)"),
+    ("raw_logs", r"\b(show|dump|print|export|give\s+me|list)\b.{0,20}\b(raw|all|full|training)\s+(chat\s+)?(logs|"
+                 r"transcripts|conversations|training\s+data)\b"),
     ("other_customers", r"\b(list|show|dump|export|give\s+me)\b.{0,20}\b(all|other|every|another)\s+(customers?'?|users?'?|"
                         r"buyers?'?)?\s*(orders|addresses|phone\s+numbers|personal\s+data|data)\b"),
     ("markup", r"<\|?(im_start|im_end|system|start_of_turn|end_of_turn)\|?>|\[/?(inst|sys)\]|<<sys>>|###\s*(system|"
