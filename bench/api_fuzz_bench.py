@@ -28,7 +28,27 @@ sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def fuzz(schema, operations, *, examples: int, mode, seed: int) -> dict:
+def _header(response, name: str) -> str:
+    """One header of a schemathesis response (its headers map names to lists of values)."""
+    value = response.headers.get(name) or ""
+    return value[0] if isinstance(value, list) else value
+
+
+def _sent(case, method: str) -> str:
+    """What was sent, short: the path for GETs and body-less requests, else the body."""
+    body = getattr(case, "body", None)
+    if method == "get" or type(body).__name__ == "NotSet":
+        return case.formatted_path
+    if isinstance(body, dict):  # the fields that matter, not the random extra keys the schema allows
+        body = {k: v for k, v in body.items() if k in SHOWN} or body
+    return f"{body!r}"[:160]
+
+
+SHOWN = ("model", "session_id", "customer_id", "user", "temperature", "max_tokens", "max_completion_tokens", "stream",
+         "kind", "rating", "outcome", "name", "path")
+
+
+def fuzz(schema, operations, *, examples: int, mode, seed: int, service=None) -> dict:
     """Send ``examples`` generated requests per operation; collect status codes, 5xx and distinct check failures."""
     from hypothesis import HealthCheck, given, settings
     from hypothesis import seed as hseed
@@ -54,19 +74,21 @@ def fuzz(schema, operations, *, examples: int, mode, seed: int) -> dict:
                 stats["5xx"] += 1
                 title = f"{method.upper()} {path}: server error {type(exc).__name__}"
                 stats["failures"][title] += 1
-                stats["examples"].setdefault(title, f"{case.body!r}"[:160] + f" -> {exc}"[:120])
+                stats["examples"].setdefault(title, _sent(case, method) + f" -> {exc}"[:120])
                 return
             stats["status"][str(response.status_code)] += 1
             if response.status_code >= 500:
                 stats["5xx"] += 1
             elif response.status_code == 200 and path == "/v1/chat/completions" and \
-                    response.headers.get("content-type", "").startswith("application/json"):
+                    _header(response, "content-type").startswith("application/json"):
                 meta = response.json().get("kefu") or {}
                 if meta.get("fallback"):  # the engine failed on a valid request (customer handed to a human)
                     stats["engine_fallbacks"] += 1
-                    title = f"{method.upper()} {path}: engine failure on a valid request (fallback)"
+                    log = service.request_log[-1] if service is not None and service.request_log else {}
+                    why = str(log.get("error") or "?")[:70]
+                    title = f"{method.upper()} {path}: engine failure on a valid request (fallback: {why})"
                     stats["failures"][title] += 1
-                    stats["examples"].setdefault(title, f"{case.body!r}"[:160])
+                    stats["examples"].setdefault(title, _sent(case, method))
             try:
                 case.validate_response(response, headers={"Authorization": f"Bearer {API_KEY}"})
             except (Exception, BaseExceptionGroup) as exc:  # a failed check: one line per distinct kind
@@ -74,8 +96,7 @@ def fuzz(schema, operations, *, examples: int, mode, seed: int) -> dict:
                 for failure in failures:
                     title = f"{method.upper()} {path}: {getattr(failure, 'title', type(failure).__name__)}"
                     stats["failures"][title] += 1
-                    sent = case.formatted_path if method == "get" else f"{case.body!r}"[:160]
-                    stats["examples"].setdefault(title, f"{sent} -> {response.status_code}")
+                    stats["examples"].setdefault(title, f"{_sent(case, method)} -> {response.status_code}")
 
         try:
             run()
@@ -125,7 +146,7 @@ def main() -> None:
         # negative mode must see the app's real max_tokens bound, else values above the test cap count as accepted
         app = fuzz_app(tiny, documented=documented, skip_known_bugs=False,
                        max_tokens_cap=None if mode == GenerationMode.NEGATIVE else 32)
-        stats = fuzz(load_schema(app), ops, examples=n, mode=mode,
+        stats = fuzz(load_schema(app), ops, examples=n, mode=mode, service=app.state.service,
                      seed=args.seed)
         stats["seconds"] = time.perf_counter() - started
         runs[label] = stats
