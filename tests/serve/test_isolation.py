@@ -275,3 +275,26 @@ def test_client_max_tokens_cannot_exceed_the_server_limit(http, keys, service, t
     r = chat(http, keys["app-a"], "周末有人值班吗", customer=ALICE["customer_id"], max_tokens=limit * 8)
     assert r.json()["kefu"]["path"] == "full"
     assert len(tokenizer(reply_text(r))["input_ids"]) <= limit
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(http, keys):
+    limit = http.app.state.service.config.max_body_bytes
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "好" * limit}]})
+    r = http.post("/v1/chat/completions", content=body, headers={"Authorization": f"Bearer {keys['app-a']}",
+                                                                  "Content-Type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+
+
+def test_one_keys_burst_does_not_throttle_another_key(service, keys):
+    """Rate limits are per key: app-a exhausting its bucket gets 429 with Retry-After; app-b is unaffected."""
+    from fastapi.testclient import TestClient
+
+    from kefu.serve.app import create_app
+    from kefu.serve.gateway import Authenticator, TokenBucketLimiter
+
+    app = create_app(service, auth=Authenticator([], use_store=True), limiter=TokenBucketLimiter(0.001, 3))
+    with TestClient(app) as client:
+        models = [client.get("/v1/models", headers={"Authorization": f"Bearer {keys['app-a']}"}) for _ in range(4)]
+        assert [r.status_code for r in models] == [200, 200, 200, 429]
+        assert int(models[-1].headers["retry-after"]) >= 1
+        assert client.get("/v1/models", headers={"Authorization": f"Bearer {keys['app-b']}"}).status_code == 200
