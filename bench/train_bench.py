@@ -120,6 +120,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="a tiny random model: checks the script, not speed")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8, help="dialogues per optimizer step")
+    parser.add_argument("--max-tokens", type=int, default=512, help="keep dialogues up to this many tokens")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args()
 
@@ -139,6 +140,11 @@ def main() -> None:
     tokenizer = load_tokenizer(model_path)
     dialogues, source = load_dialogues(args.tiny)
     random.Random(0).shuffle(dialogues)
+    # baseline (b) materialises 8 x length x vocabulary fp32 logits (Gemma: 262k): rows of 1,024 tokens need
+    # > 24 GB and get the process killed, so the benchmark keeps dialogues up to --max-tokens
+    from kefu.train.template import encode_dialogue
+
+    dialogues = [d for d in dialogues if len(encode_dialogue(tokenizer, d["messages"])[0]) <= args.max_tokens]
     n = args.steps * args.batch
     dialogues = dialogues[:n]
     data = tmp / "data" / "train.jsonl"
@@ -174,7 +180,7 @@ def main() -> None:
     md = f"""## Training speed (`bench/train_bench.py`{' --tiny' if args.tiny else ''})
 
 Model `{model_name if not args.tiny else 'tiny random Gemma3'}`, {n} dialogues from {source}
-(~{all_tokens // n} content tokens each), {args.steps} optimizer steps of {args.batch} dialogues, LoRA r=16/alpha=32
+(up to {args.max_tokens} tokens; ~{all_tokens // n} content tokens each), {args.steps} optimizer steps of {args.batch} dialogues, LoRA r=16/alpha=32
 on all linear layers, fp32, one process. Machine: {machine()}.
 
 | system | precision | supervised tokens | seconds | supervised tokens/s | kefu (default) speed-up | kefu fp32 speed-up |

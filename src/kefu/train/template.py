@@ -39,11 +39,16 @@ def template_kind(tokenizer: "PreTrainedTokenizerBase") -> str:
     """``"tokenizer"`` (its own chat template), ``"gemma"`` or ``"chatml"`` (built-in)."""
     if getattr(tokenizer, "chat_template", None):
         return "tokenizer"
-    unk = tokenizer.unk_token_id
-    vocab = tokenizer.get_vocab()
-    if all(vocab.get(tok, unk) not in (None, unk) for tok in (_GEMMA["start"], _GEMMA["end"])):
-        return "gemma"
-    return "chatml"
+    return "gemma" if all(_single_token(tokenizer, tok) is not None for tok in (_GEMMA["start"], _GEMMA["end"])) \
+        else "chatml"
+
+
+def _single_token(tokenizer, text: str) -> int | None:
+    """The id of ``text`` when it is one vocabulary entry (O(1): never builds the 262k-entry vocab dict)."""
+    token_id = tokenizer.convert_tokens_to_ids(text)
+    if token_id is None or token_id == tokenizer.unk_token_id or isinstance(token_id, list):
+        return None
+    return token_id
 
 
 def stop_strings(tokenizer: "PreTrainedTokenizerBase") -> list[str]:
@@ -64,10 +69,10 @@ def stop_strings(tokenizer: "PreTrainedTokenizerBase") -> list[str]:
 def stop_token_ids(tokenizer: "PreTrainedTokenizerBase") -> list[int]:
     """Token ids ending an agent turn: the stop strings that are single tokens, plus eos."""
     ids = []
-    vocab = tokenizer.get_vocab()
     for text in stop_strings(tokenizer) + ([tokenizer.eos_token] if tokenizer.eos_token else []):
-        if text in vocab and vocab[text] not in ids:
-            ids.append(vocab[text])
+        token_id = _single_token(tokenizer, text)
+        if token_id is not None and token_id not in ids:
+            ids.append(token_id)
     return ids
 
 
