@@ -156,3 +156,18 @@ def test_whoami_and_concurrent_pepper(monkeypatch):
     for t in threads:
         t.join()
     assert not errors and len({s._pepper for s in stores}) == 1 and len(stores[0]._pepper) == 64
+
+
+def test_keys_bound_to_a_customer_act_for_that_customer_only():
+    from kefu.safety.keys import PermissionDenied, acting_customer
+
+    store = KeyStore.open()
+    key, bound = store.create("customer-app", "app-of-C0001", customer_id="C0001")
+    assert store.authenticate(key).customer_id == "C0001"
+    assert acting_customer(bound, None) == "C0001" and acting_customer(bound, "C0001") == "C0001"
+    with pytest.raises(PermissionDenied, match="C0001 only"):
+        acting_customer(bound, "C0002")
+    backend_key, backend = store.create("customer-app", "shop-backend")
+    assert store.authenticate(backend_key).customer_id is None
+    assert acting_customer(backend, "C0002") == "C0002"
+    assert {r["key_id"]: r["customer_id"] for r in store.list()}[bound.key_id] == "C0001"

@@ -35,12 +35,14 @@ def _principal(permission: str):
 @keys_app.command("create")
 def keys_create(role: str = typer.Option(..., "--role", help="admin, data-engineer, trainer, agent, customer-app, "
                                                              "auditor"),
-                name: str = typer.Option(..., "--name", help="Who or what uses the key.")):
+                name: str = typer.Option(..., "--name", help="Who or what uses the key."),
+                customer: Optional[str] = typer.Option(None, "--customer",
+                                                       help="Bind the key to one customer (a key inside their app).")):
     """Create a key; the plaintext is printed once and never stored."""
     from kefu.safety.keys import KeyStore
 
     principal = _principal("keys:admin")
-    key, created = KeyStore.open().create(role, name, actor=principal.actor)
+    key, created = KeyStore.open().create(role, name, actor=principal.actor, customer_id=customer)
     out.print(f"key id [bold]{created.key_id}[/] role {created.role} name {created.name}")
     out.print("store this key now, it is not shown again:")
     print(key)

@@ -56,11 +56,17 @@ class PermissionDenied(KefuError):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the key's id and name, and its role."""
+    """Who is calling: the key's id and name, and its role.
+
+    ``customer_id`` binds a key to one customer (a key shipped inside a customer's app): it may act for that
+    customer only. An unbound ``customer-app`` key belongs to the shop's backend, which authenticates its customers
+    itself and names them per request.
+    """
 
     key_id: str
     name: str
     role: str
+    customer_id: str | None = None
 
     @property
     def permissions(self) -> set[str]:
@@ -99,6 +105,7 @@ _keys = Table(
     Column("created_at", String, nullable=False),
     Column("created_by", String, nullable=False),
     Column("revoked_at", String, nullable=True),
+    Column("customer_id", String, nullable=True),
 )
 
 _engines: dict[str, Engine] = {}
@@ -116,6 +123,10 @@ def _engine(path: Path) -> Engine:
         if engine is None:
             engine = create_engine(f"sqlite:///{key}", future=True)
             _metadata.create_all(engine)
+            with engine.begin() as conn:  # stores made before keys could be bound to a customer
+                columns = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(api_keys)")}
+                if "customer_id" not in columns:
+                    conn.exec_driver_sql("ALTER TABLE api_keys ADD COLUMN customer_id VARCHAR")
             try:
                 os.chmod(path, 0o600)
             except OSError:
@@ -181,23 +192,29 @@ class KeyStore:
             return m.group(1), m.group(2)
         return "env" + self._mac("id:" + key)[:9], key
 
-    def create(self, role: str, name: str, *, actor: str | None = None) -> tuple[str, Principal]:
-        """A new key for ``role``; returns (plaintext key — shown once, never stored — and its Principal)."""
+    def create(self, role: str, name: str, *, actor: str | None = None,
+               customer_id: str | None = None) -> tuple[str, Principal]:
+        """A new key for ``role`` (bound to ``customer_id`` when given); returns (plaintext key — shown once, never
+        stored — and its Principal)."""
         if role not in ROLES:
             raise KefuError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
         if not name or not name.strip():
             raise KefuError("a key needs a --name saying who or what uses it")
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
-        self._insert(key_id, name.strip(), role, self._mac(secret), actor)
-        return f"{KEY_PREFIX}_{key_id}_{secret}", Principal(key_id, name.strip(), role)
+        if customer_id is not None and not customer_id.strip():
+            raise KefuError("--customer must name a customer id")
+        self._insert(key_id, name.strip(), role, self._mac(secret), actor, customer_id)
+        return f"{KEY_PREFIX}_{key_id}_{secret}", Principal(key_id, name.strip(), role, customer_id)
 
-    def _insert(self, key_id: str, name: str, role: str, digest: str, actor: str | None) -> None:
+    def _insert(self, key_id: str, name: str, role: str, digest: str, actor: str | None,
+                customer_id: str | None = None) -> None:
         actor = actor or audit.default_actor()
         with self.engine.begin() as conn:
             conn.execute(insert(_keys).values(key_id=key_id, name=name, role=role, digest=digest, created_at=_now(),
-                                              created_by=actor, revoked_at=None))
-        audit.record("keys.create", key_id, actor=actor, details={"role": role, "name": name})
+                                              created_by=actor, revoked_at=None, customer_id=customer_id))
+        audit.record("keys.create", key_id, actor=actor,
+                     details={"role": role, "name": name, "customer_id": customer_id})
 
     def seed_from_env(self, var: str = "KEFU_API_KEY", role: str = "customer-app") -> Principal | None:
         """Register the key in ``$var`` (any string of >= 16 characters) with ``role``, once; lets a deployment
@@ -230,13 +247,13 @@ class KeyStore:
             return None
         key_id, secret = self._split(key.strip())
         with self.engine.connect() as conn:
-            row = conn.execute(select(_keys.c.name, _keys.c.role, _keys.c.digest, _keys.c.revoked_at)
+            row = conn.execute(select(_keys.c.name, _keys.c.role, _keys.c.digest, _keys.c.revoked_at, _keys.c.customer_id)
                                .where(_keys.c.key_id == key_id)).first()
         if row is None or row.revoked_at is not None:
             return None
         if not hmac.compare_digest(row.digest, self._mac(secret)):
             return None
-        return Principal(key_id, row.name, row.role)
+        return Principal(key_id, row.name, row.role, row.customer_id)
 
     def revoke(self, key_id: str, *, actor: str | None = None) -> None:
         """Revoke a key at once (kept for the record); unknown ids are an error."""
@@ -252,8 +269,8 @@ class KeyStore:
     def list(self, *, include_revoked: bool = True) -> list[dict[str, Any]]:
         """Every key's metadata (never digests), oldest first."""
         with self.engine.connect() as conn:
-            rows = conn.execute(select(_keys.c.key_id, _keys.c.name, _keys.c.role, _keys.c.created_at,
-                                       _keys.c.created_by, _keys.c.revoked_at).order_by(_keys.c.created_at)).all()
+            rows = conn.execute(select(_keys.c.key_id, _keys.c.name, _keys.c.role, _keys.c.customer_id,
+                                       _keys.c.created_at, _keys.c.created_by, _keys.c.revoked_at).order_by(_keys.c.created_at)).all()
         out = [dict(row._mapping) for row in rows]
         return out if include_revoked else [r for r in out if r["revoked_at"] is None]
 
@@ -282,6 +299,18 @@ def cli_principal(permission: str | None = None, *, env: str = "KEFU_KEY") -> Pr
     if permission:
         require(principal, permission)
     return principal
+
+
+def acting_customer(principal: Principal, requested: str | None) -> str | None:
+    """The customer a request may act for: a bound key's own customer (naming another is refused), else the
+    customer the (trusted, unbound) caller names."""
+    if principal.customer_id is None:
+        return requested
+    if requested not in (None, "", principal.customer_id):
+        audit.record("access.denied", f"customer:{requested}", actor=principal.actor,
+                     details={"reason": "key bound to another customer"})
+        raise PermissionDenied(f"this key acts for customer {principal.customer_id} only")
+    return principal.customer_id
 
 
 def authorize_cli(permission: str) -> Principal:
