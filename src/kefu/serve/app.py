@@ -8,6 +8,7 @@ import json
 import time
 from importlib import resources
 from pathlib import Path
+from urllib.parse import quote
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -206,7 +207,7 @@ def create_app(service: ChatService, *, auth: Authenticator | None = None,
                          "finish_reason": "stop", "logprobs": None}],
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
             "kefu": reply.meta(),
-        }, headers={"X-Kefu-Path": reply.path, "X-Kefu-Session": reply.session_id})
+        }, headers={"X-Kefu-Path": reply.path, "X-Kefu-Session": quote(reply.session_id, safe="")})
 
     async def _sse(events, model: str, created: int):
         message_id = None

@@ -265,6 +265,8 @@ class LocalEngine:
         adapter = None if model in (None, "", self.base_name) else model
         if adapter is not None and adapter not in self.adapters:
             raise EngineError(f"unknown adapter {model!r}")
+        if temperature < 1e-3:  # a tiny temperature overflows logits/temperature: treat it as greedy
+            temperature = 0.0
         prompt = render(self.tokenizer, messages)
         self._ensure_started()
         assert self._queue is not None
