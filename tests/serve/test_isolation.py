@@ -63,6 +63,9 @@ def keys():
                        ("data", "data-engineer"), ("agent", "agent")):
         made[name], principal = store.create(role, name)
         ids[name] = principal.key_id
+    # a key shipped inside Alice's own app: bound to her
+    made["alice-app"], principal = store.create("customer-app", "alice-app", customer_id=ALICE["customer_id"])
+    ids["alice-app"] = principal.key_id
     made["_store"], made["_ids"] = store, ids
     return made
 
@@ -178,14 +181,15 @@ def test_tool_calls_cannot_reach_another_customers_order(http, keys, service, sh
         assert not leaked, theirs
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "app.py chat_completions takes the customer from the request body (req.customer_id or req.user) and no key is "
-    "bound to a customer, so any key with `chat` (e.g. a customer-app key shipped in a mobile app) reads any "
-    "customer's orders by naming their id; needs a key->customer binding (or a signed customer token)"))
 def test_a_key_cannot_act_for_a_customer_it_does_not_serve(http, keys):
-    text = reply_text(chat(http, keys["app-a"], f"订单{BOB['order_no']}到哪了", customer=BOB["customer_id"],
-                           user=ALICE["customer_id"]))
+    """A key bound to one customer cannot name another (403, audited); naming nobody acts for its own customer."""
+    for body_customer, user in ((BOB["customer_id"], ALICE["customer_id"]), (None, BOB["customer_id"])):
+        r = chat(http, keys["alice-app"], f"订单{BOB['order_no']}到哪了", customer=body_customer, user=user)
+        assert r.status_code == 403 and "only" in r.json()["error"]["message"]
+    text = reply_text(chat(http, keys["alice-app"], f"订单{BOB['order_no']}到哪了", customer=None))
     assert BOB["shipment"]["tracking_no"] not in text and BOB["shipment"]["carrier"] not in text
+    mine = reply_text(chat(http, keys["alice-app"], f"订单{ALICE['order_no']}到哪了", customer=None))
+    assert ALICE["shipment"]["tracking_no"] in mine
 
 
 # -- prompt injection --------------------------------------------------------------------------------------------

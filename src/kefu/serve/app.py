@@ -189,8 +189,12 @@ def create_app(service: ChatService, *, auth: Authenticator | None = None,
         if req.model not in service.models():
             raise ApiError(404, f"The model {req.model!r} does not exist; available: {', '.join(service.models())}",
                            param="model", code="model_not_found")
+        try:
+            customer = who.customer(req.customer_id or req.user)
+        except PermissionError as exc:
+            raise ApiError(403, str(exc), type="permission_error", param="customer_id") from exc
         events = service.respond(messages, caller_id=who.id, session_id=req.session_id,
-                                 customer_id=req.customer_id or req.user, model=req.model,
+                                 customer_id=customer, model=req.model,
                                  max_tokens=req.max_completion_tokens or req.max_tokens, temperature=req.temperature)
         created = int(time.time())
         if req.stream:

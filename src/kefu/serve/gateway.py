@@ -21,9 +21,19 @@ class Caller:
     id: str
     name: str
     permissions: frozenset[str]
+    customer_id: str | None = None  # a key bound to one customer acts for that customer only
 
     def can(self, permission: str) -> bool:
         return permission in self.permissions
+
+    def customer(self, requested: str | None) -> str | None:
+        """The customer this request acts for: a bound key's own (naming another is refused), else the one named
+        by the (trusted) caller. Raises ``PermissionError`` for a bound key naming someone else."""
+        if self.customer_id is None:
+            return requested
+        if requested not in (None, "", self.customer_id):
+            raise PermissionError(f"this key acts for customer {self.customer_id} only")
+        return self.customer_id
 
 
 ENV_PERMISSIONS = frozenset({"chat", "feedback:write"})
@@ -73,7 +83,8 @@ class Authenticator:
         if store is not None:
             principal = store.authenticate(key)
             if principal is not None:
-                return Caller(principal.key_id, principal.name, frozenset(principal.permissions))
+                return Caller(principal.key_id, principal.name, frozenset(principal.permissions),
+                              principal.customer_id)
         return None
 
 
