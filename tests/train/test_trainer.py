@@ -42,6 +42,9 @@ def test_cli_trains_and_writes_every_output(tiny_model_dir, data, tmp_path, kefu
     from kefu.safety import audit
     from kefu.train.models import load_model
 
+    from kefu.safety import consent
+
+    consent.register(data / "train.jsonl", source="tests", legal_basis="contract", consent=True)
     run = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(run), "--model", str(tiny_model_dir),
                                       "--max-steps", "6", "--batch-size", "8", "--lr", "0.01", "--no-progress",

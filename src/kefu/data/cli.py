@@ -61,10 +61,24 @@ def prepare_command(
             bar.update(task, dialogues=report["kept"] + sum(report["filtered"].values()) + report["duplicates"])
         console.print(summary_table(report, out))
         console.print(timing_line(report))
+    _carry_consent(inputs, out)
     if report["kept"] == 0:
         raise KefuError(f"nothing usable came out of {', '.join(map(str, inputs))}: {report['rejected']} rejected, "
                         f"{sum(report['filtered'].values())} filtered, {report['duplicates']} duplicates "
                         f"(see {out / 'rejects.jsonl'} and {out / 'report.md'})")
+
+
+def _carry_consent(inputs: List[Path], out: Path) -> None:
+    """Give the prepared splits their sources' consent/provenance record, when every source has a valid one, so
+    `kefu train` accepts them; otherwise training asks for a record (or an audited override) later."""
+    from kefu.safety import consent
+
+    sources = [p for p in inputs]
+    if not all(consent.problem(consent.lookup(p), p) is None for p in sources):
+        return
+    for split in ("train", "val", "test"):
+        if (out / f"{split}.jsonl").is_file():
+            consent.inherit(out / f"{split}.jsonl", sources)
 
 
 def summary_table(report: dict, out: Path) -> Table:

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from kefu.types import KefuError
+
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to `app`."""
@@ -36,6 +38,12 @@ def register(app: typer.Typer) -> None:
         save_steps: Optional[int] = typer.Option(None, "--save-steps", help="Checkpoint every N steps (0: never)."),
         seed: Optional[int] = typer.Option(None, "--seed"),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+        dp: bool = typer.Option(False, "--dp", help="Differentially private training (DP-SGD, Opacus)."),
+        epsilon: Optional[float] = typer.Option(None, "--epsilon", help="DP budget ε (default safety.dp.epsilon)."),
+        delta: Optional[float] = typer.Option(None, "--delta", help="DP δ (default safety.dp.delta)."),
+        consent_override: Optional[str] = typer.Option(None, "--consent-override",
+                                                       help="Train on data without a consent record; the reason "
+                                                            "is audited."),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config file (default ./kefu.yaml)."),
     ):
         """Fine-tune a LoRA adapter on prepared dialogues (the same command runs DDP under torchrun)."""
@@ -44,7 +52,13 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from kefu.config import load_config
+        from kefu.safety.consent import require_consent
+        from kefu.safety.keys import authorize_cli
+        from kefu.train.data import find_data
         from kefu.train.trainer import train
+
+        authorize_cli("model:train")
+        require_consent([find_data(data)[0]], override_reason=consent_override)
 
         overrides = {
             "train.model": model, "train.max_steps": max_steps, "train.epochs": epochs,
@@ -54,7 +68,18 @@ def register(app: typer.Typer) -> None:
             "train.precision": precision, "train.use_dora": use_dora, "train.use_rslora": use_rslora,
             "train.compile": compile, "train.save_steps": save_steps, "train.seed": seed,
         }
-        settings = load_config(config, overrides).train
+        full = load_config(config, overrides)
+        settings = full.train
+        if dp:
+            from kefu.train.dp import train_dp
+
+            if resume:
+                raise KefuError("--dp runs cannot --resume (the privacy accountant would restart)")
+            report = train_dp(settings, data, out, epsilon=epsilon or full.safety.dp.epsilon,
+                              delta=delta or full.safety.dp.delta, max_grad_norm=full.safety.dp.max_grad_norm,
+                              progress=not no_progress)
+            Console().print_json(json.dumps(report, ensure_ascii=False))
+            return
         report = train(settings, data, out, resume=resume, progress=not no_progress)
         summary = {k: report[k] for k in ("steps", "final_loss", "val_loss", "supervised_tokens",
                                           "supervised_tokens_per_s", "train_seconds", "split", "truncated",

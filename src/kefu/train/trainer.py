@@ -46,8 +46,10 @@ class SupervisedLM(nn.Module):
         super().__init__()
         self.model = model
         causal = model.get_base_model() if hasattr(model, "get_base_model") else model
-        self.body = causal.get_decoder() if hasattr(causal, "get_decoder") else causal.model
-        self.lm_head = causal.get_output_embeddings()
+        # body and lm_head are views into ``model``, kept out of the module tree: registering them twice would make
+        # hook-based tools (Opacus per-sample gradients, some profilers) see every LoRA layer twice
+        object.__setattr__(self, "body", causal.get_decoder() if hasattr(causal, "get_decoder") else causal.model)
+        object.__setattr__(self, "lm_head", causal.get_output_embeddings())
         self.softcap = getattr(causal.config, "final_logit_softcapping", None)
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor):
@@ -275,7 +277,7 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, *, resume: boo
 
     wrapper: nn.Module = SupervisedLM(model).to(device)
     if config.compile:
-        wrapper.body = torch.compile(wrapper.body)
+        object.__setattr__(wrapper, "body", torch.compile(wrapper.body))
     ddp = None
     if world > 1:
         ddp = nn.parallel.DistributedDataParallel(wrapper, device_ids=[device.index] if device.type == "cuda" else None)
