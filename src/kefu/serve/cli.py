@@ -27,6 +27,8 @@ def serve(ctx: typer.Context,
           engine: Optional[str] = typer.Option(None, "--engine", help="local | remote"),
           remote_url: Optional[str] = typer.Option(None, "--remote-url", help="OpenAI-compatible server for remote."),
           kg: Optional[str] = typer.Option(None, "--kg", help="Knowledge graph URL (default under $KEFU_HOME)."),
+          registry: bool = typer.Option(False, "--registry", help="Serve the registry's promoted adapter as model "
+                                                                   "'shop', following promotions without restarts."),
           config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config file (default ./kefu.yaml).")):
     """Start the serving gateway (API + web page at /). Requests choose an adapter by their `model` field."""
     if ctx.invoked_subcommand is not None:
@@ -52,6 +54,12 @@ def serve(ctx: typer.Context,
         console.print("[yellow]warning:[/] --no-auth: every request is accepted (local development only)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     service = build_service(cfg, run=run, adapters=parse_adapters(adapter))
+    if registry:
+        from kefu.serve.registry_watch import RegistryWatcher
+
+        watcher = RegistryWatcher(service.engine)
+        watcher.start()
+        console.print(f"following the adapter registry as model 'shop' (serving {watcher.version or 'nothing yet'})")
     app = create_app(service, auth=auth)
     console.print(f"kefu serving {', '.join(service.models())} on http://{cfg.host}:{cfg.port} (web chat at /)")
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info")
