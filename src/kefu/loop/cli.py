@@ -157,6 +157,9 @@ def export_command(run: Path = typer.Option(..., "--run", help="a train run fold
             console.print(f"int8 → {out / 'int8'}: {report['size_bytes'] / 1e6:.1f} MB, "
                           f"{report['int8_ms_per_token']:.1f} ms/token (fp32 {report['fp32_ms_per_token']:.1f}), "
                           f"top-1 agreement {report['top1_agreement']:.1%}")
+            if not report["quality_ok"]:
+                console.print(f"[bold red]warning:[/] INT8 keeps only {report['top1_agreement']:.1%} of fp32's greedy "
+                              f"tokens (< {report['min_agreement']:.0%}); serve the merged fp32/bf16 model instead")
     if vllm:
         report = export.vllm_adapter(run, out / "vllm", vllm)
         console.print(report["command"])

@@ -135,8 +135,13 @@ def _decode_ms_per_token(model, batch: dict[str, torch.Tensor], steps: int = 8) 
     return (time.perf_counter() - start) * 1000 / steps
 
 
-def int8(merged_dir: str | Path, out: str | Path) -> dict[str, Any]:
-    """Quantise a merged export for CPU serving; measure size, decode latency and agreement with fp32."""
+def int8(merged_dir: str | Path, out: str | Path, *, min_agreement: float = 0.9) -> dict[str, Any]:
+    """Quantise a merged export for CPU serving; measure size, decode latency and agreement with fp32.
+
+    ``quality_ok`` is False when fewer than ``min_agreement`` of the probe positions keep fp32's greedy token:
+    models with large activation outliers (Gemma 3 among them) lose too much under dynamic INT8, and the export
+    says so rather than shipping silently.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     merged_dir, out = Path(merged_dir), Path(out)
@@ -161,7 +166,7 @@ def int8(merged_dir: str | Path, out: str | Path) -> dict[str, Any]:
     report = {"kind": "int8", "source": str(merged_dir), "size_bytes": _dir_size(out),
               "fp32_size_bytes": sum(f.stat().st_size for f in merged_dir.glob("*.safetensors")),
               "fp32_ms_per_token": fp32_ms, "int8_ms_per_token": int8_ms, "top1_agreement": agree,
-              "kl_to_fp32": kl}
+              "kl_to_fp32": kl, "min_agreement": min_agreement, "quality_ok": agree >= min_agreement}
     (out / "export_report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     audit.record("export.int8", str(out), details=report)
     return report
