@@ -11,10 +11,11 @@ import csv
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Protocol
 
 from kefu.data import keywords as kw
 from kefu.data.taxonomy import ENTITY_TYPES, INTENTS
+from kefu.text import trie_regex
 from kefu.types import Entity, KefuError, Turn
 
 __all__ = ["Annotator", "RuleAnnotator", "Catalogue", "ENTITY_TYPES", "INTENTS", "cn_number", "trie_regex"]
@@ -24,27 +25,6 @@ class Annotator(Protocol):
     """Anything that labels a dialogue: intents (one per ``user`` turn, ids of ``INTENTS``) and entities."""
 
     def annotate(self, turns: list[Turn]) -> tuple[list[str], list[Entity]]: ...
-
-
-def trie_regex(words: Iterable[str]) -> str:
-    """A regex alternation shaped like a trie (longest match first): fast for hundreds of literal terms."""
-    trie: dict = {}
-    for word in words:
-        if not word:
-            continue
-        node = trie
-        for ch in word:
-            node = node.setdefault(ch, {})
-        node[""] = True
-
-    def build(node: dict) -> str:
-        branches = [re.escape(ch) + build(child) for ch, child in sorted(node.items()) if ch]
-        if not branches:
-            return ""
-        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
-        return f"(?:{body})?" if "" in node else body
-
-    return build(trie)
 
 
 _CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "俩": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7,

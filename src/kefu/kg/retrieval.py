@@ -17,6 +17,7 @@ from typing import Any
 from kefu.kg.promotions import CartItem, Promotion, price_cart, yuan
 from kefu.kg.records import Order, Product
 from kefu.kg.store import KnowledgeGraph, Snapshot
+from kefu.text import trie_regex as text_trie_regex
 from kefu.types import KefuError
 
 PLAYBOOK_NAMES = {"delay": "物流延迟", "lost": "快递丢件", "damaged": "商品破损", "address_change": "修改地址",
@@ -73,36 +74,9 @@ class Facts:
 
 # ----------------------------------------------------------------------------------------------- the entity linker
 def trie_regex(terms: list[str]) -> re.Pattern[str] | None:
-    """One regex matching any of ``terms``, shaped as a trie so matching costs the text length, not the term count,
-    and greedy so the longest term at a position wins."""
-    root: dict[str, Any] = {}
-    for term in terms:
-        if not term:
-            continue
-        node = root
-        for ch in term:
-            node = node.setdefault(ch, {})
-        node[""] = True
-    if not root:
-        return None
-
-    def build(node: dict[str, Any]) -> str:
-        end = "" in node
-        children = sorted(k for k in node if k)
-        if not children:
-            return ""
-        singles = [k for k in children if all(kk == "" for kk in node[k])]
-        branches = [re.escape(k) + build(node[k]) for k in children if k not in singles]
-        if len(singles) == 1:
-            branches.append(re.escape(singles[0]))
-        elif singles:
-            branches.append("[" + "".join(re.escape(s) for s in singles) + "]")
-        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
-        if end:
-            body = (f"(?:{body})?" if len(branches) > 1 or len(body) > 1 else body + "?")
-        return body
-
-    return re.compile(build(root))
+    """One compiled regex matching any of ``terms`` (trie-shaped, longest term first); None when there are none."""
+    pattern = text_trie_regex(terms)
+    return re.compile(pattern) if pattern else None
 
 
 @dataclass
