@@ -7,22 +7,26 @@ SKUs, sizes and promotion rules survive. Names and addresses have no checksum: n
 (我叫/收件人/X先生 ...) and a known surname, addresses need a chain of administrative-division components
 (lexicon of provinces/cities/counties plus 镇/街道/路/号/小区/栋/室 patterns).
 
-Speed matters (the prepare stage masks millions of turns): one combined regex finds every numeric/e-mail/code
-candidate in a single pass, and the name/address pass only runs on turns holding one of its trigger characters.
+Speed matters (the prepare stage masks millions of turns): one search for a hint rejects most turns, one combined
+regex finds every numeric/e-mail/code candidate in a single pass, and the name/address pass only runs on turns
+holding one of its trigger words. ``mask_many`` masks a batch: the hint search runs once over the texts joined,
+so a turn without a hint costs its share of one regex scan and nothing more.
 """
 
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import date
+from itertools import accumulate
 from pathlib import Path
-from typing import Iterable, Mapping, NamedTuple
+from typing import Iterable, Mapping, NamedTuple, Sequence
 
 from kefu.text import trie_regex
 
 __all__ = ["PLACEHOLDERS", "JDDC_PLACEHOLDERS", "JDDC_KEPT", "TRIGGER_CHARS", "PiiSpan", "Masker", "find_pii", "mask",
-           "valid_id_card", "luhn_ok", "valid_bank_card", "valid_mobile", "valid_landline"]
+           "mask_many", "valid_id_card", "luhn_ok", "valid_bank_card", "valid_mobile", "valid_landline"]
 
 PLACEHOLDERS: dict[str, str] = {
     "mobile": "[手机号]",
@@ -519,13 +523,28 @@ _TLDS = ("com|net|org|edu|gov|cn|hk|tw|mo|io|co|me|info|top|xyz|cc|tv|biz|mobi|n
 # Cheap test for "could hold a numeric/e-mail/code PII or a placeholder": most turns have no 5-digit run.
 # (Placeholders are looked for separately: JDDC text is full of [数字x].)
 _P1_PARTS = (r"\d@微薇vVwW", r"\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d|@|\d\.\d{1,3}\.\d|\d[*＊]{3}|微信|薇信|[vVwW][xX信]")
-_P1_FILTER = re.compile(f"(?=[{_P1_PARTS[0]}])(?:{_P1_PARTS[1]})")
 _FIVE_DIGITS = re.compile(r"\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d")
 _PLACEHOLDER_RE = re.compile(_PLACEHOLDER_RE_SRC)
+_SEP = "\x00"  # joins the texts of a batch (see Masker._hinted)
 
 
-def _p2_hint_regex(address: bool, name: bool) -> re.Pattern[str] | None:
-    """A regex that finds something in every text where the name/address pass can find a span, and in few others.
+def _hint_regex(first: str, body: str) -> re.Pattern[str]:
+    """A regex that matches where ``body`` matches, for yes/no searches only (the match itself is one character).
+
+    ``first`` (a character-class body) must hold every character a match of ``body`` can start with. The pattern
+    starts by consuming one of them, so the regex engine scans the text in a tight loop over that class and only
+    tries ``body`` (looking ahead from the character just consumed) where one occurs; a leading ``(?=[first])``
+    enters the matcher at every position (measured 1.1-1.5x slower on chat turns).
+    """
+    return re.compile(f"[{first}](?<=(?=(?:{body}))(?s:.))")
+
+
+_P1_FILTER = _hint_regex(*_P1_PARTS)
+
+
+def _p2_hint_parts(address: bool, name: bool) -> tuple[str, str] | None:
+    """(first characters, body) of a regex that finds something in every text where the name/address pass can
+    find a span, and in few others.
 
     An address chain is only accepted with a fine-grained component (a 镇/路/小区... name, a numbered unit such as
     3单元/12号, a 12-3-401 number, a point of interest such as 市场/大厦) or after an address word (寄到/地址), and a
@@ -541,25 +560,47 @@ def _p2_hint_regex(address: bool, name: bool) -> re.Pattern[str] | None:
         single_fine = "".join(w for w, kind in _SUFFIXES.items() if kind == "fine" and len(w) == 1)
         units = "".join(sorted({u[0] for u in _NUM_UNITS if not u.isascii()} | {"单"}))
         numerals = "".join(sorted(_NUMERALS))
-        alts += [f"[{single_fine}](?<=[\u4e00-\u9fff][{single_fine}])",
-                 f"[{units}](?<=[\dA-Za-z{numerals}][{units}])",
-                 r"\d[-－—~～_]\d+[-－—~～_]\d|\d{3}[-－—~～_]\d|\d[-－—~～_]\d{3}|\d[A-Za-z]?[Ff]"]
-        first |= set(single_fine) | set(units) | set("0123456789")
+        sep = "[-－—~～_]"
+        # One branch per first character (the engine tries alternatives one after another): a digit followed by a
+        # separator or an F (1-2-3, 123-4, 1-234, 3F, 3aF), a single fine suffix after a CJK character (文三路),
+        # a unit after a digit, letter or numeral (3单元, 八楼).
+        alts += [rf"\d(?:{sep}(?:\d+{sep}\d|\d{{3}}|(?<=\d{{3}}{sep})\d)|[A-Za-z]?[Ff])",
+                 f"[{single_fine}](?<=[\u4e00-\u9fff][{single_fine}])",
+                 f"[{units}](?<=[\dA-Za-z{numerals}][{units}])"]
+        first |= set(single_fine) | set(units)
     if name:
         words += list(_NAME_LABELS) + list(_HONORIFICS) + ["我是"]
-    first |= {w[0] for w in words}
-    pattern = "(?=[" + re.escape("".join(sorted(first))) + r"\d])(?:" + "|".join([_trie_regex(words)] + alts) + ")"
-    return re.compile(pattern)
+    word_first = {w[0] for w in words}
+    first |= word_first
+    # the word trie (~60 branches) only where a word can start
+    alts.append("(?=[" + re.escape("".join(sorted(word_first))) + "])" + _trie_regex(words))
+    return re.escape("".join(sorted(first))) + r"\d", "|".join(alts)
 
 
-def _any_hint_regex(p2: re.Pattern[str] | None) -> re.Pattern[str]:
+def _p2_hint_regex(address: bool, name: bool) -> re.Pattern[str] | None:
+    parts = _p2_hint_parts(address, name)
+    return None if parts is None else _hint_regex(*parts)
+
+
+# Placeholders that masking can change or look around: JDDC's PII placeholders (mapped onto ours) and ours (a
+# listed name next to one is masked). Others ([数字x], [金额x] ...) only ever become "_keep" spans, which change
+# nothing unless the first or second pass runs, and those have hints of their own.
+_LIVE_PLACEHOLDERS = r"\[" + _trie_regex([p[1:-1] for p in (*PLACEHOLDERS.values(), *JDDC_PLACEHOLDERS)]) + r"\]"
+
+
+def _any_hint_regex(address: bool, name: bool) -> re.Pattern[str]:
     """One search that fails on a text with nothing for either pass (most turns): the first-pass filter, a
-    placeholder bracket and the second-pass hint, under one leading character class."""
+    placeholder that masking can change or look around, and the second-pass hint, under one leading character
+    class.
+
+    No character class in it holds U+0000 (nor do its lookbehinds), so a match never spans two texts joined by
+    it and a match at a text's start sees the separator as it would see the start of the text: what
+    Masker.mask_many relies on."""
     p1_first, p1_body = _P1_PARTS
+    p2 = _p2_hint_parts(address, name)
     if p2 is None:
-        return re.compile(f"(?=[{p1_first}\\[])(?:{p1_body}|\\[)")
-    p2_first, p2_body = p2.pattern[4:].split("])(?:", 1)
-    return re.compile(f"(?=[{p1_first}{p2_first}\\[])(?:{p1_body}|\\[|{p2_body[:-1]})")
+        return _hint_regex(p1_first + r"\[", f"{p1_body}|{_LIVE_PLACEHOLDERS}")
+    return _hint_regex(p1_first + p2[0] + r"\[", f"{p1_body}|{_LIVE_PLACEHOLDERS}|{p2[1]}")
 
 
 class Masker:
@@ -608,8 +649,11 @@ class Masker:
         self._window_re = re.compile(_trie_regex(window))
         self._window_type = window
         self._addr_trigger_re = re.compile(_trie_regex(_ADDR_TRIGGERS))
+        # JDDC PII placeholder -> our type (any other placeholder is "_keep": left as it is)
+        self._ph_type = {ph: _TYPE_OF_PLACEHOLDER[ours] for ph, ours in JDDC_PLACEHOLDERS.items()
+                         if _TYPE_OF_PLACEHOLDER[ours] in self.types}
         self._p2_filter = _p2_hint_regex("address" in self.types, "name" in self.types)
-        self._any = _any_hint_regex(self._p2_filter)
+        self._any = _any_hint_regex("address" in self.types, "name" in self.types)
 
     # ---------------------------------------------------------------------------------------------- public
 
@@ -619,7 +663,55 @@ class Masker:
 
     def mask(self, text: str) -> tuple[str, dict[str, int]]:
         """``text`` with every span replaced by its placeholder, and counts by placeholder string."""
-        spans = self._spans(text)
+        if self._any.search(text) is None:
+            return text, {}
+        return self._mask_hinted(text)
+
+    def mask_many(self, texts: Sequence[str]) -> list[tuple[str, dict[str, int]]]:
+        """``[self.mask(t) for t in texts]``, quicker on a batch: one hint search over all the texts joined finds
+        the few that need work, the others come back untouched, and a text repeated within the batch (templated
+        replies) is masked once (each result gets its own counts dict)."""
+        n = len(texts)
+        out: list[tuple[str, dict[str, int]]] = [(t, {}) for t in texts]
+        if n == 0:
+            return out
+        memo: dict[str, tuple[str, dict[str, int]]] = {}
+        for i in self._hinted(texts):
+            t = texts[i]
+            hit = memo.get(t)
+            if hit is None:
+                hit = memo[t] = self._mask_hinted(t)
+                out[i] = hit
+            else:
+                out[i] = (hit[0], dict(hit[1]))
+        return out
+
+    def _hinted(self, texts: Sequence[str]) -> list[int]:
+        """Indices of the texts where the hint regex ``_any`` matches (where masking can change anything).
+
+        The texts are joined with U+0000, which no part of ``_any`` can match, so every match lies inside one text
+        and sees what it would see in that text alone; searching on from the start of the next text after each
+        match visits each text once. When a text holds U+0000 itself, each text is searched on its own."""
+        search = self._any.search
+        blob = _SEP.join(texts)
+        n = len(texts)
+        if blob.count(_SEP) != n - 1:
+            return [i for i, t in enumerate(texts) if search(t) is not None]
+        hinted: list[int] = []
+        # starts[i]: where texts[i] begins in blob; starts[n] is one past its end
+        starts = [0]
+        starts.extend(accumulate(len(t) + 1 for t in texts))
+        pos = 0
+        while True:
+            m = search(blob, pos)
+            if m is None:
+                return hinted
+            i = bisect_right(starts, m.start()) - 1
+            hinted.append(i)
+            pos = starts[i + 1]
+
+    def _mask_hinted(self, text: str) -> tuple[str, dict[str, int]]:
+        spans = self._spans_hinted(text)
         if not spans:
             return text, {}
         out: list[str] = []
@@ -643,22 +735,28 @@ class Masker:
     def _spans(self, text: str) -> list[_Span]:
         if self._any.search(text) is None:
             return []
+        return self._spans_hinted(text)
+
+    def _spans_hinted(self, text: str) -> list[_Span]:
+        """The spans of a text where ``_any`` matches."""
         spans: list[_Span] = []
         pending: list[tuple[int, int, str]] = []  # digit runs that only a context word could make PII
         types = self.types
+        ph_type = self._ph_type
         if _P1_FILTER.search(text):
             matches = self._scan.finditer(text)
-        elif "[" in text:
-            matches = _PLACEHOLDER_RE.finditer(text)  # nothing else the scan looks for is there
+        elif "[" in text:  # nothing else the scan looks for is there
+            for m in _PLACEHOLDER_RE.finditer(text):
+                ph = m.group()
+                spans.append(_Span(ph_type.get(ph, "_keep"), m.start(), m.end(), ph))
+            matches = ()
         else:
             matches = ()
         for m in matches:
-            group = m.lastgroup or "ph"
+            group = m.lastgroup
             if group == "ph":
                 ph = m.group()
-                mapped = JDDC_PLACEHOLDERS.get(ph)
-                typ = _TYPE_OF_PLACEHOLDER[mapped] if mapped else None
-                spans.append(_Span(typ if typ in types else "_keep", m.start(), m.end(), ph))
+                spans.append(_Span(ph_type.get(ph, "_keep"), m.start(), m.end(), ph))
             elif group == "email":
                 if "email" in types:
                     spans.append(_Span("email", m.start(), m.end(), m.group()))
@@ -710,29 +808,38 @@ class Masker:
     def _listed_names(self, text: str, spans: list[_Span]) -> list[_Span]:
         """A bare name listed next to other personal data: "{address}，王伟，{phone}" (收件信息 as people type it)."""
         found: list[_Span] = []
-        starts = {sp.start for sp in spans}
-        ends = {sp.end for sp in spans}
+        starts: set[int] | None = None
+        ends: set[int] = set()
         n = len(text)
         for sp in spans:
-            if sp.type == "name" or (sp.type == "_keep" and _TYPE_OF_PLACEHOLDER.get(sp.text, "name") == "name"):
+            typ = sp.type
+            if typ == "name" or (typ == "_keep" and _TYPE_OF_PLACEHOLDER.get(sp.text, "name") == "name"):
                 continue
             # a clause boundary is a separator, a placeholder bracket or the edge of another span
-            if sp.end < n - 1 and text[sp.end] in _LIST_SEPS:  # the clause after it
-                end = sp.end + 1
-                while end < n and end - sp.end <= 5 and text[end] not in _LIST_SEPS and text[end] != "[" \
+            e, s = sp.end, sp.start
+            after = e < n - 1 and text[e] in _LIST_SEPS
+            before = s > 1 and text[s - 1] in _LIST_SEPS
+            if not (after or before):
+                continue
+            if starts is None:
+                starts = {x.start for x in spans}
+                ends = {x.end for x in spans}
+            if after:  # the clause after it
+                end = e + 1
+                while end < n and end - e <= 5 and text[end] not in _LIST_SEPS and text[end] != "[" \
                         and end not in starts:
                     end += 1
                 if end == n or text[end] in _LIST_SEPS or text[end] == "[" or end in starts:
-                    if _listed_name_ok(text[sp.end + 1:end]):
-                        found.append(_Span("name", sp.end + 1, end, text[sp.end + 1:end]))
-            if sp.start > 1 and text[sp.start - 1] in _LIST_SEPS:  # the clause before it
-                start = sp.start - 1
-                while start > 0 and sp.start - start <= 5 and text[start - 1] not in _LIST_SEPS \
+                    if _listed_name_ok(text[e + 1:end]):
+                        found.append(_Span("name", e + 1, end, text[e + 1:end]))
+            if before:  # the clause before it
+                start = s - 1
+                while start > 0 and s - start <= 5 and text[start - 1] not in _LIST_SEPS \
                         and text[start - 1] != "]" and start not in ends:
                     start -= 1
                 if start == 0 or text[start - 1] in _LIST_SEPS or text[start - 1] == "]" or start in ends:
-                    if _listed_name_ok(text[start:sp.start - 1]):
-                        found.append(_Span("name", start, sp.start - 1, text[start:sp.start - 1]))
+                    if _listed_name_ok(text[start:s - 1]):
+                        found.append(_Span("name", start, s - 1, text[start:s - 1]))
         if not found:
             return spans
         taken = sorted(spans, key=lambda x: x.start)
@@ -989,8 +1096,9 @@ _NOT_NAMES = frozenset(w for ln in _lines("pii_not_names.txt") for w in ln.split
 
 def _listed_name_ok(cand: str) -> bool:
     """Is ``cand`` (a whole clause next to other PII) a person's name?"""
-    if not 2 <= len(cand) <= 4 or cand in _NOT_NAMES or cand in _LEX_ALL:
-        return False
+    if not 2 <= len(cand) <= 4 or (cand[0] not in COMMON_SURNAMES and cand[:2] not in COMPOUND_SURNAMES) \
+            or cand in _NOT_NAMES or cand in _LEX_ALL:
+        return False  # (a name starts with a common or a compound surname: the cheap test first)
     if not all("\u4e00" <= ch <= "\u9fff" and ch not in _STOP_SET for ch in cand):
         return False
     if cand[:2] in COMPOUND_SURNAMES:
@@ -1118,4 +1226,9 @@ def mask(text: str) -> tuple[str, dict[str, int]]:
     masker = _DEFAULT or _default()
     if masker._any.search(text) is None:  # the common case, without two method calls
         return text, {}
-    return masker.mask(text)
+    return masker._mask_hinted(text)
+
+
+def mask_many(texts: Sequence[str]) -> list[tuple[str, dict[str, int]]]:
+    """``[mask(t) for t in texts]`` with the default Masker, quicker on batches (see Masker.mask_many)."""
+    return (_DEFAULT or _default()).mask_many(texts)
