@@ -59,8 +59,7 @@ def test_mask_many_edge_cases():
     assert mask_many([]) == []
     assert mask_many([""]) == [("", {})]
     texts = ["电话13812345678", "", "\x00", "订单号2611202883143667\x00手机13812345678", "好的", "电话13812345678"]
-    _same(pii._default(), texts)  # U+0000 in a text: each text is searched on its own
-    _same(pii._default(), texts[:1] + texts[4:])  # the joined search
+    _same(pii._default(), texts)
     _same(pii._default(), ("电话13812345678", "好的"))  # any sequence
 
 
