@@ -1,9 +1,12 @@
 """Batch masking (mask_many) gives exactly what mask gives turn by turn; the hint search never skips a turn that
-masking would change."""
+masking would change; `kefu mask` reads its input in batches without holding back a line that has arrived."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kefu.data import pii
+from kefu.data.cli import _line_batches
 from kefu.data.pii import JDDC_PLACEHOLDERS, PLACEHOLDERS, Masker, mask, mask_many
 
 from .test_pii import NEAR_MISSES, POSITIVES
@@ -97,3 +101,52 @@ def test_mask_many_on_jddc(shared_data):
         got = [r for i in range(0, len(texts), 1000) for r in masker.mask_many(texts[i:i + 1000])]
         assert got == expected
     assert sum(bool(c) for _, c in expected) > 500
+
+
+# ------------------------------------------------------------------------------------------------ kefu mask
+
+def _pipe_stream(encoding: str = "utf-8") -> tuple[io.TextIOWrapper, int]:
+    r, w = os.pipe()
+    return io.TextIOWrapper(io.FileIO(r, "rb", closefd=True), encoding=encoding, errors="strict"), w
+
+
+def test_line_batches_from_a_descriptor():
+    stream, w = _pipe_stream()
+    lines = [f"第{i}行 电话13812345678\r\n" if i % 3 == 0 else f"第{i}行\n" for i in range(2500)]
+    data = "".join(lines).encode() + "末行没有换行".encode()
+
+    def feed() -> None:
+        os.write(w, data)
+        os.close(w)
+
+    threading.Thread(target=feed).start()
+    batches = list(_line_batches(stream, 1000))
+    stream.close()
+    assert all(0 < len(b) <= 1000 for b in batches)
+    assert [ln for b in batches for ln in b] == lines + ["末行没有换行"]
+
+
+def test_line_batches_do_not_wait_for_more_lines():
+    """A line that has arrived is handed on before the next read waits (an interactive session answers at once)."""
+    stream, w = _pipe_stream()
+    batches = _line_batches(stream, 1000)
+    got: list = []
+    os.write(w, "电话13812345678\n半".encode())  # one whole line and the start of the next
+    reader = threading.Thread(target=lambda: got.append(next(batches)))
+    reader.start()
+    reader.join(timeout=10)
+    try:
+        assert not reader.is_alive() and got == [["电话13812345678\n"]]
+        os.write(w, "行\n".encode("utf-8")[:1])  # a character split across two writes
+        os.write(w, "行\n".encode("utf-8")[1:])
+        os.close(w)
+        assert [ln for b in batches for ln in b] == ["半行\n"]
+    finally:
+        if reader.is_alive():
+            os.close(w)
+        stream.close()
+
+
+def test_line_batches_without_a_descriptor():
+    lines = [f"{i}\n" for i in range(5)] + ["last"]
+    assert list(_line_batches(io.StringIO("".join(lines)), 2)) == [lines[:2], lines[2:4], lines[4:]]

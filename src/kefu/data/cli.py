@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import codecs
+import io
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -106,22 +109,65 @@ def timing_line(report: dict) -> str:
     return line if report["reconciles"] else line + " — [bold red]COUNTS DO NOT RECONCILE[/]"
 
 
+_MASK_BATCH = 1000  # lines masked together (Masker.mask_many) at most
+
+
 def mask_command() -> None:
     """Mask PII in text read from stdin, one output line per input line (streaming)."""
-    from kefu.data.pii import mask
+    from kefu.data.pii import mask_many
     from kefu.safety.keys import authorize_cli
 
     authorize_cli("data:read")
-    stdin = sys.stdin
     stdout = sys.stdout
-    for line in stdin:
-        ending = "\n" if line.endswith("\n") else ""
-        text = line[:-1] if ending else line
-        if text.endswith("\r"):
-            text, ending = text[:-1], "\r\n"
-        masked, _ = mask(text)
-        stdout.write(masked + (ending or "\n"))
+    for lines in _line_batches(sys.stdin, _MASK_BATCH):
+        texts: list[str] = []
+        endings: list[str] = []
+        for line in lines:
+            ending = "\n" if line.endswith("\n") else ""
+            text = line[:-1] if ending else line
+            if text.endswith("\r"):
+                text, ending = text[:-1], "\r\n"
+            texts.append(text)
+            endings.append(ending or "\n")
+        stdout.write("".join([masked + ending for (masked, _), ending in zip(mask_many(texts), endings)]))
         stdout.flush()
+
+
+def _line_batches(stream, size: int):
+    """The lines of a text stream (each ending in "\\n" but maybe the last), in lists of at most ``size`` lines.
+
+    Each list holds only lines that have already arrived: on a pipe or terminal the stream's file descriptor is
+    read directly (os.read returns what is there), and every complete line of what was read is handed on before
+    the next read waits, so an interactive ``kefu mask`` answers each line at once while a big file goes in
+    batches. Streams without a descriptor (tests, in-memory) are read line by line. Lines break at "\\n" only,
+    as on sys.stdin (a "\\r" stays in the line)."""
+    try:
+        fd = stream.fileno() if os.name == "posix" and isinstance(stream, io.TextIOWrapper) else None
+    except (OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        fd = None
+    if fd is None:
+        batch: list[str] = []
+        for line in stream:
+            batch.append(line)
+            if len(batch) >= size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+        return
+    decoder = codecs.getincrementaldecoder(stream.encoding or "utf-8")(stream.errors or "strict")
+    rest = ""
+    while True:
+        data = os.read(fd, 1 << 16)
+        parts = (rest + decoder.decode(data, final=not data)).split("\n")
+        rest = parts.pop()
+        lines = [part + "\n" for part in parts]
+        if not data and rest:
+            lines.append(rest)
+        for i in range(0, len(lines), size):
+            yield lines[i:i + size]
+        if not data:
+            return
 
 
 def register(app: typer.Typer) -> None:

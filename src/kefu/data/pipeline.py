@@ -91,28 +91,28 @@ class _Worker:
         self.catalogue = Catalogue.from_csv(catalogue) if catalogue else None
         self.annotator = load_annotator(config.annotator, self.catalogue) if config.annotate else None
         self.hasher = MinHasher(config.dedup.num_perm, config.dedup.shingle) if config.dedup.near else None
-        self.mask = None
+        self.mask_many = None
         self._mask_cache: dict[str, tuple[str, dict[str, int]]] = {}
         if config.mask_pii:
-            from kefu.data.pii import mask
+            from kefu.data.pii import mask_many
 
-            self.mask = mask
+            self.mask_many = mask_many
 
     def process(self, item: tuple[str, list[tuple[str, str]], dict[str, Any]]) -> tuple:
         record_id, raw_turns, meta = item
         cfg = self.cfg
         turns = clean_turns([Turn(role, content) for role, content in raw_turns], cfg.normalize)
         pii: dict[str, int] = {}
-        if self.mask is not None:
+        if self.mask_many is not None:
             cache = self._mask_cache
+            if len(cache) >= 100_000:
+                cache.clear()
+            # templated replies repeat: mask each distinct text once, the dialogue's new ones as one batch
+            todo = [turn.content for turn in turns if turn.content not in cache]
+            if todo:
+                cache.update(zip(todo, self.mask_many(todo)))
             for turn in turns:
-                hit = cache.get(turn.content)
-                if hit is None:  # templated replies repeat: mask each distinct text once
-                    hit = self.mask(turn.content)
-                    if len(cache) >= 100_000:
-                        cache.clear()
-                    cache[turn.content] = hit
-                masked, counts = hit
+                masked, counts = cache[turn.content]
                 if counts:
                     turn.content = masked
                     for key, n in counts.items():
