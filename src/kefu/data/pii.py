@@ -385,7 +385,7 @@ def _suffix_strength(name: str, suffix: str) -> tuple[int, bool]:
         return 1, True
     if kind == "estate":
         return int(len(name) >= 2), False
-    numeric = all(ch in _NUMERALS for ch in name) or (len(name) <= 2 and name.isascii() and name.isalnum())
+    numeric = _NUMERALS.issuperset(name) or (len(name) <= 2 and name.isascii() and name.isalnum())
     return (1, True) if numeric else (0, False)
 
 
@@ -475,7 +475,8 @@ def _address_components(text: str, a: int, b: int) -> list[list]:
             comps.append([hs, he, int(strong), strong, 1, hs, "num"])
             continue
         j = hs
-        while j > lo and hs - j < _MAX_NAME and _is_namech(text[j - 1]):
+        stop = max(lo, hs - _MAX_NAME)
+        while j > stop and "\u4e00" <= text[j - 1] <= "\u9fff" and text[j - 1] not in _STOP_SET:  # _is_namech
             j -= 1
         if j < hs - 1:  # never start inside a phrase such as 查一下/麻烦/谢谢
             for stop in _LEFT_STOP_RE.finditer(text, j, hs):
@@ -850,9 +851,11 @@ class Masker:
                 typ = "tracking_no"
             elif sum(map(str.isdigit, d)) >= 6 and not (d.isdigit() and len(d) == 8 and _date_like(d)) \
                     and not _SKU_RE.fullmatch(d):
-                if ctx == "order_no" and self._window_re.search(text, max(0, m.start() - _WINDOW), m.start("code")):
-                    near = max(self._window_re.finditer(text, max(0, m.start() - _WINDOW), m.start("code")),
-                               key=lambda x: x.start())
+                near = None
+                if ctx == "order_no":  # the nearest window word before the value decides
+                    for near in self._window_re.finditer(text, max(0, m.start() - _WINDOW), m.start("code")):
+                        pass
+                if near is not None:
                     typ = "tracking_no" if self._window_type[near.group()] == "tracking_no" else ctx
                 else:
                     typ = ctx
@@ -911,8 +914,12 @@ class Masker:
     def _digit_run(self, text: str, start: int, raw: str, spans: list[_Span],
                    pending: list[tuple[int, int, str]]) -> None:
         """Classify a run of digits (maybe with spaces/dashes/+86/(area) parts); split it when the whole fails."""
-        groups = [g.span() for g in _DIGIT_GROUP_RE.finditer(raw)]
-        digits = _ascii_digits("".join(raw[a:b] for a, b in groups))
+        if raw.isascii() and raw.isdigit():  # the common case: one group
+            groups = [(0, len(raw))]
+            digits = raw
+        else:
+            groups = [g.span() for g in _DIGIT_GROUP_RE.finditer(raw)]
+            digits = _ascii_digits("".join(raw[a:b] for a, b in groups))
         typ = _classify_digits(digits)
         if typ is None and len(groups) == 1 and digits.isdigit() and len(digits) >= 5 and raw.isdecimal():
             pending.append((start, start + len(raw), digits))
@@ -960,10 +967,13 @@ class Masker:
         if pos < len(text):
             segments.append((pos, len(text)))
         extra: list[_Span] = []
+        # a name-regex match inside a segment is one in the whole text too: one search rules out every segment
+        find_names = "name" in self.types and _NAME_RE.search(text) is not None
+        find_addresses = "address" in self.types
         for a, b in segments:
-            names = self._names(text, a, b) if "name" in self.types else []
+            names = self._names(text, a, b) if find_names else []
             extra.extend(names)
-            if "address" in self.types:
+            if find_addresses:
                 p = a
                 for nm in names + [None]:
                     q = nm.start if nm else b
@@ -1032,9 +1042,11 @@ class Masker:
         strong component right after an address word (寄到/地址 ...)."""
         while len(chain) > 1 and chain[0][2] == 0 and chain[0][6] == "unit":  # 税号 顺德区... starts at 顺德区
             chain = chain[1:]
-        strong = sum(c[2] for c in chain)
-        fine = sum(c[3] for c in chain)
-        parts = sum(c[4] for c in chain)
+        strong = fine = parts = 0
+        for c in chain:
+            strong += c[2]
+            fine += c[3]
+            parts += c[4]
         start, end = chain[0][0], chain[-1][1]
         if strong == 0:
             return None
