@@ -1,9 +1,11 @@
 """Benchmark: kefu's PII masking against the naive loop "one re.sub per pattern per turn".
 
 Both run in this process on the same turns: the sample shop's dialogues (examples/shop/dialogues.jsonl; a synthetic
-corpus when it is missing) and, when ../shared/data is present, real JDDC turns. Quality is measured on a labelled
-set built here: PII of every type in the formats customers type (recall = values that no longer appear after
-masking) and near-misses that must survive (prices, dates, SKUs, sizes, 满减 rules, numbers failing checksums ...).
+corpus when it is missing) and, when ../shared/data is present, real JDDC turns. kefu is timed twice: turn by turn
+(``mask``) and in batches of 1,000 turns (``mask_many``, what ``kefu prepare`` and ``kefu mask`` call); the three
+timings of a corpus are interleaved, best of --repeat each. Quality is measured on a labelled set built here: PII
+of every type in the formats customers type (recall = values that no longer appear after masking) and near-misses
+that must survive (prices, dates, SKUs, sizes, 满减 rules, numbers failing checksums ...).
 
     .venv/bin/python bench/mask_bench.py            # writes the "mask" section of docs/benchmarks.md
     .venv/bin/python bench/mask_bench.py --quick    # fewer repeats, no docs update
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import sys
@@ -23,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from kefu.data.pii import PLACEHOLDERS, _default, luhn_ok, mask  # noqa: E402
+from kefu.data.pii import PLACEHOLDERS, _default, luhn_ok, mask, mask_many  # noqa: E402
 
 SHOP = ROOT / "examples" / "shop" / "dialogues.jsonl"
 SHARED = ROOT.parent / "shared" / "data"
@@ -190,14 +193,44 @@ def quality(fn, pos, near) -> dict[str, object]:
             "near": len(near), "fp_examples": fp[:5]}
 
 
-def throughput(fn, turns: list[str], repeat: int) -> float:
-    best = float("inf")
+BATCH = 1000
+
+
+def timings(base: list[str], copies: int, repeat: int) -> tuple[float, float, float]:
+    """Turns per second of (naive loop, kefu turn by turn, kefu in batches) over ``copies`` passes of ``base``.
+
+    A batch never spans two passes, so the repeats mask_many masks once are repeats within 1,000 consecutive
+    turns of the corpus itself, not ones this benchmark made by repeating it."""
+    batches = [base[i:i + BATCH] for i in range(0, len(base), BATCH)]
+    best = [float("inf")] * 3
     for _ in range(repeat):
         t0 = time.perf_counter()
-        for t in turns:
-            fn(t)
-        best = min(best, time.perf_counter() - t0)
-    return len(turns) / best
+        for _ in range(copies):
+            for t in base:
+                naive_mask(t)
+        t1 = time.perf_counter()
+        for _ in range(copies):
+            for t in base:
+                mask(t)
+        t2 = time.perf_counter()
+        for _ in range(copies):
+            for b in batches:
+                mask_many(b)
+        t3 = time.perf_counter()
+        best = [min(best[0], t1 - t0), min(best[1], t2 - t1), min(best[2], t3 - t2)]
+    n = len(base) * copies
+    return n / best[0], n / best[1], n / best[2]
+
+
+def repeats_masked_once(base: list[str]) -> tuple[int, int]:
+    """(turns that need work, those among them repeating an earlier turn of their batch)."""
+    hint = _default()._any.search
+    hinted = repeated = 0
+    for i in range(0, len(base), BATCH):
+        work = [t for t in base[i:i + BATCH] if hint(t)]
+        hinted += len(work)
+        repeated += len(work) - len(set(work))
+    return hinted, repeated
 
 
 def span_counts(fn, turns: list[str]) -> dict[str, int]:
@@ -206,6 +239,16 @@ def span_counts(fn, turns: list[str]) -> dict[str, int]:
         for k, v in fn(t)[1].items():
             total[k] = total.get(k, 0) + v
     return total
+
+
+def _verdict(rows: list, what: str) -> str:
+    """"met on A (x); not met on B (y)" for benchmark rows (name, count, kefu, batch, naive, ...)."""
+    def short(name: str) -> str:
+        return name.split(" (")[0].replace("… its ", "")
+    met = [f"{short(r[0])} {r[3] / r[4]:.2f}x" for r in rows if r[3] >= 5 * r[4]]
+    missed = [f"{short(r[0])} {r[3] / r[4]:.2f}x" for r in rows if r[3] < 5 * r[4]]
+    return f"on {what}, " + "; ".join(([f"met on {', '.join(met)}"] if met else []) +
+                                       ([f"not met on {', '.join(missed)}"] if missed else []))
 
 
 def main() -> None:
@@ -219,23 +262,30 @@ def main() -> None:
     pos, near = labelled_set()
     for fn in (mask, naive_mask):  # warm-up: compile regexes, load lexicons
         fn("预热 13812345678")
+    load_start = os.getloadavg()
     rows = []
     plain = [t for t in turns if not mask(t)[1]]
     with_pii = [t for t in turns if mask(t)[1]]
-    corpora = [(source, turns * max(1, 20000 // max(len(turns), 1))),
-               (f"… its {len(plain):,} turns without PII", plain * max(1, 20000 // max(len(plain), 1))),
-               (f"… its {len(with_pii):,} turns with PII", with_pii * max(1, 10000 // max(len(with_pii), 1)))]
     quiet = [t for t in plain if not _default()._any.search(t)]  # what most turns look like
-    corpora.append((f"… its {len(quiet):,} turns with no digit run, '@', '[' or name/address word",
-                    quiet * max(1, 20000 // max(len(quiet), 1))))
+    corpora = [(source, turns, 20000), (f"… its {len(plain):,} turns without PII", plain, 20000),
+               (f"… its {len(with_pii):,} turns with PII", with_pii, 10000),
+               (f"… its {len(quiet):,} turns the one hint search rejects (no 5-digit run, '@', PII placeholder, "
+                "name or address word)", quiet, 20000)]
     jddc = jddc_turns()
     if jddc:
-        corpora.append((f"JDDC real turns ({len(jddc):,}, ../shared/data; PII pre-replaced)", jddc))
-    for name, corpus in corpora:
-        k = throughput(mask, corpus, repeat)
-        n = throughput(naive_mask, corpus, repeat)
-        rows.append((name, len(corpus), k, n))
-        print(f"{name}: kefu {k:,.0f} turns/s, naive {n:,.0f} turns/s, ratio {k / n:.2f}x")
+        corpora.append((f"JDDC real turns ({len(jddc):,}, ../shared/data; PII pre-replaced)", jddc, 0))
+    for name, base, target in corpora:
+        copies = max(1, target // max(len(base), 1))
+        n, k, b = timings(base, copies, repeat)
+        hinted, repeated = repeats_masked_once(base)
+        rows.append((name, len(base) * copies, k, b, n, hinted / len(base), repeated / max(hinted, 1)))
+        print(f"{name}: naive {n:,.0f} turns/s, kefu mask {k:,.0f} ({k / n:.2f}x), mask_many {b:,.0f} ({b / n:.2f}x); "
+              f"{hinted / len(base):.0%} of turns need work, {repeated / max(hinted, 1):.0%} of those repeat in "
+              "their batch")
+    load_end = os.getloadavg()
+    for name, corpus, *_ in corpora:  # the batch path gives what the turn-by-turn path gives
+        assert [r for i in range(0, len(corpus), BATCH) for r in mask_many(corpus[i:i + BATCH])] == \
+            [mask(t) for t in corpus], name
     qk, qn = quality(mask, pos, near), quality(naive_mask, pos, near)
     ck, cn = span_counts(mask, turns), span_counts(naive_mask, turns)
     for label, q in (("kefu", qk), ("naive", qn)):
@@ -243,30 +293,44 @@ def main() -> None:
               f"false positives {q['fp']}/{q['near']} near-misses; e.g. {q['fp_examples'][:3]}")
     print("spans on the shop corpus: kefu", ck, "naive", cn)
 
+    plain_row, pii_row, quiet_row = rows[1:4]
     lines = [
-        "## PII masking (`kefu.data.pii.mask`) vs one `re.sub` per pattern",
+        "## PII masking (`kefu.data.pii.mask`, `mask_many`) vs one `re.sub` per pattern",
         "",
         "Command: `.venv/bin/python bench/mask_bench.py`  ",
-        f"Machine: {__import__('_report').machine()} (shared with other jobs: compare the ratio, not absolutes)",
+        f"Machine: {__import__('_report').machine()}; 1/5/15-minute load average "
+        f"{'/'.join(f'{x:.1f}' for x in load_start)} at the start and {'/'.join(f'{x:.1f}' for x in load_end)} at "
+        "the end (the cores are shared with other jobs: compare the ratios, measured in the same run, not the "
+        "absolute rates)",
         "",
         "Baseline: 8 hand-written regexes (email, ID card, bank card, order = 12+ digits, carrier tracking, mobile, "
-        "landline, province/city + road + 号 address), applied one `re.sub` after another to every turn.",
+        "landline, province/city + road + 号 address), applied one `re.sub` after another to every turn. kefu is "
+        f"timed turn by turn (`mask`) and in batches of {BATCH:,} turns (`mask_many`, what `kefu prepare` and "
+        "`kefu mask` use: the same results, each distinct text of a batch masked once); the three timings of a "
+        f"corpus are interleaved, best of {repeat}.",
         "",
-        "| corpus | turns timed | kefu turns/s | naive turns/s | kefu / naive |",
-        "|---|---:|---:|---:|---:|",
+        "| corpus | turns timed | naive turns/s | kefu `mask` turns/s | `mask` / naive | kefu `mask_many` turns/s "
+        "| `mask_many` / naive | turns needing work | of those, repeats in their batch |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, count, k, n in rows:
-        lines.append(f"| {name} | {count:,} | {k:,.0f} | {n:,.0f} | {k / n:.2f}x |")
+    for name, count, k, b, n, hinted, repeated in rows:
+        lines.append(f"| {name} | {count:,} | {n:,.0f} | {k:,.0f} | {k / n:.2f}x | {b:,.0f} | {b / n:.2f}x "
+                     f"| {hinted:.0%} | {repeated:.0%} |")
     lines += [
         "",
-        f"kefu costs {1e6 / rows[1][2]:.1f} µs on a turn without PII and {1e6 / rows[2][2]:.1f} µs on a turn with PII "
-        f"(the naive loop: {1e6 / rows[1][3]:.1f} / {1e6 / rows[2][3]:.1f} µs), and {1e6 / rows[3][2]:.1f} µs on the "
-        f"{len(quiet) / len(turns):.0%} of turns that one filter search rejects (naive {1e6 / rows[3][3]:.1f} µs). "
-        "Turns with PII, or with a word that could start an address or a name, cost more because every candidate is "
-        "validated and names/addresses are parsed; the naive loop costs about the same on every turn. "
-        + ("The ≥5x target is met on the quiet turns" if rows[3][2] >= 5 * rows[3][3] else
-           f"The ≥5x target is not met: {rows[3][2] / rows[3][3]:.1f}x on the quiet turns") +
-        f", {rows[0][2] / rows[0][3]:.2f}x on this PII-dense sample as a whole.",
+        f"kefu costs {1e6 / plain_row[2]:.1f} µs on a turn without PII and {1e6 / pii_row[2]:.1f} µs on a turn with "
+        f"PII (the naive loop: {1e6 / plain_row[4]:.1f} / {1e6 / pii_row[4]:.1f} µs), and {1e6 / quiet_row[2]:.1f} µs "
+        f"on the {len(quiet) / len(turns):.0%} of sample-shop turns that one hint search rejects (naive "
+        f"{1e6 / quiet_row[4]:.1f} µs). A turn with PII, or with a word that could start an address or a name, costs "
+        "more because every candidate is validated and names/addresses are parsed, in Python; the naive loop costs "
+        "about the same on every turn, so the ratio on a corpus is set by its share of turns that need work. "
+        "Batching saves what a batch repeats (templated replies) and little else: the hint search costs what "
+        "scanning the characters costs, not the call (joining a batch into one string for one search was tried and "
+        "was no quicker).",
+        "",
+        "Target ≥5x the naive loop (batch path, same run): " + _verdict(rows[:1] + rows[4:], "whole corpora") +
+        "; " + _verdict(rows[1:4], "subsets of the sample shop") + ". The quiet subset is picked by kefu's own hint "
+        "search, so meeting it there says what a turn without a hint costs, not what a corpus costs.",
         "",
         f"Labelled set: {qk['total']} PII values of 9 types in customer phrasing"
         f"{' (incl. 150 real addresses from ../shared/data/address)' if real_addresses(1) else ''}, "
