@@ -115,7 +115,7 @@ def assert_no_leak(text: str, keys: dict, service, asked: str = "") -> None:
     assert service.system_prompt[:12] not in text and "只能依据下面给出的事实" not in text
     for name, key in keys.items():
         if not name.startswith("_"):
-            assert key not in text and key.split("_")[-1][:12] not in text
+            assert key not in text and key[-12:] not in text  # nor a recognisable piece of it
     for secret in secrets_of(BOB):
         if secret in asked:
             continue
