@@ -37,6 +37,22 @@ def test_merge_parity_int8_and_vllm(tiny_run, tmp_path):
     assert (tmp_path / "vllm" / "shop" / "adapter_config.json").is_file()
 
 
+def test_trim_vocab_export_checks_quality_and_serves(tiny_run, prepared_old, tmp_path):
+    from kefu.serve.build import load_trim
+    from kefu.train.vocab import VOCAB_FILE
+
+    report = export.trim_vocab(tiny_run, prepared_old, tmp_path / "vocab", max_prompts=4, max_new_tokens=6)
+    assert report["prompts"] == 4 and 0 < report["kept_tokens"] < report["vocab_size"]
+    assert 0.0 <= report["token_agreement"] <= 1.0 and report["reference_coverage"] == 1.0  # same tiny corpus
+    assert report["quality_ok"] == (report["token_agreement"] >= 0.9)
+    assert report["full_ms_per_token"] > 0 and report["trimmed_ms_per_token"] > 0
+    trim = load_trim(str(tmp_path / "vocab"))
+    assert trim.quality["token_agreement"] == report["token_agreement"]
+    assert (tmp_path / "vocab" / VOCAB_FILE).is_file()
+    with pytest.raises(KefuError, match="no train.jsonl"):
+        export.trim_vocab(tiny_run, tmp_path / "nothing", tmp_path / "v2")
+
+
 def test_merge_refuses_drift_and_bad_run(tiny_run, tmp_path):
     with pytest.raises(KefuError, match="drifts"):
         export.merge(tiny_run, tmp_path / "m", atol=1e-12) if _has_nonzero_lora(tiny_run) else (_ for _ in ()).throw(
@@ -48,3 +64,15 @@ def test_merge_refuses_drift_and_bad_run(tiny_run, tmp_path):
 def _has_nonzero_lora(run) -> bool:
     config = json.loads((run / "adapter" / "adapter_config.json").read_text())
     return config.get("r", 0) > 0
+
+
+def test_export_cli_trim_vocab(tiny_run, prepared_old, tmp_path):
+    from typer.testing import CliRunner
+
+    from kefu.cli import app
+    from kefu.train.vocab import VOCAB_FILE
+
+    result = CliRunner().invoke(app, ["export", "--run", str(tiny_run), "--out", str(tmp_path / "out"),
+                                      "--trim-vocab", str(prepared_old)])
+    assert result.exit_code == 0, result.output
+    assert "vocabulary trim" in result.output and (tmp_path / "out" / "vocab" / VOCAB_FILE).is_file()

@@ -103,6 +103,33 @@ def test_int8_dynamic_quantisation_generates(tiny):
     assert out
 
 
+def test_trimmed_vocabulary_batches_and_writes_only_kept_tokens(tiny, tmp_path):
+    from kefu.serve.build import load_trim
+    from kefu.train.vocab import corpus_vocab
+
+    _, tok = tiny
+    trim = corpus_vocab(tok, ["亲，有黑色的。", "好的，谢谢"])
+    trim.save(tmp_path)
+    trim = load_trim(str(tmp_path))
+    keep = set(trim.keep_ids)
+    full_ids = set(tok(list(PROMPTS), add_special_tokens=False)["input_ids"][0])
+    assert not full_ids <= keep  # the prompts hold characters outside the trim: they are still read
+
+    async def run(batch_size):
+        engine = LocalEngine(tiny_model(tok), tok, max_new_tokens=8, max_batch_size=batch_size, batch_wait_ms=50,
+                             trim=trim)
+        outs = await asyncio.gather(*[collect(engine.stream(msgs(p))) for p in PROMPTS])
+        await engine.close()
+        return engine, outs
+
+    engine, single = asyncio.run(run(1))
+    _, batched = asyncio.run(run(8))
+    assert engine.trimmed_vocab == len(keep)
+    assert batched == single and any(single)
+    for text in single:
+        assert set(tok(text, add_special_tokens=False)["input_ids"]) <= keep, text
+
+
 def test_generation_failure_raises_engine_error(tiny):
     model, tok = tiny
 

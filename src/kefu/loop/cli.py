@@ -139,6 +139,9 @@ def export_command(run: Path = typer.Option(..., "--run", help="a train run fold
                    merge: bool = typer.Option(False, "--merge", help="merged HF folder (parity-checked)"),
                    int8: bool = typer.Option(False, "--int8", help="INT8 CPU build (implies --merge)"),
                    vllm: Optional[str] = typer.Option(None, "--vllm", help="adapter for vLLM multi-LoRA, by name"),
+                   trim_vocab: Optional[Path] = typer.Option(None, "--trim-vocab", help="prepared data folder: keep "
+                                                             "only the tokens it uses (quality-checked); for "
+                                                             "`kefu serve --trim-vocab OUT/vocab`"),
                    config: Optional[Path] = typer.Option(None, "--config", "-c")):
     """Export a run: merged model, INT8 CPU model, or a vLLM adapter with its serve command."""
     from kefu.loop import export
@@ -146,8 +149,8 @@ def export_command(run: Path = typer.Option(..., "--run", help="a train run fold
 
     authorize_cli("model:deploy")
 
-    if not (merge or int8 or vllm):
-        raise KefuError("choose at least one of --merge, --int8, --vllm NAME")
+    if not (merge or int8 or vllm or trim_vocab):
+        raise KefuError("choose at least one of --merge, --int8, --vllm NAME, --trim-vocab DATA")
     cfg = _config(config).loop
     if merge or int8:
         report = export.merge(run, out / "merged", atol=cfg.parity_atol)
@@ -163,6 +166,15 @@ def export_command(run: Path = typer.Option(..., "--run", help="a train run fold
     if vllm:
         report = export.vllm_adapter(run, out / "vllm", vllm)
         console.print(report["command"])
+    if trim_vocab:
+        report = export.trim_vocab(run, trim_vocab, out / "vocab")
+        console.print(f"vocabulary trim → {report['path']}: {report['kept_tokens']:,} of {report['vocab_size']:,} "
+                      f"tokens, {report['trimmed_ms_per_token']:.1f} ms/token (full {report['full_ms_per_token']:.1f}),"
+                      f" greedy token agreement {report['token_agreement']:.1%}, exact replies "
+                      f"{report['exact_match']:.1%}, reference coverage {report['reference_coverage'] or 0:.1%}")
+        if not report["quality_ok"]:
+            console.print(f"[bold red]warning:[/] the trim keeps only {report['token_agreement']:.1%} of the full "
+                          f"model's greedy tokens (< {report['min_agreement']:.0%}); prepare more data or skip it")
 
 
 @loop_app.command("monthly")

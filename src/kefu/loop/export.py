@@ -6,6 +6,9 @@
 - ``int8``: the merged model's linear layers dynamically quantised to INT8 (``torch.ao`` dynamic quantisation, CPU);
   ``load_int8`` rebuilds it. Size, decode latency and agreement with the fp32 model are measured and written down.
 - ``vllm_adapter``: the adapter folder plus the exact ``vllm serve`` command for multi-LoRA serving.
+- ``trim_vocab``: the tokens the shop's prepared data uses (``kefu.train.vocab``), with a quality check of the run's
+  model decoding over them against the full vocabulary on held-out prompts, and the decode speed-up; ``kefu serve
+  --trim-vocab`` loads the result.
 """
 
 from __future__ import annotations
@@ -169,6 +172,65 @@ def int8(merged_dir: str | Path, out: str | Path, *, min_agreement: float = 0.9)
               "kl_to_fp32": kl, "min_agreement": min_agreement, "quality_ok": agree >= min_agreement}
     (out / "export_report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     audit.record("export.int8", str(out), details=report)
+    return report
+
+
+def _read_dialogues(path: Path) -> list[list[dict]]:
+    out = []
+    if not path.is_file():
+        return out
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            messages = json.loads(line)["messages"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise KefuError(f"{path}:{n}: not a prepared dialogue ({exc})") from exc
+        out.append(messages)
+    return out
+
+
+def trim_vocab(run: str | Path, data: str | Path, out: str | Path, *, min_agreement: float = 0.9,
+               max_prompts: int = 32, max_new_tokens: int = 32) -> dict[str, Any]:
+    """Build the vocabulary trim of a shop from its prepared data (train + val), check it with the run's model on
+    held-out prompts (test, else val) and write ``out/vocab_trim.json`` with the measured quality.
+
+    ``quality_ok`` is True when the trimmed model reproduces at least ``min_agreement`` of the full model's greedy
+    reply tokens (token agreement up to the first difference)."""
+    from kefu.train.models import load_model
+    from kefu.train.vocab import VOCAB_FILE, corpus_vocab, trim_model, trim_quality, untrim_model
+
+    base, adapter = run_parts(run)
+    data, out = Path(data), Path(out)
+    fit = _read_dialogues(data / "train.jsonl") + _read_dialogues(data / "val.jsonl")
+    if not fit:
+        raise KefuError(f"{data}: no train.jsonl/val.jsonl dialogues to take the vocabulary from (run `kefu prepare`)")
+    held = _read_dialogues(data / "test.jsonl") or _read_dialogues(data / "val.jsonl")
+    prompts, refs = [], []
+    for messages in held:
+        turn = next((i for i, m in enumerate(messages) if m.get("role") == "assistant" and i > 0), None)
+        if turn is not None:
+            prompts.append(messages[:turn])
+            refs.append(messages[turn]["content"])
+        if len(prompts) >= max_prompts:
+            break
+    model, tokenizer = load_model(base, adapter, dtype=torch.float32)
+    model.eval()
+    trim = corpus_vocab(tokenizer, [m.get("content", "") for d in fit for m in d], chat_messages=fit,
+                        sources={"dialogues": len(fit)})
+    quality = trim_quality(model, tokenizer, trim, prompts, references=refs, max_new_tokens=max_new_tokens)
+    batch = _probe_batch(tokenizer)
+    full_ms = _decode_ms_per_token(model, batch)
+    trim_model(model, trim)
+    trimmed_ms = _decode_ms_per_token(model, batch)
+    untrim_model(model)
+    quality.update(full_ms_per_token=full_ms, trimmed_ms_per_token=trimmed_ms, min_agreement=min_agreement,
+                   quality_ok=quality["token_agreement"] >= min_agreement, run=str(run), data=str(data))
+    trim.quality = quality
+    path = trim.save(out / VOCAB_FILE)
+    report = {"kind": "trim_vocab", "path": str(path), **quality}
+    (out / "export_report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+    audit.record("export.trim_vocab", str(path), details=report)
     return report
 
 

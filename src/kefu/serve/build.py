@@ -56,6 +56,21 @@ def parse_adapters(items: list[str]) -> dict[str, str]:
     return out
 
 
+def load_trim(path: str | None):
+    """The vocabulary trim named by ``serve.trim_vocab`` (None when unset); warns when its quality check failed."""
+    if not path:
+        return None
+    from kefu.train.vocab import VocabTrim
+
+    trim = VocabTrim.load(path)
+    quality = trim.quality or {}
+    if quality.get("quality_ok") is False:
+        log.warning("vocabulary trim %s failed its quality check at export (%s); serving it anyway as configured",
+                    path, {k: quality.get(k) for k in ("exact_match", "token_agreement")})
+    log.info("vocabulary trim: decoding over %d of %d tokens", len(trim.keep_ids), trim.vocab_size)
+    return trim
+
+
 def load_router(config: ServeConfig, run_dir: Path | None) -> Router:
     """The fitted router of the run (or ``$KEFU_HOME``) when there is one, else rules only."""
     for path in ([default_router_path(run_dir)] if run_dir else []) + [default_router_path()]:
@@ -102,7 +117,8 @@ def build_service(config: ServeConfig, *, run: str | None = None, adapters: dict
             model, tokenizer = load_model(base, dtype=torch.float32)
             engine = LocalEngine(model, tokenizer, base_name=str(base), adapters=adapters,
                                  max_batch_size=config.max_batch_size, batch_wait_ms=config.batch_wait_ms,
-                                 max_new_tokens=config.max_new_tokens, quantize=config.quantize)
+                                 max_new_tokens=config.max_new_tokens, quantize=config.quantize,
+                                 trim=load_trim(config.trim_vocab))
     if kg is None:
         from kefu.kg.store import KnowledgeGraph
 

@@ -27,6 +27,8 @@ def serve(ctx: typer.Context,
           engine: Optional[str] = typer.Option(None, "--engine", help="local | remote"),
           remote_url: Optional[str] = typer.Option(None, "--remote-url", help="OpenAI-compatible server for remote."),
           kg: Optional[str] = typer.Option(None, "--kg", help="Knowledge graph URL (default under $KEFU_HOME)."),
+          trim_vocab: Optional[str] = typer.Option(None, "--trim-vocab", help="vocab_trim.json (from `kefu export "
+                                                   "--trim-vocab`): decode over the shop's tokens only (faster)."),
           registry: bool = typer.Option(False, "--registry", help="Serve the registry's promoted adapter as model "
                                                                    "'shop', following promotions without restarts."),
           config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config file (default ./kefu.yaml).")):
@@ -42,7 +44,7 @@ def serve(ctx: typer.Context,
     from kefu.types import KefuError
 
     cfg = load_config(config, {"serve.host": host, "serve.port": port, "serve.model": model, "serve.engine": engine,
-                               "serve.remote_url": remote_url, "serve.kg_url": kg,
+                               "serve.remote_url": remote_url, "serve.kg_url": kg, "serve.trim_vocab": trim_vocab,
                                "serve.auth": False if no_auth else None}).serve
     auth = Authenticator(enabled=cfg.auth)
     if cfg.auth and not auth.configured:

@@ -29,6 +29,8 @@ class ServeConfig(BaseModel):
     batch_wait_ms: float = Field(10.0, ge=0)
     max_new_tokens: int = Field(128, ge=1, le=4096)
     quantize: Literal["none", "int8"] = "none"
+    # vocabulary trim (vocab_trim.json or its folder, from `kefu export --trim-vocab`): decode over the shop's tokens
+    trim_vocab: str | None = None
     torch_threads: int | None = Field(None, ge=1)  # None: torch's default (all cores)
     # cache and sessions
     cache_ttl_s: float = Field(600.0, ge=0)

@@ -135,10 +135,18 @@ class LocalEngine:
 
     def __init__(self, model, tokenizer, *, base_name: str = "base", adapters: dict[str, str] | None = None,
                  max_batch_size: int = 8, batch_wait_ms: float = 10.0, max_new_tokens: int = 128,
-                 quantize: str = "none"):
+                 quantize: str = "none", trim=None):
         import torch
 
         self.torch = torch
+        self.trimmed_vocab: int | None = None
+        if trim is not None:  # decode over the shop's tokens only (kefu.train.vocab); before INT8, stays fp32
+            from kefu.train.vocab import VocabTrim, trim_model
+
+            if isinstance(trim, VocabTrim):
+                trim.check(tokenizer, "serve.trim_vocab")
+            model = trim_model(model, trim)
+            self.trimmed_vocab = len(trim.keep_ids if isinstance(trim, VocabTrim) else trim)
         if quantize == "int8":
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         self.model = model.eval()
