@@ -110,16 +110,36 @@ def load_weights(args):
     return model, tok, args.model
 
 
-def make_engine(weights, args, *, max_batch_size=8, quantize="none"):
+def make_engine(weights, args, *, max_batch_size=8, quantize="none", trim=None):
+    """An engine over ``weights``; a ``trim`` swaps the shared model's output head in place (``untrim_model``
+    puts it back)."""
     from kefu.serve.engine import LocalEngine
 
     model, tok, name = weights
     return LocalEngine(model, tok, base_name=name, max_batch_size=max_batch_size, batch_wait_ms=args.batch_wait_ms,
-                       max_new_tokens=args.max_new_tokens, quantize=quantize)
+                       max_new_tokens=args.max_new_tokens, quantize=quantize, trim=trim)
+
+
+def build_trim(tokenizer, shop: Path, held_out: list[dict], out: Path):
+    """The sample shop's vocabulary trim, from every dialogue whose first question is not a held-out test turn."""
+    from kefu.train.vocab import corpus_vocab
+
+    asked = {t["text"] for t in held_out}
+    dialogues = [row["messages"] for row in map(json.loads, (shop / "dialogues.jsonl").read_text("utf-8").splitlines())
+                 if row["messages"] and row["messages"][0]["content"] not in asked]
+    trim = corpus_vocab(tokenizer, [m["content"] for d in dialogues for m in d], chat_messages=dialogues,
+                        sources={"sample shop dialogues (held-out questions excluded)": len(dialogues)})
+    trim.save(out)
+    return trim
 
 
 def load_engine(args, **kwargs):
-    return make_engine(load_weights(args), args, **kwargs)
+    trim = None
+    if getattr(args, "trim", None):
+        from kefu.train.vocab import VocabTrim
+
+        trim = VocabTrim.load(args.trim)
+    return make_engine(load_weights(args), args, trim=trim, **kwargs)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -268,6 +288,8 @@ def start_server(args, tmp: Path, router_path: Path) -> tuple[subprocess.Popen, 
     cmd = [sys.executable, __file__, "--child", "--port", str(port), "--kg-url", f"sqlite:///{tmp / 'kg.db'}",
            "--router", str(router_path), "--model", args.model, "--max-new-tokens", str(args.max_new_tokens),
            "--threads", str(args.threads)]
+    if args.trim:
+        cmd += ["--trim", args.trim]
     if args.tiny:
         cmd.append("--tiny")
     env = {**os.environ, "KEFU_API_KEY": API_KEY, "KEFU_HOME": str(tmp / "server_home")}
@@ -385,6 +407,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: 1 when the machine is busier than its cores, else all cores; "
                              "oversubscribed OpenMP threads spin and slow everything down)")
+    parser.add_argument("--no-trim", action="store_true",
+                        help="serve with the full vocabulary (default: the shop's vocabulary trim, kefu.train.vocab)")
+    parser.add_argument("--trim", help=argparse.SUPPRESS)
     parser.add_argument("--no-write", action="store_true", help="print only; do not touch docs/benchmarks.md")
     parser.add_argument("--report-only", metavar="FIGURES_JSON",
                         help="re-render the section from a previous run's figures.json")
@@ -462,6 +487,33 @@ async def run(args) -> None:
                        "greedy_agreement": agreement(fp32_ids, q_ids)}
     del engine_q
     print("[serve-bench] int8", figures["int8"], flush=True)
+
+    # 3b: the same with the shop's vocabulary trim (the output head over the tokens the shop uses)
+    if not args.no_trim:
+        from kefu.train.vocab import untrim_model
+
+        trim = build_trim(weights[1], shop, test, tmp / "vocab")
+        args.trim = str(tmp / "vocab")
+        held = [t["text"] for t in test[:8]]
+        full_ids = await greedy_ids(engine8, held, args.max_new_tokens)
+        engine1t = make_engine(weights, args, max_batch_size=1, trim=trim)
+        lat_t = await engine_latency(engine1t, 3 if args.quick else 6, args.max_new_tokens)
+        one_t = await throughput(engine1t, 8, per_client, args.max_new_tokens)
+        await engine1t.close()
+        engine8t = make_engine(weights, args, max_batch_size=8, trim=trim)
+        eight_t = await throughput(engine8t, 8, per_client, args.max_new_tokens)
+        trim_ids = await greedy_ids(engine8t, held, args.max_new_tokens)
+        await engine8t.close()
+        untrim_model(weights[0])
+        figures["trim"] = {"kept": len(trim.keep_ids), "vocab": trim.vocab_size,
+                           "latency": {k: v for k, v in lat_t.items() if k != "texts"},
+                           "one_at_a_time": one_t, "batched": eight_t,
+                           "speedup_tokens": eight_t["tokens_per_s"] / one_t["tokens_per_s"],
+                           "vs_full_one_at_a_time": one_t["tokens_per_s"] / one["tokens_per_s"],
+                           "greedy_agreement": agreement(full_ids, trim_ids), "agreement_prompts": len(held),
+                           "exact_replies": sum(a == b for a, b in zip(full_ids, trim_ids))}
+        print("[serve-bench] trim", {k: v for k, v in figures["trim"].items() if k not in ("one_at_a_time", "batched")},
+              flush=True)
 
     # 4: router vs all-full
     router_res = await router_experiment(engine8, kg, fit, test[:n_test], args)
@@ -555,6 +607,13 @@ def report(f: dict, args) -> str:
     acc_ratio = (f"**{r['accuracy_ratio']:.0%}** of all-full" if r["all-full"]["key_fact_accuracy"]
                  else "all-full scores 0, the router is not worse")
     mode = "--quick" if args.quick else "full"
+    t = f.get("trim")
+    served = (f"the shop's vocabulary trim ({t['kept']:,} of {t['vocab']:,} tokens)" if t else "the full vocabulary")
+    trim_rows = "" if not t else f"""
+| full-model path with the vocabulary trim ({t['kept']:,} of {t['vocab']:,} tokens kept; built from the dialogues whose question is not held out): per-token decode latency | **{t['latency']['per_token_s'] * 1000:.0f} ms/token** vs {lat['per_token_s'] * 1000:.0f} full (**{lat['per_token_s'] / t['latency']['per_token_s']:.2f}×**); time to first token {t['latency']['ttft_mean_s'] * 1000:.0f} ms | measured |
+| … one request at a time | {t['one_at_a_time']['tokens_per_s']:.1f} tokens/s = {t['vs_full_one_at_a_time']:.2f}× the full vocabulary | measured |
+| … micro-batching, 8 concurrent clients: batch 8 vs one at a time | {t['batched']['tokens_per_s']:.1f} vs {t['one_at_a_time']['tokens_per_s']:.1f} tokens/s = **{t['speedup_tokens']:.2f}×** | ≥ 3× {ok(t['speedup_tokens'] >= 3)} |
+| … greedy agreement with the full vocabulary on {t['agreement_prompts']} held-out questions | {t['greedy_agreement']:.0%} of tokens, {t['exact_replies']}/{t['agreement_prompts']} replies identical | quality check |"""
     return f"""## Serving (`bench/serve_bench.py`{' --quick' if args.quick else ''})
 
 Machine: {machine()}. Model: {f['model']} (fp32, CPU), answers capped at {f['max_new_tokens']} new tokens; the
@@ -569,9 +628,9 @@ jobs; torch used {f['threads']} thread(s) per process.
 | same, 32 clients with no think time (server saturated) | {lh['saturated_rps']:.0f} req/s, p50 {lh['saturated_p50_ms']:.0f} ms, p95 {lh['saturated_p95_ms']:.0f} ms | ceiling |
 | full-model path: time to first token (engine, one request: queue + prefill) | {lat['ttft_mean_s'] * 1000:.0f} ms (first visible text {lat['first_text_mean_s'] * 1000:.0f} ms) | — |
 | full-model path: per-token decode latency | {lat['per_token_s'] * 1000:.0f} ms/token ({lat['tokens_mean']:.0f} tokens/answer) | brief: ~180 ms |
-| realistic mix over HTTP (n={mix['n']}, 4 clients; paths {mix['paths']}) | mean {mix['mean_ms']:.0f} ms, p50 {mix['p50_ms']:.0f} ms, p95 {mix['p95_ms']:.0f} ms | mean ≤ 800 ms {ok(mix['mean_ms'] <= 800)} |
-| micro-batching, 8 concurrent clients: batch 8 vs one at a time | {b['batched']['tokens_per_s']:.1f} vs {b['one_at_a_time']['tokens_per_s']:.1f} tokens/s = **{b['speedup_tokens']:.2f}×** ({b['speedup_requests']:.2f}× requests/s) | ≥ 3× {ok(b['speedup_tokens'] >= 3)} |
-| router vs every turn to the model (n={r['router']['turns']}) | model calls {r['router']['model_calls']} vs {r['all-full']['model_calls']} (**{r['compute_cut']:.0%} less**); key-fact accuracy {r['router']['key_fact_accuracy']:.3f} vs {r['all-full']['key_fact_accuracy']:.3f} over {r['router']['scored_turns']} turns with key facts ({acc_ratio}) | ≥ 30% less {ok(r['compute_cut'] >= 0.3)}, ≥ 98% accuracy {ok(r['accuracy_ratio'] >= 0.98)} |
+| realistic mix over HTTP, server with {served} (n={mix['n']}, 4 clients; paths {mix['paths']}; mean by path {', '.join(f"{p} {v:.0f} ms" for p, v in mix.get('mean_ms_by_path', {}).items())}) | mean {mix['mean_ms']:.0f} ms, p50 {mix['p50_ms']:.0f} ms, p95 {mix['p95_ms']:.0f} ms | mean ≤ 800 ms {ok(mix['mean_ms'] <= 800)} |
+| micro-batching, 8 concurrent clients, full vocabulary: batch 8 vs one at a time | {b['batched']['tokens_per_s']:.1f} vs {b['one_at_a_time']['tokens_per_s']:.1f} tokens/s = **{b['speedup_tokens']:.2f}×** ({b['speedup_requests']:.2f}× requests/s) | ≥ 3× {ok(b['speedup_tokens'] >= 3)} |
+| router vs every turn to the model (n={r['router']['turns']}) | model calls {r['router']['model_calls']} vs {r['all-full']['model_calls']} (**{r['compute_cut']:.0%} less**); key-fact accuracy {r['router']['key_fact_accuracy']:.3f} vs {r['all-full']['key_fact_accuracy']:.3f} over {r['router']['scored_turns']} turns with key facts ({acc_ratio}) | ≥ 30% less {ok(r['compute_cut'] >= 0.3)}, ≥ 98% accuracy {ok(r['accuracy_ratio'] >= 0.98)} |{trim_rows}
 | INT8 dynamic quantisation (CPU) | {q['per_token_s'] * 1000:.0f} ms/token vs fp32 {lat['per_token_s'] * 1000:.0f}; greedy agreement with fp32 {q['greedy_agreement']:.0%} | measured |
 | soak {soak['seconds']:.0f} s, 8 clients, mixed | {soak['requests']} requests, **{soak['5xx']} 5xx**, server RSS {soak['rss_start_mb']:.0f} → {soak['rss_end_mb']:.0f} MB | 0 5xx {ok(soak['5xx'] == 0)} |
 
