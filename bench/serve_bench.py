@@ -209,19 +209,6 @@ async def greedy_ids(engine, prompts: list[str], max_new: int) -> list[list[int]
     return out
 
 
-def agreement(a: list[list[int]], b: list[list[int]]) -> float:
-    """Share of positions where two greedy generations agree, up to the first divergence counted per prompt."""
-    same = total = 0
-    for x, y in zip(a, b):
-        n = max(len(x), len(y))
-        total += n
-        for i in range(min(len(x), len(y))):
-            if x[i] != y[i]:
-                break
-            same += 1
-    return same / total if total else 1.0
-
-
 # ------------------------------------------------------------------------------------------ router experiment
 async def router_experiment(engine, kg, turns_fit, turns_test, args) -> dict:
     from kefu.serve.config import ServeConfig
@@ -447,6 +434,8 @@ def main() -> None:
 async def run(args) -> None:
     import torch
 
+    from kefu.train.vocab import token_agreement
+
     torch.manual_seed(0)
     rng = random.Random(0)
     tmp = Path(tempfile.mkdtemp(prefix="kefu-serve-bench-"))
@@ -484,7 +473,7 @@ async def run(args) -> None:
     q_ids = await greedy_ids(engine_q, PROMPTS[:4], args.max_new_tokens)
     await engine_q.close()
     figures["int8"] = {"per_token_s": q_lat["per_token_s"], "ttft_mean_s": q_lat["ttft_mean_s"],
-                       "greedy_agreement": agreement(fp32_ids, q_ids)}
+                       "greedy_agreement": token_agreement(fp32_ids, q_ids)}
     del engine_q
     print("[serve-bench] int8", figures["int8"], flush=True)
 
@@ -510,7 +499,7 @@ async def run(args) -> None:
                            "one_at_a_time": one_t, "batched": eight_t,
                            "speedup_tokens": eight_t["tokens_per_s"] / one_t["tokens_per_s"],
                            "vs_full_one_at_a_time": one_t["tokens_per_s"] / one["tokens_per_s"],
-                           "greedy_agreement": agreement(full_ids, trim_ids), "agreement_prompts": len(held),
+                           "greedy_agreement": token_agreement(full_ids, trim_ids), "agreement_prompts": len(held),
                            "exact_replies": sum(a == b for a, b in zip(full_ids, trim_ids))}
         print("[serve-bench] trim", {k: v for k, v in figures["trim"].items() if k not in ("one_at_a_time", "batched")},
               flush=True)

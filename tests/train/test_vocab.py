@@ -7,8 +7,8 @@ import torch
 
 from kefu.testing import AGENT, CUSTOMER, make_model, make_tokenizer
 from kefu.train.template import render_prompt
-from kefu.train.vocab import (TrimmedHead, VocabTrim, corpus_vocab, tokenizer_fingerprint, trim_model, trim_quality,
-                              untrim_model)
+from kefu.train.vocab import (TrimmedHead, VocabTrim, corpus_vocab, token_agreement, tokenizer_fingerprint,
+                              trim_model, trim_quality, untrim_model)
 from kefu.types import KefuError
 
 
@@ -118,9 +118,9 @@ def test_trim_quality_is_perfect_when_the_trim_covers_the_replies(tok, model):
     prompts = [[{"role": "user", "content": c}] for c in CUSTOMER[:4]]
     untrimmed = corpus_vocab(tok, [])
     # what the full model writes greedily, plus specials: the trim changes nothing
-    from kefu.train.vocab import _greedy
+    from kefu.eval.generate import generate_replies
 
-    replies = _greedy(model, tok, [render_prompt(tok, p) for p in prompts], 8, 4)
+    replies = tok([r.text for r in generate_replies(model, tok, prompts, 4, 8)], add_special_tokens=False)["input_ids"]
     covering = VocabTrim(sorted(set(untrimmed.keep_ids) | {t for r in replies for t in r}), len(tok),
                          untrimmed.tokenizer)
     q = trim_quality(model, tok, covering, prompts, references=AGENT[:4], max_new_tokens=8)
@@ -132,3 +132,15 @@ def test_trim_quality_is_perfect_when_the_trim_covers_the_replies(tok, model):
     q = trim_quality(model, tok, poor, prompts, references=AGENT[:4], max_new_tokens=8)
     assert q["token_agreement"] < 1.0 and q["exact_match"] < 1.0
     assert 0.0 <= q["reference_coverage"] <= 1.0
+
+
+def test_token_agreement_counts_up_to_the_first_difference_over_the_longer_reply():
+    assert token_agreement([[1, 2, 3, 4]], [[1, 2, 9, 4]]) == 0.5
+    assert token_agreement([[1, 2]], [[1, 2, 3, 4]]) == 0.5  # running on is not agreeing
+    assert token_agreement([[1, 2], [5]], [[1, 2], [5]]) == 1.0
+    assert token_agreement([], []) == 1.0
+
+
+def test_trim_refuses_ids_beyond_the_model(tok, model):
+    with pytest.raises(KefuError, match="keeps id"):
+        trim_model(model, [0, len(tok) + 5])

@@ -27,7 +27,7 @@ from torch import nn
 from kefu.types import KefuError
 
 __all__ = ["TrimmedHead", "VocabTrim", "corpus_vocab", "trim_model", "untrim_model", "trim_quality",
-           "tokenizer_fingerprint"]
+           "token_agreement", "tokenizer_fingerprint"]
 
 VOCAB_FILE = "vocab_trim.json"
 
@@ -191,71 +191,50 @@ def untrim_model(model) -> nn.Module:
     return model
 
 
-@torch.inference_mode()
-def _greedy(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[list[int]]:
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    from kefu.train.template import prompt_add_special_tokens, stop_token_ids
-
-    eos = sorted({*stop_token_ids(tokenizer), *([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None
-                                                 else [])})
-    out: list[list[int]] = []
-    try:
-        for i in range(0, len(prompts), batch_size):
-            enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True,
-                            add_special_tokens=prompt_add_special_tokens(tokenizer))
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, temperature=None,
-                                 top_p=None, top_k=None, eos_token_id=eos or None,
-                                 pad_token_id=tokenizer.pad_token_id)
-            for row in gen[:, enc["input_ids"].shape[1]:].tolist():
-                cut = next((j for j, t in enumerate(row) if t in eos), len(row))
-                out.append(row[:cut])
-    finally:
-        tokenizer.padding_side = side
-    return out
+def token_agreement(reference: list[list[int]], other: list[list[int]]) -> float:
+    """Share of token positions where ``other`` repeats ``reference`` up to each pair's first difference, over the
+    longer of each pair (so a reply that stops early or runs on is not counted as agreeing)."""
+    same = total = 0
+    for a, b in zip(reference, other):
+        total += max(len(a), len(b))
+        same += next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return same / total if total else 1.0
 
 
 def trim_quality(model, tokenizer, trim: VocabTrim, prompts_messages: list[list[dict]], *,
                  references: list[str] = (), max_new_tokens: int = 32, batch_size: int = 8) -> dict[str, Any]:
     """Greedy replies with the full head and with the trim, on the same prompts.
 
-    Returns ``exact_match`` (share of replies identical token for token), ``token_agreement`` (share of the full
-    model's reply tokens reproduced before the first difference, i.e. how much of each reply survives),
+    Returns ``exact_match`` (share of replies identical token for token), ``token_agreement``
+    (:func:`token_agreement`: how much of each full-vocabulary reply survives up to the first difference),
     ``reference_coverage`` (share of reference-reply tokens the trim keeps) and the timings of both.
     """
     import time
 
-    from kefu.train.template import render_prompt
+    from kefu.eval.generate import generate_replies
 
-    prompts = [render_prompt(tokenizer, m) for m in prompts_messages]
+    def replies() -> tuple[list[list[int]], float]:
+        began = time.perf_counter()
+        texts = [r.text for r in generate_replies(model, tokenizer, prompts_messages, batch_size, max_new_tokens)]
+        ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+        return ids, time.perf_counter() - began
+
     untrim_model(model)
-    t0 = time.perf_counter()
-    full = _greedy(model, tokenizer, prompts, max_new_tokens, batch_size)
-    full_s = time.perf_counter() - t0
+    full, full_s = replies()
     trim_model(model, trim)
     try:
-        t0 = time.perf_counter()
-        trimmed = _greedy(model, tokenizer, prompts, max_new_tokens, batch_size)
-        trimmed_s = time.perf_counter() - t0
+        trimmed, trimmed_s = replies()
     finally:
         untrim_model(model)
-    exact = sum(a == b for a, b in zip(full, trimmed))
-    kept_prefix = total = 0
-    for a, b in zip(full, trimmed):
-        n = next((j for j, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-        kept_prefix += n
-        total += len(a)
     keep = set(trim.keep_ids)
     ref_ids = [i for ids in tokenizer(list(references), add_special_tokens=False)["input_ids"] for i in ids] \
         if references else []
     return {
-        "prompts": len(prompts),
+        "prompts": len(prompts_messages),
         "kept_tokens": len(trim.keep_ids),
         "vocab_size": trim.vocab_size,
-        "exact_match": exact / len(prompts) if prompts else 1.0,
-        "token_agreement": kept_prefix / total if total else 1.0,
+        "exact_match": sum(a == b for a, b in zip(full, trimmed)) / len(full) if full else 1.0,
+        "token_agreement": token_agreement(full, trimmed),
         "reference_coverage": (sum(i in keep for i in ref_ids) / len(ref_ids)) if ref_ids else None,
         "full_s": full_s,
         "trimmed_s": trimmed_s,
