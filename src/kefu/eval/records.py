@@ -13,7 +13,8 @@ from kefu.eval.metrics import parse_references
 from kefu.types import KefuError
 
 
-def _jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of each non-blank line of a JSONL file; errors name the file and line."""
     if not path.exists():
         raise KefuError(f"{path}: file not found")
     if path.is_dir():
@@ -40,7 +41,7 @@ def load_references(path: str | Path) -> dict[str, tuple[str, dict]]:
     or from JSONL lines with ``id`` and ``references`` (plus optional ``intent``, ``facts``, ``context`` ...)."""
     path = Path(path)
     out: dict[str, tuple[str, dict]] = {}
-    for lineno, obj in _jsonl(path):
+    for lineno, obj in iter_jsonl(path):
         where = f"{path}:{lineno}"
         if "messages" in obj:
             found = [(s["id"], s) for s in samples_from_dialogue(obj, where=where)]
@@ -83,7 +84,7 @@ def load_predictions(path: str | Path, references: str | Path | None = None) -> 
     path = Path(path)
     refs_by_id = load_references(references) if references is not None else None
     records, ids = [], {}
-    for lineno, obj in _jsonl(path):
+    for lineno, obj in iter_jsonl(path):
         where = f"{path}:{lineno}"
         if refs_by_id is not None:
             if obj.get("id") is None:
@@ -175,7 +176,7 @@ def load_test_samples(path: str | Path, last_turn_only: bool = False, max_sample
     """All samples of a prepared ``test.jsonl`` in file order (optionally only the first ``max_samples``)."""
     path = Path(path)
     samples: list[dict] = []
-    for lineno, obj in _jsonl(path):
+    for lineno, obj in iter_jsonl(path):
         samples.extend(samples_from_dialogue(obj, last_turn_only, where=f"{path}:{lineno}"))
         if max_samples and len(samples) >= max_samples:
             return samples[:max_samples]

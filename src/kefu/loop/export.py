@@ -175,21 +175,6 @@ def int8(merged_dir: str | Path, out: str | Path, *, min_agreement: float = 0.9)
     return report
 
 
-def _read_dialogues(path: Path) -> list[list[dict]]:
-    out = []
-    if not path.is_file():
-        return out
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            messages = json.loads(line)["messages"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise KefuError(f"{path}:{n}: not a prepared dialogue ({exc})") from exc
-        out.append(messages)
-    return out
-
-
 def trim_vocab(run: str | Path, data: str | Path, out: str | Path, *, min_agreement: float = 0.9,
                max_prompts: int = 32, max_new_tokens: int = 32) -> dict[str, Any]:
     """Build the vocabulary trim of a shop from its prepared data (train + val), check it with the run's model on
@@ -197,23 +182,20 @@ def trim_vocab(run: str | Path, data: str | Path, out: str | Path, *, min_agreem
 
     ``quality_ok`` is True when the trimmed model reproduces at least ``min_agreement`` of the full model's greedy
     reply tokens (token agreement up to the first difference)."""
+    from kefu.eval.records import iter_jsonl, load_test_samples
     from kefu.train.models import load_model
     from kefu.train.vocab import VOCAB_FILE, corpus_vocab, trim_model, trim_quality, untrim_model
 
     base, adapter = run_parts(run)
     data, out = Path(data), Path(out)
-    fit = _read_dialogues(data / "train.jsonl") + _read_dialogues(data / "val.jsonl")
+    fit = [obj["messages"] for name in ("train.jsonl", "val.jsonl") if (data / name).is_file()
+           for _, obj in iter_jsonl(data / name) if isinstance(obj.get("messages"), list)]
     if not fit:
         raise KefuError(f"{data}: no train.jsonl/val.jsonl dialogues to take the vocabulary from (run `kefu prepare`)")
-    held = _read_dialogues(data / "test.jsonl") or _read_dialogues(data / "val.jsonl")
-    prompts, refs = [], []
-    for messages in held:
-        turn = next((i for i, m in enumerate(messages) if m.get("role") == "assistant" and i > 0), None)
-        if turn is not None:
-            prompts.append(messages[:turn])
-            refs.append(messages[turn]["content"])
-        if len(prompts) >= max_prompts:
-            break
+    held_file = data / "test.jsonl" if (data / "test.jsonl").is_file() else data / "val.jsonl"
+    samples = load_test_samples(held_file, max_samples=max_prompts)
+    prompts = [s["context"] for s in samples]
+    refs = [s["references"][0] for s in samples]
     model, tokenizer = load_model(base, adapter, dtype=torch.float32)
     model.eval()
     trim = corpus_vocab(tokenizer, [m.get("content", "") for d in fit for m in d], chat_messages=fit,
