@@ -1,5 +1,3 @@
-import json
-
 import pytest
 import torch
 
@@ -55,15 +53,10 @@ def test_trim_vocab_export_checks_quality_and_serves(tiny_run, prepared_old, tmp
 
 def test_merge_refuses_drift_and_bad_run(tiny_run, tmp_path):
     with pytest.raises(KefuError, match="drifts"):
-        export.merge(tiny_run, tmp_path / "m", atol=1e-12) if _has_nonzero_lora(tiny_run) else (_ for _ in ()).throw(
-            KefuError("drifts"))
+        export.merge(tiny_run, tmp_path / "m", atol=1e-12)  # folding LoRA into fp32 weights is never bit-exact
     with pytest.raises(KefuError, match="no trained adapter"):
         export.merge(tmp_path, tmp_path / "m2")
 
-
-def _has_nonzero_lora(run) -> bool:
-    config = json.loads((run / "adapter" / "adapter_config.json").read_text())
-    return config.get("r", 0) > 0
 
 
 def test_export_cli_trim_vocab(tiny_run, prepared_old, tmp_path):
