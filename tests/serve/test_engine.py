@@ -103,6 +103,31 @@ def test_int8_dynamic_quantisation_generates(tiny):
     assert out
 
 
+def test_int8_weight_quantisation_serves_base_and_hot_swapped_adapters(tiny, tmp_path):
+    from kefu.train.quant import Int8Linear
+
+    _, tok = tiny
+    a = _make_adapter(tok, tmp_path / "a", 1)
+
+    async def run():
+        engine = LocalEngine(tiny_model(tok), tok, base_name="base", max_new_tokens=8, quantize="int8-weight")
+        base = await asyncio.gather(*[collect(engine.stream(msgs(p))) for p in PROMPTS])
+        engine.load_adapter("shop-a", str(a))  # an adapter arriving after quantisation wraps the int8 layers
+        with_a = await collect(engine.stream(msgs(PROMPTS[0]), model="shop-a"))
+        base_again = await collect(engine.stream(msgs(PROMPTS[0])))
+        await engine.close()
+        return engine, base, with_a, base_again
+
+    engine, base, with_a, base_again = asyncio.run(run())
+    assert sum(isinstance(m, Int8Linear) for m in engine.model.modules()) == 2 * 7
+    assert all(base) and with_a and with_a != base[0] and base_again == base[0]
+
+
+def test_unknown_quantisation_is_refused(tiny):
+    with pytest.raises(ValueError, match="int8-weight"):
+        LocalEngine(tiny_model(tiny[1]), tiny[1], quantize="int4")
+
+
 def test_trimmed_vocabulary_batches_and_writes_only_kept_tokens(tiny, tmp_path):
     from kefu.serve.build import load_trim
     from kefu.train.vocab import corpus_vocab

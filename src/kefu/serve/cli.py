@@ -29,6 +29,8 @@ def serve(ctx: typer.Context,
           kg: Optional[str] = typer.Option(None, "--kg", help="Knowledge graph URL (default under $KEFU_HOME)."),
           trim_vocab: Optional[str] = typer.Option(None, "--trim-vocab", help="vocab_trim.json (from `kefu export "
                                                    "--trim-vocab`): decode over the shop's tokens only (faster)."),
+          quantize: Optional[str] = typer.Option(None, "--quantize", help="none | int8-weight (int8 weights, bf16 "
+                                                 "activations: faster CPU decoding) | int8 (dynamic, lossy)."),
           registry: bool = typer.Option(False, "--registry", help="Serve the registry's promoted adapter as model "
                                                                    "'shop', following promotions without restarts."),
           config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config file (default ./kefu.yaml).")):
@@ -45,6 +47,7 @@ def serve(ctx: typer.Context,
 
     cfg = load_config(config, {"serve.host": host, "serve.port": port, "serve.model": model, "serve.engine": engine,
                                "serve.remote_url": remote_url, "serve.kg_url": kg, "serve.trim_vocab": trim_vocab,
+                               "serve.quantize": quantize,
                                "serve.auth": False if no_auth else None}).serve
     auth = Authenticator(enabled=cfg.auth)
     if cfg.auth and not auth.configured:

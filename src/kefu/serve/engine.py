@@ -3,7 +3,8 @@
 LocalEngine: requests wait in an asyncio queue for up to ``batch_wait_ms`` / ``max_batch_size``; each batch (one per
 adapter) runs as one left-padded ``generate`` in a worker thread, and a batch streamer hands every row's new tokens
 back to its own request, so each caller still streams. Adapters are PEFT LoRA adapters loaded with
-``load_adapter``/``set_adapter`` and can be added while serving. Optional INT8 dynamic quantisation for CPU.
+``load_adapter``/``set_adapter`` and can be added while serving. CPU options: weight-only INT8 (``int8-weight``,
+kefu.train.quant: int8 weights, bf16 activations) or torch.ao dynamic INT8 (``int8``, also quantises activations).
 
 RemoteEngine: any OpenAI-compatible server (vLLM with ``--enable-lora`` picks the adapter by model name) via httpx,
 with timeouts and retries. Both raise ``EngineError``; the pipeline turns that into a fallback answer, never a 5xx.
@@ -149,6 +150,12 @@ class LocalEngine:
             self.trimmed_vocab = len(trim.keep_ids if isinstance(trim, VocabTrim) else trim)
         if quantize == "int8":
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        elif quantize == "int8-weight":  # adapters loaded below wrap the int8 layers and stay floating point
+            from kefu.train.quant import quantize_int8_weights
+
+            quantize_int8_weights(model)
+        elif quantize != "none":
+            raise ValueError(f"quantize must be none, int8 or int8-weight, not {quantize!r}")
         self.model = model.eval()
         self.tokenizer = tokenizer
         if tokenizer.pad_token_id is None:

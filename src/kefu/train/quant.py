@@ -1,0 +1,66 @@
+"""Weight-only INT8 for CPU decoding: per-output-channel symmetric int8 weights, bf16 activations.
+
+Why: decoding one token reads every weight once, so on CPU a decode step is bound by memory bandwidth; int8 weights
+are a quarter of fp32's bytes, and torch's ``_weight_int8pack_mm`` kernel (the one gpt-fast and torchao use on CPU)
+multiplies bf16 activations by them without materialising a float copy. Activations stay floating point — unlike
+``torch.ao`` dynamic quantisation, which also quantises activations per tensor and breaks models with activation
+outliers (Gemma 3 keeps ~5% of its greedy tokens under it). Long inputs (prefill, many rows) take a
+dequantise-then-bf16-GEMM path instead, where that kernel is slower than a dense bf16 matmul.
+
+LoRA adapters still load on top: :class:`Int8Linear` is an ``nn.Linear`` (int8 ``weight``, not trainable), so PEFT
+wraps it like any linear layer and adds the adapter's low-rank update in floating point.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SKIP_NAMES = ("lm_head", "lora_")  # the output head (see kefu.train.vocab for trimming it) and adapter layers
+
+
+class Int8Linear(nn.Linear):
+    """``y = x @ (q * scale).T + b`` with ``q`` int8 per output row and ``scale`` bf16; ``x`` keeps its dtype.
+
+    ``small_batch``: inputs with at most this many rows (decode steps of a micro-batch) use the int8 kernel; larger
+    ones (prefill) dequantise to bf16 once per call and use a dense GEMM.
+    """
+
+    def __init__(self, linear: nn.Linear, *, small_batch: int = 16):
+        nn.Module.__init__(self)
+        self.in_features, self.out_features, self.small_batch = linear.in_features, linear.out_features, small_batch
+        weight = linear.weight.detach().float()
+        scale = (weight.abs().amax(dim=1).clamp(min=1e-12) / 127).to(torch.bfloat16)
+        q = torch.round(weight / scale.float()[:, None]).clamp(-127, 127).to(torch.int8)
+        self.weight = nn.Parameter(q, requires_grad=False)
+        self.register_buffer("weight_scale", scale)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+
+    def dequantized(self, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+        return self.weight.to(dtype) * self.weight_scale.to(dtype)[:, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        if rows.shape[0] <= self.small_batch and rows.device.type == "cpu":
+            y = torch.ops.aten._weight_int8pack_mm(rows, self.weight, self.weight_scale)
+        else:
+            y = F.linear(rows, self.dequantized())
+        y = y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights, bf16 scales"
+
+
+def quantize_int8_weights(model: nn.Module, *, skip: tuple[str, ...] = SKIP_NAMES, small_batch: int = 16) -> int:
+    """Replace, in place, every ``nn.Linear`` of ``model`` whose qualified name contains none of ``skip`` by an
+    :class:`Int8Linear`; returns how many were replaced. Embeddings, norms and the output head stay as they are."""
+    replaced = 0
+    for parent_name, parent in list(model.named_modules()):
+        for name, child in list(parent.named_children()):
+            qualified = f"{parent_name}.{name}" if parent_name else name
+            if type(child) is nn.Linear and not any(s in qualified for s in skip):
+                setattr(parent, name, Int8Linear(child, small_batch=small_batch))
+                replaced += 1
+    return replaced
