@@ -34,6 +34,99 @@ def test_batched_generation_matches_one_at_a_time(tiny):
     assert all(single)
 
 
+def _generate_alone(model, tok, text, max_new):
+    """What ``generate`` answers for one prompt on its own (greedy), as text up to the end-of-turn token."""
+    import torch
+
+    from kefu.serve.engine import render
+    from kefu.train.template import prompt_add_special_tokens, stop_token_ids
+
+    enc = tok(render(tok, msgs(text)), return_tensors="pt", add_special_tokens=prompt_add_special_tokens(tok))
+    stops = set(stop_token_ids(tok)) | {tok.eos_token_id}
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=max_new, do_sample=False, pad_token_id=tok.pad_token_id,
+                             eos_token_id=sorted(stops))
+    ids = out[0, enc["input_ids"].shape[1]:].tolist()
+    ids = ids[:next((i for i, t in enumerate(ids) if t in stops), len(ids))]
+    return tok.decode(ids, skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "llama"])  # gemma3: sliding-window layers (window 8 < the prompts)
+def test_continuous_batching_matches_generate_alone(arch):
+    """Requests of different lengths join and leave the running batch at different steps; each answer is still
+    exactly what ``generate`` gives for that prompt alone."""
+    from kefu.testing import CUSTOMER, make_model, make_tokenizer
+
+    tok = make_tokenizer()
+    model = make_model(arch, vocab_size=len(tok), seed=3).eval()
+    texts = [CUSTOMER[1], CUSTOMER[5] * 3, CUSTOMER[0], CUSTOMER[4] * 2, CUSTOMER[6]]
+    budgets = [12, 5, 20, 9, 15]
+    want = [_generate_alone(model, tok, t, n) for t, n in zip(texts, budgets)]
+
+    async def run():
+        engine = LocalEngine(model, tok, max_new_tokens=32, max_batch_size=8, batch_wait_ms=0)
+
+        async def ask(i):
+            await asyncio.sleep(0.01 * i)  # arrive while the others decode
+            return await collect(engine.stream(msgs(texts[i]), max_new_tokens=budgets[i]))
+
+        outs = await asyncio.gather(*[ask(i) for i in range(len(texts))])
+        await engine.close()
+        return outs, list(engine.batches)
+
+    got, batches = asyncio.run(run())
+    assert got == want
+    assert max(batches) > 1, batches
+
+
+def test_a_new_request_joins_a_running_batch(tiny):
+    """A short request sent while a long answer is being decoded finishes first: it does not wait for the batch."""
+    model, tok = tiny
+    done: list[str] = []
+
+    async def run():
+        engine = LocalEngine(model, tok, max_new_tokens=200, max_batch_size=4, batch_wait_ms=0)
+        long_stream = engine.stream(msgs(PROMPTS[2]), max_new_tokens=200)
+        first = await long_stream.__anext__()  # the long answer is decoding now
+
+        async def finish_long():
+            rest = [p async for p in long_stream]
+            done.append("long")
+            return first + "".join(rest)
+
+        async def short():
+            out = await collect(engine.stream(msgs(PROMPTS[3]), max_new_tokens=2))
+            done.append("short")
+            return out
+
+        await asyncio.gather(finish_long(), short())
+        await engine.close()
+        return list(engine.batches)
+
+    batches = asyncio.run(run())
+    assert done == ["short", "long"]
+    assert 2 in batches
+
+
+def test_rows_with_different_adapters_share_steps(tiny, tmp_path):
+    _, tok = tiny
+    a = _make_adapter(tok, tmp_path / "a", 1)
+
+    async def answers(engine, pairs):
+        outs = await asyncio.gather(*[collect(engine.stream(msgs(p), model=m)) for p, m in pairs])
+        await engine.close()
+        return outs, list(engine.batches)
+
+    pairs = [(PROMPTS[0], "base"), (PROMPTS[1], "shop-a"), (PROMPTS[2], "shop-a"), (PROMPTS[3], "base")]
+    mixed, batches = asyncio.run(answers(
+        LocalEngine(tiny_model(tok), tok, adapters={"shop-a": str(a)}, max_new_tokens=8, batch_wait_ms=50), pairs))
+    alone = [asyncio.run(answers(LocalEngine(tiny_model(tok), tok, adapters={"shop-a": str(a)}, max_new_tokens=8,
+                                             max_batch_size=1), [pair]))[0][0] for pair in pairs]
+    assert max(batches) == 4
+    assert mixed == alone
+    assert mixed[1] != _generate_alone(tiny_model(tok), tok, PROMPTS[1], 8)  # the adapter rows really used it
+
+
 def test_streaming_yields_pieces_and_respects_budget(tiny):
     model, tok = tiny
 
@@ -161,10 +254,13 @@ def test_generation_failure_raises_engine_error(tiny):
     async def run():
         engine = LocalEngine(model, tok, max_new_tokens=4)
 
-        def boom(*a, **k):
-            raise RuntimeError("CUDA out of memory (simulated)")
+        class Broken:
+            generation_config = model.generation_config
 
-        engine.model = type("Broken", (), {"generate": boom, "eval": lambda self: self})()
+            def __call__(self, *a, **k):
+                raise RuntimeError("CUDA out of memory (simulated)")
+
+        engine.model = Broken()
         with pytest.raises(EngineError, match="simulated"):
             await collect(engine.stream(msgs("你好")))
         await engine.close()

@@ -1,9 +1,11 @@
 """Generation engines: a local transformers engine with micro-batching and LoRA adapters, and a remote one.
 
-LocalEngine: requests wait in an asyncio queue for up to ``batch_wait_ms`` / ``max_batch_size``; each batch (one per
-adapter) runs as one left-padded ``generate`` in a worker thread, and a batch streamer hands every row's new tokens
-back to its own request, so each caller still streams. Adapters are PEFT LoRA adapters loaded with
-``load_adapter``/``set_adapter`` and can be added while serving. CPU options: weight-only INT8 (``int8-weight``,
+LocalEngine: continuous batching (iteration-level scheduling, as vLLM does) in one generation thread. A request is
+prefilled alone (no padding) and joins the running batch at the next decode step; a finished row leaves at once, so
+a short answer never waits for a long one and a new request never waits for a whole batch. Each step is one forward
+over every active row with a left-padded KV cache and per-row positions; each row streams its own text. Up to
+``max_batch_size`` rows; an idle engine waits ``batch_wait_ms`` for companions. LoRA adapters (PEFT) are chosen per
+row (``adapter_names``), so requests for different adapters share steps, and can be loaded while serving. CPU options: weight-only INT8 (``int8-weight``,
 kefu.train.quant: int8 weights, bf16 activations) or torch.ao dynamic INT8 (``int8``, also quantises activations).
 
 RemoteEngine: any OpenAI-compatible server (vLLM with ``--enable-lora`` picks the adapter by model name) via httpx,
@@ -15,10 +17,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import queue
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Protocol
 
@@ -72,61 +74,13 @@ class _Request:
             self.cancelled = True
 
 
-class _BatchStreamer:
-    """transformers streamer for a whole batch: first ``put`` is the prompt, then one token per row per step."""
+class _Row:
+    """One request being decoded: its generated ids, next position, and how much text was already sent."""
 
-    def __init__(self, requests: list[_Request], tokenizer, eos_ids: set[int]):
-        self.requests = requests
-        self.tokenizer = tokenizer
-        self.eos_ids = eos_ids
-        self.ids: list[list[int]] = [[] for _ in requests]
-        self.sent: list[int] = [0] * len(requests)
-        self.done = [False] * len(requests)
-        self.prompt_seen = False
+    __slots__ = ("req", "ids", "position", "sent", "last", "done")
 
-    def put(self, value) -> None:
-        if not self.prompt_seen:
-            self.prompt_seen = True
-            return
-        tokens = value.reshape(-1).tolist()
-        for row, token in enumerate(tokens):
-            if self.done[row]:
-                continue
-            req = self.requests[row]
-            if req.first_token_at is None:
-                req.first_token_at = time.perf_counter()
-            if token in self.eos_ids or req.cancelled:
-                self.done[row] = True
-                continue
-            self.ids[row].append(token)
-            text = self.tokenizer.decode(self.ids[row], skip_special_tokens=True)
-            if text.endswith("\ufffd"):  # half of a multi-byte character; wait for the rest
-                pass
-            elif len(text) > self.sent[row]:
-                req.push(text[self.sent[row]:])
-                self.sent[row] = len(text)
-            if len(self.ids[row]) >= req.max_new_tokens:
-                self.done[row] = True
-
-    def end(self) -> None:
-        for row, req in enumerate(self.requests):
-            text = self.tokenizer.decode(self.ids[row], skip_special_tokens=True).rstrip("\ufffd")
-            if len(text) > self.sent[row]:
-                req.push(text[self.sent[row]:])
-            req.push(_END)
-            self.done[row] = True
-
-
-def _rows_done(streamer: _BatchStreamer):
-    """Stopping criterion marking each row finished on EOS, its own token budget, or cancellation."""
-    import torch
-    from transformers import StoppingCriteria
-
-    class RowsDone(StoppingCriteria):
-        def __call__(self, input_ids, scores, **kwargs):
-            return torch.tensor(streamer.done, dtype=torch.bool, device=input_ids.device)
-
-    return RowsDone()
+    def __init__(self, req: _Request, prompt_len: int, first: int):
+        self.req, self.ids, self.position, self.sent, self.last, self.done = req, [], prompt_len, 0, first, False
 
 
 class LocalEngine:
@@ -167,11 +121,12 @@ class LocalEngine:
         self.batch_wait_s = batch_wait_ms / 1000.0
         self.max_new_tokens = max_new_tokens
         self.quantize = quantize
-        self._queue: asyncio.Queue | None = None
-        self._task: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kefu-gen")
+        self._inbox: queue.Queue[_Request] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._thread_lock = threading.Lock()
+        self._stopping = False
         self._model_lock = threading.Lock()
-        self.batches: deque[int] = deque(maxlen=1000)  # sizes of the recent batches (metrics, tests, bench)
+        self.batches: deque[int] = deque(maxlen=1000)  # active rows each time requests joined (metrics, tests, bench)
         self.ttfts: deque[float] = deque(maxlen=1000)  # queue + prefill time to the first generated token, s
         eos = set()
         for source in (getattr(tokenizer, "eos_token_id", None), getattr(model.generation_config, "eos_token_id", None)):
@@ -204,76 +159,151 @@ class LocalEngine:
                 self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name).eval()
             self.adapters[name] = str(path)
 
-    def _select(self, adapter: str | None):
-        """Context manager selecting the adapter (or the bare base model) for one batch; caller holds the lock."""
-        from contextlib import nullcontext
+    # -- continuous batching ------------------------------------------------------------------------------------
+    def _ensure_started(self) -> None:
+        with self._thread_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._stopping = False
+                self._thread = threading.Thread(target=self._loop, name="kefu-gen", daemon=True)
+                self._thread.start()
 
+    def _admit(self, active: list[_Row]) -> list[_Request]:
+        """New requests for free rows: waits (``batch_wait_ms``, for companions) only when nothing is decoding."""
+        free = self.max_batch_size - len(active)
+        new: list[_Request] = []
+        if free <= 0:
+            return new
+        if not active:
+            try:
+                new.append(self._inbox.get(timeout=0.2))
+            except queue.Empty:
+                return new
+            deadline = time.perf_counter() + self.batch_wait_s
+            while len(new) < free and (remaining := deadline - time.perf_counter()) > 0:
+                try:
+                    new.append(self._inbox.get(timeout=remaining))
+                except queue.Empty:
+                    break
+        while len(new) < free:
+            try:
+                new.append(self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        return [r for r in new if not r.cancelled]
+
+    def _loop(self) -> None:
+        """The generation thread: admit requests between decode steps, one batched step for every active row."""
+        torch = self.torch
+        active: list[_Row] = []
+        batch = _KVBatch(torch)
+        while not self._stopping:
+            new: list[_Request] = []
+            try:
+                new = self._admit(active)
+                with self._model_lock, torch.inference_mode():
+                    for req in new:
+                        row, cache = self._prefill(req)
+                        if row is not None:
+                            batch.add(cache)
+                            active.append(row)
+                    if new and active:
+                        self.batches.append(len(active))
+                    active = self._finish_rows(active, batch)
+                    if active:
+                        self._step(active, batch)
+                        active = self._finish_rows(active, batch)
+            except Exception as exc:
+                log.exception("generation failed with %d active requests", len(active))
+                error = EngineError(f"local generation failed: {type(exc).__name__}: {exc}")
+                waiting = {id(row.req) for row in active}
+                for req in [row.req for row in active] + [r for r in new if id(r) not in waiting]:
+                    req.push(error)
+                active, batch = [], _KVBatch(torch)
+
+    def _forward(self, adapters: list[str | None], **inputs):
+        """One model call; a PEFT model gets each row's adapter (``__base__`` for none), so rows mix adapters."""
         from peft import PeftModel
 
-        if not isinstance(self.model, PeftModel):
-            return nullcontext()
-        if adapter is None:
-            return self.model.disable_adapter()
-        self.model.set_adapter(adapter)
-        return nullcontext()
+        if isinstance(self.model, PeftModel):
+            inputs["adapter_names"] = [a or "__base__" for a in adapters]
+        return self.model(use_cache=True, logits_to_keep=1, **inputs)
 
-    # -- batching -------------------------------------------------------------------------------------------------
-    def _ensure_started(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
-            self._queue = asyncio.Queue()
-            self._task = loop.create_task(self._batcher())
+    def _prefill(self, req: _Request):
+        """The prompt alone (no padding), its cache and first token; None when the request is already complete."""
+        from transformers import DynamicCache
 
-    async def _batcher(self) -> None:
-        loop = asyncio.get_running_loop()
-        assert self._queue is not None
-        while True:
-            batch = [await self._queue.get()]
-            deadline = loop.time() + self.batch_wait_s
-            while len(batch) < self.max_batch_size:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    if self._queue.empty():
-                        break
-                    batch.append(self._queue.get_nowait())
-                    continue
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except asyncio.TimeoutError:
-                    break
-            groups: dict[tuple[str | None, bool], list[_Request]] = {}
-            for req in batch:
-                if not req.cancelled:
-                    groups.setdefault((req.adapter, req.temperature > 0), []).append(req)
-            for group in groups.values():
-                try:
-                    await loop.run_in_executor(self._executor, self._run_batch, group)
-                except Exception as exc:  # pragma: no cover - _run_batch reports its own errors
-                    for req in group:
-                        req.push(EngineError(str(exc)))
+        ids = self.tokenizer(req.prompt, return_tensors="pt", add_special_tokens=self.add_special_tokens)["input_ids"]
+        cache = DynamicCache()
+        out = self._forward([req.adapter], input_ids=ids, cache=cache)
+        first = self._choose(out.logits[:, -1], [req])[0]
+        row = _Row(req, ids.shape[1], first)
+        if req.first_token_at is None:
+            req.first_token_at = time.perf_counter()
+        if not self._accept(row, first):
+            self._close_row(row)
+            return None, None
+        return row, cache
 
-    def _run_batch(self, requests: list[_Request]) -> None:
+    def _step(self, active: list[_Row], batch: "_KVBatch") -> None:
         torch = self.torch
-        self.batches.append(len(requests))
-        streamer = _BatchStreamer(requests, self.tokenizer, self.eos_ids)
-        try:
-            with self._model_lock, torch.inference_mode():
-                enc = self.tokenizer([r.prompt for r in requests], return_tensors="pt", padding=True,
-                                     add_special_tokens=self.add_special_tokens)
-                sample = requests[0].temperature > 0
-                kwargs: dict[str, Any] = {"do_sample": sample}
-                if sample:
-                    kwargs["temperature"] = max(r.temperature for r in requests)
-                else:
-                    kwargs.update(temperature=None, top_p=None, top_k=None)
-                with self._select(requests[0].adapter):
-                    self.model.generate(**enc, max_new_tokens=max(r.max_new_tokens for r in requests),
-                                        streamer=streamer, stopping_criteria=[_rows_done(streamer)],
-                                        pad_token_id=self.tokenizer.pad_token_id, **kwargs)
-        except Exception as exc:
-            log.exception("generation failed for a batch of %d", len(requests))
-            for req in requests:
-                req.push(EngineError(f"local generation failed: {type(exc).__name__}: {exc}"))
+        out = self._forward([r.req.adapter for r in active],
+                            input_ids=torch.tensor([[r.last] for r in active]),
+                            position_ids=torch.tensor([[r.position] for r in active]),
+                            attention_mask=batch.extend_mask(), cache=batch.cache)
+        for row, token in zip(active, self._choose(out.logits[:, -1], [r.req for r in active])):
+            row.position += 1
+            row.last = token
+            row.done = not self._accept(row, token)
+
+    def _choose(self, logits, requests: list[_Request]) -> list[int]:
+        """Greedy for temperature 0, else sampling with the model's top-k/top-p and the request's temperature."""
+        torch = self.torch
+        picks = logits.argmax(-1).tolist()
+        for i, req in enumerate(requests):
+            if req.temperature > 0:
+                scores = self._warpers(req.temperature)(None, logits[i:i + 1].float())
+                picks[i] = int(torch.multinomial(torch.softmax(scores, -1), 1))
+        return picks
+
+    def _warpers(self, temperature: float):
+        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+        config = self.model.generation_config
+        warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
+        if getattr(config, "top_k", None):
+            warpers.append(TopKLogitsWarper(config.top_k))
+        if getattr(config, "top_p", None) and config.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(config.top_p))
+        return warpers
+
+    def _accept(self, row: _Row, token: int) -> bool:
+        """Record ``token`` for ``row`` and stream any new complete text; False when the row is finished."""
+        req = row.req
+        if token in self.eos_ids or req.cancelled:
+            return False
+        row.ids.append(token)
+        text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
+        if not text.endswith("\ufffd") and len(text) > row.sent:  # not half of a multi-byte character
+            req.push(text[row.sent:])
+            row.sent = len(text)
+        return len(row.ids) < req.max_new_tokens
+
+    def _close_row(self, row: _Row) -> None:
+        text = self.tokenizer.decode(row.ids, skip_special_tokens=True).rstrip("\ufffd")
+        if len(text) > row.sent:
+            row.req.push(text[row.sent:])
+        row.req.push(_END)
+
+    def _finish_rows(self, active: list[_Row], batch: "_KVBatch") -> list[_Row]:
+        """Close finished or cancelled rows and drop them from the cache."""
+        keep = [i for i, row in enumerate(active) if not (row.done or row.req.cancelled)]
+        if len(keep) == len(active):
+            return active
+        for i, row in enumerate(active):
+            if i not in keep:
+                self._close_row(row)
+        batch.select(keep)
+        return [active[i] for i in keep]
 
     async def stream(self, messages: list[dict[str, str]], *, model: str | None = None,
                      max_new_tokens: int | None = None, temperature: float = 0.0) -> AsyncIterator[str]:
@@ -283,11 +313,10 @@ class LocalEngine:
         if temperature < 1e-3:  # a tiny temperature overflows logits/temperature: treat it as greedy
             temperature = 0.0
         prompt = render(self.tokenizer, messages)
-        self._ensure_started()
-        assert self._queue is not None
         req = _Request(prompt, adapter, max_new_tokens or self.max_new_tokens, temperature,
                        asyncio.get_running_loop(), asyncio.Queue())
-        await self._queue.put(req)
+        self._ensure_started()
+        self._inbox.put(req)
         try:
             while True:
                 item = await req.queue.get()
@@ -302,9 +331,65 @@ class LocalEngine:
                 self.ttfts.append(req.first_token_at - req.enqueued)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._stopping = True
+        thread = self._thread
+        if thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, thread.join, 5.0)
+
+
+class _KVBatch:
+    """The active rows' KV cache, left-padded to a common length, and its attention mask.
+
+    A new row is prefilled alone and joins by left-padding (the shorter side) along the sequence axis; finished rows
+    are dropped and padding every row shares is cut, so the cache stays as short as the longest live row. Position
+    ids are per row, so a row's logits do not depend on its neighbours (the same left-padding ``generate`` uses).
+    """
+
+    def __init__(self, torch):
+        self.torch = torch
+        self.cache = None
+        self.mask = None  # [rows, length], 1 = real token
+
+    def add(self, cache) -> None:
+        torch = self.torch
+        length = cache.layers[0].keys.shape[-2]
+        mask = torch.ones(1, length, dtype=torch.long)
+        if self.cache is None:
+            self.cache, self.mask = cache, mask
+            return
+        have = self.mask.shape[1]
+        target = max(have, length)
+        for mine, theirs in zip(self.cache.layers, cache.layers):
+            mine.keys = torch.cat([_left_pad(mine.keys, target), _left_pad(theirs.keys, target)])
+            mine.values = torch.cat([_left_pad(mine.values, target), _left_pad(theirs.values, target)])
+        self.mask = torch.cat([_left_pad(self.mask, target), _left_pad(mask, target)])
+
+    def extend_mask(self):
+        self.mask = self.torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
+        return self.mask
+
+    def select(self, rows: list[int]) -> None:
+        if not rows:
+            self.cache = self.mask = None
+            return
+        index = self.torch.tensor(rows)
+        mask = self.mask.index_select(0, index)
+        start = int(mask.any(0).long().argmax())  # leading columns that are padding in every remaining row
+        self.mask = mask[:, start:]
+        for layer in self.cache.layers:
+            layer.keys = layer.keys.index_select(0, index)[:, :, start:]
+            layer.values = layer.values.index_select(0, index)[:, :, start:]
+
+
+def _left_pad(tensor, length: int):
+    """Zero-pad ``tensor`` on the left of its sequence axis (-2 for [b, h, t, d] caches, -1 for [b, t] masks)."""
+    import torch.nn.functional as F
+
+    axis_len = tensor.shape[-2] if tensor.dim() == 4 else tensor.shape[-1]
+    if axis_len == length:
+        return tensor
+    pad = length - axis_len
+    return F.pad(tensor, (0, 0, pad, 0)) if tensor.dim() == 4 else F.pad(tensor, (pad, 0))
 
 
 class RemoteEngine:
