@@ -51,8 +51,9 @@ def _generate_alone(model, tok, text, max_new):
     return tok.decode(ids, skip_special_tokens=True)
 
 
+@pytest.mark.parametrize("gap_s", [0.0, 0.01])  # all at once (prefilled together, left-padded) / one after another
 @pytest.mark.parametrize("arch", ["gemma3", "llama"])  # gemma3: sliding-window layers (window 8 < the prompts)
-def test_continuous_batching_matches_generate_alone(arch):
+def test_continuous_batching_matches_generate_alone(arch, gap_s):
     """Requests of different lengths join and leave the running batch at different steps; each answer is still
     exactly what ``generate`` gives for that prompt alone."""
     from kefu.testing import CUSTOMER, make_model, make_tokenizer
@@ -64,10 +65,10 @@ def test_continuous_batching_matches_generate_alone(arch):
     want = [_generate_alone(model, tok, t, n) for t, n in zip(texts, budgets)]
 
     async def run():
-        engine = LocalEngine(model, tok, max_new_tokens=32, max_batch_size=8, batch_wait_ms=0)
+        engine = LocalEngine(model, tok, max_new_tokens=32, max_batch_size=8, batch_wait_ms=0 if gap_s else 50)
 
         async def ask(i):
-            await asyncio.sleep(0.01 * i)  # arrive while the others decode
+            await asyncio.sleep(gap_s * i)  # arrive while the others decode
             return await collect(engine.stream(msgs(texts[i]), max_new_tokens=budgets[i]))
 
         outs = await asyncio.gather(*[ask(i) for i in range(len(texts))])

@@ -201,11 +201,10 @@ class LocalEngine:
             try:
                 new = self._admit(active)
                 with self._model_lock, torch.inference_mode():
-                    for req in new:
-                        row, cache = self._prefill(req)
-                        if row is not None:
-                            batch.add(cache)
-                            active.append(row)
+                    for group in self._prefill_groups(new):
+                        rows, cache, mask = self._prefill(group)
+                        batch.add(cache, mask)
+                        active.extend(rows)
                     if new and active:
                         self.batches.append(len(active))
                     active = self._finish_rows(active, batch)
@@ -228,21 +227,41 @@ class LocalEngine:
             inputs["adapter_names"] = [a or "__base__" for a in adapters]
         return self.model(use_cache=True, logits_to_keep=1, **inputs)
 
-    def _prefill(self, req: _Request):
-        """The prompt alone (no padding), its cache and first token; None when the request is already complete."""
+    def _prefill_groups(self, requests: list[_Request]) -> list[list[tuple[_Request, list[int]]]]:
+        """Tokenised new requests in groups of similar length: a group is prefilled as one left-padded batch (one
+        bigger matmul beats several small ones), and similar lengths keep the padding small."""
+        tokenized = sorted(((req, self.tokenizer(req.prompt, add_special_tokens=self.add_special_tokens)["input_ids"])
+                            for req in requests), key=lambda pair: len(pair[1]))
+        groups: list[list[tuple[_Request, list[int]]]] = []
+        for req, ids in tokenized:
+            if groups and len(ids) - len(groups[-1][0][1]) <= max(16, len(ids) // 4):
+                groups[-1].append((req, ids))
+            else:
+                groups.append([(req, ids)])
+        return groups
+
+    def _prefill(self, group: list[tuple[_Request, list[int]]]):
+        """Prefill prompts together (left-padded, per-row positions): the rows still going, their cache and mask."""
         from transformers import DynamicCache
 
-        ids = self.tokenizer(req.prompt, return_tensors="pt", add_special_tokens=self.add_special_tokens)["input_ids"]
+        torch = self.torch
+        width = max(len(ids) for _, ids in group)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for _, ids in group])
+        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for _, ids in group])
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
         cache = DynamicCache()
-        out = self._forward([req.adapter], input_ids=ids, cache=cache)
-        first = self._choose(out.logits[:, -1], [req])[0]
-        row = _Row(req, ids.shape[1], first)
-        if req.first_token_at is None:
-            req.first_token_at = time.perf_counter()
-        if not self._accept(row, first):
-            self._close_row(row)
-            return None, None
-        return row, cache
+        requests = [req for req, _ in group]
+        out = self._forward([req.adapter for req in requests], input_ids=input_ids, attention_mask=mask,
+                            position_ids=positions, cache=cache)
+        rows = []
+        now = time.perf_counter()
+        for (req, ids), token in zip(group, self._choose(out.logits[:, -1], requests)):
+            req.first_token_at = req.first_token_at or now
+            row = _Row(req, len(ids), token)
+            row.done = not self._accept(row, token)
+            rows.append(row)
+        return rows, cache, mask
 
     def _step(self, active: list[_Row], batch: "_KVBatch") -> None:
         torch = self.torch
@@ -350,10 +369,10 @@ class _KVBatch:
         self.cache = None
         self.mask = None  # [rows, length], 1 = real token
 
-    def add(self, cache) -> None:
+    def add(self, cache, mask) -> None:
+        """Join rows prefilled together: their cache and [rows, length] mask (0 = left padding)."""
         torch = self.torch
-        length = cache.layers[0].keys.shape[-2]
-        mask = torch.ones(1, length, dtype=torch.long)
+        length = mask.shape[1]
         if self.cache is None:
             self.cache, self.mask = cache, mask
             return
