@@ -22,7 +22,7 @@ def test_int8_linear_close_to_fp32(rows):
     got = q(x)
     assert got.dtype == x.dtype and got.shape == want.shape
     assert _relative_error(got, want) < 0.02  # int8 weights + bf16 activations: about 1% on random data
-    assert not q.weight.requires_grad and q.weight.dtype == torch.int8
+    assert q.weight.dtype == torch.int8 and not any(p.requires_grad for p in q.parameters())
 
 
 def test_both_paths_compute_the_same_product():
@@ -41,6 +41,21 @@ def test_scales_round_trip_exactly():
     q = Int8Linear(linear)
     step = q.weight_scale.float()[:, None]
     assert ((q.dequantized(torch.float32) - linear.weight).abs() <= step / 2 + 1e-6).all()
+
+
+def test_retying_the_head_cannot_replace_the_int8_matrix():
+    tok = make_tokenizer()
+    model = make_model(vocab_size=len(tok)).eval()  # tied input embedding and output projection
+    ids = tok(CUSTOMER[2], return_tensors="pt")
+    with torch.no_grad():
+        want = model(**ids).logits
+        quantize_int8_weights(model, skip=("lora_",))  # the output projection too
+        assert isinstance(model.lm_head, Int8Linear)
+        before = model(**ids).logits
+        model.tie_weights()
+        after = model(**ids).logits
+    assert torch.equal(before, after)
+    assert _relative_error(after, want) < 0.05
 
 
 def test_quantized_model_generates_like_fp32():

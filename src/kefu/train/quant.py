@@ -8,7 +8,9 @@ outliers (Gemma 3 keeps ~5% of its greedy tokens under it). Long inputs (prefill
 dequantise-then-bf16-GEMM path instead, where that kernel is slower than a dense bf16 matmul.
 
 LoRA adapters still load on top: :class:`Int8Linear` is an ``nn.Linear`` (int8 ``weight``, not trainable), so PEFT
-wraps it like any linear layer and adds the adapter's low-rank update in floating point.
+wraps it like any linear layer and adds the adapter's low-rank update in floating point. When the output projection
+is quantised, the model's config stops tying it to the input embedding, so a later ``tie_weights`` cannot swap the
+float embedding matrix into the int8 kernel.
 """
 
 from __future__ import annotations
@@ -56,11 +58,17 @@ class Int8Linear(nn.Linear):
 def quantize_int8_weights(model: nn.Module, *, skip: tuple[str, ...] = SKIP_NAMES, small_batch: int = 16) -> int:
     """Replace, in place, every ``nn.Linear`` of ``model`` whose qualified name contains none of ``skip`` by an
     :class:`Int8Linear`; returns how many were replaced. Embeddings, norms and the output head stay as they are."""
-    replaced = 0
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    replaced, untie = 0, False
     for parent_name, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
             qualified = f"{parent_name}.{name}" if parent_name else name
             if type(child) is nn.Linear and not any(s in qualified for s in skip):
                 setattr(parent, name, Int8Linear(child, small_batch=small_batch))
                 replaced += 1
+                untie = untie or child is head
+    config = getattr(model, "config", None)
+    if untie and config is not None:  # the int8 head is its own copy from now on
+        for cfg in {id(config): config, id(config.get_text_config()): config.get_text_config()}.values():
+            cfg.tie_word_embeddings = False
     return replaced
