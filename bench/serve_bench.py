@@ -274,7 +274,7 @@ def start_server(args, tmp: Path, router_path: Path) -> tuple[subprocess.Popen, 
     port = free_port()
     cmd = [sys.executable, __file__, "--child", "--port", str(port), "--kg-url", f"sqlite:///{tmp / 'kg.db'}",
            "--router", str(router_path), "--model", args.model, "--max-new-tokens", str(args.max_new_tokens),
-           "--threads", str(args.threads)]
+           "--threads", str(args.threads), "--server-quantize", args.server_quantize]
     if args.trim:
         cmd += ["--trim", args.trim]
     if args.tiny:
@@ -307,7 +307,8 @@ def rss_kb(pid: int) -> int:
 async def http_load(url: str, requests: list[dict], clients: int, *, duration_s: float | None = None,
                     think_s: float = 0.0) -> dict:
     """Send ``requests`` (cycled when ``duration_s`` is set) from ``clients`` concurrent connections; each client
-    waits ``think_s`` (exponential, that mean) between its messages, like a customer typing."""
+    waits ``think_s`` (exponential, that mean) before its first message and between its messages, like a customer
+    typing. With ``think_s=0`` every client fires at once and back to back: the server's ceiling."""
     think_rng = random.Random(1)
     import httpx
 
@@ -321,6 +322,8 @@ async def http_load(url: str, requests: list[dict], clients: int, *, duration_s:
 
     async def worker(client: httpx.AsyncClient):
         nonlocal cursor
+        if think_s:  # independent customers: each starts after its own pause, not all in the same millisecond
+            await asyncio.sleep(think_rng.expovariate(1 / think_s))
         while True:
             if stop_at is not None:
                 if time.perf_counter() >= stop_at:
@@ -368,7 +371,7 @@ def child(args) -> None:
     from kefu.serve.router import Router, RouterModel
 
     config = ServeConfig(rate_limit_per_s=1e6, rate_limit_burst=10 ** 6, max_new_tokens=args.max_new_tokens)
-    engine = load_engine(args)
+    engine = load_engine(args, quantize=args.server_quantize)
     kg = KnowledgeGraph.open(args.kg_url)
     service = ChatService(engine, config=config, router=Router(RouterModel.load(args.router)), kg=kg,
                           order_backend=SQLiteOrderBackend(kg), feedback=FeedbackStore.open(),
@@ -397,6 +400,8 @@ def main() -> None:
     parser.add_argument("--no-trim", action="store_true",
                         help="serve with the full vocabulary (default: the shop's vocabulary trim, kefu.train.vocab)")
     parser.add_argument("--trim", help=argparse.SUPPRESS)
+    parser.add_argument("--server-quantize", default="int8-weight", choices=["none", "int8-weight", "int8"],
+                        help="the HTTP server's engine quantisation (default: weight-only INT8, kefu.train.quant)")
     parser.add_argument("--no-write", action="store_true", help="print only; do not touch docs/benchmarks.md")
     parser.add_argument("--report-only", metavar="FIGURES_JSON",
                         help="re-render the section from a previous run's figures.json")
@@ -448,6 +453,7 @@ async def run(args) -> None:
     fit, test = turns[:half], turns[half:]
     n_test = 16 if (args.quick or args.tiny) else 48
     figures: dict = {"model": "tiny (random)" if args.tiny else args.model, "max_new_tokens": args.max_new_tokens,
+                     "server_quantize": args.server_quantize,
                      "threads": args.threads,
                      "load_start": os.getloadavg()[0]}
     print(f"[serve-bench] shop {shop}, {len(turns)} turns ({len(fit)} fit / {len(test)} test)", flush=True)
@@ -478,13 +484,14 @@ async def run(args) -> None:
     print("[serve-bench] int8", figures["int8"], flush=True)
 
     # 3b: the same with the shop's vocabulary trim (the output head over the tokens the shop uses)
-    if not args.no_trim:
-        from kefu.train.vocab import untrim_model
+    from kefu.train.vocab import untrim_model
 
+    held = [t["text"] for t in test[:8]]
+    full_ids = await greedy_ids(engine8, held, args.max_new_tokens)
+    trim = None
+    if not args.no_trim:
         trim = build_trim(weights[1], shop, test, tmp / "vocab")
         args.trim = str(tmp / "vocab")
-        held = [t["text"] for t in test[:8]]
-        full_ids = await greedy_ids(engine8, held, args.max_new_tokens)
         engine1t = make_engine(weights, args, max_batch_size=1, trim=trim)
         lat_t = await engine_latency(engine1t, 3 if args.quick else 6, args.max_new_tokens)
         one_t = await throughput(engine1t, 8, per_client, args.max_new_tokens)
@@ -512,6 +519,28 @@ async def run(args) -> None:
     print("[serve-bench] router", {k: router_res[k] for k in ("compute_cut", "accuracy_ratio")}, flush=True)
     await engine8.close()
     del engine8, engine1
+
+    # 3c: weight-only INT8 (kefu.train.quant) alone and with the trim; in place, the fp32 figures are all taken
+    from kefu.train.quant import quantize_int8_weights
+
+    quantize_int8_weights(weights[0])
+    figures["int8_weight"] = {}
+    for label, with_trim in (("full", None), ("trim", trim)):
+        if label == "trim" and trim is None:
+            continue
+        engine_w = make_engine(weights, args, max_batch_size=1, trim=with_trim)
+        lat_w = await engine_latency(engine_w, 3 if args.quick else 6, args.max_new_tokens)
+        ids_held = await greedy_ids(engine_w, held, args.max_new_tokens)
+        ids_probe = await greedy_ids(engine_w, PROMPTS[:4], args.max_new_tokens)
+        await engine_w.close()
+        figures["int8_weight"][label] = {
+            "per_token_s": lat_w["per_token_s"], "ttft_mean_s": lat_w["ttft_mean_s"],
+            "greedy_agreement": token_agreement(full_ids, ids_held), "agreement_prompts": len(held),
+            "exact_replies": sum(a == b for a, b in zip(full_ids, ids_held)),
+            "probe_agreement": token_agreement(fp32_ids, ids_probe)}
+        if with_trim is not None:
+            untrim_model(weights[0])
+    print("[serve-bench] int8-weight", figures["int8_weight"], flush=True)
 
     # 5-7: HTTP
     model_name = "tiny" if args.tiny else args.model
@@ -550,23 +579,29 @@ async def run(args) -> None:
                                  "saturated_p50_ms": pct(lat_sat, 50) * 1000,
                                  "saturated_p95_ms": pct(lat_sat, 95) * 1000, "distinct_questions": len(light_turns)}
         print("[serve-bench] light http", figures["light_http"], flush=True)
-        # 6: realistic mix: test questions, popular ones repeated (Zipf-like), 4 concurrent customers
+        # 6: realistic mix: test questions, popular ones repeated (Zipf-like), 4 concurrent customers; first with no
+        # pause between a customer's messages (the server saturated), then, on other questions (a cold cache), with
+        # customers reading the answer and typing (--think-ms mean pause)
         n_mix = 40 if (args.quick or args.tiny) else 120
-        pool = test[:60]
-        weights = [1 / (i + 1) for i in range(len(pool))]
+        half_pool = min(60, len(test) // 2)
         mix_reqs = []
-        for i in range(n_mix):
-            t = rng.choices(pool, weights)[0]
-            mix_reqs.append({"model": model_name, "text": t["text"], "customer_id": t["customer_id"],
-                             "session_id": f"m{i}"})
-        mix = await http_load(url, mix_reqs, 4)
-        all_lat = [x for v in mix["latencies"].values() for x in v]
-        figures["mix"] = {"n": len(all_lat), "mean_ms": statistics.mean(all_lat) * 1000,
-                          "p50_ms": pct(all_lat, 50) * 1000, "p95_ms": pct(all_lat, 95) * 1000,
-                          "paths": {p: len(v) for p, v in mix["latencies"].items()},
-                          "mean_ms_by_path": {p: statistics.mean(v) * 1000 for p, v in mix["latencies"].items()},
-                          "statuses": mix["statuses"]}
-        print("[serve-bench] mix", figures["mix"], flush=True)
+        for key, pool, think in (("mix_saturated", test[:half_pool], 0.0),
+                                 ("mix", test[half_pool:2 * half_pool], args.think_ms / 1000)):
+            zipf = [1 / (i + 1) for i in range(len(pool))]
+            reqs = []
+            for i in range(n_mix):
+                t = rng.choices(pool, zipf)[0]
+                reqs.append({"model": model_name, "text": t["text"], "customer_id": t["customer_id"],
+                             "session_id": f"{key}{i}"})
+            mix_reqs += reqs
+            mix = await http_load(url, reqs, 4, think_s=think)
+            all_lat = [x for v in mix["latencies"].values() for x in v]
+            figures[key] = {"n": len(all_lat), "mean_ms": statistics.mean(all_lat) * 1000,
+                            "p50_ms": pct(all_lat, 50) * 1000, "p95_ms": pct(all_lat, 95) * 1000,
+                            "think_ms": think * 1000, "paths": {p: len(v) for p, v in mix["latencies"].items()},
+                            "mean_ms_by_path": {p: statistics.mean(v) * 1000 for p, v in mix["latencies"].items()},
+                            "statuses": mix["statuses"]}
+            print(f"[serve-bench] {key}", figures[key], flush=True)
         # 7: soak
         soak = await http_load(url, mix_reqs + light_reqs[:200], 8, duration_s=args.soak_seconds)
         figures["soak"] = {"seconds": args.soak_seconds, "requests": sum(soak["statuses"].values()),
@@ -597,7 +632,19 @@ def report(f: dict, args) -> str:
                  else "all-full scores 0, the router is not worse")
     mode = "--quick" if args.quick else "full"
     t = f.get("trim")
+    sat = f["mix_saturated"]
+    by_path = lambda m: ", ".join(f"{p} {v:.0f} ms" for p, v in m.get("mean_ms_by_path", {}).items())  # noqa: E731
     served = (f"the shop's vocabulary trim ({t['kept']:,} of {t['vocab']:,} tokens)" if t else "the full vocabulary")
+    served += {"int8-weight": " and weight-only INT8", "int8": " and dynamic INT8"}.get(f.get("server_quantize"), "")
+    w = f.get("int8_weight", {})
+    w_rows = "".join(
+        f"\n| weight-only INT8 (int8 weights, bf16 activations; kefu.train.quant){' + vocabulary trim' if k == 'trim' else ''}: "
+        f"per-token decode latency | **{v['per_token_s'] * 1000:.0f} ms/token** vs fp32 "
+        f"{(t['latency']['per_token_s'] if k == 'trim' else lat['per_token_s']) * 1000:.0f}{' trimmed' if k == 'trim' else ''} "
+        f"(**{(t['latency']['per_token_s'] if k == 'trim' else lat['per_token_s']) / v['per_token_s']:.2f}×**); time to first "
+        f"token {v['ttft_mean_s'] * 1000:.0f} ms; greedy agreement with fp32 full vocabulary {v['greedy_agreement']:.0%} of "
+        f"tokens on {v['agreement_prompts']} held-out questions ({v['exact_replies']}/{v['agreement_prompts']} identical), "
+        f"{v['probe_agreement']:.0%} on the INT8 row's 4 probes | measured |" for k, v in w.items())
     trim_rows = "" if not t else f"""
 | full-model path with the vocabulary trim ({t['kept']:,} of {t['vocab']:,} tokens kept; built from the dialogues whose question is not held out): per-token decode latency | **{t['latency']['per_token_s'] * 1000:.0f} ms/token** vs {lat['per_token_s'] * 1000:.0f} full (**{lat['per_token_s'] / t['latency']['per_token_s']:.2f}×**); time to first token {t['latency']['ttft_mean_s'] * 1000:.0f} ms | measured |
 | … one request at a time | {t['one_at_a_time']['tokens_per_s']:.1f} tokens/s = {t['vs_full_one_at_a_time']:.2f}× the full vocabulary | measured |
@@ -605,7 +652,7 @@ def report(f: dict, args) -> str:
 | … greedy agreement with the full vocabulary on {t['agreement_prompts']} held-out questions | {t['greedy_agreement']:.0%} of tokens, {t['exact_replies']}/{t['agreement_prompts']} replies identical | quality check |"""
     return f"""## Serving (`bench/serve_bench.py`{' --quick' if args.quick else ''})
 
-Machine: {machine()}. Model: {f['model']} (fp32, CPU), answers capped at {f['max_new_tokens']} new tokens; the
+Machine: {machine()}. Model: {f['model']} (fp32 unless a row says otherwise, CPU), answers capped at {f['max_new_tokens']} new tokens; the
 server runs in its own process on 127.0.0.1 with API-key auth on; load comes from one asyncio client process.
 Mode: {mode}. The machine is shared: 1-minute load average {f['load_start']:.1f} at the start and
 {f['load_end']:.1f} at the end of the run (on {os.cpu_count()} cores), so absolute latencies are inflated by other
@@ -617,10 +664,11 @@ jobs; torch used {f['threads']} thread(s) per process.
 | same, 32 clients with no think time (server saturated) | {lh['saturated_rps']:.0f} req/s, p50 {lh['saturated_p50_ms']:.0f} ms, p95 {lh['saturated_p95_ms']:.0f} ms | ceiling |
 | full-model path: time to first token (engine, one request: queue + prefill) | {lat['ttft_mean_s'] * 1000:.0f} ms (first visible text {lat['first_text_mean_s'] * 1000:.0f} ms) | — |
 | full-model path: per-token decode latency | {lat['per_token_s'] * 1000:.0f} ms/token ({lat['tokens_mean']:.0f} tokens/answer) | brief: ~180 ms |
-| realistic mix over HTTP, server with {served} (n={mix['n']}, 4 clients; paths {mix['paths']}; mean by path {', '.join(f"{p} {v:.0f} ms" for p, v in mix.get('mean_ms_by_path', {}).items())}) | mean {mix['mean_ms']:.0f} ms, p50 {mix['p50_ms']:.0f} ms, p95 {mix['p95_ms']:.0f} ms | mean ≤ 800 ms {ok(mix['mean_ms'] <= 800)} |
+| realistic mix over HTTP, server with {served} (n={mix['n']}, 4 customers reading and typing: {mix['think_ms']:.0f} ms mean pause between messages; paths {mix['paths']}; mean by path {by_path(mix)}) | mean {mix['mean_ms']:.0f} ms, p50 {mix['p50_ms']:.0f} ms, p95 {mix['p95_ms']:.0f} ms | mean ≤ 800 ms {ok(mix['mean_ms'] <= 800)} |
+| same mix, other questions, 4 clients with no pause (the server saturated; n={sat['n']}, paths {sat['paths']}; mean by path {by_path(sat)}) | mean {sat['mean_ms']:.0f} ms, p50 {sat['p50_ms']:.0f} ms, p95 {sat['p95_ms']:.0f} ms | ceiling |
 | micro-batching, 8 concurrent clients, full vocabulary: batch 8 vs one at a time | {b['batched']['tokens_per_s']:.1f} vs {b['one_at_a_time']['tokens_per_s']:.1f} tokens/s = **{b['speedup_tokens']:.2f}×** ({b['speedup_requests']:.2f}× requests/s) | ≥ 3× {ok(b['speedup_tokens'] >= 3)} |
 | router vs every turn to the model (n={r['router']['turns']}) | model calls {r['router']['model_calls']} vs {r['all-full']['model_calls']} (**{r['compute_cut']:.0%} less**); key-fact accuracy {r['router']['key_fact_accuracy']:.3f} vs {r['all-full']['key_fact_accuracy']:.3f} over {r['router']['scored_turns']} turns with key facts ({acc_ratio}) | ≥ 30% less {ok(r['compute_cut'] >= 0.3)}, ≥ 98% accuracy {ok(r['accuracy_ratio'] >= 0.98)} |{trim_rows}
-| INT8 dynamic quantisation (CPU) | {q['per_token_s'] * 1000:.0f} ms/token vs fp32 {lat['per_token_s'] * 1000:.0f}; greedy agreement with fp32 {q['greedy_agreement']:.0%} | measured |
+| INT8 dynamic quantisation (CPU) | {q['per_token_s'] * 1000:.0f} ms/token vs fp32 {lat['per_token_s'] * 1000:.0f}; greedy agreement with fp32 {q['greedy_agreement']:.0%} | measured |{w_rows}
 | soak {soak['seconds']:.0f} s, 8 clients, mixed | {soak['requests']} requests, **{soak['5xx']} 5xx**, server RSS {soak['rss_start_mb']:.0f} → {soak['rss_end_mb']:.0f} MB | 0 5xx {ok(soak['5xx'] == 0)} |
 
 Notes: key facts are the amounts, order statuses, SKUs and order numbers in the sample shop's reference answer to
