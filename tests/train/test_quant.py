@@ -31,7 +31,10 @@ def test_both_paths_compute_the_same_product():
     x = torch.randn(5, 64)
     kernel = Int8Linear(linear, small_batch=16)(x)
     dense = Int8Linear(linear, small_batch=0)(x)
+    copied = Int8Linear(linear, small_batch=0, prefill_copy=True)
     assert torch.allclose(kernel, dense, rtol=2e-2, atol=2e-2)
+    assert torch.equal(copied(x), dense)  # the kept bf16 copy is exactly the per-call dequantisation
+    assert "prefill_weight" not in copied.state_dict()  # derived, never saved
 
 
 def test_scales_round_trip_exactly():

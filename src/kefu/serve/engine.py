@@ -107,7 +107,7 @@ class LocalEngine:
         elif quantize == "int8-weight":  # adapters loaded below wrap the int8 layers and stay floating point
             from kefu.train.quant import quantize_int8_weights
 
-            quantize_int8_weights(model)
+            quantize_int8_weights(model, prefill_copy=True)  # int8 kernel per decode step, bf16 GEMM for prefill
         elif quantize != "none":
             raise ValueError(f"quantize must be none, int8 or int8-weight, not {quantize!r}")
         self.model = model.eval()
