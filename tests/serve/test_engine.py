@@ -213,7 +213,7 @@ def test_int8_weight_quantisation_serves_base_and_hot_swapped_adapters(tiny, tmp
         return engine, base, with_a, base_again
 
     engine, base, with_a, base_again = asyncio.run(run())
-    assert sum(isinstance(m, Int8Linear) for m in engine.model.modules()) == 2 * 7
+    assert sum(isinstance(m, Int8Linear) for m in engine.model.modules()) == 2 * 7 + 1  # + the output projection
     assert all(base) and with_a and with_a != base[0] and base_again == base[0]
 
 

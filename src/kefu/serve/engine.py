@@ -107,7 +107,9 @@ class LocalEngine:
         elif quantize == "int8-weight":  # adapters loaded below wrap the int8 layers and stay floating point
             from kefu.train.quant import quantize_int8_weights
 
-            quantize_int8_weights(model, prefill_copy=True)  # int8 kernel per decode step, bf16 GEMM for prefill
+            # int8 kernel per decode step, bf16 GEMM for prefill; the output projection too (an untied int8 copy)
+            # unless the vocabulary trim replaced it
+            quantize_int8_weights(model, skip=("lora_",), prefill_copy=True)
         elif quantize != "none":
             raise ValueError(f"quantize must be none, int8 or int8-weight, not {quantize!r}")
         self.model = model.eval()

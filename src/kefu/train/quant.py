@@ -69,7 +69,9 @@ def quantize_int8_weights(model: nn.Module, *, skip: tuple[str, ...] = SKIP_NAME
         for name, child in list(parent.named_children()):
             qualified = f"{parent_name}.{name}" if parent_name else name
             if type(child) is nn.Linear and not any(s in qualified for s in skip):
-                setattr(parent, name, Int8Linear(child, small_batch=small_batch, prefill_copy=prefill_copy))
+                # the output projection sees one row per sequence (last position), never a long input: no copy
+                setattr(parent, name, Int8Linear(child, small_batch=small_batch,
+                                                 prefill_copy=prefill_copy and child is not head))
                 replaced += 1
                 untie = untie or child is head
     config = getattr(model, "config", None)
