@@ -329,6 +329,10 @@ async def http_load(url: str, requests: list[dict], clients: int, *, duration_s:
                 if time.perf_counter() >= stop_at:
                     return
                 req = requests[cursor % len(requests)]
+                if req.get("session_id") and cursor >= len(requests):
+                    # a new customer on each pass: a question repeated in one session means "not helped" and goes
+                    # to a human, which would turn a long soak into handoffs only
+                    req = {**req, "session_id": f"{req['session_id']}-{cursor // len(requests)}"}
                 cursor += 1
             else:
                 try:
