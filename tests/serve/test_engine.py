@@ -1,4 +1,4 @@
-"""Engines: micro-batched local generation (same output as one at a time), streaming, LoRA adapters hot-swapped,
+"""Engines: continuously batched local generation (same output as one at a time), streaming, LoRA adapters hot-swapped,
 INT8 quantisation, and the remote OpenAI-compatible engine with retries."""
 
 import asyncio
@@ -107,6 +107,22 @@ def test_a_new_request_joins_a_running_batch(tiny):
     batches = asyncio.run(run())
     assert done == ["short", "long"]
     assert 2 in batches
+
+
+def test_a_client_that_goes_away_frees_its_row(tiny):
+    """Closing a stream early stops its decoding: the next request decodes alone, not beside a 200-token ghost."""
+    model, tok = tiny
+
+    async def run():
+        engine = LocalEngine(model, tok, max_new_tokens=200, max_batch_size=4, batch_wait_ms=0)
+        long_stream = engine.stream(msgs(PROMPTS[2]), max_new_tokens=200)
+        await long_stream.__anext__()
+        await long_stream.aclose()  # the customer closed the page
+        await collect(engine.stream(msgs(PROMPTS[3]), max_new_tokens=2))
+        await engine.close()
+        return list(engine.batches)
+
+    assert asyncio.run(run()) == [1, 1]
 
 
 def test_rows_with_different_adapters_share_steps(tiny, tmp_path):

@@ -84,7 +84,7 @@ class _Row:
 
 
 class LocalEngine:
-    """transformers model + tokenizer (+ LoRA adapters) with asyncio micro-batching."""
+    """transformers model + tokenizer (+ LoRA adapters) with continuous batching in one generation thread."""
 
     name = "local"
 
@@ -114,15 +114,13 @@ class LocalEngine:
             raise ValueError(f"quantize must be none, int8 or int8-weight, not {quantize!r}")
         self.model = model.eval()
         self.tokenizer = tokenizer
-        if tokenizer.pad_token_id is None:
+        if tokenizer.pad_token_id is None:  # prefill pads prompts of a group on the left with it
             tokenizer.pad_token = tokenizer.eos_token
-        tokenizer.padding_side = "left"
         self.base_name = base_name
         self.adapters: dict[str, str] = {}
         self.max_batch_size = max_batch_size
         self.batch_wait_s = batch_wait_ms / 1000.0
         self.max_new_tokens = max_new_tokens
-        self.quantize = quantize
         self._inbox: queue.Queue[_Request] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
@@ -140,6 +138,7 @@ class LocalEngine:
 
         eos.update(stop_token_ids(tokenizer))
         self.eos_ids = eos
+        self._top_filters = _top_filters(model.generation_config)
         self.add_special_tokens = prompt_add_special_tokens(tokenizer)
         for adapter_name, path in (adapters or {}).items():
             self.load_adapter(adapter_name, path)
@@ -149,7 +148,7 @@ class LocalEngine:
         return [self.base_name, *self.adapters]
 
     def load_adapter(self, name: str, path: str) -> None:
-        """Load (or replace) a LoRA adapter while serving; requests naming ``name`` use it from the next batch."""
+        """Load (or replace) a LoRA adapter while serving; requests naming ``name`` use it from their next step."""
         from peft import PeftModel
 
         with self._model_lock:
@@ -201,6 +200,7 @@ class LocalEngine:
         while not self._stopping:
             new: list[_Request] = []
             try:
+                active = self._finish_rows(active, batch)  # clients gone since the last step free their rows
                 new = self._admit(active)
                 with self._model_lock, torch.inference_mode():
                     for group in self._prefill_groups(new):
@@ -277,25 +277,14 @@ class LocalEngine:
             row.done = not self._accept(row, token)
 
     def _choose(self, logits, requests: list[_Request]) -> list[int]:
-        """Greedy for temperature 0, else sampling with the model's top-k/top-p and the request's temperature."""
+        """Greedy for temperature 0, else sampling with the request's temperature and the model's top-k/top-p."""
         torch = self.torch
         picks = logits.argmax(-1).tolist()
         for i, req in enumerate(requests):
             if req.temperature > 0:
-                scores = self._warpers(req.temperature)(None, logits[i:i + 1].float())
+                scores = self._top_filters(None, logits[i:i + 1].float() / req.temperature)
                 picks[i] = int(torch.multinomial(torch.softmax(scores, -1), 1))
         return picks
-
-    def _warpers(self, temperature: float):
-        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
-
-        config = self.model.generation_config
-        warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
-        if getattr(config, "top_k", None):
-            warpers.append(TopKLogitsWarper(config.top_k))
-        if getattr(config, "top_p", None) and config.top_p < 1.0:
-            warpers.append(TopPLogitsWarper(config.top_p))
-        return warpers
 
     def _accept(self, row: _Row, token: int) -> bool:
         """Record ``token`` for ``row`` and stream any new complete text; False when the row is finished."""
@@ -320,8 +309,9 @@ class LocalEngine:
         keep = [i for i, row in enumerate(active) if not (row.done or row.req.cancelled)]
         if len(keep) == len(active):
             return active
+        kept = set(keep)  # (a client may cancel meanwhile: decide once)
         for i, row in enumerate(active):
-            if i not in keep:
+            if i not in kept:
                 self._close_row(row)
         batch.select(keep)
         return [active[i] for i in keep]
@@ -356,6 +346,18 @@ class LocalEngine:
         thread = self._thread
         if thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, thread.join, 5.0)
+
+
+def _top_filters(generation_config):
+    """The model's top-k / top-p sampling filters (what ``generate`` would apply), built once per engine."""
+    from transformers import LogitsProcessorList, TopKLogitsWarper, TopPLogitsWarper
+
+    filters = LogitsProcessorList()
+    if getattr(generation_config, "top_k", None):
+        filters.append(TopKLogitsWarper(generation_config.top_k))
+    if getattr(generation_config, "top_p", None) and generation_config.top_p < 1.0:
+        filters.append(TopPLogitsWarper(generation_config.top_p))
+    return filters
 
 
 class _KVBatch:
