@@ -26,8 +26,10 @@ def test_merge_parity_int8_and_vllm(tiny_run, tmp_path):
     assert q["int8_ms_per_token"] > 0 and 0 <= q["top1_agreement"] <= 1
     assert q["quality_ok"] == (q["top1_agreement"] >= 0.9)
     model, _ = export.load_int8(tmp_path / "int8")
+    quantised = export._quantize(AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32).eval())
     with torch.no_grad():
         logits = model(input_ids=ids).logits
+        assert torch.equal(logits, quantised(input_ids=ids).logits)  # the saved build reloads exactly
     assert torch.isfinite(logits).all()
 
     v = export.vllm_adapter(tiny_run, tmp_path / "vllm", name="shop")
@@ -56,7 +58,6 @@ def test_merge_refuses_drift_and_bad_run(tiny_run, tmp_path):
         export.merge(tiny_run, tmp_path / "m", atol=1e-12)  # folding LoRA into fp32 weights is never bit-exact
     with pytest.raises(KefuError, match="no trained adapter"):
         export.merge(tmp_path, tmp_path / "m2")
-
 
 
 def test_export_cli_trim_vocab(tiny_run, prepared_old, tmp_path):

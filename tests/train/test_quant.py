@@ -52,7 +52,7 @@ def test_retying_the_head_cannot_replace_the_int8_matrix():
     ids = tok(CUSTOMER[2], return_tensors="pt")
     with torch.no_grad():
         want = model(**ids).logits
-        quantize_int8_weights(model, skip=("lora_",))  # the output projection too
+        quantize_int8_weights(model, head=True)  # the output projection too
         assert isinstance(model.lm_head, Int8Linear)
         before = model(**ids).logits
         model.tie_weights()
@@ -98,3 +98,18 @@ def test_lora_adapter_loads_on_int8_base(tmp_path):
     assert _relative_error(got, want) < 0.05
     assert _relative_error(bare, want) > 0.05  # the adapter really is applied
     assert all(p.dtype == torch.float32 for n, p in served.named_parameters() if "lora_" in n)
+
+
+def test_a_vocabulary_trim_over_an_int8_head_scores_its_values():
+    """Trimming after INT8 keeps the quantised head's scores (its float values, not raw int8 codes)."""
+    from kefu.train.vocab import trim_model
+
+    tok = make_tokenizer()
+    model = make_model(vocab_size=len(tok)).eval()
+    ids = tok(CUSTOMER[3], return_tensors="pt")
+    with torch.no_grad():
+        quantize_int8_weights(model, head=True)
+        want = model(**ids).logits
+        trim_model(model, list(range(len(tok))))
+        got = model(**ids).logits
+    assert _relative_error(got, want) < 0.02

@@ -106,7 +106,7 @@ def _quantize(model):
     stays floating point for exact lookups)."""
     from kefu.train.quant import quantize_int8_weights
 
-    quantize_int8_weights(model, skip=("lora_",))
+    quantize_int8_weights(model, head=True)
     return model
 
 

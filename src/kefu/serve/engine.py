@@ -109,7 +109,7 @@ class LocalEngine:
 
             # int8 kernel per decode step, bf16 GEMM for prefill; the output projection too (an untied int8 copy)
             # unless the vocabulary trim replaced it
-            quantize_int8_weights(model, skip=("lora_",), prefill_copy=True)
+            quantize_int8_weights(model, head=True, prefill_copy=True)
         elif quantize != "none":
             raise ValueError(f"quantize must be none, int8 or int8-weight, not {quantize!r}")
         self.model = model.eval()

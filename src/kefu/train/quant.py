@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SKIP_NAMES = ("lm_head", "lora_")  # the output head (see kefu.train.vocab for trimming it) and adapter layers
+ADAPTER_LAYERS = "lora_"  # PEFT's own small layers (lora_A, lora_B ...) stay floating point
 
 
 class Int8Linear(nn.Linear):
@@ -58,22 +58,23 @@ class Int8Linear(nn.Linear):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights, bf16 scales"
 
 
-def quantize_int8_weights(model: nn.Module, *, skip: tuple[str, ...] = SKIP_NAMES, small_batch: int = 16,
+def quantize_int8_weights(model: nn.Module, *, head: bool = False, small_batch: int = 16,
                           prefill_copy: bool = False) -> int:
-    """Replace, in place, every ``nn.Linear`` of ``model`` whose qualified name contains none of ``skip`` by an
-    :class:`Int8Linear`; returns how many were replaced. Embeddings, norms and the output head stay as they are.
+    """Replace, in place, every ``nn.Linear`` of ``model`` (adapter layers excepted) by an :class:`Int8Linear`;
+    returns how many were replaced. Embeddings and norms stay as they are; the output projection too unless
+    ``head`` (it becomes an untied int8 copy; a vocabulary trim's head is not an ``nn.Linear`` and is never touched).
     ``prefill_copy``: keep a bf16 copy of each matrix for long inputs (serving: faster prefill for more memory)."""
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     replaced, untie = 0, False
     for parent_name, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
-            qualified = f"{parent_name}.{name}" if parent_name else name
-            if type(child) is nn.Linear and not any(s in qualified for s in skip):
-                # the output projection sees one row per sequence (last position), never a long input: no copy
-                setattr(parent, name, Int8Linear(child, small_batch=small_batch,
-                                                 prefill_copy=prefill_copy and child is not head))
-                replaced += 1
-                untie = untie or child is head
+            is_head = child is output
+            if type(child) is not nn.Linear or ADAPTER_LAYERS in f"{parent_name}.{name}" or (is_head and not head):
+                continue
+            # the output projection sees one row per sequence (last position), never a long input: no copy
+            setattr(parent, name, Int8Linear(child, small_batch=small_batch, prefill_copy=prefill_copy and not is_head))
+            replaced += 1
+            untie = untie or is_head
     config = getattr(model, "config", None)
     if untie and config is not None:  # the int8 head is its own copy from now on
         for cfg in {id(config): config, id(config.get_text_config()): config.get_text_config()}.values():

@@ -144,7 +144,8 @@ class TrimmedHead(nn.Module):
 
     def __init__(self, head: nn.Module, keep_ids: list[int] | torch.Tensor):
         super().__init__()
-        weight = head.weight
+        dequantized = getattr(head, "dequantized", None)  # an INT8 head (kefu.train.quant): its float values
+        weight = dequantized(torch.float32) if callable(dequantized) else head.weight
         self.vocab_size = weight.shape[0]
         keep = torch.as_tensor(keep_ids, dtype=torch.long, device=weight.device)
         self.register_buffer("keep_ids", keep, persistent=False)
