@@ -25,6 +25,14 @@ def test_refuses_to_start_without_keys_or_public_no_auth(monkeypatch):
     assert isinstance(result.exception, KefuError) and "local development only" in str(result.exception)
 
 
+def test_help_lists_the_speed_options_and_refuses_an_unknown_quantisation():
+    result = CliRunner().invoke(app, ["serve", "--help"])
+    assert "--quantize" in result.output and "--trim-vocab" in result.output
+    result = CliRunner().invoke(app, ["serve", "--no-auth", "--quantize", "int4"])
+    assert result.exit_code != 0
+    assert "serve.quantize" in str(result.exception) and "int8-weight" in str(result.exception)
+
+
 def test_remote_engine_needs_a_url(monkeypatch):
     with pytest.raises(KefuError, match="--remote-url"):
         build_service(ServeConfig(engine="remote", model="m"), kg=object())
