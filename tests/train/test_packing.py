@@ -81,3 +81,50 @@ def test_step_indices_cover_each_epoch_once_and_are_deterministic():
     assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:20]) == list(range(10))
     assert step_indices(n, batch, 3, seed=7) == step_indices(n, batch, 3, seed=7)
     assert seen[:10] != list(range(10))
+
+
+def _lora_grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "llama"])
+def test_fast_path_gives_the_plain_loss_and_gradients(arch):
+    """Per-dialogue attention + chunked loss (the trainer's default) vs transformers' masked SDPA + full logits."""
+    from peft import LoraConfig, get_peft_model
+
+    from kefu.train.attention import PACKED_ATTENTION
+
+    examples = _examples(5, seed=2)
+    batch = collate([examples[:3], examples[3:]], pad_id=0)  # two rows, the second with a padding tail
+    results = []
+    for fast in (False, True):
+        model = get_peft_model(make_model(arch), LoraConfig(r=4, lora_dropout=0.0, target_modules="all-linear",
+                                                            init_lora_weights=False))
+        wrapper = SupervisedLM(model, fast=fast)
+        assert wrapper.packed == wrapper.fused_loss == fast
+        assert (model.config._attn_implementation == PACKED_ATTENTION) == fast
+        loss, count = wrapper(**batch)
+        loss.backward()
+        results.append((loss.detach(), int(count), _lora_grads(model)))
+    (plain, n_plain, g_plain), (fast, n_fast, g_fast) = results
+    if arch == "gemma3":  # dialogues longer than the sliding window: the band mask per dialogue is exercised
+        assert max(len(e.input_ids) for e in examples) > make_model(arch).config.sliding_window
+    assert n_plain == n_fast
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-4)
+    for name in g_plain:
+        torch.testing.assert_close(g_fast[name], g_plain[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_switched_model_still_generates_padded_batches():
+    from transformers import GenerationConfig
+
+    from kefu.train.attention import use_packed_attention
+
+    model = make_model("gemma3").eval()
+    ids = torch.tensor([[0, 0, 0, 5, 6, 7, 8, 9, 10, 11, 12, 13], [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]])
+    mask = (torch.arange(12)[None, :] >= torch.tensor([[3], [0]])).long()
+    config = GenerationConfig(max_new_tokens=6, do_sample=False, pad_token_id=0, eos_token_id=None)
+    before = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+    assert use_packed_attention(model)
+    after = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+    assert torch.equal(before, after)

@@ -29,8 +29,11 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from kefu.train.attention import row_segments, use_packed_attention
 from kefu.train.config import TrainConfig
 from kefu.train.data import Example, check_data, collate, load_examples, pack, step_indices
+from kefu.train.dropout import use_bits_dropout
+from kefu.train.loss import linear_cross_entropy
 from kefu.train.template import IGNORE_INDEX, stop_strings, template_kind
 from kefu.types import KefuError
 
@@ -40,9 +43,14 @@ STATE_FILE = "trainer_state.pt"
 
 
 class SupervisedLM(nn.Module):
-    """Wraps a (PEFT) causal LM: forward returns the summed loss over supervised next tokens and their count."""
+    """Wraps a (PEFT) causal LM: forward returns the summed loss over supervised next tokens and their count.
 
-    def __init__(self, model: nn.Module):
+    ``fast=True`` (the default) switches an SDPA model to per-dialogue attention over packed rows
+    (``kefu.train.attention``) and computes the loss through the frozen output projection in chunks
+    (``kefu.train.loss``); both give the same numbers as the plain path (tests/train/test_packing.py).
+    """
+
+    def __init__(self, model: nn.Module, fast: bool = True):
         super().__init__()
         self.model = model
         causal = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -51,17 +59,23 @@ class SupervisedLM(nn.Module):
         object.__setattr__(self, "body", causal.get_decoder() if hasattr(causal, "get_decoder") else causal.model)
         object.__setattr__(self, "lm_head", causal.get_output_embeddings())
         self.softcap = getattr(causal.config, "final_logit_softcapping", None)
+        self.packed = fast and use_packed_attention(causal)
+        self.fused_loss = fast and type(self.lm_head) is nn.Linear and self.lm_head.bias is None
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor):
+        extra = {"kefu_segments": row_segments(position_ids)} if self.packed else {}
         hidden = self.body(input_ids=input_ids, position_ids=position_ids, attention_mask=None,
-                           use_cache=False).last_hidden_state
+                           use_cache=False, **extra).last_hidden_state
         targets = labels[:, 1:]
         keep = targets != IGNORE_INDEX
         picked = hidden[:, :-1][keep]  # (n_supervised, hidden): the only rows that reach lm_head
-        logits = self.lm_head(picked).float()
-        if self.softcap:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
-        loss = F.cross_entropy(logits, targets[keep], reduction="sum")
+        if self.fused_loss:
+            loss = linear_cross_entropy(picked, self.lm_head.weight, targets[keep], softcap=self.softcap)
+        else:
+            logits = self.lm_head(picked).float()
+            if self.softcap:
+                logits = torch.tanh(logits / self.softcap) * self.softcap
+            loss = F.cross_entropy(logits, targets[keep], reduction="sum")
         return loss, keep.sum()
 
 
@@ -268,6 +282,8 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, *, resume: boo
     else:
         torch.manual_seed(config.seed)  # identical LoRA init on every process and in every rerun
         model = get_peft_model(model, lora_config(config))
+    if device.type == "cpu":
+        use_bits_dropout(model)  # CPU random numbers are slow; the dropout distribution is unchanged
     gradient_checkpointing = config.gradient_checkpointing
     if gradient_checkpointing is None:
         gradient_checkpointing = device.type == "cuda"

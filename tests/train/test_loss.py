@@ -1,0 +1,68 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kefu.train.loss import linear_cross_entropy
+
+
+def _plain(hidden, weight, targets, softcap=None):
+    logits = F.linear(hidden, weight).float()
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    return F.cross_entropy(logits, targets, reduction="sum")
+
+
+@pytest.mark.parametrize("softcap", [None, 3.0])
+@pytest.mark.parametrize("chunk_rows", [None, 3])
+def test_equals_plain_cross_entropy_and_its_gradient(softcap, chunk_rows):
+    torch.manual_seed(0)
+    weight = torch.randn(97, 16, dtype=torch.float64)
+    hidden = torch.randn(10, 16, dtype=torch.float64)
+    targets = torch.randint(0, 97, (10,))
+    mine = hidden.clone().requires_grad_()
+    loss = linear_cross_entropy(mine, weight, targets, softcap=softcap, chunk_rows=chunk_rows)
+    (loss * 0.5).backward()  # the upstream gradient scales the stored one
+    ref = hidden.clone().requires_grad_()
+    expected = _plain(ref, weight, targets, softcap)
+    (expected * 0.5).backward()
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(mine.grad, ref.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_bf16_autocast_matches_the_autocast_linear():
+    torch.manual_seed(1)
+    weight = torch.randn(300, 32).to(torch.bfloat16)
+    hidden = torch.randn(7, 32, dtype=torch.bfloat16)
+    targets = torch.randint(0, 300, (7,))
+    a, b = hidden.clone().requires_grad_(), hidden.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = linear_cross_entropy(a, weight, targets)
+        expected = _plain(b, weight, targets)
+    loss.backward()
+    expected.backward()
+    torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-3)
+    assert a.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(a.grad, b.grad, rtol=2e-2, atol=2e-2)
+
+
+def test_a_target_whose_probability_underflows_keeps_an_exact_finite_loss():
+    weight = torch.zeros(5, 2)
+    weight[0, 0], weight[1, 0] = 200.0, -200.0  # target 1 is e^-400 below target 0: probability 0 in fp32
+    hidden = torch.tensor([[1.0, 0.0], [1.0, 0.0]], requires_grad=True)
+    targets = torch.tensor([1, 0])
+    loss = linear_cross_entropy(hidden, weight, targets, chunk_rows=1)
+    assert torch.isfinite(loss)
+    expected = _plain(hidden.detach().double(), weight.double(), targets)
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_a_trainable_projection_gets_its_gradient_and_empty_input_gives_zero():
+    weight = torch.randn(11, 4, requires_grad=True)
+    hidden = torch.randn(3, 4, requires_grad=True)
+    linear_cross_entropy(hidden, weight, torch.tensor([1, 2, 3])).backward()
+    assert weight.grad is not None and hidden.grad is not None
+    empty = torch.randn(0, 4, requires_grad=True)
+    loss = linear_cross_entropy(empty, weight.detach(), torch.tensor([], dtype=torch.long))
+    loss.backward()
+    assert float(loss) == 0.0 and empty.grad is not None
