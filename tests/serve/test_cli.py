@@ -27,7 +27,7 @@ def test_refuses_to_start_without_keys_or_public_no_auth(monkeypatch):
 
 def test_help_lists_the_speed_options_and_refuses_an_unknown_quantisation():
     result = CliRunner().invoke(app, ["serve", "--help"])
-    assert "--quantize" in result.output and "--trim-vocab" in result.output
+    assert "--quantize" in result.output and "--trim-vocab" in result.output and "--draft-tokens" in result.output
     result = CliRunner().invoke(app, ["serve", "--no-auth", "--quantize", "int4"])
     assert result.exit_code != 0
     assert "serve.quantize" in str(result.exception) and "int8-weight" in str(result.exception)

@@ -51,11 +51,13 @@ def _generate_alone(model, tok, text, max_new):
     return tok.decode(ids, skip_special_tokens=True)
 
 
+@pytest.mark.parametrize("draft_tokens", [0, 4])  # one token per step / prompt-lookup drafts verified per step
 @pytest.mark.parametrize("gap_s", [0.0, 0.01])  # all at once (prefilled together, left-padded) / one after another
 @pytest.mark.parametrize("arch", ["gemma3", "llama"])  # gemma3: sliding-window layers (window 8 < the prompts)
-def test_continuous_batching_matches_generate_alone(arch, gap_s):
+def test_continuous_batching_matches_generate_alone(arch, gap_s, draft_tokens):
     """Requests of different lengths join and leave the running batch at different steps; each answer is still
-    exactly what ``generate`` gives for that prompt alone."""
+    exactly what ``generate`` gives for that prompt alone, also when drafts are accepted in some rows and rejected
+    in others of the same step."""
     from kefu.testing import CUSTOMER, make_model, make_tokenizer
 
     tok = make_tokenizer()
@@ -65,7 +67,8 @@ def test_continuous_batching_matches_generate_alone(arch, gap_s):
     want = [_generate_alone(model, tok, t, n) for t, n in zip(texts, budgets)]
 
     async def run():
-        engine = LocalEngine(model, tok, max_new_tokens=32, max_batch_size=8, batch_wait_ms=0 if gap_s else 50)
+        engine = LocalEngine(model, tok, max_new_tokens=32, max_batch_size=8, batch_wait_ms=0 if gap_s else 50,
+                             draft_tokens=draft_tokens)
 
         async def ask(i):
             await asyncio.sleep(gap_s * i)  # arrive while the others decode
@@ -73,11 +76,13 @@ def test_continuous_batching_matches_generate_alone(arch, gap_s):
 
         outs = await asyncio.gather(*[ask(i) for i in range(len(texts))])
         await engine.close()
-        return outs, list(engine.batches)
+        return outs, list(engine.batches), engine
 
-    got, batches = asyncio.run(run())
+    got, batches, engine = asyncio.run(run())
     assert got == want
     assert max(batches) > 1, batches
+    if draft_tokens:  # both branches of the verification ran
+        assert 0 < engine.accepted < engine.drafted, (engine.accepted, engine.drafted)
 
 
 def test_a_new_request_joins_a_running_batch(tiny):
@@ -323,3 +328,59 @@ def test_remote_engine_gives_up_with_engine_error():
             await engine.close()
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "llama"])
+def test_drafts_that_are_all_right_or_all_wrong_leave_the_answer_unchanged(arch):
+    """Verification with an oracle (every draft token is the model's own next token: multi-token acceptance, new
+    cache entries at their true positions) and with garbage drafts (every draft rejected and its cache dropped)."""
+    import torch
+
+    from kefu.serve.engine import render
+    from kefu.testing import CUSTOMER, make_model, make_tokenizer
+    from kefu.train.template import prompt_add_special_tokens
+
+    tok = make_tokenizer()
+    model = make_model(arch, vocab_size=len(tok), seed=5).eval()
+    texts, budget = [CUSTOMER[2], CUSTOMER[3] * 2, CUSTOMER[7]], 14
+    want = [_generate_alone(model, tok, t, budget) for t in texts]
+    oracle = {}
+    for text in texts:
+        ids = tok(render(tok, msgs(text)), add_special_tokens=prompt_add_special_tokens(tok))["input_ids"]
+        with torch.no_grad():
+            out = model.generate(torch.tensor([ids]), max_new_tokens=budget, do_sample=False,
+                                 pad_token_id=tok.pad_token_id)
+        oracle[tuple(ids)] = out[0, len(ids):].tolist()
+
+    for kind in ("oracle", "garbage"):
+        engine = LocalEngine(model, tok, max_new_tokens=budget, max_batch_size=8, batch_wait_ms=50, draft_tokens=4)
+
+        def drafts(active, kind=kind):
+            out = []
+            for row in active:
+                nxt = oracle[tuple(row.prompt)][len(row.ids):len(row.ids) + 3]
+                out.append(nxt if kind == "oracle" else [(t + 7) % len(tok) for t in nxt])
+            return out
+
+        engine._drafts = drafts
+
+        async def run(engine=engine):
+            outs = await asyncio.gather(*[collect(engine.stream(msgs(t))) for t in texts])
+            await engine.close()
+            return outs
+
+        assert asyncio.run(run()) == want, kind
+        assert engine.drafted > 0
+        if kind == "oracle":
+            assert engine.accepted == engine.drafted  # multi-token steps really happened
+        else:
+            assert engine.accepted == 0
+
+
+def test_lookup_draft_copies_what_followed_the_latest_match():
+    from kefu.serve.engine import lookup_draft
+
+    assert lookup_draft([5, 6, 7, 8, 9, 1, 6, 7], 3) == [8, 9, 1]  # 2-gram (6, 7) seen before: its continuation
+    assert lookup_draft([1, 2, 3, 1, 2, 4, 1, 2], 2) == [4, 1]  # the latest occurrence wins
+    assert lookup_draft([1, 2, 3, 4], 3) == []  # nothing repeats
+    assert lookup_draft([1, 2, 1, 2], 0) == []

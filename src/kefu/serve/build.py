@@ -118,7 +118,7 @@ def build_service(config: ServeConfig, *, run: str | None = None, adapters: dict
             engine = LocalEngine(model, tokenizer, base_name=str(base), adapters=adapters,
                                  max_batch_size=config.max_batch_size, batch_wait_ms=config.batch_wait_ms,
                                  max_new_tokens=config.max_new_tokens, quantize=config.quantize,
-                                 trim=load_trim(config.trim_vocab))
+                                 trim=load_trim(config.trim_vocab), draft_tokens=config.draft_tokens)
     if kg is None:
         from kefu.kg.store import KnowledgeGraph
 

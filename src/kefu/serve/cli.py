@@ -31,6 +31,8 @@ def serve(ctx: typer.Context,
                                                    "--trim-vocab`): decode over the shop's tokens only (faster)."),
           quantize: Optional[str] = typer.Option(None, "--quantize", help="none | int8-weight (int8 weights, bf16 "
                                                  "activations: faster CPU decoding) | int8 (dynamic, lossy)."),
+          draft_tokens: Optional[int] = typer.Option(None, "--draft-tokens", help="Prompt-lookup draft tokens "
+                                                     "verified per decode step (0: off; greedy output unchanged)."),
           registry: bool = typer.Option(False, "--registry", help="Serve the registry's promoted adapter as model "
                                                                    "'shop', following promotions without restarts."),
           config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config file (default ./kefu.yaml).")):
@@ -47,7 +49,7 @@ def serve(ctx: typer.Context,
 
     cfg = load_config(config, {"serve.host": host, "serve.port": port, "serve.model": model, "serve.engine": engine,
                                "serve.remote_url": remote_url, "serve.kg_url": kg, "serve.trim_vocab": trim_vocab,
-                               "serve.quantize": quantize,
+                               "serve.quantize": quantize, "serve.draft_tokens": draft_tokens,
                                "serve.auth": False if no_auth else None}).serve
     auth = Authenticator(enabled=cfg.auth)
     if cfg.auth and not auth.configured:

@@ -33,6 +33,9 @@ class ServeConfig(BaseModel):
     quantize: Literal["none", "int8", "int8-weight"] = "none"
     # vocabulary trim (vocab_trim.json or its folder, from `kefu export --trim-vocab`): decode over the shop's tokens
     trim_vocab: str | None = None
+    # prompt-lookup speculation: up to this many tokens copied from earlier in the conversation are verified in one
+    # decode step; greedy answers are unchanged, steps fewer (0: off)
+    draft_tokens: int = Field(4, ge=0, le=16)
     torch_threads: int | None = Field(None, ge=1)  # None: torch's default (all cores)
     # cache and sessions
     cache_ttl_s: float = Field(600.0, ge=0)

@@ -5,8 +5,11 @@ prefilled alone (no padding) and joins the running batch at the next decode step
 a short answer never waits for a long one and a new request never waits for a whole batch. Each step is one forward
 over every active row with a left-padded KV cache and per-row positions; each row streams its own text. Up to
 ``max_batch_size`` rows; an idle engine waits ``batch_wait_ms`` for companions. LoRA adapters (PEFT) are chosen per
-row (``adapter_names``), so requests for different adapters share steps, and can be loaded while serving. CPU options: weight-only INT8 (``int8-weight``,
-kefu.train.quant: int8 weights, bf16 activations) or torch.ao dynamic INT8 (``int8``, also quantises activations).
+row (``adapter_names``), so requests for different adapters share steps, and can be loaded while serving.
+Greedy rows speculate by prompt lookup (``draft_tokens``): the tokens that followed the last n-gram's earlier
+occurrence in the conversation are verified in the same step, and the longest prefix the model agrees with is kept,
+so output is unchanged and steps are fewer. CPU options: weight-only INT8 (``int8-weight``, kefu.train.quant: int8
+weights, bf16 activations) or torch.ao dynamic INT8 (``int8``, also quantises activations).
 
 RemoteEngine: any OpenAI-compatible server (vLLM with ``--enable-lora`` picks the adapter by model name) via httpx,
 with timeouts and retries. Both raise ``EngineError``; the pipeline turns that into a fallback answer, never a 5xx.
@@ -75,12 +78,30 @@ class _Request:
 
 
 class _Row:
-    """One request being decoded: its generated ids, next position, and how much text was already sent."""
+    """One request being decoded: its prompt and generated ids, the position of ``last`` (the newest token, not yet
+    in the cache), and how much text was already sent."""
 
-    __slots__ = ("req", "ids", "position", "sent", "last", "done")
+    __slots__ = ("req", "prompt", "ids", "position", "sent", "last", "done")
 
-    def __init__(self, req: _Request, prompt_len: int, first: int):
-        self.req, self.ids, self.position, self.sent, self.last, self.done = req, [], prompt_len, 0, first, False
+    def __init__(self, req: _Request, prompt: list[int], first: int):
+        self.req, self.prompt, self.ids, self.position, self.sent, self.last, self.done = \
+            req, prompt, [], len(prompt), 0, first, False
+
+
+def lookup_draft(tokens: list[int], max_tokens: int, max_ngram: int = 3) -> list[int]:
+    """Prompt-lookup drafting: the tokens that followed the latest earlier occurrence of the sequence's last
+    ``n``-gram (``n`` from ``max_ngram`` down to 1), at most ``max_tokens``. Customer-service answers repeat the
+    facts, names and phrases of their prompt, so these guesses are often right; a wrong one costs a little width in
+    one decode step (the same idea as vLLM's n-gram speculation and transformers' ``prompt_lookup_num_tokens``)."""
+    if max_tokens <= 0:
+        return []
+    for n in range(min(max_ngram, len(tokens) - 1), 0, -1):
+        tail = tokens[-n:]
+        first = tail[0]
+        for start in range(len(tokens) - n - 1, -1, -1):
+            if tokens[start] == first and tokens[start:start + n] == tail:
+                return tokens[start + n:start + n + max_tokens]
+    return []
 
 
 class LocalEngine:
@@ -90,7 +111,7 @@ class LocalEngine:
 
     def __init__(self, model, tokenizer, *, base_name: str = "base", adapters: dict[str, str] | None = None,
                  max_batch_size: int = 8, batch_wait_ms: float = 10.0, max_new_tokens: int = 128,
-                 quantize: str = "none", trim=None):
+                 quantize: str = "none", trim=None, draft_tokens: int = 4):
         import torch
 
         self.torch = torch
@@ -121,6 +142,8 @@ class LocalEngine:
         self.max_batch_size = max_batch_size
         self.batch_wait_s = batch_wait_ms / 1000.0
         self.max_new_tokens = max_new_tokens
+        self.draft_tokens = draft_tokens  # prompt-lookup tokens verified per step for greedy rows (0: off)
+        self.drafted = self.accepted = 0  # draft tokens proposed / confirmed by the model (metrics, tests, bench)
         self._inbox: queue.Queue[_Request] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
@@ -221,13 +244,13 @@ class LocalEngine:
                     req.push(error)
                 active, batch = [], _KVBatch(torch)
 
-    def _forward(self, adapters: list[str | None], **inputs):
+    def _forward(self, adapters: list[str | None], keep: int = 1, **inputs):
         """One model call; a PEFT model gets each row's adapter (``__base__`` for none), so rows mix adapters."""
         from peft import PeftModel
 
         if isinstance(self.model, PeftModel):
             inputs["adapter_names"] = [a or "__base__" for a in adapters]
-        return self.model(use_cache=True, logits_to_keep=1, **inputs)
+        return self.model(use_cache=True, logits_to_keep=keep, **inputs)
 
     def _prefill_groups(self, requests: list[_Request]) -> list[list[tuple[_Request, list[int]]]]:
         """Tokenised new requests in groups of similar length: a group is prefilled as one left-padded batch (one
@@ -260,21 +283,62 @@ class LocalEngine:
         now = time.perf_counter()
         for (req, ids), token in zip(group, self._choose(out.logits[:, -1], requests)):
             req.first_token_at = req.first_token_at or now
-            row = _Row(req, len(ids), token)
+            row = _Row(req, ids, token)
             row.done = not self._accept(row, token)
             rows.append(row)
         return rows, cache, mask
 
+    def _drafts(self, active: list[_Row]) -> list[list[int]]:
+        """Draft tokens per row: greedy rows only (a sampled row would need rejection sampling), never more than
+        the row may still generate."""
+        if not self.draft_tokens:
+            return [[] for _ in active]
+        return [lookup_draft(row.prompt + row.ids, min(self.draft_tokens, row.req.max_new_tokens - len(row.ids) - 1))
+                if row.req.temperature == 0 else [] for row in active]
+
     def _step(self, active: list[_Row], batch: "_KVBatch") -> None:
+        """One decode step for every active row. Rows with draft tokens feed ``[last, *draft]`` and keep the
+        longest prefix of the draft the model itself would have produced, plus the model's next token, so greedy
+        output is exactly what one-token steps give; the cache entries of rejected drafts are dropped."""
         torch = self.torch
-        out = self._forward([r.req.adapter for r in active],
-                            input_ids=torch.tensor([[r.last] for r in active]),
-                            position_ids=torch.tensor([[r.position] for r in active]),
-                            attention_mask=batch.extend_mask(), cache=batch.cache)
-        for row, token in zip(active, self._choose(out.logits[:, -1], [r.req for r in active])):
-            row.position += 1
-            row.last = token
-            row.done = not self._accept(row, token)
+        drafts = self._drafts(active)
+        width = 1 + max(len(d) for d in drafts)
+        pad = self.tokenizer.pad_token_id
+        out = self._forward([r.req.adapter for r in active], keep=width,
+                            input_ids=torch.tensor([[r.last, *d] + [pad] * (width - 1 - len(d))
+                                                    for r, d in zip(active, drafts)]),
+                            position_ids=torch.tensor([[r.position + j for j in range(width)] for r in active]),
+                            attention_mask=batch.extend_mask(width), cache=batch.cache)
+        logits = out.logits
+        if width == 1:
+            picks = [[token] for token in self._choose(logits[:, -1], [r.req for r in active])]
+        else:
+            greedy = logits.argmax(-1).tolist()
+            sampled = [r for r in active if r.req.temperature > 0]
+            chosen = iter(self._choose(logits[[active.index(r) for r in sampled], 0], [r.req for r in sampled])) \
+                if sampled else iter(())
+            picks = []
+            for row, draft, best in zip(active, drafts, greedy):
+                if row.req.temperature > 0:
+                    picks.append([next(chosen)])
+                    continue
+                n = 0
+                while n < len(draft) and draft[n] == best[n]:
+                    n += 1
+                self.drafted += len(draft)
+                self.accepted += n
+                picks.append(draft[:n] + [best[n]])
+        stale = []
+        for row, tokens in zip(active, picks):
+            for token in tokens:
+                row.position += 1
+                row.last = token
+                if not self._accept(row, token):
+                    row.done = True
+                    break
+            stale.append(width - len(tokens))  # cache entries of rejected or padded drafts
+        if width > 1:
+            batch.drop_last(stale)
 
     def _choose(self, logits, requests: list[_Request]) -> list[int]:
         """Greedy for temperature 0, else sampling with the request's temperature and the model's top-k/top-p."""
@@ -387,9 +451,39 @@ class _KVBatch:
             mine.values = torch.cat([_left_pad(mine.values, target), _left_pad(theirs.values, target)])
         self.mask = torch.cat([_left_pad(self.mask, target), _left_pad(mask, target)])
 
-    def extend_mask(self):
-        self.mask = self.torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
+    def extend_mask(self, width: int = 1):
+        self.mask = self.torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], width)], dim=1)
         return self.mask
+
+    def drop_last(self, counts: list[int]) -> None:
+        """Remove each row's last ``counts[row]`` cache entries (rejected draft tokens). Rows are re-aligned to the
+        right, the freed columns becoming left padding, so every row's tokens stay contiguous: relative distances,
+        which sliding-window masks depend on, are those of the one-token-per-step cache."""
+        torch = self.torch
+        if not any(counts):
+            return
+        common = min(counts)
+        if common:  # what every row drops: cut it
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, :-common], layer.values[:, :, :-common]
+            self.mask = self.mask[:, :-common]
+            counts = [c - common for c in counts]
+        if any(counts):
+            length = self.mask.shape[1]
+            # column j of row r comes from column j - counts[r]; columns before that are padding
+            source = (torch.arange(length)[None, :] - torch.tensor(counts)[:, None])
+            valid = source >= 0
+            source = source.clamp(min=0)
+            self.mask = torch.where(valid, self.mask.gather(1, source), 0)
+            for layer in self.cache.layers:
+                index = source[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])
+                layer.keys = layer.keys.gather(2, index)
+                layer.values = layer.values.gather(2, index)
+        start = int(self.mask.any(0).long().argmax())  # padding every row shares
+        if start:
+            self.mask = self.mask[:, start:]
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
 
     def select(self, rows: list[int]) -> None:
         if not rows:
