@@ -384,3 +384,39 @@ def test_lookup_draft_copies_what_followed_the_latest_match():
     assert lookup_draft([1, 2, 3, 1, 2, 4, 1, 2], 2) == [4, 1]  # the latest occurrence wins
     assert lookup_draft([1, 2, 3, 4], 3) == []  # nothing repeats
     assert lookup_draft([1, 2, 1, 2], 0) == []
+
+
+def test_close_ends_running_and_queued_requests(tiny):
+    """No client waits forever on a closed engine: the one decoding and those queued all end with EngineError."""
+    model, tok = tiny
+
+    async def run():
+        engine = LocalEngine(model, tok, max_new_tokens=64, max_batch_size=1, batch_wait_ms=0, draft_tokens=0)
+        tasks = [asyncio.create_task(collect(engine.stream(msgs(p), max_new_tokens=64))) for p in PROMPTS * 2]
+        while not engine.ttfts and not any(t.done() for t in tasks):
+            await asyncio.sleep(0.001)
+        await engine.close()
+        return await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
+
+    results = asyncio.run(run())
+    assert all(isinstance(r, (str, EngineError)) for r in results), results
+    assert sum(isinstance(r, EngineError) for r in results) >= len(PROMPTS)  # at least the queued half
+
+
+def test_going_idle_hands_freed_memory_back(tiny):
+    """After the last row finishes the engine trims the heap (glibc), so RSS follows use instead of the peak."""
+    import sys
+
+    from kefu.serve.engine import release_freed_memory
+
+    model, tok = tiny
+
+    async def run():
+        engine = LocalEngine(model, tok, max_new_tokens=4)
+        await collect(engine.stream(msgs(PROMPTS[0])))
+        await engine.close()
+        return engine.heap_trims
+
+    trims = asyncio.run(run())
+    if sys.platform.startswith("linux"):
+        assert release_freed_memory() == 1 and trims >= 1

@@ -129,13 +129,14 @@ def load_int8(folder: str | Path):
 @torch.no_grad()
 def _decode_ms_per_token(model, batch: dict[str, torch.Tensor], steps: int = 8) -> float:
     """Mean milliseconds per greedy decode step with the KV cache, prompt excluded."""
+    from transformers import DynamicCache
+
     ids = batch["input_ids"][:1]
-    out = model(input_ids=ids, use_cache=True)
-    past, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+    cache = DynamicCache()  # filled in place by each call (transformers 5: the ``cache`` argument)
+    token = model(input_ids=ids, cache=cache, use_cache=True).logits[:, -1:].argmax(-1)
     start = time.perf_counter()
     for _ in range(steps):
-        out = model(input_ids=token, past_key_values=past, use_cache=True)
-        past, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        token = model(input_ids=token, cache=cache, use_cache=True).logits[:, -1:].argmax(-1)
     return (time.perf_counter() - start) * 1000 / steps
 
 
