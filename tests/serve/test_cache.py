@@ -3,6 +3,7 @@
 import pytest
 
 from kefu.serve.cache import ResponseCache
+from serve_support import make_service
 
 
 @pytest.mark.parametrize("first,second", [
@@ -68,3 +69,62 @@ def test_filler_only_turns_are_not_cached():
     cache = ResponseCache()
     assert not cache.put("您好，在吗？", "在的", "full")
     assert cache.get("谢谢") is None and len(cache) == 0
+
+
+class _CountingEngine:
+    """A slow engine that counts its calls; the first call can fail."""
+
+    name = "counting"
+
+    def __init__(self, fail_first: bool = False):
+        self.calls, self.fail_first = 0, fail_first
+
+    def models(self):
+        return ["tiny"]
+
+    async def stream(self, messages, *, model=None, max_new_tokens=None, temperature=0.0):
+        import asyncio
+
+        from kefu.serve.engine import EngineError
+
+        self.calls += 1
+        call = self.calls
+        await asyncio.sleep(0.05)
+        if self.fail_first and call == 1:
+            raise EngineError("model down")
+        yield "山岚冲锋衣防水透气，适合秋冬徒步。"
+
+    async def close(self):
+        pass
+
+
+def _ask_together(service, question: str, n: int):
+    import asyncio
+
+    async def run():
+        return await asyncio.gather(*[service.answer([{"role": "user", "content": question}], session_id=f"s{i}",
+                                                     customer_id=f"C{i}") for i in range(n)])
+
+    return asyncio.run(run())
+
+
+QUESTION = "山岚冲锋衣适合冬天徒步穿吗"
+
+
+def test_customers_asking_the_same_at_once_share_one_generation(tiny):
+    engine = _CountingEngine()
+    service = make_service(tiny, engine=engine)
+    replies = _ask_together(service, QUESTION, 4)
+    assert engine.calls == 1
+    assert sorted(r.path for r in replies) == ["cache", "cache", "cache", "full"]
+    assert len({r.text for r in replies}) == 1 and "冲锋衣" in replies[0].text
+    assert not service._in_flight  # nothing left behind
+
+
+def test_when_the_shared_generation_fails_the_others_generate_themselves(tiny):
+    engine = _CountingEngine(fail_first=True)
+    service = make_service(tiny, engine=engine)
+    replies = _ask_together(service, QUESTION, 3)
+    assert [r.fallback for r in replies].count(True) == 1  # only the one whose generation failed
+    assert engine.calls >= 2 and all("冲锋衣" in r.text for r in replies if not r.fallback)
+    assert not service._in_flight

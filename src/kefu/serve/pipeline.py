@@ -7,6 +7,8 @@ handoff to a human, and the failure is counted and logged (with masked text only
 
 from __future__ import annotations
 
+import asyncio
+
 import hashlib
 import json
 import logging
@@ -120,6 +122,7 @@ class ChatService:
         self.engine = engine
         self.metrics = metrics or Metrics()
         self.router = router or Router(handoff_after_failures=self.config.handoff_after_failures)
+        self._in_flight: dict[str, asyncio.Future] = {}  # cache key -> answer being generated (single flight)
         self.cache = cache or ResponseCache(self.config.cache_ttl_s, self.config.cache_max_entries,
                                             on_hit=self.metrics.cache_hits.inc, on_miss=self.metrics.cache_misses.inc)
         self.sessions = sessions or SessionStore(self.config.max_sessions, self.config.max_turns_per_session)
@@ -332,59 +335,87 @@ class ChatService:
             yield finish(out)
             return
 
+        # 3b. the same question already on its way through the model (several customers asking a popular question
+        # at once, e.g. just after its cached answer expired): wait for that answer instead of generating it again
+        flight = None if personal or not self.cache.cacheable(text) or self.cache.max_entries <= 0 else \
+            self.cache.key(text, self.cache.kg_version, model, context)
+        if flight is not None and flight in self._in_flight:
+            shared = await asyncio.shield(self._in_flight[flight])
+            if shared is not None:
+                reply.path, reply.reason, reply.cached = "cache", "shared the answer of the same question in flight", True
+                yield {"type": "meta", "reply": reply}
+                yield {"type": "delta", "text": shared}
+                self.metrics.ttft.labels("cache").observe(time.perf_counter() - started)
+                self._log(reply, caller_id, masked, started)
+                yield finish(shared)
+                return
+            flight = None  # that generation failed: this one does not lead others
+        leader = None
+        if flight is not None:
+            leader = asyncio.get_running_loop().create_future()
+            self._in_flight[flight] = leader
+
         # 4. full model, grounded and filtered sentence by sentence
-        reply.path, reply.reason = "full", decision.reason
-        yield {"type": "meta", "reply": reply}
-        prompt_block = "\n".join(x for x in (getattr(facts, "prompt_block", None), tool_text) if x)
-        history = self._history(messages, session, prompt_block or None)
-        stream = SentenceStream(grounding if not grounding.empty() or grounding.context_texts else None)
-        pieces: list[str] = []
-        error = None
-        first = True
         try:
-            if self.engine is None:
-                raise EngineError("no generation engine configured")
-            async for delta in self.engine.stream(history, model=model if model != self.base_model else None,
-                                                  max_new_tokens=max_tokens, temperature=temperature):
-                for piece in stream.feed(delta):
-                    if first:
-                        self.metrics.ttft.labels("full").observe(time.perf_counter() - started)
-                        first = False
+            reply.path, reply.reason = "full", decision.reason
+            yield {"type": "meta", "reply": reply}
+            prompt_block = "\n".join(x for x in (getattr(facts, "prompt_block", None), tool_text) if x)
+            history = self._history(messages, session, prompt_block or None)
+            stream = SentenceStream(grounding if not grounding.empty() or grounding.context_texts else None)
+            pieces: list[str] = []
+            error = None
+            first = True
+            try:
+                if self.engine is None:
+                    raise EngineError("no generation engine configured")
+                async for delta in self.engine.stream(history, model=model if model != self.base_model else None,
+                                                      max_new_tokens=max_tokens, temperature=temperature):
+                    for piece in stream.feed(delta):
+                        if first:
+                            self.metrics.ttft.labels("full").observe(time.perf_counter() - started)
+                            first = False
+                        pieces.append(piece)
+                        yield {"type": "delta", "text": piece}
+                for piece in stream.flush():
                     pieces.append(piece)
                     yield {"type": "delta", "text": piece}
-            for piece in stream.flush():
-                pieces.append(piece)
-                yield {"type": "delta", "text": piece}
-            if not "".join(pieces).strip():
-                raise EngineError("the model produced an empty answer")
-        except EngineError as exc:
-            error = str(exc)
-        except Exception as exc:  # an engine bug must not become a 5xx for the customer
-            error = f"{type(exc).__name__}: {exc}"
-        if error is not None:
-            self.metrics.engine_errors.labels(getattr(self.engine, "name", "none")).inc()
-            reply.fallback = True
-            light = tool_text or kg_answer
-            if light:
-                reply.path, reply.reason = "light", "fallback: engine failed"
-                fallback_text, _ = comply(light, grounding)
-            else:
-                fallback_text = handoff("engine unavailable", BUSY_HANDOFF_TEXT)
-            sep = "\n" if pieces else ""
-            pieces.append(sep + fallback_text)
-            yield {"type": "delta", "text": sep + fallback_text}
-            self._log(reply, caller_id, masked, started, error=error)
-            yield finish("".join(pieces))
-            return
-        reply.fixes = stream.fixes
-        reply.violations = len(stream.violations)
-        self.metrics.grounding_fixes.inc(len(stream.fixes))
-        self.metrics.compliance_fixes.inc(len(stream.violations))
-        final = "".join(pieces)
-        if not personal:
-            self.cache.put(text, final, "full", model=model, context=context)
-        self._log(reply, caller_id, masked, started)
-        yield finish(final)
+                if not "".join(pieces).strip():
+                    raise EngineError("the model produced an empty answer")
+            except EngineError as exc:
+                error = str(exc)
+            except Exception as exc:  # an engine bug must not become a 5xx for the customer
+                error = f"{type(exc).__name__}: {exc}"
+            if error is not None:
+                self.metrics.engine_errors.labels(getattr(self.engine, "name", "none")).inc()
+                reply.fallback = True
+                light = tool_text or kg_answer
+                if light:
+                    reply.path, reply.reason = "light", "fallback: engine failed"
+                    fallback_text, _ = comply(light, grounding)
+                else:
+                    fallback_text = handoff("engine unavailable", BUSY_HANDOFF_TEXT)
+                sep = "\n" if pieces else ""
+                pieces.append(sep + fallback_text)
+                yield {"type": "delta", "text": sep + fallback_text}
+                self._log(reply, caller_id, masked, started, error=error)
+                yield finish("".join(pieces))
+                return
+            reply.fixes = stream.fixes
+            reply.violations = len(stream.violations)
+            self.metrics.grounding_fixes.inc(len(stream.fixes))
+            self.metrics.compliance_fixes.inc(len(stream.violations))
+            final = "".join(pieces)
+            if not personal:
+                self.cache.put(text, final, "full", model=model, context=context)
+            if leader is not None and not leader.done():
+                leader.set_result(final)  # the customers who asked the same meanwhile get this answer
+            self._log(reply, caller_id, masked, started)
+            yield finish(final)
+        finally:
+            if leader is not None:
+                if not leader.done():
+                    leader.set_result(None)  # failed or the client left: the waiting ones generate themselves
+                self._in_flight.pop(flight, None)
 
     async def answer(self, messages: list[dict[str, str]], **kwargs) -> Reply:
         """The whole reply at once (non-streaming callers, the bench)."""
