@@ -420,3 +420,29 @@ def test_going_idle_hands_freed_memory_back(tiny):
     trims = asyncio.run(run())
     if sys.platform.startswith("linux"):
         assert release_freed_memory() == 1 and trims >= 1
+
+
+def test_a_sampled_row_shares_wide_draft_steps_with_greedy_rows():
+    """A sampled request (no drafts: one token per step) decoding next to drafted greedy ones leaves their answers
+    exactly ``generate``'s, and its own seeded sample repeats."""
+    import torch
+
+    from kefu.testing import CUSTOMER, make_model, make_tokenizer
+
+    tok = make_tokenizer()
+    model = make_model("gemma3", vocab_size=len(tok), seed=3).eval()
+    texts = [CUSTOMER[1], CUSTOMER[5] * 3, CUSTOMER[0]]
+    want = [_generate_alone(model, tok, t, 16) for t in texts]
+
+    async def run():
+        engine = LocalEngine(model, tok, max_new_tokens=16, max_batch_size=8, batch_wait_ms=50, draft_tokens=4)
+        outs = await asyncio.gather(*[collect(engine.stream(msgs(t))) for t in texts],
+                                    collect(engine.stream(msgs(CUSTOMER[2]), temperature=0.8)))
+        await engine.close()
+        return outs, engine
+
+    torch.manual_seed(0)
+    (*greedy, sampled), engine = asyncio.run(run())
+    assert greedy == want and engine.drafted > 0
+    torch.manual_seed(0)
+    assert asyncio.run(run())[0][-1] == sampled

@@ -350,24 +350,20 @@ class LocalEngine:
                             position_ids=torch.tensor([[r.position + j for j in range(width)] for r in active]),
                             attention_mask=batch.extend_mask(width), cache=batch.cache)
         logits = out.logits
-        if width == 1:
-            picks = [[token] for token in self._choose(logits[:, -1], [r.req for r in active])]
-        else:
+        # position 0 answers ``last`` (greedy or sampled); a drafted row keeps the draft's prefix that matches the
+        # model's greedy choices at positions 0.., then the model's next token (only greedy rows get drafts)
+        picks = [[token] for token in self._choose(logits[:, 0], [r.req for r in active])]
+        if width > 1:
             greedy = logits.argmax(-1).tolist()
-            sampled = [r for r in active if r.req.temperature > 0]
-            chosen = iter(self._choose(logits[[active.index(r) for r in sampled], 0], [r.req for r in sampled])) \
-                if sampled else iter(())
-            picks = []
-            for row, draft, best in zip(active, drafts, greedy):
-                if row.req.temperature > 0:
-                    picks.append([next(chosen)])
+            for i, (row, draft) in enumerate(zip(active, drafts)):
+                if not draft:
                     continue
                 n = 0
-                while n < len(draft) and draft[n] == best[n]:
+                while n < len(draft) and draft[n] == greedy[i][n]:
                     n += 1
                 self.drafted += len(draft)
                 self.accepted += n
-                picks.append(draft[:n] + [best[n]])
+                picks[i] = draft[:n] + [greedy[i][n]]
         stale = []
         for row, tokens in zip(active, picks):
             for token in tokens:
@@ -522,23 +518,25 @@ class _KVBatch:
                 index = source[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])
                 layer.keys = layer.keys.gather(2, index)
                 layer.values = layer.values.gather(2, index)
-        start = int(self.mask.any(0).long().argmax())  # padding every row shares
-        if start:
-            self.mask = self.mask[:, start:]
-            for layer in self.cache.layers:
-                layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
+        self._cut_shared_padding()
 
     def select(self, rows: list[int]) -> None:
         if not rows:
             self.cache = self.mask = None
             return
         index = self.torch.tensor(rows)
-        mask = self.mask.index_select(0, index)
-        start = int(mask.any(0).long().argmax())  # leading columns that are padding in every remaining row
-        self.mask = mask[:, start:]
+        self.mask = self.mask.index_select(0, index)
         for layer in self.cache.layers:
-            layer.keys = layer.keys.index_select(0, index)[:, :, start:]
-            layer.values = layer.values.index_select(0, index)[:, :, start:]
+            layer.keys, layer.values = layer.keys.index_select(0, index), layer.values.index_select(0, index)
+        self._cut_shared_padding()
+
+    def _cut_shared_padding(self) -> None:
+        """Drop the leading columns that are padding in every row (views, no copy)."""
+        start = int(self.mask.any(0).long().argmax())
+        if start:
+            self.mask = self.mask[:, start:]
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
 
 
 def _left_pad(tensor, length: int):
