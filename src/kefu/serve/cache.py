@@ -60,10 +60,17 @@ class ResponseCache:
         """Turns that are only filler (你好/在吗/谢谢) normalise to nothing and are never shared."""
         return len(normalise(text)) >= 2
 
-    def get(self, text: str, *, model: str = "", context: str = "") -> CacheEntry | None:
-        if self.max_entries <= 0 or not self.cacheable(text):
+    def shared_key(self, text: str, *, model: str = "", context: str = "", personal: bool = False) -> str | None:
+        """The key an answer to ``text`` is shared under, None when it is never shared (per-customer answers,
+        filler turns, a disabled cache)."""
+        if personal or self.max_entries <= 0 or not self.cacheable(text):
             return None
-        k = self.key(text, self.kg_version, model, context)
+        return self.key(text, self.kg_version, model, context)
+
+    def get(self, text: str, *, model: str = "", context: str = "") -> CacheEntry | None:
+        k = self.shared_key(text, model=model, context=context)
+        if k is None:
+            return None
         with self._lock:
             entry = self._data.get(k)
             if entry is not None and self.clock() - entry.created > self.ttl_s:
@@ -82,9 +89,9 @@ class ResponseCache:
     def put(self, text: str, answer: str, path: str, *, model: str = "", context: str = "",
             personal: bool = False, meta: dict[str, Any] | None = None) -> bool:
         """Store an answer; refuses (returns False) per-customer answers."""
-        if personal or self.max_entries <= 0 or not self.cacheable(text):
+        k = self.shared_key(text, model=model, context=context, personal=personal)
+        if k is None:
             return False
-        k = self.key(text, self.kg_version, model, context)
         with self._lock:
             self._data[k] = CacheEntry(answer, path, self.clock(), dict(meta or {}))
             self._data.move_to_end(k)

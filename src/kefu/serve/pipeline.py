@@ -261,6 +261,13 @@ class ChatService:
             self.metrics.latency.labels(route, reply.path).observe(elapsed)
             return {"type": "done", "reply": reply}
 
+        def shared_answer(answer: str, reason: str) -> list[dict[str, Any]]:
+            """The events of an answer someone else's turn produced (cache hit, or the same question in flight)."""
+            reply.path, reply.reason, reply.cached = "cache", reason, True
+            self.metrics.ttft.labels("cache").observe(time.perf_counter() - started)
+            self._log(reply, caller_id, masked, started)
+            return [{"type": "meta", "reply": reply}, {"type": "delta", "text": answer}, finish(answer)]
+
         def handoff(reason: str, text_out: str = HANDOFF_TEXT) -> str:
             reply.path, reply.reason = "handoff", reason
             session.handed_off = True
@@ -297,12 +304,8 @@ class ChatService:
         if not wants_tool:
             hit = self.cache.get(text, model=model, context=context)
             if hit is not None:
-                reply.path, reply.reason, reply.cached = "cache", f"cached {hit.path} answer", True
-                yield {"type": "meta", "reply": reply}
-                yield {"type": "delta", "text": hit.answer}
-                self.metrics.ttft.labels("cache").observe(time.perf_counter() - started)
-                self._log(reply, caller_id, masked, started)
-                yield finish(hit.answer)
+                for event in shared_answer(hit.answer, f"cached {hit.path} answer"):
+                    yield event
                 return
 
         # 3. tools and knowledge
@@ -337,17 +340,12 @@ class ChatService:
 
         # 3b. the same question already on its way through the model (several customers asking a popular question
         # at once, e.g. just after its cached answer expired): wait for that answer instead of generating it again
-        flight = None if personal or not self.cache.cacheable(text) or self.cache.max_entries <= 0 else \
-            self.cache.key(text, self.cache.kg_version, model, context)
+        flight = self.cache.shared_key(text, model=model, context=context, personal=personal)
         if flight is not None and flight in self._in_flight:
             shared = await asyncio.shield(self._in_flight[flight])
             if shared is not None:
-                reply.path, reply.reason, reply.cached = "cache", "shared the answer of the same question in flight", True
-                yield {"type": "meta", "reply": reply}
-                yield {"type": "delta", "text": shared}
-                self.metrics.ttft.labels("cache").observe(time.perf_counter() - started)
-                self._log(reply, caller_id, masked, started)
-                yield finish(shared)
+                for event in shared_answer(shared, "shared the answer of the same question in flight"):
+                    yield event
                 return
             flight = None  # that generation failed: this one does not lead others
         leader = None
