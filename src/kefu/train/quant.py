@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 ADAPTER_LAYERS = "lora_"  # PEFT's own small layers (lora_A, lora_B ...) stay floating point
+ALWAYS = 1 << 62  # ``small_batch`` for a layer that always takes the int8 kernel
 
 
 class Int8Linear(nn.Linear):
@@ -71,8 +72,10 @@ def quantize_int8_weights(model: nn.Module, *, head: bool = False, small_batch: 
             is_head = child is output
             if type(child) is not nn.Linear or ADAPTER_LAYERS in f"{parent_name}.{name}" or (is_head and not head):
                 continue
-            # the output projection sees one row per sequence (last position), never a long input: no copy
-            setattr(parent, name, Int8Linear(child, small_batch=small_batch, prefill_copy=prefill_copy and not is_head))
+            # the output projection sees few rows (last positions, or a decode step's drafts) and has no bf16 copy:
+            # the int8 kernel at any row count beats dequantising 262k x 640 weights per call (40 rows: 186 vs 277 ms)
+            setattr(parent, name, Int8Linear(child, small_batch=ALWAYS if is_head else small_batch,
+                                             prefill_copy=prefill_copy and not is_head))
             replaced += 1
             untie = untie or is_head
     config = getattr(model, "config", None)
