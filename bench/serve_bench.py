@@ -224,33 +224,25 @@ async def speculation(engine, histories: list[list[dict]], max_new: int, draft_t
     engine (the faster round of each counts), and whether the answers are the same."""
     times: dict[int, list[float]] = {0: [], draft_tokens: []}
     answers: dict[int, list[str]] = {}
-    await collect_answer(engine, histories[0], 2)
+    from kefu.serve.engine import collect, render
+
+    await collect(engine.stream(histories[0], max_new_tokens=2))
     for _ in range(2):
         for k in (0, draft_tokens):
             engine.draft_tokens = k
             engine.drafted = engine.accepted = 0
             start = time.perf_counter()
-            answers[k] = [await collect_answer(engine, h, max_new) for h in histories]
+            answers[k] = [await collect(engine.stream(h, max_new_tokens=max_new)) for h in histories]
             times[k].append((time.perf_counter() - start) / len(histories))
             if k:
                 drafted, accepted = engine.drafted, engine.accepted
     engine.draft_tokens = 0
     tokens = sum(len(engine.tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers[0])
-    prompt_tokens = statistics.mean(len(engine.tokenizer(render_prompt(engine, h))["input_ids"]) for h in histories)
+    prompt_tokens = statistics.mean(len(engine.tokenizer(render(engine.tokenizer, h))["input_ids"]) for h in histories)
     return {"draft_tokens": draft_tokens, "answer_s": min(times[draft_tokens]), "answer_s_off": min(times[0]),
             "rounds_s": times, "speedup": min(times[0]) / min(times[draft_tokens]), "drafted": drafted,
             "accepted": accepted, "tokens": tokens, "prompts": len(histories), "prompt_tokens_mean": prompt_tokens,
             "identical": sum(a == b for a, b in zip(answers[0], answers[draft_tokens]))}
-
-
-def render_prompt(engine, messages):
-    from kefu.serve.engine import render
-
-    return render(engine.tokenizer, messages)
-
-
-async def collect_answer(engine, messages: list[dict], max_new: int) -> str:
-    return "".join([x async for x in engine.stream(messages, max_new_tokens=max_new)])
 
 
 async def greedy_ids(engine, prompts: list[str], max_new: int) -> list[list[int]]:

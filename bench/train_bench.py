@@ -199,7 +199,7 @@ def main() -> None:
     ordered = [dialogues[i] for i in order]
 
     (tmp / "ordered.json").write_text(json.dumps(ordered, ensure_ascii=False), encoding="utf-8")
-    (tmp / "spec.json").write_text(json.dumps({"model": model_name, "model_path": str(model_path), "steps": args.steps,
+    (tmp / "spec.json").write_text(json.dumps({"model_path": str(model_path), "steps": args.steps,
                                                "batch": args.batch, "config": config.model_dump(mode="json")}))
 
     def run_system(key: str, round_: int) -> dict:
