@@ -128,3 +128,24 @@ def test_when_the_shared_generation_fails_the_others_generate_themselves(tiny):
     assert [r.fallback for r in replies].count(True) == 1  # only the one whose generation failed
     assert engine.calls >= 2 and all("冲锋衣" in r.text for r in replies if not r.fallback)
     assert not service._in_flight
+
+
+def test_when_the_leading_customer_leaves_the_waiting_one_generates_itself(tiny):
+    import asyncio
+
+    engine = _CountingEngine()
+    service = make_service(tiny, engine=engine)
+
+    async def run():
+        leader = service.respond([{"role": "user", "content": QUESTION}], session_id="lead", customer_id="C1")
+        async for event in leader:  # the leader's generation is registered before its first event
+            break
+        follower = asyncio.create_task(service.answer([{"role": "user", "content": QUESTION}], session_id="wait",
+                                                      customer_id="C2"))
+        await asyncio.sleep(0.01)
+        await leader.aclose()  # the client disconnected
+        return await asyncio.wait_for(follower, 5)
+
+    reply = asyncio.run(run())
+    assert reply.path == "full" and not reply.fallback and "冲锋衣" in reply.text
+    assert not service._in_flight

@@ -38,3 +38,11 @@ def test_replaces_every_lora_dropout_of_a_peft_model():
     lora_layers = [m for m in model.modules() if isinstance(getattr(m, "lora_dropout", None), nn.ModuleDict)]
     assert use_bits_dropout(model) == len(lora_layers) > 0
     assert all(isinstance(m.lora_dropout["default"], BitsDropout) for m in lora_layers)
+
+
+def test_an_impossible_probability_is_refused():
+    import pytest
+
+    for p in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="dropout probability"):
+            BitsDropout(p)

@@ -128,3 +128,19 @@ def test_a_switched_model_still_generates_padded_batches():
     assert use_packed_attention(model)
     after = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
     assert torch.equal(before, after)
+
+
+def test_models_not_on_sdpa_keep_their_attention():
+    """Eager (which may soft-cap attention logits) is left alone; the loss path still packs correctly."""
+    from kefu.train.attention import use_packed_attention
+
+    model = make_model("gemma3")
+    model.set_attn_implementation("eager")
+    assert not use_packed_attention(model) and model.config._attn_implementation == "eager"
+    wrapper = SupervisedLM(model)
+    assert not wrapper.packed and wrapper.fused_loss
+    examples = _examples(3, seed=1)
+    with torch.no_grad():
+        loss, count = wrapper(**collate([examples], pad_id=0))
+        plain, _ = SupervisedLM(make_model("gemma3"), fast=False)(**collate([examples], pad_id=0))
+    torch.testing.assert_close(loss, plain, rtol=1e-5, atol=1e-4)
