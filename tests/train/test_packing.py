@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from kefu.train.data import Example, collate, pack, step_indices
 from kefu.train.template import encode_dialogue
@@ -144,3 +145,76 @@ def test_models_not_on_sdpa_keep_their_attention():
         loss, count = wrapper(**collate([examples], pad_id=0))
         plain, _ = SupervisedLM(make_model("gemma3"), fast=False)(**collate([examples], pad_id=0))
     torch.testing.assert_close(loss, plain, rtol=1e-5, atol=1e-4)
+
+
+def _reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, window_size=None, is_causal=None,
+                      enable_gqa=False):
+    """torch's ``varlen_attn`` calling convention, on CPU: (tokens, heads, dim) inputs cut by offsets ``cu_q``."""
+    assert torch.equal(cu_q, cu_k) and cu_q.dtype == torch.int32
+    bounds = cu_q.tolist()
+    assert max_q == max_k == max(e - s for s, e in zip(bounds, bounds[1:]))
+    left = window_size[0] if window_size is not None else -1
+    assert window_size is None or window_size[1] == 0
+    assert is_causal in (None, True)
+    out = torch.full_like(q, float("nan"))
+    for s, e in zip(bounds, bounds[1:]):
+        i = torch.arange(e - s)
+        mask = i[None, :] <= i[:, None]
+        if left >= 0:
+            mask &= i[None, :] >= i[:, None] - left
+        qs, ks, vs = (t[s:e].transpose(0, 1) for t in (q, k, v))
+        out[s:e] = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, scale=scale,
+                                                  enable_gqa=enable_gqa).transpose(0, 1)
+    return out
+
+
+@pytest.mark.parametrize("window", [None, 6])
+@pytest.mark.parametrize("kernel_api", ["window_size+gqa", "is_causal"])
+def test_variable_length_kernel_layout_equals_the_per_dialogue_loop(window, kernel_api):
+    """The GPU path's offsets, flattening and GQA handling, checked against the CPU loop with a reference kernel
+    in torch's ``varlen_attn`` convention (bench/gpu_train.py checks the real flash kernel on a GPU)."""
+    from kefu.train.attention import cu_seqlens, packed_attention, varlen_attention
+
+    if window is not None and kernel_api == "is_causal":
+        pytest.skip("torch 2.10's varlen API has no window: those calls take the loop")
+    torch.manual_seed(0)
+    query = torch.randn(2, 4, 24, 8)
+    key, value = torch.randn(2, 2, 24, 8), torch.randn(2, 2, 24, 8)
+    segments = [[(0, 10), (10, 24)], [(0, 5), (5, 17), (17, 24)]]
+    cu, longest = cu_seqlens(segments, 24, "cpu")
+    assert cu.tolist() == [0, 10, 24, 29, 41, 48] and longest == 14
+    expected, _ = packed_attention(None, query, key, value, None, scaling=0.3, sliding_window=window,
+                                   kefu_segments=segments)
+    kernel = (_reference_varlen, kernel_api != "is_causal", kernel_api != "is_causal")
+    got = varlen_attention(query, key, value, segments, 0.3, window, kernel=kernel)
+    assert got.shape == (2, 24, 4, 8)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_lora_inputs_stay_bf16_under_autocast_with_the_same_loss_and_gradients():
+    """``keep_lora_input_dtype`` drops PEFT's fp32 copy of every LoRA input; the numbers must not move."""
+    from peft import LoraConfig, get_peft_model
+
+    from kefu.train.trainer import keep_lora_input_dtype
+
+    examples = _examples(3, seed=4)
+    batch = collate([examples], pad_id=0)
+    results, seen = [], []
+    for keep in (False, True):
+        torch.manual_seed(0)
+        model = get_peft_model(make_model("llama").to(torch.bfloat16),
+                               LoraConfig(r=4, lora_dropout=0.0, target_modules="all-linear", init_lora_weights=False))
+        assert next(p for p in model.parameters() if p.requires_grad).dtype == torch.float32
+        if keep:
+            assert keep_lora_input_dtype(model) == 7 * model.config.num_hidden_layers
+        lora_a = model.base_model.model.model.layers[0].self_attn.q_proj.lora_A["default"]
+        handle = lora_a.register_forward_pre_hook(lambda module, args: seen.append(args[0].dtype))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, _ = SupervisedLM(model)(**batch)
+        loss.backward()
+        handle.remove()
+        results.append((loss.detach(), _lora_grads(model)))
+    assert seen == [torch.float32, torch.bfloat16]
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=0)
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(results[1][1][name], grad, rtol=1e-3, atol=1e-5, msg=name)

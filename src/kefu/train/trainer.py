@@ -33,6 +33,7 @@ from kefu.train.attention import row_segments, use_packed_attention
 from kefu.train.config import TrainConfig
 from kefu.train.data import Example, check_data, collate, load_examples, pack, step_indices
 from kefu.train.dropout import use_bits_dropout
+from kefu.train.fastlora import use_fused_lora
 from kefu.train.loss import linear_cross_entropy
 from kefu.train.template import IGNORE_INDEX, stop_strings, template_kind
 from kefu.types import KefuError
@@ -174,6 +175,21 @@ def _autocast(precision: str, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def keep_lora_input_dtype(model: nn.Module) -> int:
+    """Stop PEFT from casting every LoRA layer's input to the adapter's fp32 (under autocast; returns the count).
+
+    PEFT copies a bf16 input to fp32 for each LoRA layer and autocast copies it back to bf16 for the matmul: two
+    passes over the activations per layer and a saved bf16 copy per layer (q, k and v each keep their own), with
+    identical numbers (bf16 -> fp32 -> bf16 is exact). Only valid while training runs under autocast.
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    for layer in layers:
+        layer.cast_input_dtype_enabled = False
+    return len(layers)
+
+
 def _micro_batches(examples: list[Example], config: TrainConfig, pad_id: int) -> list[dict[str, torch.Tensor]]:
     rows = pack(examples, config.max_len)
     return [collate(rows[i:i + config.micro_batch_rows], pad_id) for i in range(0, len(rows), config.micro_batch_rows)]
@@ -284,6 +300,9 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, *, resume: boo
         model = get_peft_model(model, lora_config(config))
     if device.type == "cpu":
         use_bits_dropout(model)  # CPU random numbers are slow; the dropout distribution is unchanged
+    if precision != "fp32":
+        keep_lora_input_dtype(model)
+    use_fused_lora(model)  # the scaled LoRA update added inside one addmm (kefu.train.fastlora)
     gradient_checkpointing = config.gradient_checkpointing
     if gradient_checkpointing is None:
         gradient_checkpointing = device.type == "cuda"
