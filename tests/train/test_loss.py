@@ -66,3 +66,27 @@ def test_a_trainable_projection_gets_its_gradient_and_empty_input_gives_zero():
     loss = linear_cross_entropy(empty, weight.detach(), torch.tensor([], dtype=torch.long))
     loss.backward()
     assert float(loss.detach()) == 0.0 and empty.grad is not None
+
+
+def test_bf16_chunks_stay_accurate_for_confident_and_unlikely_targets():
+    """bf16 logits take the path without an fp32 copy: the loss of every token and the gradient of every row must
+    stay within bf16's relative precision of the exact values, also where p(target) = 0.999 (where a rounded
+    p - 1 would be off by up to 4x) and where it is tiny."""
+    torch.manual_seed(3)
+    hidden = torch.randn(12, 16)
+    weight = torch.randn(4000, 16) * 0.3
+    targets = torch.randint(0, 4000, (12,))
+    for row in range(6):  # confident: the target's logit ~7-12 above the rest
+        weight[targets[row]] = hidden[row] * (13 + row) / hidden[row].norm() ** 2
+    h, w = hidden.bfloat16(), weight.bfloat16()
+    logits = (h @ w.t()).double()  # the bf16 logits both paths see, exactly
+    exact_terms = -torch.log_softmax(logits, dim=-1)[torch.arange(12), targets]
+    assert float(torch.exp(-exact_terms[:6]).min()) > 0.95  # really confident rows
+    exact_grad = (torch.softmax(logits, dim=-1) - torch.nn.functional.one_hot(targets, 4000)) @ w.double()
+    for n in range(12):
+        a = h[n:n + 1].clone().requires_grad_()
+        loss = linear_cross_entropy(a, w, targets[n:n + 1])
+        loss.backward()
+        assert abs(float(loss) - float(exact_terms[n])) <= 2 ** -7 * float(exact_terms[n]) + 1e-6, n
+        error = float((a.grad.double() - exact_grad[n]).norm() / exact_grad[n].norm())
+        assert error < 2e-2, (n, error)

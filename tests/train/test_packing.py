@@ -218,3 +218,23 @@ def test_lora_inputs_stay_bf16_under_autocast_with_the_same_loss_and_gradients()
     torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=0)
     for name, grad in results[0][1].items():
         torch.testing.assert_close(results[1][1][name], grad, rtol=1e-3, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("window", [None, 6])
+def test_cpu_bf16_attention_is_as_exact_as_bf16_allows(window):
+    """On CPU in bf16 each dialogue takes the eager arithmetic (bf16 scores, fp32 softmax); it must agree with the
+    fp32 computation to bf16 precision, with the causal window applied."""
+    from kefu.train.attention import packed_attention
+
+    torch.manual_seed(1)
+    query, key, value = torch.randn(2, 4, 24, 16), torch.randn(2, 1, 24, 16), torch.randn(2, 1, 24, 16)
+    segments = [[(0, 10), (10, 24)], [(0, 5), (5, 17), (17, 24)]]
+    exact, _ = packed_attention(None, query, key, value, None, scaling=0.25, sliding_window=window,
+                                kefu_segments=segments)
+    half, _ = packed_attention(None, query.bfloat16(), key.bfloat16(), value.bfloat16(), None, scaling=0.25,
+                               sliding_window=window, kefu_segments=segments)
+    assert half.dtype == torch.bfloat16
+    assert float((half.float() - exact).norm() / exact.norm()) < 1e-2
+    other, _ = packed_attention(None, query, key, value, None, scaling=0.25, sliding_window=3 if window else 6,
+                                kefu_segments=segments)
+    assert float((half.float() - other).norm() / other.norm()) > 5e-2  # the window is visible at this tolerance

@@ -4,7 +4,8 @@ A packed row holds several dialogues whose position ids restart at 0. transforme
 block-diagonal mask, and SDPA with an explicit mask computes every block, masked or not: with four dialogues in a
 1,024-token row about 7/8 of the attention work is thrown away (3/4 off the diagonal blocks, half of what is left
 above the causal diagonal). Here each dialogue goes through SDPA's causal kernel on its own slice of the row, which
-skips both; a dialogue longer than a sliding-window layer's window gets that layer's band mask on its slice only.
+skips both; a dialogue longer than a sliding-window layer's window gets that layer's band mask on its slice only. On CPU in bf16, each dialogue uses
+transformers' eager arithmetic instead (bf16 scores, fp32 softmax), which runs faster there than SDPA's kernel.
 The result equals the masked computation (tests/train/test_packing.py).
 
 ``use_packed_attention(model)`` registers this as transformers attention implementation ``"kefu_packed"`` for
@@ -112,6 +113,25 @@ def _band_mask(n: int, window: int, device) -> torch.Tensor:
     return (i[None, :] <= i[:, None]) & (i[None, :] > i[:, None] - window)
 
 
+@functools.lru_cache(maxsize=128)
+def _hidden_keys(n: int, window: int | None) -> torch.Tensor:
+    """CPU bool mask of the keys a query may not see: later ones, and those outside a sliding window."""
+    return ~_band_mask(n, window if window is not None else n, "cpu")
+
+
+def _eager_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling: float | None,
+                  window: int | None) -> torch.Tensor:
+    """transformers' eager attention arithmetic on one dialogue: half-precision scores, softmax in fp32.
+
+    On CPU in bf16 this is ~1.5x faster (forward + backward) than SDPA's flash kernel for dialogues of 100-600
+    tokens, because the two products run as bf16 GEMMs; in fp32 it is not faster, so fp32 keeps SDPA.
+    """
+    scale = scaling if scaling is not None else q.shape[-1] ** -0.5
+    scores = torch.matmul(q, k.transpose(-1, -2)) * scale
+    scores = scores.masked_fill(_hidden_keys(q.shape[2], window), float("-inf"))
+    return torch.matmul(torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype), v)
+
+
 def packed_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                      attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
                      sliding_window: int | None = None, kefu_segments: list[list[tuple[int, int]]] | None = None,
@@ -130,13 +150,17 @@ def packed_attention(module, query: torch.Tensor, key: torch.Tensor, value: torc
     if groups > 1:  # repeating K/V measured faster than SDPA's enable_gqa on CPU
         key = key.repeat_interleave(groups, dim=1)
         value = value.repeat_interleave(groups, dim=1)
+    eager = query.device.type == "cpu" and query.dtype in (torch.bfloat16, torch.float16) and not dropout
     rows = []
     for r, row in enumerate(kefu_segments):
         parts = []
         for start, end in row:
             q, k, v = query[r:r + 1, :, start:end], key[r:r + 1, :, start:end], value[r:r + 1, :, start:end]
             n = end - start
-            if sliding_window is not None and n > sliding_window:
+            if eager:
+                parts.append(_eager_causal(q, k, v, scaling, sliding_window if sliding_window and
+                                           n > sliding_window else None))
+            elif sliding_window is not None and n > sliding_window:
                 parts.append(F.scaled_dot_product_attention(q, k, v, attn_mask=_band_mask(n, sliding_window, q.device),
                                                             dropout_p=dropout, scale=scaling))
             else:
