@@ -202,10 +202,15 @@ def main() -> None:
     (tmp / "spec.json").write_text(json.dumps({"model_path": str(model_path), "steps": args.steps,
                                                "batch": args.batch, "config": config.model_dump(mode="json")}))
 
-    def run_system(key: str, round_: int) -> dict:
-        """Each run in a fresh process: nothing left over from the previous one (baseline (b) alone needs ~20 GB)."""
-        subprocess.run([sys.executable, __file__, "--system", key, "--workdir", str(tmp), "--round", str(round_)],
-                       check=True)
+    def run_system(key: str, round_: int) -> dict | None:
+        """Each run in a fresh process: nothing left over from the previous one (baseline (b) alone needs ~20 GB).
+        A run that dies (baseline (b) is near this machine's 24 GB) is reported and its round skipped."""
+        done = subprocess.run([sys.executable, __file__, "--system", key, "--workdir", str(tmp), "--round",
+                               str(round_)])
+        if done.returncode != 0:
+            print(f"round {round_ + 1} {key}: failed (exit {done.returncode}; -9 is the out-of-memory killer)",
+                  flush=True)
+            return None
         return json.loads((tmp / f"result-{key}-{round_}.json").read_text())
 
     systems = ["kefu", "kefu_fp32", "batch1_accum", "batch1_accum_bf16", "padded8"]
@@ -215,14 +220,20 @@ def main() -> None:
     for round_ in range(args.rounds):
         for key in systems:
             result = run_system(key, round_)
+            if result is None:
+                rounds[key].append("killed")
+                continue
             rounds[key].append(result["seconds"])
             print(f"round {round_ + 1} {key}: {result['supervised_tokens'] / result['seconds']:.1f} supervised tok/s",
                   flush=True)
             if key not in results or result["seconds"] < results[key]["seconds"]:
                 results[key] = result
+    missing = [key for key in systems if key not in results]
+    if missing:
+        raise SystemExit(f"no round of {', '.join(missing)} finished: no figures written")
     for key, result in results.items():
         result["supervised_tokens_per_s"] = result["supervised_tokens"] / result["seconds"]
-        result["rounds_seconds"] = [round(x, 1) for x in rounds[key]]
+        result["rounds_seconds"] = [round(x, 1) if isinstance(x, float) else x for x in rounds[key]]
     kefu_tps = results["kefu"]["supervised_tokens_per_s"]
 
     def ratio(key: str, base: str = "kefu") -> float:
