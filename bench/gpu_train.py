@@ -9,12 +9,12 @@ with the agent's turns supervised. All systems run in one process on the same ca
   ``model(input_ids, labels=...)`` (LLaMA-Factory's default example setup);
 - ``hf-packed``: the same with dialogues packed into 8,192-token rows, restarting position ids (transformers
   builds the block-diagonal document mask for SDPA) and gradient checkpointing;
-- ``kefu`` (``kefu-ckpt``: the same with gradient checkpointing, the trainer's GPU default; ``kefu-peft``: the
-  same with PEFT's own LoRA forward instead of ``kefu.train.fastlora``): ``kefu.train.trainer.SupervisedLM`` over packed rows: one variable-length flash-attention call per
+- ``kefu``: ``kefu.train.trainer.SupervisedLM`` over packed rows: one variable-length flash-attention call per
   layer (``kefu.train.attention``), the vocabulary projection and loss only at supervised positions in chunks
   (``kefu.train.loss``), LoRA inputs kept in bf16 (``keep_lora_input_dtype``), the LoRA update added inside one
-  ``addmm`` (``kefu.train.fastlora``), no gradient checkpointing where
-  the activations fit (it falls back to shorter rows, then to checkpointing, on out-of-memory).
+  ``addmm`` (``kefu.train.fastlora``), no gradient checkpointing where the activations fit (it falls back to
+  shorter rows, then to checkpointing, on out-of-memory). ``kefu-ckpt`` is the same with gradient checkpointing
+  (the trainer's GPU default), ``kefu-peft`` with PEFT's own LoRA forward instead of ``kefu.train.fastlora``.
 
 Figures: tokens per second (every real token of the dialogue, padding excluded) and model FLOP utilisation counted
 as 4·N FLOPs per token against 790 TFLOP/s (the bf16 peak measured on these H100s), as the issue's anchors are.
@@ -293,8 +293,9 @@ def kefu_packed(model, examples, device, min_seconds: float, layouts, fused: boo
             del batches
             _release(device)
             continue
-        return {"tokens": tokens, "seconds": seconds, "optimizer_steps": done, "row_tokens": row_len, "fused_lora": fused,
-                "rows_per_forward": rows, "gradient_checkpointing": checkpointing, "fell_back": failures,
+        return {"tokens": tokens, "seconds": seconds, "optimizer_steps": done, "row_tokens": row_len,
+                "fused_lora": fused, "rows_per_forward": rows, "gradient_checkpointing": checkpointing,
+                "fell_back": failures,
                 "attention": getattr(model.config, "_attn_implementation", "?"),
                 "varlen_kernel": attention._varlen_kernel() is not None and device.type == "cuda"}
     return {"error": "; ".join(failures)}

@@ -4,9 +4,9 @@ A packed row holds several dialogues whose position ids restart at 0. transforme
 block-diagonal mask, and SDPA with an explicit mask computes every block, masked or not: with four dialogues in a
 1,024-token row about 7/8 of the attention work is thrown away (3/4 off the diagonal blocks, half of what is left
 above the causal diagonal). Here each dialogue goes through SDPA's causal kernel on its own slice of the row, which
-skips both; a dialogue longer than a sliding-window layer's window gets that layer's band mask on its slice only. On CPU in bf16, each dialogue uses
-transformers' eager arithmetic instead (bf16 scores, fp32 softmax), which runs faster there than SDPA's kernel.
-The result equals the masked computation (tests/train/test_packing.py).
+skips both; a dialogue longer than a sliding-window layer's window gets that layer's band mask on its slice only.
+On CPU in bf16 each dialogue uses transformers' eager arithmetic instead (bf16 scores, fp32 softmax), which runs
+faster there than SDPA's kernel. The result equals the masked computation (tests/train/test_packing.py).
 
 ``use_packed_attention(model)`` registers this as transformers attention implementation ``"kefu_packed"`` for
 a model that uses SDPA (eager, flash-attention and flex keep theirs: flash-attention already runs packed rows as
