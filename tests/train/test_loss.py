@@ -90,3 +90,18 @@ def test_bf16_chunks_stay_accurate_for_confident_and_unlikely_targets():
         assert abs(float(loss) - float(exact_terms[n])) <= 2 ** -7 * float(exact_terms[n]) + 1e-6, n
         error = float((a.grad.double() - exact_grad[n]).norm() / exact_grad[n].norm())
         assert error < 2e-2, (n, error)
+
+
+def test_fp16_chunks_recompute_probabilities_below_the_normal_range():
+    """fp16 stores probabilities under 6e-5 as subnormals with few bits: those targets get their exact loss."""
+    torch.manual_seed(4)
+    hidden = torch.randn(40, 16)
+    weight = torch.randn(5000, 16) * 0.8
+    targets = torch.randint(0, 5000, (40,))
+    h, w = hidden.half(), weight.half()
+    logits = (h.float() @ w.float().t()).double()
+    exact = -torch.log_softmax(logits, dim=-1)[torch.arange(40), targets]
+    assert float(torch.exp(-exact).min()) < 6e-5  # some targets are in fp16's subnormal range
+    for n in range(40):
+        loss = linear_cross_entropy(h[n:n + 1], w, targets[n:n + 1])
+        assert abs(float(loss) - float(exact[n])) <= 2 ** -7 * float(exact[n]) + 1e-3, n

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 _CHUNK_ELEMENTS = 1 << 26  # logits per chunk (256 rows of a 262k vocabulary: 256 MB fp32)
-_CHUNK_ELEMENTS_GPU = 1 << 28  # 1 GB fp32: wider matmuls, fewer launches and host syncs
+_CHUNK_ELEMENTS_GPU = 1 << 28  # bf16/fp16 chunks on GPU (512 MB): wider matmuls, fewer launches and host syncs
 _TINY = 1e-30  # below this the target's probability is recomputed as a log-softmax (no underflow to -inf)
 
 
@@ -72,7 +72,8 @@ def _half_chunk(raw, target, index) -> tuple[torch.Tensor, torch.Tensor]:
     flat[at] = 0.0
     others = probs.sum(dim=-1).float()  # accumulated in fp32, rounded once: relative precision of the dtype
     terms = torch.where(others < 0.5, -torch.log1p(-others.clamp(max=0.5)), -torch.log(picked.clamp(min=_TINY)))
-    tiny = picked < _TINY
+    # below the dtype's normal range (fp16: 6e-5) a rounded probability keeps few bits: recompute those exactly
+    tiny = picked < max(_TINY, torch.finfo(probs.dtype).smallest_normal)
     if bool(tiny.any()):
         terms[tiny] = _exact_terms(raw, target, tiny, None)
     flat[at] = (-others).to(probs.dtype)
@@ -130,6 +131,7 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
         return F.cross_entropy(logits, targets, reduction="sum")
     if hidden.shape[0] == 0:
         return hidden.float().sum() * 0.0  # keeps the graph connected (DDP) with a zero loss
-    elements = _CHUNK_ELEMENTS_GPU if hidden.is_cuda else _CHUNK_ELEMENTS
+    half = _compute_dtype(hidden, weight) in (torch.bfloat16, torch.float16) and not softcap
+    elements = _CHUNK_ELEMENTS_GPU if hidden.is_cuda and half else _CHUNK_ELEMENTS  # fp32 keeps ~4 such buffers
     rows = chunk_rows or max(1, elements // weight.shape[0])
     return _LinearCrossEntropy.apply(hidden, weight, targets, softcap, rows)
