@@ -238,3 +238,12 @@ def test_cpu_bf16_attention_is_as_exact_as_bf16_allows(window):
     other, _ = packed_attention(None, query, key, value, None, scaling=0.25, sliding_window=3 if window else 6,
                                 kefu_segments=segments)
     assert float((half.float() - other).norm() / other.norm()) > 5e-2  # the window is visible at this tolerance
+
+
+def test_dora_layers_keep_peft_input_cast():
+    from peft import LoraConfig, get_peft_model
+
+    from kefu.train.trainer import keep_lora_input_dtype
+
+    model = get_peft_model(make_model("llama"), LoraConfig(r=4, target_modules="all-linear", use_dora=True))
+    assert keep_lora_input_dtype(model) == 0

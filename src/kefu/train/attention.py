@@ -68,11 +68,18 @@ def _varlen_kernel():
     return varlen_attn, "window_size" in params, "enable_gqa" in params
 
 
+@functools.cache
+def _flash_capable(device_index: int) -> bool:
+    """Flash attention needs an Ampere or newer NVIDIA GPU (bf16 is emulated on older cards, flash is not)."""
+    return torch.version.hip is None and torch.cuda.get_device_capability(device_index) >= (8, 0)
+
+
 def varlen_available(query: torch.Tensor, dropout: float, sliding_window: int | None) -> bool:
     """Whether this call can take the single variable-length flash-attention kernel (CUDA, half precision)."""
     kernel = _varlen_kernel()
     return (kernel is not None and query.is_cuda and query.dtype in (torch.bfloat16, torch.float16)
-            and not dropout and (sliding_window is None or kernel[1]) and query.shape[-1] <= 256)
+            and not dropout and (sliding_window is None or kernel[1]) and query.shape[-1] <= 256
+            and _flash_capable(query.device.index if query.device.index is not None else 0))
 
 
 _offsets: tuple = (None, None, None)  # (segments, (width, device), offsets) of the last call
@@ -89,9 +96,10 @@ def varlen_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     global _offsets
     batch, heads, width, dim = query.shape
     varlen_attn, takes_window, takes_gqa = kernel or _varlen_kernel()
-    if _offsets[0] is not segments or _offsets[1] != (width, query.device):  # once per forward, not per layer
-        _offsets = (segments, (width, query.device), cu_seqlens(segments, width, query.device))
-    cu, longest = _offsets[2]
+    cached = _offsets  # one read: another thread may replace the global meanwhile
+    if cached[0] is not segments or cached[1] != (width, query.device):  # once per forward, not per layer
+        cached = _offsets = (segments, (width, query.device), cu_seqlens(segments, width, query.device))
+    cu, longest = cached[2]
     if key.shape[1] != heads and not takes_gqa:
         key = key.repeat_interleave(heads // key.shape[1], dim=1)
         value = value.repeat_interleave(heads // value.shape[1], dim=1)
@@ -113,7 +121,7 @@ def _band_mask(n: int, window: int, device) -> torch.Tensor:
     return (i[None, :] <= i[:, None]) & (i[None, :] > i[:, None] - window)
 
 
-@functools.lru_cache(maxsize=128)
+@functools.lru_cache(maxsize=32)  # n x n bytes each: 32 MB for 1,024-token dialogues
 def _hidden_keys(n: int, window: int | None) -> torch.Tensor:
     """CPU bool mask of the keys a query may not see: later ones, and those outside a sliding window."""
     return ~_band_mask(n, window if window is not None else n, "cpu")

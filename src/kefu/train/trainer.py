@@ -180,11 +180,13 @@ def keep_lora_input_dtype(model: nn.Module) -> int:
 
     PEFT copies a bf16 input to fp32 for each LoRA layer and autocast copies it back to bf16 for the matmul: two
     passes over the activations per layer and a saved bf16 copy per layer (q, k and v each keep their own), with
-    identical numbers (bf16 -> fp32 -> bf16 is exact). Only valid while training runs under autocast.
+    identical numbers (bf16 -> fp32 -> bf16 is exact). Only valid while training runs under autocast. DoRA layers
+    keep the cast: DoRA computes its weight norm in the input's dtype, so there the numbers would change.
     """
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)
+              and not any(getattr(m, "use_dora", {}).values())]
     for layer in layers:
         layer.cast_input_dtype_enabled = False
     return len(layers)
