@@ -247,3 +247,28 @@ def test_dora_layers_keep_peft_input_cast():
 
     model = get_peft_model(make_model("llama"), LoraConfig(r=4, target_modules="all-linear", use_dora=True))
     assert keep_lora_input_dtype(model) == 0
+
+
+def test_compiled_body_does_not_recompile_for_each_batch_of_dialogues():
+    """``compile: true`` compiles the model body; the per-dialogue attention is a graph break, so a new packing
+    layout (other dialogue boundaries) reuses the compiled graphs instead of specialising a new one per batch."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from kefu.train.attention import row_segments
+
+    torch._dynamo.reset()
+    counters.clear()
+    wrapper = SupervisedLM(make_model("gemma3"))
+    object.__setattr__(wrapper, "body", torch.compile(wrapper.body, backend="eager", dynamic=True))
+    graphs = []
+    layouts = []
+    for seed in range(4):
+        batch = collate(pack(_examples(5, seed=seed), 256), pad_id=0)
+        layouts.append(str(row_segments(batch["position_ids"])))
+        loss, _ = wrapper(**batch)
+        loss.backward()
+        graphs.append(counters["stats"]["unique_graphs"])
+    torch._dynamo.reset()
+    assert len(set(layouts)) == 4  # four different packings
+    assert graphs[3] == graphs[1]  # the third and fourth layouts compiled nothing new

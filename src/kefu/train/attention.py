@@ -140,6 +140,7 @@ def _eager_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling: fl
     return torch.matmul(torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype), v)
 
 
+@torch.compiler.disable  # under torch.compile: a graph break, not a graph specialised on every batch's segments
 def packed_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                      attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
                      sliding_window: int | None = None, kefu_segments: list[list[tuple[int, int]]] | None = None,
