@@ -173,7 +173,7 @@ def _reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, window_s
 def test_variable_length_kernel_layout_equals_the_per_dialogue_loop(window, kernel_api):
     """The GPU path's offsets, flattening and GQA handling, checked against the CPU loop with a reference kernel
     in torch's ``varlen_attn`` convention (bench/gpu_train.py checks the real flash kernel on a GPU)."""
-    from kefu.train.attention import cu_seqlens, packed_attention, varlen_attention
+    from kefu.train.attention import Segments, cu_seqlens, packed_attention, varlen_attention
 
     if window is not None and kernel_api == "is_causal":
         pytest.skip("torch 2.10's varlen API has no window: those calls take the loop")
@@ -183,6 +183,9 @@ def test_variable_length_kernel_layout_equals_the_per_dialogue_loop(window, kern
     segments = [[(0, 10), (10, 24)], [(0, 5), (5, 17), (17, 24)]]
     cu, longest = cu_seqlens(segments, 24, "cpu")
     assert cu.tolist() == [0, 10, 24, 29, 41, 48] and longest == 14
+    once = Segments(segments)  # what row_segments returns: every layer of a forward reuses its offsets
+    assert once.offsets(24, "cpu")[0] is once.offsets(24, "cpu")[0]
+    assert once.offsets(12, "cpu")[0].tolist() == [0, 10, 24, 17, 29, 36]
     expected, _ = packed_attention(None, query, key, value, None, scaling=0.3, sliding_window=window,
                                    kefu_segments=segments)
     kernel = (_reference_varlen, kernel_api != "is_causal", kernel_api != "is_causal")

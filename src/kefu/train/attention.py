@@ -30,18 +30,6 @@ import torch.nn.functional as F
 PACKED_ATTENTION = "kefu_packed"
 
 
-def row_segments(position_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
-    """``[(start, end), ...]`` per row: a new dialogue (or a padding tail) starts wherever the position is 0."""
-    out = []
-    width = position_ids.shape[1]
-    for row in position_ids:
-        starts = (row == 0).nonzero().flatten().tolist()
-        if not starts or starts[0] != 0:
-            starts = [0] + starts
-        out.append(list(zip(starts, starts[1:] + [width])))
-    return out
-
-
 def cu_seqlens(segments: list[list[tuple[int, int]]], width: int, device) -> tuple[torch.Tensor, int]:
     """Cumulative offsets (int32, ``n_segments + 1``) of every segment of the flattened ``(rows * width)`` batch,
     and the longest segment: the layout variable-length attention kernels take."""
@@ -52,6 +40,30 @@ def cu_seqlens(segments: list[list[tuple[int, int]]], width: int, device) -> tup
             bounds.append(r * width + end)
             longest = max(longest, end - start)
     return torch.tensor(bounds, dtype=torch.int32, device=device), longest
+
+
+class Segments(list):
+    """``[(start, end), ...]`` per row of one packed batch. Every layer of a forward gets the same object, so the
+    variable-length offsets are built once per forward (and again only for another width or device)."""
+
+    def offsets(self, width: int, device) -> tuple[torch.Tensor, int]:
+        key = (width, torch.device(device))
+        cached = self.__dict__.get("_offsets")
+        if cached is None or cached[0] != key:
+            cached = self._offsets = (key, cu_seqlens(self, width, device))
+        return cached[1]
+
+
+def row_segments(position_ids: torch.Tensor) -> Segments:
+    """``[(start, end), ...]`` per row: a new dialogue (or a padding tail) starts wherever the position is 0."""
+    out = Segments()
+    width = position_ids.shape[1]
+    for row in position_ids:
+        starts = (row == 0).nonzero().flatten().tolist()
+        if not starts or starts[0] != 0:
+            starts = [0] + starts
+        out.append(list(zip(starts, starts[1:] + [width])))
+    return out
 
 
 @functools.cache
@@ -82,9 +94,6 @@ def varlen_available(query: torch.Tensor, dropout: float, sliding_window: int | 
             and _flash_capable(query.device.index if query.device.index is not None else 0))
 
 
-_offsets: tuple = (None, None, None)  # (segments, (width, device), offsets) of the last call
-
-
 def varlen_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                      segments: list[list[tuple[int, int]]], scaling: float | None,
                      sliding_window: int | None, kernel=None) -> torch.Tensor:
@@ -93,13 +102,10 @@ def varlen_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     ``query`` (batch, heads, length, dim), ``key``/``value`` (batch, kv_heads, length, dim); returns (batch, length,
     heads, dim), the layout transformers expects back. ``kernel`` replaces torch's ``varlen_attn`` (tests).
     """
-    global _offsets
     batch, heads, width, dim = query.shape
     varlen_attn, takes_window, takes_gqa = kernel or _varlen_kernel()
-    cached = _offsets  # one read: another thread may replace the global meanwhile
-    if cached[0] is not segments or cached[1] != (width, query.device):  # once per forward, not per layer
-        cached = _offsets = (segments, (width, query.device), cu_seqlens(segments, width, query.device))
-    cu, longest = cached[2]
+    segments = segments if isinstance(segments, Segments) else Segments(segments)
+    cu, longest = segments.offsets(width, query.device)
     if key.shape[1] != heads and not takes_gqa:
         key = key.repeat_interleave(heads // key.shape[1], dim=1)
         value = value.repeat_interleave(heads // value.shape[1], dim=1)
