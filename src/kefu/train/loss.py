@@ -35,14 +35,19 @@ def _exact_terms(raw: torch.Tensor, target: torch.Tensor, tiny: torch.Tensor, so
     return -torch.log_softmax(logits, dim=-1)[torch.arange(int(tiny.sum()), device=raw.device), target[tiny]]
 
 
-def _fp32_chunk(raw, target, index, softcap) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed loss of one chunk and d loss / d logits (softmax - one-hot), in fp32."""
+def _half_path(dtype: torch.dtype, softcap) -> bool:
+    """Chunks in bf16/fp16 without an fp32 copy (``_half_chunk``); soft-capping and fp32 take ``_fp32_chunk``."""
+    return dtype in (torch.bfloat16, torch.float16) and not softcap
+
+
+def _fp32_chunk(raw, target, at, softcap) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed loss of one chunk and d loss / d logits (softmax - one-hot), in fp32. ``at``: each row's target as
+    a position in the flattened chunk."""
     if softcap:
         capped = torch.tanh(raw.float() / softcap)
         probs = torch.softmax(capped * softcap, dim=-1)
     else:
         probs = torch.softmax(raw, dim=-1, dtype=torch.float32)
-    at = index * probs.shape[1] + target  # flat positions: on CPU, 2-d indexing reads the whole chunk
     flat = probs.view(-1)
     picked = flat[at]
     tiny = picked < _TINY
@@ -56,7 +61,7 @@ def _fp32_chunk(raw, target, index, softcap) -> tuple[torch.Tensor, torch.Tensor
     return loss, probs
 
 
-def _half_chunk(raw, target, index) -> tuple[torch.Tensor, torch.Tensor]:
+def _half_chunk(raw, target, at) -> tuple[torch.Tensor, torch.Tensor]:
     """The same for bf16/fp16 logits, without an fp32 copy of the chunk (~4x less time on CPU).
 
     The softmax is computed in fp32 and rounded once to the logits' dtype: the values the fp32 path would round
@@ -66,7 +71,6 @@ def _half_chunk(raw, target, index) -> tuple[torch.Tensor, torch.Tensor]:
     bf16): the loss is -log1p(-others) for confident targets, -log(p) otherwise.
     """
     probs = torch.softmax(raw, dim=-1)
-    at = index * probs.shape[1] + target  # flat positions: on CPU, scatter_ and 2-d indexing copy the whole chunk
     flat = probs.view(-1)
     picked = flat[at].float()
     flat[at] = 0.0
@@ -80,33 +84,31 @@ def _half_chunk(raw, target, index) -> tuple[torch.Tensor, torch.Tensor]:
     return terms.sum(), probs
 
 
-def _chunks(h, w, targets, softcap, chunk_rows, dtype, total, grad) -> None:
+def _chunks(h, w, targets, softcap, chunk_rows, total, grad) -> None:
     """Add each chunk's summed loss to ``total`` and write its gradient rows into ``grad`` (when not None)."""
+    half = _half_path(h.dtype, softcap)
     for start in range(0, h.shape[0], chunk_rows):
         rows = slice(start, start + chunk_rows)
         target = targets[rows]
-        index = torch.arange(target.shape[0], device=h.device)
         raw = h[rows] @ w.t()
-        if dtype in (torch.bfloat16, torch.float16) and not softcap:
-            chunk_loss, probs = _half_chunk(raw, target, index)
-        else:
-            chunk_loss, probs = _fp32_chunk(raw, target, index, softcap)
+        # flat positions of the targets: on CPU, 2-d indexing and scatter_ read or copy the whole chunk
+        at = torch.arange(target.shape[0], device=h.device) * raw.shape[1] + target
+        chunk_loss, probs = _half_chunk(raw, target, at) if half else _fp32_chunk(raw, target, at, softcap)
         total += chunk_loss
         if grad is not None:
-            grad[rows] = probs.to(dtype) @ w
+            grad[rows] = probs.to(h.dtype) @ w
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, targets, softcap, chunk_rows):
-        dtype = _compute_dtype(hidden, weight)
+    def forward(ctx, hidden, weight, targets, softcap, chunk_rows, dtype):
         w = weight.to(dtype)
         h = hidden.to(dtype)
         need_grad = ctx.needs_input_grad[0]
         grad = torch.empty_like(h) if need_grad else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         with torch.autocast(hidden.device.type, enabled=False):  # dtypes are chosen here (autocast's softmax is fp32)
-            _chunks(h, w, targets, softcap, chunk_rows, dtype, total, grad)
+            _chunks(h, w, targets, softcap, chunk_rows, total, grad)
         ctx.save_for_backward(grad if need_grad else torch.empty(0))
         ctx.hidden_dtype = hidden.dtype
         return total
@@ -114,7 +116,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         (grad,) = ctx.saved_tensors
-        return (grad * grad_output).to(ctx.hidden_dtype), None, None, None, None
+        return (grad * grad_output).to(ctx.hidden_dtype), None, None, None, None, None
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *,
@@ -131,7 +133,8 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
         return F.cross_entropy(logits, targets, reduction="sum")
     if hidden.shape[0] == 0:
         return hidden.float().sum() * 0.0  # keeps the graph connected (DDP) with a zero loss
-    half = _compute_dtype(hidden, weight) in (torch.bfloat16, torch.float16) and not softcap
+    dtype = _compute_dtype(hidden, weight)
+    half = _half_path(dtype, softcap)
     elements = _CHUNK_ELEMENTS_GPU if hidden.is_cuda and half else _CHUNK_ELEMENTS  # fp32 keeps ~4 such buffers
     rows = chunk_rows or max(1, elements // weight.shape[0])
-    return _LinearCrossEntropy.apply(hidden, weight, targets, softcap, rows)
+    return _LinearCrossEntropy.apply(hidden, weight, targets, softcap, rows, dtype)
