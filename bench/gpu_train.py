@@ -221,14 +221,7 @@ def packed_batches(examples, row_len: int, rows_per_batch: int, device):
     out = []
     for i in range(0, len(rows) - rows_per_batch + 1, rows_per_batch):
         group = rows[i:i + rows_per_batch]
-        batch = collate(group, pad_id=0)
-        if batch["input_ids"].shape[1] < row_len:  # fixed shapes: pad the batch to the row length
-            pad = row_len - batch["input_ids"].shape[1]
-            batch["input_ids"] = torch.nn.functional.pad(batch["input_ids"], (0, pad))
-            batch["labels"] = torch.nn.functional.pad(batch["labels"], (0, pad), value=-100)
-            tail = batch["position_ids"][:, -1:] + 1 + torch.arange(pad)
-            batch["position_ids"] = torch.cat([batch["position_ids"], tail], dim=1)
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = {k: v.to(device) for k, v in collate(group, pad_id=0, width=row_len).items()}  # fixed shapes
         batch["real_tokens"] = sum(len(e.input_ids) for row in group for e in row)
         out.append(batch)
     return out
@@ -255,14 +248,11 @@ def hf_packed(model, examples, device, min_seconds: float, row_len: int = 8192) 
 def kefu_packed(model, examples, device, min_seconds: float, layouts, fused: bool = True) -> dict:
     """kefu's SupervisedLM over packed rows; the first layout that fits in memory is timed. ``fused=False`` keeps
     PEFT's own LoRA forward (to show what ``kefu.train.fastlora`` adds)."""
-    from kefu.train.fastlora import use_fused_lora
-    from kefu.train.trainer import SupervisedLM, keep_lora_input_dtype
+    from kefu.train.trainer import SupervisedLM, speed_up_lora
 
-    keep_lora_input_dtype(model)
-    if fused:
-        use_fused_lora(model)
-    else:
-        for module in model.modules():
+    speed_up_lora(model, device, "bf16")  # what `kefu train` does on this device
+    if not fused:
+        for module in model.modules():  # back to PEFT's own LoRA forward
             module.__dict__.pop("forward", None)
     wrapper = SupervisedLM(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)

@@ -275,3 +275,13 @@ def test_compiled_body_does_not_recompile_for_each_batch_of_dialogues():
     torch._dynamo.reset()
     assert len(set(layouts)) == 4  # four different packings
     assert graphs[3] == graphs[1]  # the third and fourth layouts compiled nothing new
+
+
+def test_collate_pads_to_a_fixed_width_with_a_separate_padding_sequence():
+    examples = _examples(2, seed=5)
+    used = sum(len(e.input_ids) for e in examples)
+    batch = collate([examples], pad_id=0, width=used + 7)
+    assert batch["input_ids"].shape == (1, used + 7)
+    assert batch["position_ids"][0, used:].tolist() == list(range(7))  # the tail restarts: its own "dialogue"
+    assert (batch["labels"][0, used:] == -100).all()
+    assert collate([examples], pad_id=0, width=3)["input_ids"].shape == (1, used)  # never cuts a row

@@ -229,15 +229,15 @@ def pack(examples: list[Example], max_len: int) -> list[list[Example]]:
     return bins
 
 
-def collate(rows: list[list[Example]], pad_id: int) -> dict[str, "torch.Tensor"]:
+def collate(rows: list[list[Example]], pad_id: int, width: int | None = None) -> dict[str, "torch.Tensor"]:
     """Tensors for packed rows: ``input_ids``, ``labels``, ``position_ids`` (restarting per dialogue).
 
-    Rows shorter than the longest get a padding tail whose positions restart at 0 too (a separate "sequence" of
-    its own, labels -100), so no real token ever attends to padding.
+    Rows shorter than the longest (or than ``width``, for fixed shapes) get a padding tail whose positions restart
+    at 0 too (a separate "sequence" of its own, labels -100), so no real token ever attends to padding.
     """
     import torch
 
-    width = max(sum(len(e.input_ids) for e in row) for row in rows)
+    width = max([width or 0] + [sum(len(e.input_ids) for e in row) for row in rows])
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
     positions = torch.zeros((len(rows), width), dtype=torch.long)
