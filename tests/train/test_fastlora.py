@@ -63,6 +63,9 @@ def test_dora_disabled_and_merged_adapters_take_peft_forward():
     dora, plain = _lora_model(use_dora=True), _lora_model(use_dora=True)
     use_fused_lora(dora)
     _compare(dora, plain, ids, autocast=False, rtol=1e-5, atol=1e-6)
+    biased, plain = _lora_model(lora_bias=True), _lora_model(lora_bias=True)  # a trained LoRA bias
+    use_fused_lora(biased)
+    _compare(biased, plain, ids, autocast=False, rtol=1e-5, atol=1e-6)
     model = _lora_model()
     use_fused_lora(model)
     with torch.no_grad():
