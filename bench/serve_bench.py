@@ -204,8 +204,6 @@ async def throughput(engine, clients: int, per_client: int, max_new: int) -> dic
 
 def full_path_prompts(kg, turns: list[dict]) -> list[list[dict]]:
     """The messages the full-model path sends for each turn: system prompt with the shop's facts + the question."""
-    from types import SimpleNamespace
-
     from kefu.kg.tools import SQLiteOrderBackend
     from kefu.serve.config import ServeConfig
     from kefu.serve.pipeline import ChatService
@@ -214,8 +212,8 @@ def full_path_prompts(kg, turns: list[dict]) -> list[list[dict]]:
     out = []
     for t in turns:
         facts = service.retriever(t["text"], t["customer_id"])
-        out.append(service._history([{"role": "user", "content": t["text"]}], SimpleNamespace(turns=[]),
-                                    getattr(facts, "prompt_block", None)))
+        out.append(service.model_messages([{"role": "user", "content": t["text"]}],
+                                          getattr(facts, "prompt_block", None)))
     return out
 
 

@@ -342,3 +342,15 @@ def test_startup_moves_loaded_objects_out_of_the_collector(app):
     with TestClient(app):
         assert gc.get_freeze_count() > 0
     assert gc.get_freeze_count() == 0
+
+
+def test_model_messages_carry_facts_and_the_session_when_the_client_sends_one_question(tiny):
+    service = make_service(tiny)
+    earlier = [{"role": "user", "content": "运费多少"}, {"role": "assistant", "content": "满99包邮"},
+               {"role": "user", "content": "那退货呢"}]
+    out = service.model_messages([{"role": "user", "content": "那退货呢"}], "退货：7天无理由", earlier)
+    assert out[0]["role"] == "system" and out[0]["content"].endswith("已知事实：\n退货：7天无理由")
+    assert [m["content"] for m in out[1:]] == ["运费多少", "满99包邮", "那退货呢"]
+    whole = [{"role": "user", "content": str(i)} for i in range(9)]  # a client that sends the whole history
+    out = service.model_messages(whole, None, earlier)
+    assert out[0]["content"] == service.system_prompt and [m["content"] for m in out[1:]] == list("2345678")

@@ -210,11 +210,14 @@ class ChatService:
             log.warning("order tool failed: %s", type(exc).__name__)
             return {"error": "订单查询暂时不可用，请稍后再试或转人工。"}
 
-    def _history(self, messages: list[dict[str, str]], session: Session, block: str | None) -> list[dict[str, str]]:
-        system = self.system_prompt + (f"\n\n已知事实：\n{block}" if block else "")
+    def model_messages(self, messages: list[dict[str, str]], facts_block: str | None = None,
+                       session_turns: list[dict[str, str]] = ()) -> list[dict[str, str]]:
+        """What the full-model path sends for a turn: the system prompt with the shop's facts, then the last seven
+        messages (the session's earlier turns when the client sent only the new question)."""
+        system = self.system_prompt + (f"\n\n已知事实：\n{facts_block}" if facts_block else "")
         convo = [m for m in messages if m["role"] != "system"]
-        if len(convo) <= 1 and len(session.turns) > 1:
-            convo = session.turns[:-1] + convo[-1:]
+        if len(convo) <= 1 and len(session_turns) > 1:
+            convo = list(session_turns[:-1]) + convo[-1:]
         return [{"role": "system", "content": system}] + convo[-7:]
 
     def _log(self, reply: Reply, caller_id: str, masked: str, started: float, error: str | None = None) -> None:
@@ -358,7 +361,7 @@ class ChatService:
             reply.path, reply.reason = "full", decision.reason
             yield {"type": "meta", "reply": reply}
             prompt_block = "\n".join(x for x in (getattr(facts, "prompt_block", None), tool_text) if x)
-            history = self._history(messages, session, prompt_block or None)
+            history = self.model_messages(messages, prompt_block or None, session.turns)
             stream = SentenceStream(grounding if not grounding.empty() or grounding.context_texts else None)
             pieces: list[str] = []
             error = None
