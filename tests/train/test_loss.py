@@ -105,3 +105,79 @@ def test_fp16_chunks_recompute_probabilities_below_the_normal_range():
     for n in range(40):
         loss = linear_cross_entropy(h[n:n + 1], w, targets[n:n + 1])
         assert abs(float(loss) - float(exact[n])) <= 2 ** -7 * float(exact[n]) + 1e-3, n
+
+
+def _peaked(rows=64, vocab=30000, dim=32, shift=0.0, seed=5):
+    """bf16 hidden states and an output projection whose softmax looks like a trained LM's: a few likely tokens per
+    position and a long flat tail holding ~10% of the mass below the floor. ``shift`` adds a common direction to
+    every output embedding (softmax ignores it, so the gradient must too)."""
+    torch.manual_seed(seed)
+    hidden = torch.randn(rows, dim)
+    weight = torch.randn(vocab, dim) * 0.2 / dim ** 0.5
+    for row in range(rows):  # three likely tokens for each position
+        tokens = torch.randint(0, vocab, (3,))
+        weight[tokens] = hidden[row] * torch.tensor([11.0, 10.5, 10.0])[:, None] / hidden[row].norm() ** 2
+    weight += shift * torch.randn(dim) / dim ** 0.5
+    targets = torch.randint(0, vocab, (rows,))
+    return hidden.bfloat16(), weight.bfloat16(), targets
+
+
+def _exact_grad(h, w, targets):
+    logits = (h.double() @ w.double().t())
+    return (torch.softmax(logits, -1) - F.one_hot(targets, w.shape[0])) @ w.double()
+
+
+def _filtered(h, w, targets, floor, chunk_rows=16):
+    a = h.clone().requires_grad_()
+    loss = linear_cross_entropy(a, w, targets, chunk_rows=chunk_rows, grad_floor=floor)
+    loss.backward()
+    return loss.detach(), a.grad.double()
+
+
+def test_filtered_backward_keeps_the_loss_and_stays_within_bf16_error_of_the_gradient():
+    """The filter drops most columns here (checked), the loss does not change at all and the gradient moves by
+    no more than bf16's own rounding does; a common direction in the output embeddings (which softmax ignores)
+    must not leak into the gradient through the left-out mass."""
+    from kefu.train import loss as module
+
+    for shift in (0.0, 40.0):
+        h, w, targets = _peaked(shift=shift)
+        exact = _exact_grad(h, w, targets)
+        dense_loss, dense = _filtered(h, w, targets, 0.0)
+        probs = torch.softmax(h.float() @ w.float().t(), -1)
+        kept = float((probs.view(4, 16, -1).amax(1) >= 2 ** -16).float().mean())
+        tail = float((probs * (probs < 2 ** -16)).sum(-1).min())
+        assert kept < 0.05 and tail > 0.15, (kept, tail)  # most columns, and much of each row's mass, left out
+        loss, grad = _filtered(h, w, targets, 2 ** -16)
+        assert torch.equal(loss, dense_loss)
+        bf16_error = float((dense - exact).norm() / exact.norm())
+        error = float((grad - exact).norm() / exact.norm())
+        assert error < max(2 * bf16_error, 5e-3), (shift, error, bf16_error)
+        row_error = ((grad - exact).norm(dim=1) / exact.norm(dim=1)).max()
+        dense_row_error = ((dense - exact).norm(dim=1) / exact.norm(dim=1)).max()
+        assert float(row_error) < max(2 * float(dense_row_error), 1e-2), shift
+
+    # without spreading the left-out mass on the mean embedding, the common direction shows in the gradient
+    real = module._filtered_product
+    try:
+        module._filtered_product = lambda q, t, w, f, m: real(q, t, w, f, torch.zeros_like(m))
+        h, w, targets = _peaked(shift=40.0)
+        _, grad = _filtered(h, w, targets, 2 ** -16)
+    finally:
+        module._filtered_product = real
+    exact = _exact_grad(h, w, targets)
+    assert float((grad - exact).norm() / exact.norm()) > 2e-2
+
+
+def test_filtered_backward_takes_the_plain_product_when_most_columns_count():
+    torch.manual_seed(6)
+    h, w = torch.randn(9, 16).bfloat16(), (torch.randn(300, 16) * 0.1).bfloat16()  # nearly uniform softmax
+    targets = torch.randint(0, 300, (9,))
+    assert torch.equal(_filtered(h, w, targets, 2 ** -16)[1], _filtered(h, w, targets, 0.0)[1])
+    fp32 = torch.randn(9, 16, requires_grad=True)  # fp32 chunks are never filtered
+    linear_cross_entropy(fp32, w.float(), targets, grad_floor=0.5).backward()
+    plain = fp32.detach().clone().requires_grad_()
+    _plain(plain, w.float(), targets).backward()
+    torch.testing.assert_close(fp32.grad, plain.grad, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="grad_floor"):
+        linear_cross_entropy(fp32, w.float(), targets, grad_floor=1.0)

@@ -285,3 +285,22 @@ def test_collate_pads_to_a_fixed_width_with_a_separate_padding_sequence():
     assert batch["position_ids"][0, used:].tolist() == list(range(7))  # the tail restarts: its own "dialogue"
     assert (batch["labels"][0, used:] == -100).all()
     assert collate([examples], pad_id=0, width=3)["input_ids"].shape == (1, used)  # never cuts a row
+
+
+def test_filtered_loss_keeps_the_output_mean_until_the_weight_changes():
+    """SupervisedLM hands the loss the output projection's mean row, computed once and again when it changes; the
+    loss of a batch is the same with and without the filter."""
+    model = make_model("gemma3")
+    tok = make_tokenizer()
+    examples = [Example(*encode_dialogue(tok, d["messages"]), str(i)) for i, d in enumerate(make_dialogues(3))]
+    batch = collate([examples], pad_id=0)
+    filtered, plain = SupervisedLM(model, grad_floor=2 ** -16), SupervisedLM(model)
+    head = filtered.lm_head.weight
+    first = filtered.head_mean()
+    assert filtered.head_mean() is first
+    torch.testing.assert_close(first, head.detach().float().mean(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(filtered(**batch)[0], plain(**batch)[0])
+    with torch.no_grad():
+        head.add_(1.0)
+    torch.testing.assert_close(filtered.head_mean(), first + 1.0)

@@ -50,10 +50,11 @@ def test_cli_trains_and_writes_every_output(tiny_model_dir, data, tmp_path, kefu
     result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(run), "--model", str(tiny_model_dir),
                                       "--max-steps", "6", "--batch-size", "8", "--lr", "0.01", "--no-progress",
                                       "--max-len", "128", "--precision", "fp32", "--no-gradient-checkpointing",
-                                      "--lora-dropout", "0.05"])
+                                      "--lora-dropout", "0.05", "--logit-grad-floor", "0"])
     assert result.exit_code == 0, result.output
     record = yaml.safe_load((run / "config.yaml").read_text())
     assert record["gradient_checkpointing"] is False and record["train"]["lora_dropout"] == 0.05
+    assert record["train"]["logit_grad_floor"] == 0.0
     report = json.loads((run / "train_report.json").read_text())
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == list(range(1, 7)) and report["steps"] == 6

@@ -40,6 +40,9 @@ def register(app: typer.Typer) -> None:
             help="Recompute activations in backward (default: on for GPU, off for CPU). Off is ~1.45x faster on "
                  "a GPU where the activations fit (docs/benchmarks.md)."),
         lora_dropout: Optional[float] = typer.Option(None, "--lora-dropout", help="LoRA dropout (default 0.1)."),
+        logit_grad_floor: Optional[float] = typer.Option(
+            None, "--logit-grad-floor", help="CPU: leave vocabulary columns with probabilities below this out of "
+                                             "the loss's backward product (default 2^-16; 0: exact gradients)."),
         save_steps: Optional[int] = typer.Option(None, "--save-steps", help="Checkpoint every N steps (0: never)."),
         seed: Optional[int] = typer.Option(None, "--seed"),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
@@ -73,6 +76,7 @@ def register(app: typer.Typer) -> None:
             "train.precision": precision, "train.use_dora": use_dora, "train.use_rslora": use_rslora,
             "train.compile": compile, "train.save_steps": save_steps, "train.seed": seed,
             "train.gradient_checkpointing": gradient_checkpointing, "train.lora_dropout": lora_dropout,
+            "train.logit_grad_floor": logit_grad_floor,
         }
         full = load_config(config, overrides)
         settings = full.train

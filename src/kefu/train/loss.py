@@ -7,6 +7,13 @@ one-hot, projected back through the weight), the way Liger-Kernel's fused linear
 exponential per logit instead of two, no full-size buffers, the same two matrix products as autograd. Backward only
 scales the stored gradient. The projection must be frozen (LoRA never trains it); a trainable one takes the
 plain path.
+
+On CPU the backward product can skip most of the vocabulary (``grad_floor``, the trainer's default 2^-16, after
+Cut Cross-Entropy's gradient filtering, Wijmans et al. 2024): the columns whose probability is below the floor in
+every row of a chunk leave the product, and the mass they held is put on the mean output embedding, so that the
+row still sums to zero (softmax is shift-invariant: the output embeddings' common direction cancels exactly).
+On Gemma 3 270M with JDDC dialogues that keeps ~12% of the 262k columns and adds a gradient error about the size
+of bf16's own rounding (0.2% of the gradient's norm); the loss itself is always exact.
 """
 
 from __future__ import annotations
@@ -84,7 +91,23 @@ def _half_chunk(raw, target, at) -> tuple[torch.Tensor, torch.Tensor]:
     return terms.sum(), probs
 
 
-def _chunks(h, w, targets, softcap, chunk_rows, total, grad) -> None:
+_DENSE_SHARE = 0.5  # above this share of kept columns the plain product is cheaper than gathering
+
+
+def _filtered_product(q, target, w, floor, w_mean) -> torch.Tensor:
+    """``q @ w`` over the columns where some row of ``q`` reaches ``floor`` (and the rows' targets); each row's
+    mass on the other columns is put on ``w_mean``, the mean row of ``w``."""
+    cols = q.amax(dim=0) >= floor
+    cols[target] = True  # the target's entry is negative (p - 1): amax does not see it
+    idx = cols.nonzero().squeeze(1)
+    if idx.numel() > _DENSE_SHARE * q.shape[1]:
+        return q @ w
+    kept = q.index_select(1, idx)
+    left_out = -kept.sum(dim=1, dtype=torch.float32)  # a gradient row sums to zero: what the kept columns miss
+    return (kept @ w.index_select(0, idx)).float().addr_(left_out, w_mean).to(q.dtype)
+
+
+def _chunks(h, w, targets, softcap, chunk_rows, total, grad, floor=0.0, w_mean=None) -> None:
     """Add each chunk's summed loss to ``total`` and write its gradient rows into ``grad`` (when not None)."""
     half = _half_path(h.dtype, softcap)
     for start in range(0, h.shape[0], chunk_rows):
@@ -95,20 +118,26 @@ def _chunks(h, w, targets, softcap, chunk_rows, total, grad) -> None:
         at = torch.arange(target.shape[0], device=h.device) * raw.shape[1] + target
         chunk_loss, probs = _half_chunk(raw, target, at) if half else _fp32_chunk(raw, target, at, softcap)
         total += chunk_loss
-        if grad is not None:
+        if grad is None:
+            continue
+        if floor and half:
+            grad[rows] = _filtered_product(probs, target, w, floor, w_mean)
+        else:
             grad[rows] = probs.to(h.dtype) @ w
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, targets, softcap, chunk_rows, dtype):
+    def forward(ctx, hidden, weight, targets, softcap, chunk_rows, dtype, floor, w_mean):
         w = weight.to(dtype)
         h = hidden.to(dtype)
         need_grad = ctx.needs_input_grad[0]
+        if need_grad and floor and _half_path(dtype, softcap) and w_mean is None:
+            w_mean = output_mean(weight)
         grad = torch.empty_like(h) if need_grad else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         with torch.autocast(hidden.device.type, enabled=False):  # dtypes are chosen here (autocast's softmax is fp32)
-            _chunks(h, w, targets, softcap, chunk_rows, total, grad)
+            _chunks(h, w, targets, softcap, chunk_rows, total, grad, floor, w_mean)
         ctx.save_for_backward(grad if need_grad else torch.empty(0))
         ctx.hidden_dtype = hidden.dtype
         return total
@@ -116,16 +145,26 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         (grad,) = ctx.saved_tensors
-        return (grad * grad_output).to(ctx.hidden_dtype), None, None, None, None, None
+        return (grad * grad_output).to(ctx.hidden_dtype), None, None, None, None, None, None, None
+
+
+def output_mean(weight: torch.Tensor) -> torch.Tensor:
+    """The mean row of an output projection in fp32 (for ``grad_floor``; worth keeping: ~0.3 s for Gemma's)."""
+    return weight.detach().float().mean(dim=0)
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *,
-                         softcap: float | None = None, chunk_rows: int | None = None) -> torch.Tensor:
+                         softcap: float | None = None, chunk_rows: int | None = None, grad_floor: float = 0.0,
+                         weight_mean: torch.Tensor | None = None) -> torch.Tensor:
     """``sum_i CE(softcap(hidden_i @ weight.T), targets_i)`` in fp32, the logits computed in chunks and dropped.
 
     ``hidden`` (n, d), ``weight`` (vocab, d), ``targets`` (n,). Equal to ``F.cross_entropy(lm_head(hidden).float(),
     targets, reduction="sum")`` with the same matmul precision; gradients flow to ``hidden`` only.
+    ``grad_floor`` > 0 filters the backward product of bf16/fp16 chunks (module docstring); ``weight_mean``:
+    ``output_mean(weight)`` when the caller keeps it.
     """
+    if not 0.0 <= grad_floor < 1.0:
+        raise ValueError(f"grad_floor must be in [0, 1), got {grad_floor}")
     if weight.requires_grad:  # a trained projection needs its own gradient: plain autograd
         logits = F.linear(hidden, weight).float()
         if softcap:
@@ -137,4 +176,4 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     half = _half_path(dtype, softcap)
     elements = _CHUNK_ELEMENTS_GPU if hidden.is_cuda and half else _CHUNK_ELEMENTS  # fp32 keeps ~4 such buffers
     rows = chunk_rows or max(1, elements // weight.shape[0])
-    return _LinearCrossEntropy.apply(hidden, weight, targets, softcap, rows, dtype)
+    return _LinearCrossEntropy.apply(hidden, weight, targets, softcap, rows, dtype, grad_floor, weight_mean)

@@ -34,7 +34,7 @@ from kefu.train.config import TrainConfig
 from kefu.train.data import Example, check_data, collate, load_examples, pack, step_indices
 from kefu.train.dropout import use_bits_dropout
 from kefu.train.fastlora import use_fused_lora
-from kefu.train.loss import linear_cross_entropy
+from kefu.train.loss import linear_cross_entropy, output_mean
 from kefu.train.template import IGNORE_INDEX, stop_strings, template_kind
 from kefu.types import KefuError
 
@@ -49,9 +49,11 @@ class SupervisedLM(nn.Module):
     ``fast=True`` (the default) switches an SDPA model to per-dialogue attention over packed rows
     (``kefu.train.attention``) and computes the loss through the frozen output projection in chunks
     (``kefu.train.loss``); both give the same numbers as the plain path (tests/train/test_packing.py).
+    ``grad_floor`` > 0 lets that loss leave improbable vocabulary columns out of its backward product
+    (``linear_cross_entropy``); the trainer sets it on CPU only.
     """
 
-    def __init__(self, model: nn.Module, fast: bool = True):
+    def __init__(self, model: nn.Module, fast: bool = True, grad_floor: float = 0.0):
         super().__init__()
         self.model = model
         causal = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -62,6 +64,16 @@ class SupervisedLM(nn.Module):
         self.softcap = getattr(causal.config, "final_logit_softcapping", None)
         self.packed = fast and use_packed_attention(causal)
         self.fused_loss = fast and type(self.lm_head) is nn.Linear and self.lm_head.bias is None
+        self.grad_floor = grad_floor
+        self._head_mean: tuple[tuple, torch.Tensor] | None = None  # (weight identity, its mean row)
+
+    def head_mean(self) -> torch.Tensor:
+        """The output projection's mean row in fp32, recomputed only when the (frozen) weight changes."""
+        weight = self.lm_head.weight
+        key = (weight.data_ptr(), weight._version, weight.device, weight.dtype)
+        if self._head_mean is None or self._head_mean[0] != key:
+            self._head_mean = (key, output_mean(weight))
+        return self._head_mean[1]
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor):
         extra = {"kefu_segments": row_segments(position_ids)} if self.packed else {}
@@ -71,7 +83,9 @@ class SupervisedLM(nn.Module):
         keep = targets != IGNORE_INDEX
         picked = hidden[:, :-1][keep]  # (n_supervised, hidden): the only rows that reach lm_head
         if self.fused_loss:
-            loss = linear_cross_entropy(picked, self.lm_head.weight, targets[keep], softcap=self.softcap)
+            floor = self.grad_floor if torch.is_grad_enabled() else 0.0
+            loss = linear_cross_entropy(picked, self.lm_head.weight, targets[keep], softcap=self.softcap,
+                                        grad_floor=floor, weight_mean=self.head_mean() if floor else None)
         else:
             logits = self.lm_head(picked).float()
             if self.softcap:
@@ -319,7 +333,9 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, *, resume: boo
         model.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
 
-    wrapper: nn.Module = SupervisedLM(model).to(device)
+    # the filtered loss backward pays on CPU, where the output projection's matmuls are most of a step
+    grad_floor = config.logit_grad_floor if device.type == "cpu" else 0.0
+    wrapper: nn.Module = SupervisedLM(model, grad_floor=grad_floor).to(device)
     if config.compile:
         object.__setattr__(wrapper, "body", torch.compile(wrapper.body))
     ddp = None
