@@ -304,3 +304,18 @@ def test_filtered_loss_keeps_the_output_mean_until_the_weight_changes():
     with torch.no_grad():
         head.add_(1.0)
     torch.testing.assert_close(filtered.head_mean(), first + 1.0)
+
+
+@pytest.mark.parametrize("window", [None, 5, 11])
+def test_cpu_eager_attention_in_query_blocks_equals_one_block(window):
+    """Blocks of queries see only the keys they can attend to; every output row equals the single masked block's."""
+    from kefu.train.attention import _eager_causal
+
+    torch.manual_seed(2)
+    q, k, v = (torch.randn(1, 4, 29, 8, dtype=torch.float64) for _ in range(3))
+    one = _eager_causal(q, k, v, 0.3, window, block=29)
+    for block in (4, 7, 16):
+        torch.testing.assert_close(_eager_causal(q, k, v, 0.3, window, block=block), one, rtol=1e-4, atol=1e-6)  # fp32 softmax
+    reference = F.scaled_dot_product_attention(q, k, v, scale=0.3, attn_mask=~__import__(
+        "kefu.train.attention", fromlist=["_hidden_keys"])._hidden_keys(29, window))
+    torch.testing.assert_close(one, reference)

@@ -133,17 +133,33 @@ def _hidden_keys(n: int, window: int | None) -> torch.Tensor:
     return ~_band_mask(n, window if window is not None else n, "cpu")
 
 
+_QUERY_BLOCK = 256  # about this many queries per block of the CPU eager path (measured: below ~380 one block is faster)
+
+
 def _eager_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling: float | None,
-                  window: int | None) -> torch.Tensor:
+                  window: int | None, block: int = _QUERY_BLOCK) -> torch.Tensor:
     """transformers' eager attention arithmetic on one dialogue: half-precision scores, softmax in fp32.
 
     On CPU in bf16 this is ~1.5x faster (forward + backward) than SDPA's flash kernel for dialogues of 100-600
     tokens, because the two products run as bf16 GEMMs; in fp32 it is not faster, so fp32 keeps SDPA.
+    Queries go in ~``block``-sized blocks, each against the keys it can see (none after its last query, none before
+    its first query's window): two blocks skip a quarter of the products and of the softmax that one causal block
+    computes and masks. Each query row's numbers are those of the single block. Forward + backward on 2 cores:
+    460 tokens 14.0 -> 10.4 ms, 1,000 tokens (window 512) 65 -> 32 ms.
     """
     scale = scaling if scaling is not None else q.shape[-1] ** -0.5
-    scores = torch.matmul(q, k.transpose(-1, -2)) * scale
-    scores = scores.masked_fill(_hidden_keys(q.shape[2], window), float("-inf"))
-    return torch.matmul(torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype), v)
+    n = q.shape[2]
+    hidden = _hidden_keys(n, window)
+    size = -(-n // max(1, round(n / block)))
+    parts = []
+    for start in range(0, n, size):
+        end = min(n, start + size)
+        low = max(0, start - window + 1) if window is not None else 0
+        scores = torch.matmul(q[:, :, start:end], k[:, :, low:end].transpose(-1, -2)) * scale
+        scores = scores.masked_fill(hidden[start:end, low:end], float("-inf"))
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        parts.append(torch.matmul(probs, v[:, :, low:end]))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
 
 
 @torch.compiler.disable  # under torch.compile: a graph break, not a graph specialised on every batch's segments
