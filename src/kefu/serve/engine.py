@@ -27,6 +27,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Protocol
 
+from kefu.heap import release_freed_memory
+
 log = logging.getLogger("kefu.serve.engine")
 
 _END = object()
@@ -75,31 +77,6 @@ class _Request:
             self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
         except RuntimeError:  # loop closed: the client is gone
             self.cancelled = True
-
-
-_LIBC: Any = None
-
-
-def release_freed_memory() -> int:
-    """glibc's ``malloc_trim(0)``: hand freed heap pages back to the OS; 1 if it ran, 0 where there is no glibc.
-
-    glibc keeps freed heap memory for reuse, so without this the server's RSS would stay at the high-water mark of
-    its busiest moment (8 long rows' KV caches and their re-aligned copies: ~200 MB for Gemma 3 270M) and a leak
-    could not be told from a peak. Called when the engine goes idle, a few milliseconds at most."""
-    global _LIBC
-    if _LIBC is None:
-        import ctypes
-        import ctypes.util
-
-        try:
-            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
-        except (OSError, AttributeError):
-            _LIBC = False
-    if not _LIBC:
-        return 0
-    _LIBC.malloc_trim(0)
-    return 1
 
 
 class _Row:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from kefu.heap import large_allocations_kept
 from kefu.train.attention import row_segments, use_packed_attention
 from kefu.train.config import TrainConfig
 from kefu.train.data import Example, check_data, collate, load_examples, pack, step_indices
@@ -282,6 +283,15 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, *, resume: boo
     ``train_report.json`` and checkpoints; returns the report. ``resume`` continues from the last checkpoint in
     ``out``. ``on_step(step, metrics)`` is called after every optimizer step (and after its checkpoint).
     """
+    on_cpu = torch.device(device).type == "cpu" if device is not None else not torch.cuda.is_available()
+    # a CPU step frees and reallocates the same large activations: the heap keeps them while training (kefu.heap)
+    with large_allocations_kept(on_cpu):
+        return _train(config, data, out, resume=resume, progress=progress, on_step=on_step, device=device)
+
+
+def _train(config: TrainConfig, data: str | Path, out: str | Path, *, resume: bool,
+           progress: bool, on_step: Callable[[int, dict], None] | None,
+           device: str | torch.device | None) -> dict[str, Any]:
     from peft import PeftModel, get_peft_model, set_peft_model_state_dict
 
     from kefu.train.models import check_adapter, license_note, load_model, resolve_model
