@@ -10,12 +10,14 @@ so that its RSS shows leaks rather than its busiest moment. Both are no-ops with
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
 
 _LIBC: Any = None  # the C library once loaded; False where it has no glibc malloc
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
-_DEFAULT_THRESHOLD = 128 * 1024  # glibc's starting value of both
+_SETTLED_MMAP_THRESHOLD = 32 << 20  # where glibc's self-adjusting mmap threshold stops on 64-bit (trim: twice that)
+_INT_MAX = 2 ** 31 - 1
 
 
 def _libc() -> Any:
@@ -43,24 +45,46 @@ def release_freed_memory() -> int:
     return 1
 
 
-def keep_large_allocations(limit: int = 1 << 30) -> bool:  # glibc takes an int: at most 2 GB - 1
-    """Serve allocations up to ``limit`` bytes from the heap and keep freed memory there for reuse (the process's
-    RSS stays at its peak). Returns whether glibc took both settings."""
+def keep_large_allocations(limit: int = 1 << 30) -> int:  # glibc takes an int: at most 2 GB - 1
+    """Serve allocations up to ``limit`` bytes from the heap and keep up to that much freed memory there for reuse.
+
+    Some glibc versions refuse an mmap threshold above 32 MB; then 32 MB is used. Returns the threshold that took
+    (0: none, no glibc). Note that any setting ends glibc's self-adjusting threshold for the process.
+    """
     libc = _libc()
     if not libc:
-        return False
-    return bool(libc.mallopt(_M_MMAP_THRESHOLD, limit)) & bool(libc.mallopt(_M_TRIM_THRESHOLD, limit))
+        return 0
+    for threshold in (limit, min(limit, _SETTLED_MMAP_THRESHOLD)):
+        if libc.mallopt(_M_MMAP_THRESHOLD, threshold):
+            libc.mallopt(_M_TRIM_THRESHOLD, min(2 * threshold, _INT_MAX))
+            return threshold
+    return 0
+
+
+_nesting = {"depth": 0, "threshold": 0}  # open large_allocations_kept blocks, and what the outermost one set
+_nesting_lock = threading.Lock()
 
 
 @contextmanager
 def large_allocations_kept(enabled: bool = True) -> Iterator[bool]:
-    """``keep_large_allocations`` for the duration of the block; afterwards glibc's starting thresholds again and
-    the kept memory handed back, so that a long-lived process (a notebook, the retrain loop) does not stay at the
-    block's peak. Yields whether the settings took."""
-    took = keep_large_allocations() if enabled else False
+    """``keep_large_allocations`` for the duration of the block. On leaving the outermost block the thresholds go
+    to the values glibc's own adjustment settles at on 64-bit (mmap 32 MB, trim 64 MB; its automatic adjustment
+    cannot be switched back on) and the kept memory is handed back, so a long-lived process (the demo, the retrain
+    loop) does not stay at the block's peak. Yields whether the settings took. The settings are process-wide."""
+    if not enabled:
+        yield False
+        return
+    with _nesting_lock:
+        if _nesting["depth"] == 0:
+            _nesting["threshold"] = keep_large_allocations()
+        _nesting["depth"] += 1
+        took = bool(_nesting["threshold"])
     try:
         yield took
     finally:
-        if took:
-            keep_large_allocations(_DEFAULT_THRESHOLD)
-            release_freed_memory()
+        with _nesting_lock:
+            _nesting["depth"] -= 1
+            if _nesting["depth"] == 0 and _nesting["threshold"]:
+                keep_large_allocations(_SETTLED_MMAP_THRESHOLD)
+                release_freed_memory()
+                _nesting["threshold"] = 0

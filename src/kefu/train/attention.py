@@ -144,13 +144,13 @@ def _eager_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling: fl
     tokens, because the two products run as bf16 GEMMs; in fp32 it is not faster, so fp32 keeps SDPA.
     Queries go in ~``block``-sized blocks, each against the keys it can see (none after its last query, none before
     its first query's window): two blocks skip a quarter of the products and of the softmax that one causal block
-    computes and masks. Each query row's numbers are those of the single block. Forward + backward on 2 cores:
+    computes and masks. Each query row's numbers are the single block's up to rounding. Forward + backward on 2 cores:
     460 tokens 14.0 -> 10.4 ms, 1,000 tokens (window 512) 65 -> 32 ms.
     """
     scale = scaling if scaling is not None else q.shape[-1] ** -0.5
     n = q.shape[2]
     hidden = _hidden_keys(n, window)
-    size = -(-n // max(1, round(n / block)))
+    size = max(1, -(-n // max(1, round(n / block))))
     parts = []
     for start in range(0, n, size):
         end = min(n, start + size)

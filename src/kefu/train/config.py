@@ -44,8 +44,9 @@ class TrainConfig(BaseModel):
         "auto", description="auto: bf16 (fp16 + GradScaler without bf16) on GPU; on CPU bf16 where the CPU "
                             "has native bf16 matmuls (AVX512-BF16/AMX), else fp32")
     logit_grad_floor: float = Field(
-        2 ** -16, ge=0, lt=1, description="CPU: vocabulary columns whose probability stays below this in a chunk "
-                                          "of 256 positions leave the loss's backward product (0: exact)")
+        2 ** -16, ge=0, le=2 ** -10, description="CPU: vocabulary columns whose probability stays below this at "
+                                                 "every position of a loss chunk (256 positions for Gemma's 262k "
+                                                 "vocabulary) leave the loss's backward product (0: exact)")
     gradient_checkpointing: bool | None = Field(None, description="default: on for GPU, off for CPU")
     compile: bool = Field(False, description="torch.compile the model body")
     # outputs

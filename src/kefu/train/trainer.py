@@ -69,7 +69,8 @@ class SupervisedLM(nn.Module):
         self._head_mean: tuple[tuple, torch.Tensor] | None = None  # (weight identity, its mean row)
 
     def head_mean(self) -> torch.Tensor:
-        """The output projection's mean row in fp32, recomputed only when the (frozen) weight changes."""
+        """The output projection's mean row in fp32, recomputed when the (frozen) weight changes: another tensor,
+        dtype or device, or an in-place write that bumps its version (writes through ``.data`` do not)."""
         weight = self.lm_head.weight
         key = (weight.data_ptr(), weight._version, weight.device, weight.dtype)
         if self._head_mean is None or self._head_mean[0] != key:
