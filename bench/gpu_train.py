@@ -250,10 +250,7 @@ def kefu_packed(model, examples, device, min_seconds: float, layouts, fused: boo
     PEFT's own LoRA forward (to show what ``kefu.train.fastlora`` adds)."""
     from kefu.train.trainer import SupervisedLM, speed_up_lora
 
-    speed_up_lora(model, device, "bf16")  # what `kefu train` does on this device
-    if not fused:
-        for module in model.modules():  # back to PEFT's own LoRA forward
-            module.__dict__.pop("forward", None)
+    speed_up_lora(model, device, "bf16", fused=fused)  # what `kefu train` does on this device
     wrapper = SupervisedLM(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     failures = []

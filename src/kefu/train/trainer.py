@@ -105,15 +105,23 @@ def lora_config(config: TrainConfig):
 
 
 # --------------------------------------------------------------------------------------------- distributed setup
-def _dist_setup() -> tuple[int, int, int]:
-    """``(rank, world, local_rank)``; joins the process group when launched by torchrun/accelerate."""
+def _dist_setup() -> tuple[int, int]:
+    """``(rank, world)``; joins the process group when launched by torchrun/accelerate."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend)
     if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
-    return 0, 1, 0
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _default_device() -> torch.device:
+    """This process's GPU (``LOCAL_RANK`` under torchrun/accelerate, else the first) or the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1 or dist.is_initialized()
+    return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) if distributed else 0}")
 
 
 def _all_sum(value: float | int, device) -> float:
@@ -208,15 +216,16 @@ def keep_lora_input_dtype(model: nn.Module) -> int:
     return len(layers)
 
 
-def speed_up_lora(model: nn.Module, device: torch.device, precision: str) -> None:
+def speed_up_lora(model: nn.Module, device: torch.device, precision: str, fused: bool = True) -> None:
     """The trainer's LoRA speed-ups, same numbers as PEFT's forward (each module tests that): on CPU LoRA dropout
     from 64-bit random draws (``kefu.train.dropout``); under autocast no fp32 copy of LoRA inputs; the scaled
-    update added inside one ``addmm`` (``kefu.train.fastlora``)."""
+    update added inside one ``addmm`` (``kefu.train.fastlora``; ``fused=False`` keeps PEFT's forward)."""
     if device.type == "cpu":
         use_bits_dropout(model)
     if precision != "fp32":
         keep_lora_input_dtype(model)
-    use_fused_lora(model)
+    if fused:
+        use_fused_lora(model)
 
 
 def _micro_batches(examples: list[Example], config: TrainConfig, pad_id: int) -> list[dict[str, torch.Tensor]]:
@@ -284,26 +293,22 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, *, resume: boo
     ``train_report.json`` and checkpoints; returns the report. ``resume`` continues from the last checkpoint in
     ``out``. ``on_step(step, metrics)`` is called after every optimizer step (and after its checkpoint).
     """
-    on_cpu = torch.device(device).type == "cpu" if device is not None else not torch.cuda.is_available()
+    device = torch.device(device) if device is not None else _default_device()
     # a CPU step frees and reallocates the same large activations: the heap keeps them while training (kefu.heap)
-    with large_allocations_kept(on_cpu):
+    with large_allocations_kept(device.type == "cpu"):
         return _train(config, data, out, resume=resume, progress=progress, on_step=on_step, device=device)
 
 
 def _train(config: TrainConfig, data: str | Path, out: str | Path, *, resume: bool,
-           progress: bool, on_step: Callable[[int, dict], None] | None,
-           device: str | torch.device | None) -> dict[str, Any]:
+           progress: bool, on_step: Callable[[int, dict], None] | None, device: torch.device) -> dict[str, Any]:
     from peft import PeftModel, get_peft_model, set_peft_model_state_dict
 
     from kefu.train.models import check_adapter, license_note, load_model, resolve_model
 
     started = time.time()
     out = Path(out)
-    rank, world, local_rank = _dist_setup()
+    rank, world = _dist_setup()
     main = rank == 0
-    if device is None:
-        device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if config.batch_size < world:
