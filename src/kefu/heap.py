@@ -46,7 +46,7 @@ def release_freed_memory() -> int:
 
 
 def keep_large_allocations(limit: int = 1 << 30) -> int:  # glibc takes an int: at most 2 GB - 1
-    """Serve allocations up to ``limit`` bytes from the heap and keep up to that much freed memory there for reuse.
+    """Serve allocations up to ``limit`` bytes from the heap and keep up to twice that much freed memory there.
 
     Some glibc versions refuse an mmap threshold above 32 MB; then 32 MB is used. Returns the threshold that took
     (0: none, no glibc). Note that any setting ends glibc's self-adjusting threshold for the process.
