@@ -29,6 +29,7 @@ the per-dialogue loop and of transformers' masked attention.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import math
@@ -134,7 +135,7 @@ def check_kernels(device) -> dict:
     examples = dialogues(12, config.vocab_size, seed=7, cap=300)
     batch = {k: v.to(device) for k, v in collate(pack(examples, 1024), pad_id=0).items()}
     calls = {"varlen": 0}
-    original, available = attention.varlen_attention, attention.varlen_available
+    original = attention.varlen_attention
 
     def counted(*args, **kwargs):
         calls["varlen"] += 1
@@ -152,15 +153,13 @@ def check_kernels(device) -> dict:
         keep_lora_input_dtype(model)
         wrapper = SupervisedLM(model, fast=variant != "masked")
         attention.varlen_attention = counted
-        if variant == "loop":
-            attention.varlen_available = lambda *a, **k: False
+        loop = attention.per_dialogue_loop() if variant == "loop" else contextlib.nullcontext()
         try:
-            with torch.autocast(device.type, dtype=torch.bfloat16):
+            with loop, torch.autocast(device.type, dtype=torch.bfloat16):
                 loss, count = wrapper(**batch)
             (loss / count).backward()
         finally:
             attention.varlen_attention = original
-            attention.varlen_available = available
         grads = torch.cat([p.grad.float().flatten() for p in model.parameters() if p.requires_grad])
         results[variant] = (float(loss / count), grads)
     ref_loss, ref_grad = results["masked"]

@@ -1,6 +1,8 @@
 """The CUDA path of training: the variable-length flash-attention kernel against the per-dialogue loop and
 transformers' masked attention. Skipped without a GPU (CI); run on a lent GPU with ``pytest tests/train``."""
 
+import contextlib
+
 import pytest
 import torch
 
@@ -23,9 +25,8 @@ def _run(arch, variant, batch, monkeypatch):
     calls = []
     real = attention.varlen_attention
     monkeypatch.setattr(attention, "varlen_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
-    if variant == "loop":
-        monkeypatch.setattr(attention, "varlen_available", lambda *a, **k: False)
-    with torch.autocast("cuda", dtype=torch.bfloat16):
+    loop = attention.per_dialogue_loop() if variant == "loop" else contextlib.nullcontext()
+    with loop, torch.autocast("cuda", dtype=torch.bfloat16):
         loss, count = SupervisedLM(model, fast=variant != "masked")(**batch)
     (loss / count).backward()
     monkeypatch.undo()

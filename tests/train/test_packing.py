@@ -319,3 +319,19 @@ def test_cpu_eager_attention_in_query_blocks_equals_one_block(window):
     reference = F.scaled_dot_product_attention(q, k, v, scale=0.3, attn_mask=~__import__(
         "kefu.train.attention", fromlist=["_hidden_keys"])._hidden_keys(29, window))
     torch.testing.assert_close(one, reference)
+
+
+def test_per_dialogue_loop_switches_the_variable_length_kernel_off_within_its_block(monkeypatch):
+    """Where the kernel could run (faked here: CUDA, bf16, Ampere), the switch sends packed rows through the loop,
+    and only inside its block."""
+    from types import SimpleNamespace
+
+    import kefu.train.attention as attention
+
+    monkeypatch.setattr(attention, "_varlen_kernel", lambda: (None, True, True))
+    monkeypatch.setattr(attention, "_flash_capable", lambda index: True)
+    query = SimpleNamespace(is_cuda=True, dtype=torch.bfloat16, shape=(1, 4, 8, 64), device=SimpleNamespace(index=0))
+    assert attention.varlen_available(query, 0.0, None)
+    with attention.per_dialogue_loop():
+        assert not attention.varlen_available(query, 0.0, None)
+    assert attention.varlen_available(query, 0.0, None)

@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -86,10 +89,24 @@ def _flash_capable(device_index: int) -> bool:
     return torch.version.hip is None and torch.cuda.get_device_capability(device_index) >= (8, 0)
 
 
+_LOOP_ONLY: ContextVar[bool] = ContextVar("kefu_packed_loop_only", default=False)
+
+
+@contextmanager
+def per_dialogue_loop() -> Iterator[None]:
+    """Within the block packed rows take the per-dialogue loop even where the variable-length kernel could run:
+    to compare the two on one GPU (tests/train/test_gpu.py, bench/gpu_train.py)."""
+    token = _LOOP_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _LOOP_ONLY.reset(token)
+
+
 def varlen_available(query: torch.Tensor, dropout: float, sliding_window: int | None) -> bool:
     """Whether this call can take the single variable-length flash-attention kernel (CUDA, half precision)."""
     kernel = _varlen_kernel()
-    return (kernel is not None and query.is_cuda and query.dtype in (torch.bfloat16, torch.float16)
+    return (not _LOOP_ONLY.get() and kernel is not None and query.is_cuda and query.dtype in (torch.bfloat16, torch.float16)
             and not dropout and (sliding_window is None or kernel[1]) and query.shape[-1] <= 256
             and _flash_capable(query.device.index if query.device.index is not None else 0))
 
