@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from kefu.data.pii import PLACEHOLDERS, _default, luhn_ok, mask, mask_many  # noqa: E402
+from kefu.text.pii import PLACEHOLDERS, _default, luhn_ok, mask, mask_many  # noqa: E402
 
 SHOP = ROOT / "examples" / "shop" / "dialogues.jsonl"
 SHARED = ROOT.parent / "shared" / "data"
@@ -295,7 +295,7 @@ def main() -> None:
 
     plain_row, pii_row, quiet_row = rows[1:4]
     lines = [
-        "## PII masking (`kefu.data.pii.mask`, `mask_many`) vs one `re.sub` per pattern",
+        "## PII masking (`kefu.text.pii.mask`, `mask_many`) vs one `re.sub` per pattern",
         "",
         "Command: `.venv/bin/python bench/mask_bench.py`  ",
         f"Machine: {__import__('_report').machine()}; 1/5/15-minute load average "

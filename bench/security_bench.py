@@ -75,7 +75,7 @@ def fuzz(n: int, seed: int) -> dict:
     from kefu.safety.keys import KeyStore
 
     try:
-        from kefu.data import pii
+        from kefu.text import pii
     except ImportError:
         pii = None
     rng = random.Random(seed)

@@ -114,7 +114,7 @@ _MASK_BATCH = 1000  # lines masked together (Masker.mask_many) at most
 
 def mask_command() -> None:
     """Mask PII in text read from stdin, one output line per input line (streaming)."""
-    from kefu.data.pii import mask_many
+    from kefu.text.pii import mask_many
     from kefu.safety.keys import authorize_cli
 
     authorize_cli("data:read")

@@ -94,7 +94,7 @@ class _Worker:
         self.mask_many = None
         self._mask_cache: dict[str, tuple[str, dict[str, int]]] = {}
         if config.mask_pii:
-            from kefu.data.pii import mask_many
+            from kefu.text.pii import mask_many
 
             self.mask_many = mask_many
 

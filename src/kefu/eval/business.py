@@ -279,16 +279,16 @@ _PLACEHOLDER_RE = re.compile(r"\[[^\[\]\s]{1,12}\]")  # already masked: [手机�
 def _pii_checker():
     """``(name, fn(prediction, context_text) -> number of PII items not in the context)`` or ``(None, None)``.
 
-    Prefers the data stage's ``kefu.data.pii.find_pii`` (the masker's own detector), else the safety stage's
+    Prefers the data stage's ``kefu.text.pii.find_pii`` (the masker's own detector), else the safety stage's
     ``kefu.safety.compliance.scan_output``. Masking placeholders (``[手机号]``, JDDC's ``[订单x]``) are not PII.
     """
-    find_pii = _optional("kefu.data.pii", "find_pii")
+    find_pii = _optional("kefu.text.pii", "find_pii")
     if find_pii is not None:
         def echoed(pred: str, ctx: str) -> int:
             spans = find_pii(pred)
             texts = [getattr(s, "text", None) or (pred[s[1]:s[2]] if isinstance(s, tuple) else "") for s in spans]
             return sum(1 for t in texts if t and t not in ctx and not _PLACEHOLDER_RE.fullmatch(t))
-        return "kefu.data.pii.find_pii", echoed
+        return "kefu.text.pii.find_pii", echoed
     scan = _optional("kefu.safety.compliance", "scan_output")
     if scan is not None:
         return "kefu.safety.compliance.scan_output", lambda pred, ctx: len(scan(pred, [ctx] if ctx else []))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from kefu.data.dedup import Deduplicator, MinHasher, exact_key, shingle_text
-from kefu.data.pii import mask
+from kefu.text.pii import mask
 from kefu.loop.feedback import FeedbackRecord
 from kefu.types import Dialogue, Turn
 

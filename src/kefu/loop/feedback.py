@@ -52,9 +52,9 @@ _FALLBACK_PATTERNS = [
 
 
 def mask_text(text: str) -> str:
-    """PII-masked copy of ``text``: ``kefu.data.pii.mask`` when available, else a conservative regex fallback."""
+    """PII-masked copy of ``text``: ``kefu.text.pii.mask`` when available, else a conservative regex fallback."""
     try:
-        from kefu.data.pii import mask
+        from kefu.text.pii import mask
     except ImportError:
         for pattern, placeholder in _FALLBACK_PATTERNS:
             text = pattern.sub(placeholder, text)

@@ -419,7 +419,7 @@ PII_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("address", re.compile(r"[\u4e00-\u9fa5]{2,6}(?:省|市|自治区)[\u4e00-\u9fa5]{1,8}(?:市|区|县|旗)"
                            r"[\u4e00-\u9fa5\d]{0,12}?(?:路|街|道|巷|弄|村|镇)[\u4e00-\u9fa5\d-]{0,8}?\d+号")),
 ]
-# Same placeholders as the data stage's masker (kefu.data.pii.PLACEHOLDERS), so masked replies look like masked data.
+# Same placeholders as the data stage's masker (kefu.text.pii.PLACEHOLDERS), so masked replies look like masked data.
 PII_PLACEHOLDERS = {"email": "[邮箱]", "id_card": "[身份证号]", "bank_card": "[银行卡号]", "order_no": "[订单号]",
                     "tracking_no": "[物流单号]", "mobile": "[手机号]", "landline": "[固话]", "address": "[地址]",
                     "name": "[姓名]", "ip": "[IP]", "wechat": "[微信号]", "qq": "[QQ号]"}
@@ -444,11 +444,11 @@ def _norm_pii(kind: str, value: str) -> str:
 
 def find_pii(text: str) -> list[tuple[str, int, int, str]]:
     """(kind, start, end, normalised value) for each PII item. The data stage's validating detector
-    (``kefu.data.pii.find_pii``: names, addresses, checksums) goes first; our patterns fill the gaps."""
+    (``kefu.text.pii.find_pii``: names, addresses, checksums) goes first; our patterns fill the gaps."""
     found: list[tuple[str, int, int, str]] = []
     taken: list[tuple[int, int]] = []
     try:
-        from kefu.data import pii as data_pii
+        from kefu.text import pii as data_pii
 
         for span in data_pii.find_pii(text):
             found.append((span.type, span.start, span.end, _norm_pii(span.type, span.text)))
@@ -471,7 +471,7 @@ def find_pii(text: str) -> list[tuple[str, int, int, str]]:
 def _placeholder(kind: str, value: str) -> str:
     """The data stage's mask for this value when it recognises it, else our own placeholder."""
     try:
-        from kefu.data import pii as data_pii  # owned by the data stage; optional
+        from kefu.text import pii as data_pii  # owned by the data stage; optional
 
         masked = data_pii.mask(value)
         masked = masked[0] if isinstance(masked, tuple) else masked

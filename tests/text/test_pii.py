@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kefu.data import pii
-from kefu.data.pii import (JDDC_PLACEHOLDERS, PLACEHOLDERS, TRIGGER_CHARS, Masker, PiiSpan, find_pii, luhn_ok, mask,
+from kefu.text import pii
+from kefu.text.pii import (JDDC_PLACEHOLDERS, PLACEHOLDERS, TRIGGER_CHARS, Masker, PiiSpan, find_pii, luhn_ok, mask,
                            valid_bank_card, valid_id_card, valid_landline, valid_mobile)
 
 

@@ -1,4 +1,4 @@
-"""Small text helpers shared by several stages."""
+"""Chinese shop text, shared by every stage: numbers and money, PII detection and masking, order statuses, normalisation helpers."""
 
 from __future__ import annotations
 

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kefu.data import pii
+from kefu.text import pii
 from kefu.data.cli import _line_batches
-from kefu.data.pii import JDDC_PLACEHOLDERS, PLACEHOLDERS, Masker, mask, mask_many
+from kefu.text.pii import JDDC_PLACEHOLDERS, PLACEHOLDERS, Masker, mask, mask_many
 
 from .test_pii import NEAR_MISSES, POSITIVES
 
