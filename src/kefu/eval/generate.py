@@ -12,7 +12,6 @@ latency is each request's own round trip.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any, Iterator, Sequence
 
 import httpx
 
+from kefu.train import template
 from kefu.types import KefuError
 
 
@@ -32,42 +32,20 @@ class GenResult:
     new_tokens: int
 
 
-def _template():
-    try:
-        return importlib.import_module("kefu.train.template")
-    except ImportError:  # only while the train stage is not installed
-        return None
-
-
 def render(tokenizer: Any, messages: list[dict]) -> str:
-    """The prompt text for ``messages`` with the generation prompt appended, via the shared template.
-
-    Falls back to the tokenizer's own chat template, then to plain ``用户：/客服：`` lines, only while
-    ``kefu.train.template`` is not installed.
-    """
-    template = _template()
-    if template is not None:
-        return template.render_prompt(tokenizer, messages, add_generation_prompt=True)
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    names = {"user": "用户", "assistant": "客服", "system": "系统"}
-    return "".join(f"{names.get(m['role'], m['role'])}：{m['content']}\n" for m in messages) + "客服："
+    """The prompt text for ``messages`` with the generation prompt appended, via the shared template."""
+    return template.render_prompt(tokenizer, messages, add_generation_prompt=True)
 
 
 def encode(tokenizer: Any, messages: list[dict]) -> list[int]:
     """Prompt token ids exactly as training saw them (``kefu.train.template.encode_prompt``)."""
-    template = _template()
-    if template is not None:
-        return list(template.encode_prompt(tokenizer, messages))
-    return list(tokenizer(render(tokenizer, messages), add_special_tokens=False)["input_ids"])
+    return list(template.encode_prompt(tokenizer, messages))
 
 
 def stop_ids(model: Any, tokenizer: Any) -> list[int]:
     """Token ids that end an agent turn: the template's end-of-turn marker(s) plus eos."""
     ids: list[int] = []
-    template = _template()
-    if template is not None:
-        ids.extend(template.stop_token_ids(tokenizer))
+    ids.extend(template.stop_token_ids(tokenizer))
     eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     for tok in (eos if isinstance(eos, list) else [eos]) + [tokenizer.eos_token_id]:
         if tok is not None and tok not in ids:

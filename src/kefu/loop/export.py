@@ -186,7 +186,8 @@ def trim_vocab(run: str | Path, data: str | Path, out: str | Path, *, min_agreem
     reply tokens (token agreement up to the first difference)."""
     from kefu.eval.records import iter_jsonl, load_test_samples
     from kefu.train.models import load_model
-    from kefu.train.vocab import VOCAB_FILE, corpus_vocab, trim_model, trim_quality, untrim_model
+    from kefu.eval.trim import trim_quality
+    from kefu.train.vocab import VOCAB_FILE, corpus_vocab, trim_model, untrim_model
 
     base, adapter = run_parts(run)
     data, out = Path(data), Path(out)
