@@ -510,7 +510,7 @@ def main() -> None:
 async def run(args) -> None:
     import torch
 
-    from kefu.train.vocab import token_agreement
+    from kefu.eval.trim import token_agreement
 
     torch.manual_seed(0)
     rng = random.Random(0)
