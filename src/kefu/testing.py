@@ -6,9 +6,10 @@ Built in-process in seconds, never downloaded; `make_model_dir` saves one as a l
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
+
+from kefu.artifacts.dialogues import write_jsonl  # noqa: F401  (tests write their JSONL with the one writer)
 
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
 CUSTOMER = ["你好，在吗？", "这件冲锋衣有M码吗？", "什么时候发货？", "可以退货吗？", "满300减50怎么算？",
@@ -85,9 +86,3 @@ def make_dialogues(n: int, seed: int = 0, system: bool = False) -> list[dict]:
             messages += [{"role": "user", "content": CUSTOMER[k]}, {"role": "assistant", "content": AGENT[k]}]
         out.append({"id": f"d{i:04d}", "messages": messages, "meta": {"source": "tiny"}})
     return out
-
-
-def write_jsonl(path: Path, records: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    return path

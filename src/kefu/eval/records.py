@@ -5,35 +5,12 @@ Every problem is a :class:`KefuError` naming the file and line, so a bad line in
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Iterator
 
+from kefu.artifacts.dialogues import dialogue_from_json, iter_jsonl, messages_of, read_dialogues
+from kefu.eval.business import check_fact, normalize_fact
 from kefu.eval.metrics import parse_references
-from kefu.types import KefuError
-
-
-def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, object) of each non-blank line of a JSONL file; errors name the file and line."""
-    if not path.exists():
-        raise KefuError(f"{path}: file not found")
-    if path.is_dir():
-        raise KefuError(f"{path}: is a folder, expected a JSONL file")
-    seen = False
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise KefuError(f"{path}:{lineno}: not valid JSON: {exc.msg} (column {exc.colno})") from exc
-            if not isinstance(obj, dict):
-                raise KefuError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            seen = True
-            yield lineno, obj
-    if not seen:
-        raise KefuError(f"{path}: empty file (no JSON lines)")
+from kefu.types import Dialogue, KefuError
 
 
 def load_references(path: str | Path) -> dict[str, tuple[str, dict]]:
@@ -44,7 +21,7 @@ def load_references(path: str | Path) -> dict[str, tuple[str, dict]]:
     for lineno, obj in iter_jsonl(path):
         where = f"{path}:{lineno}"
         if "messages" in obj:
-            found = [(s["id"], s) for s in samples_from_dialogue(obj, where=where)]
+            found = [(s["id"], s) for s in samples_from_dialogue(dialogue_from_json(obj, where), where=where)]
         else:
             if obj.get("id") is None:
                 raise KefuError(f"{where}: missing field 'id' (needed to match predictions)")
@@ -121,26 +98,20 @@ def load_predictions(path: str | Path, references: str | Path | None = None) -> 
     return records
 
 
-def samples_from_dialogue(dialogue: dict, last_turn_only: bool = False, where: str = "") -> list[dict]:
+def samples_from_dialogue(dialogue: Dialogue, last_turn_only: bool = False, where: str = "") -> list[dict]:
     """Each agent turn of a prepared dialogue becomes a sample: ``context`` = the messages before it, ``references``
     = that turn (split on ``<sep>``/``!@@@!``), ``intent`` = the intent of the last customer turn before it.
 
     Dialogue-level ``meta.facts`` apply to a turn when the fact carries that turn's index (``turn``) or, lacking
     one, when the reference itself states the fact correctly.
     """
-    from kefu.eval.business import check_fact, normalize_fact
-
-    messages = dialogue.get("messages")
-    if not isinstance(messages, list) or not messages:
+    if not dialogue.messages:
         raise KefuError(f"{where}: field 'messages' must be a non-empty list")
-    for k, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") \
-                or not isinstance(m.get("content"), str):
-            raise KefuError(f"{where}: messages[{k}] must be {{'role': system|user|assistant, 'content': str}}")
-    meta = dialogue.get("meta") or {}
+    messages = messages_of(dialogue)
+    meta = dialogue.meta
     intents = meta.get("intents") or []
     facts = meta.get("facts") or []
-    did = str(dialogue.get("id") or where)
+    did = dialogue.id or where
     samples, user_turns = [], 0
     agent_turns = [k for k, m in enumerate(messages) if m["role"] == "assistant"]
     if last_turn_only:
@@ -176,17 +147,10 @@ def load_test_samples(path: str | Path, last_turn_only: bool = False, max_sample
     """All samples of a prepared ``test.jsonl`` in file order (optionally only the first ``max_samples``)."""
     path = Path(path)
     samples: list[dict] = []
-    for lineno, obj in iter_jsonl(path):
-        samples.extend(samples_from_dialogue(obj, last_turn_only, where=f"{path}:{lineno}"))
+    for prepared in read_dialogues(path, name=None, empty_ok=False):
+        samples.extend(samples_from_dialogue(prepared.dialogue, last_turn_only, where=prepared.where))
         if max_samples and len(samples) >= max_samples:
             return samples[:max_samples]
     if not samples:
         raise KefuError(f"{path}: no agent turn after a customer turn to evaluate")
     return samples
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    """UTF-8 JSONL, Chinese kept readable."""
-    with open(path, "w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")

@@ -76,7 +76,7 @@ def load_local_model(run: Path | None, model: str | None, base_only: bool) -> tu
 
 def write_outputs(out: Path, metrics: dict, rows: list[dict], worst_k: int = 10) -> None:
     """metrics.json, predictions.jsonl and report.html under ``out``."""
-    from kefu.eval.records import write_jsonl
+    from kefu.artifacts.dialogues import write_jsonl
     from kefu.eval.report import write_report
 
     out.mkdir(parents=True, exist_ok=True)

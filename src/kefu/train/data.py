@@ -13,8 +13,9 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
+from kefu.artifacts.dialogues import prepared_file, read_dialogues
 from kefu.train.template import IGNORE_INDEX, encode_dialogue
 from kefu.types import KefuError
 
@@ -54,46 +55,21 @@ def find_data(data: str | Path) -> tuple[Path, Path | None]:
     """``(train.jsonl, val.jsonl or None)`` from a folder (the prepare stage's output) or a file."""
     path = Path(data)
     if path.is_dir():
-        train = path / "train.jsonl"
-        if not train.is_file():
-            raise KefuError(f"{path}: no train.jsonl in this folder (run `kefu prepare` first)")
         val = path / "val.jsonl"
-        return train, val if val.is_file() else None
+        return prepared_file(path), val if val.is_file() else None
     if not path.is_file():
         raise KefuError(f"{path}: training data not found")
     val = path.with_name("val.jsonl")
     return path, val if val.is_file() and val != path else None
 
 
-def read_dialogues(path: Path) -> Iterator[tuple[str, dict]]:
-    """``("file:line", record)`` for every non-blank line; malformed lines raise KefuError naming file and line."""
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise KefuError(f"{where}: not valid JSON: {exc.msg}") from exc
-            messages = record.get("messages") if isinstance(record, dict) else None
-            if not isinstance(messages, list):
-                raise KefuError(f"{where}: field 'messages' must be a list of {{role, content}}")
-            for index, message in enumerate(messages):
-                if not isinstance(message, dict) or message.get("role") not in ("system", "user", "assistant") \
-                        or not isinstance(message.get("content"), str):
-                    raise KefuError(f"{where}: messages[{index}] needs role system|user|assistant and a string "
-                                    "content")
-            yield where, record
-
-
 def check_data(data: str | Path) -> tuple[Path, Path | None]:
     """Fast pass before any model is loaded: files exist, every line parses, some dialogue has an agent turn."""
     train_file, val_file = find_data(data)
     dialogues = with_agent = 0
-    for _, record in read_dialogues(train_file):
+    for prepared in read_dialogues(train_file):
         dialogues += 1
-        with_agent += any(m["role"] == "assistant" and m["content"].strip() for m in record["messages"])
+        with_agent += any(t.role == "assistant" and t.content.strip() for t in prepared.dialogue.messages)
     if dialogues == 0:
         raise KefuError(f"{train_file}: no dialogues (the file is empty)")
     if with_agent == 0:
@@ -150,9 +126,9 @@ def encode_file(path: Path, tokenizer, config: "TrainConfig", stats: DataStats |
     """Tokenise every dialogue of ``path``; over-long ones are split or truncated and counted in ``stats``."""
     stats = stats if stats is not None else DataStats()
     examples: list[Example] = []
-    for where, record in read_dialogues(path):
+    for prepared in read_dialogues(path):
         stats.dialogues += 1
-        messages = with_system(record, config)
+        messages = with_system(prepared.dialogue.to_dict(), config)
         if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
             stats.skipped_no_agent += 1
             continue
@@ -168,7 +144,7 @@ def encode_file(path: Path, tokenizer, config: "TrainConfig", stats: DataStats |
             if len(piece_ids) > config.max_len:
                 stats.truncated += 1
                 piece_ids, piece_labels = piece_ids[:config.max_len], piece_labels[:config.max_len]
-            example = Example(piece_ids, piece_labels, where)
+            example = Example(piece_ids, piece_labels, prepared.where)
             if example.supervised == 0:
                 stats.skipped_no_agent += 1
                 continue
