@@ -42,6 +42,9 @@ def test_main_exit_codes(monkeypatch, capsys):
 
     import typer
 
+    # a command added for this test only: the app's command list is restored afterwards, so it leaks nowhere
+    monkeypatch.setattr(cli.app, "registered_commands", list(cli.app.registered_commands))
+
     @cli.app.command("_exit3", hidden=True)
     def _exit3():
         raise typer.Exit(3)
@@ -50,3 +53,10 @@ def test_main_exit_codes(monkeypatch, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main()
     assert exc.value.code == 3
+
+
+def test_no_test_command_leaks_into_the_shared_app():
+    """Runs after test_main_exit_codes (file order): the shared Typer app holds only kefu's own commands."""
+    from kefu import cli
+
+    assert all(not (c.name or "").startswith("_") for c in cli.app.registered_commands)
