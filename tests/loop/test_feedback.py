@@ -31,6 +31,18 @@ def test_add_and_list_round_trip(kefu_home):
     assert len(store.list(since=datetime.now(timezone.utc) - timedelta(hours=1))) == 3
 
 
+
+def test_correction_is_stored_masked_names_included(kefu_home):
+    """Corrections go through the real masker: a name is masked as well as a phone number (the old regex fallback
+    masked digits only and stored 张伟 as typed)."""
+    store = FeedbackStore.open()
+    rid = store.add({"kind": "correction", "session_id": "s1", "correction": "收件人：张伟，电话13812345678",
+                     "conversation": [{"role": "user", "content": "我叫张伟，手机13812345678"}]})
+    (row,) = [r for r in store.list() if r.id == rid]
+    assert row.correction == "收件人：[姓名]，电话[手机号]"
+    assert row.conversation[0]["content"] == "我叫[姓名]，手机[手机号]"
+
+
 def test_wal_and_full_sync(kefu_home):
     store = FeedbackStore.open()
     with store.engine.connect() as conn:

@@ -8,7 +8,6 @@ reads it back with ``list`` to build the next training round.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable
@@ -18,6 +17,7 @@ from sqlalchemy import (JSON, Column, DateTime, Integer, MetaData, String, Table
 from sqlalchemy.engine import Engine
 
 from kefu.paths import state_path
+from kefu.text.pii import mask
 from kefu.types import KefuError
 
 KINDS = ("rating", "correction", "handoff")
@@ -42,23 +42,8 @@ feedback_table = Table(
 )
 
 
-# Fallback masking used only when the data stage's PII module is not importable (it is the reference implementation).
-_FALLBACK_PATTERNS = [
-    (re.compile(r"(?<!\d)\d{17}[\dXx](?!\d)"), "<ID_CARD>"),
-    (re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)"), "<PHONE>"),
-    (re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"), "<EMAIL>"),
-    (re.compile(r"(?<!\d)\d{16,19}(?!\d)"), "<NUMBER>"),
-]
-
-
 def mask_text(text: str) -> str:
-    """PII-masked copy of ``text``: ``kefu.text.pii.mask`` when available, else a conservative regex fallback."""
-    try:
-        from kefu.text.pii import mask
-    except ImportError:
-        for pattern, placeholder in _FALLBACK_PATTERNS:
-            text = pattern.sub(placeholder, text)
-        return text
+    """PII-masked copy of ``text`` (``kefu.text.pii.mask``: names, addresses and validated numbers alike)."""
     return mask(text)[0]
 
 
