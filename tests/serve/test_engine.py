@@ -7,7 +7,11 @@ import json
 import httpx
 import pytest
 
-from kefu.serve.engine import EngineError, LocalEngine, RemoteEngine, collect
+from kefu.heap import release_freed_memory
+from kefu.serve.build import load_trim
+from kefu.serve.engine import EngineError, LocalEngine, RemoteEngine, collect, lookup_draft, render
+from kefu.testing import CUSTOMER, make_model, make_tokenizer
+from kefu.train.template import prompt_add_special_tokens, stop_token_ids
 from serve_support import tiny_model
 
 PROMPTS = ["冲锋衣多少钱", "有黑色吗", "订单发货了吗，我等了好久", "你好"]
@@ -38,9 +42,6 @@ def _generate_alone(model, tok, text, max_new):
     """What ``generate`` answers for one prompt on its own (greedy), as text up to the end-of-turn token."""
     import torch
 
-    from kefu.serve.engine import render
-    from kefu.train.template import prompt_add_special_tokens, stop_token_ids
-
     enc = tok(render(tok, msgs(text)), return_tensors="pt", add_special_tokens=prompt_add_special_tokens(tok))
     stops = set(stop_token_ids(tok)) | {tok.eos_token_id}
     with torch.no_grad():
@@ -58,8 +59,6 @@ def test_continuous_batching_matches_generate_alone(arch, gap_s, draft_tokens):
     """Requests of different lengths join and leave the running batch at different steps; each answer is still
     exactly what ``generate`` gives for that prompt alone, also when drafts are accepted in some rows and rejected
     in others of the same step."""
-    from kefu.testing import CUSTOMER, make_model, make_tokenizer
-
     tok = make_tokenizer()
     model = make_model(arch, vocab_size=len(tok), seed=3).eval()
     texts = [CUSTOMER[1], CUSTOMER[5] * 3, CUSTOMER[0], CUSTOMER[4] * 2, CUSTOMER[6]]
@@ -219,7 +218,7 @@ def test_int8_dynamic_quantisation_generates(tiny):
 
 
 def test_int8_weight_quantisation_serves_base_and_hot_swapped_adapters(tiny, tmp_path):
-    from kefu.train.quant import Int8Linear
+    from kefu.train.quant import Int8Linear  # deferred: heavy (torch)
 
     _, tok = tiny
     a = _make_adapter(tok, tmp_path / "a", 1)
@@ -244,8 +243,7 @@ def test_unknown_quantisation_is_refused(tiny):
 
 
 def test_trimmed_vocabulary_batches_and_writes_only_kept_tokens(tiny, tmp_path):
-    from kefu.serve.build import load_trim
-    from kefu.train.vocab import corpus_vocab
+    from kefu.train.vocab import corpus_vocab  # deferred: heavy (torch)
 
     _, tok = tiny
     trim = corpus_vocab(tok, ["亲，有黑色的。", "好的，谢谢"])
@@ -336,10 +334,6 @@ def test_drafts_that_are_all_right_or_all_wrong_leave_the_answer_unchanged(arch)
     cache entries at their true positions) and with garbage drafts (every draft rejected and its cache dropped)."""
     import torch
 
-    from kefu.serve.engine import render
-    from kefu.testing import CUSTOMER, make_model, make_tokenizer
-    from kefu.train.template import prompt_add_special_tokens
-
     tok = make_tokenizer()
     model = make_model(arch, vocab_size=len(tok), seed=5).eval()
     texts, budget = [CUSTOMER[2], CUSTOMER[3] * 2, CUSTOMER[7]], 14
@@ -378,8 +372,6 @@ def test_drafts_that_are_all_right_or_all_wrong_leave_the_answer_unchanged(arch)
 
 
 def test_lookup_draft_copies_what_followed_the_latest_match():
-    from kefu.serve.engine import lookup_draft
-
     assert lookup_draft([5, 6, 7, 8, 9, 1, 6, 7], 3) == [8, 9, 1]  # 2-gram (6, 7) seen before: its continuation
     assert lookup_draft([1, 2, 3, 1, 2, 4, 1, 2], 2) == [4, 1]  # the latest occurrence wins
     assert lookup_draft([1, 2, 3, 4], 3) == []  # nothing repeats
@@ -407,8 +399,6 @@ def test_going_idle_hands_freed_memory_back(tiny):
     """After the last row finishes the engine trims the heap (glibc), so RSS follows use instead of the peak."""
     import sys
 
-    from kefu.serve.engine import release_freed_memory
-
     model, tok = tiny
 
     async def run():
@@ -426,8 +416,6 @@ def test_a_sampled_row_shares_wide_draft_steps_with_greedy_rows():
     """A sampled request (no drafts: one token per step) decoding next to drafted greedy ones leaves their answers
     exactly ``generate``'s, and its own seeded sample repeats."""
     import torch
-
-    from kefu.testing import CUSTOMER, make_model, make_tokenizer
 
     tok = make_tokenizer()
     model = make_model("gemma3", vocab_size=len(tok), seed=3).eval()

@@ -1,67 +1,43 @@
-"""Generation engines: a local transformers engine with micro-batching and LoRA adapters, and a remote one.
+"""The local engine: a transformers model (+ LoRA adapters) with continuous batching in one generation thread.
 
-LocalEngine: continuous batching (iteration-level scheduling, as vLLM does) in one generation thread. A request is
-prefilled alone (no padding) and joins the running batch at the next decode step; a finished row leaves at once, so
-a short answer never waits for a long one and a new request never waits for a whole batch. Each step is one forward
-over every active row with a left-padded KV cache and per-row positions; each row streams its own text. Up to
-``max_batch_size`` rows; an idle engine waits ``batch_wait_ms`` for companions. LoRA adapters (PEFT) are chosen per
-row (``adapter_names``), so requests for different adapters share steps, and can be loaded while serving.
-Greedy rows speculate by prompt lookup (``draft_tokens``): the tokens that followed the last n-gram's earlier
-occurrence in the conversation are verified in the same step, and the longest prefix the model agrees with is kept,
-so output is unchanged and steps are fewer. CPU options: weight-only INT8 (``int8-weight``, kefu.train.quant: int8
-weights, bf16 activations) or torch.ao dynamic INT8 (``int8``, also quantises activations).
-
-RemoteEngine: any OpenAI-compatible server (vLLM with ``--enable-lora`` picks the adapter by model name) via httpx,
-with timeouts and retries. Both raise ``EngineError``; the pipeline turns that into a fallback answer, never a 5xx.
+Continuous batching is iteration-level scheduling, as vLLM does. A request is prefilled alone (no padding) and joins
+the running batch at the next decode step; a finished row leaves at once, so a short answer never waits for a long one
+and a new request never waits for a whole batch. Each step is one forward over every active row with a left-padded
+KV cache (``batch.KVBatch``) and per-row positions; each row streams its own text. Up to ``max_batch_size`` rows; an
+idle engine waits ``batch_wait_ms`` for companions. LoRA adapters (PEFT) are chosen per row (``adapter_names``), so
+requests for different adapters share steps, and can be loaded while serving. Greedy rows speculate by prompt lookup
+(``draft_tokens``, ``draft.lookup_draft``): the drafted tokens are verified in the same step, and the longest prefix
+the model agrees with is kept, so output is unchanged and steps are fewer. How the model is readied (trim, INT8,
+adapters) is ``prepare``'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import queue
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Protocol
+from typing import Any, AsyncIterator
 
 from kefu.heap import release_freed_memory
+from kefu.serve.engine.base import EngineError, render
+from kefu.serve.engine.batch import KVBatch
+from kefu.serve.engine.draft import lookup_draft
+from kefu.serve.engine.prepare import attach_adapter, prepare_model, stop_ids, top_filters
+from kefu.train.template import prompt_add_special_tokens
 
 log = logging.getLogger("kefu.serve.engine")
 
-_END = object()
-
-
-class EngineError(RuntimeError):
-    """The engine could not produce an answer (down, timed out, crashed)."""
-
-
-class Engine(Protocol):
-    name: str
-
-    def models(self) -> list[str]: ...
-
-    def stream(self, messages: list[dict[str, str]], *, model: str | None = None, max_new_tokens: int | None = None,
-               temperature: float = 0.0) -> AsyncIterator[str]: ...
-
-    async def close(self) -> None: ...
-
-
-async def collect(stream: AsyncIterator[str]) -> str:
-    return "".join([piece async for piece in stream])
-
-
-def render(tokenizer, messages: list[dict[str, str]]) -> str:
-    """The prompt string: the train stage's template (exactly what the model was trained on)."""
-    from kefu.train.template import render_prompt
-
-    return render_prompt(tokenizer, messages, add_generation_prompt=True)
+_END = object()  # a request's queue item after its last piece of text
 
 
 @dataclass
 class _Request:
+    """One ``stream`` call as the generation thread sees it; ``push`` hands text (or an error) to its event loop."""
+
     prompt: str
     adapter: str | None
     max_new_tokens: int
@@ -90,22 +66,6 @@ class _Row:
             req, prompt, [], len(prompt), 0, first, False
 
 
-def lookup_draft(tokens: list[int], max_tokens: int, max_ngram: int = 3) -> list[int]:
-    """Prompt-lookup drafting: the tokens that followed the latest earlier occurrence of the sequence's last
-    ``n``-gram (``n`` from ``max_ngram`` down to 1), at most ``max_tokens``. Customer-service answers repeat the
-    facts, names and phrases of their prompt, so these guesses are often right; a wrong one costs a little width in
-    one decode step (the same idea as vLLM's n-gram speculation and transformers' ``prompt_lookup_num_tokens``)."""
-    if max_tokens <= 0:
-        return []
-    for n in range(min(max_ngram, len(tokens) - 1), 0, -1):
-        tail = tokens[-n:]
-        first = tail[0]
-        for start in range(len(tokens) - n - 1, -1, -1):
-            if tokens[start] == first and tokens[start:start + n] == tail:
-                return tokens[start + n:start + n + max_tokens]
-    return []
-
-
 class LocalEngine:
     """transformers model + tokenizer (+ LoRA adapters) with continuous batching in one generation thread."""
 
@@ -117,25 +77,8 @@ class LocalEngine:
         import torch
 
         self.torch = torch
-        self.trimmed_vocab: int | None = None
-        if trim is not None:  # decode over the shop's tokens only (kefu.train.vocab); before INT8, stays fp32
-            from kefu.train.vocab import VocabTrim, trim_model
-
-            if isinstance(trim, VocabTrim):
-                trim.check(tokenizer, "serve.trim_vocab")
-            model = trim_model(model, trim)
-            self.trimmed_vocab = len(trim.keep_ids if isinstance(trim, VocabTrim) else trim)
-        if quantize == "int8":
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-        elif quantize == "int8-weight":  # adapters loaded below wrap the int8 layers and stay floating point
-            from kefu.train.quant import quantize_int8_weights
-
-            # int8 kernel per decode step, bf16 GEMM for prefill; the output projection too (an untied int8 copy)
-            # unless the vocabulary trim replaced it
-            quantize_int8_weights(model, head=True, prefill_copy=True)
-        elif quantize != "none":
-            raise ValueError(f"quantize must be none, int8 or int8-weight, not {quantize!r}")
-        self.model = model.eval()
+        model, self.trimmed_vocab = prepare_model(model, tokenizer, quantize=quantize, trim=trim)
+        self.model = model
         self.tokenizer = tokenizer
         if tokenizer.pad_token_id is None:  # prefill pads prompts of a group on the left with it
             tokenizer.pad_token = tokenizer.eos_token
@@ -154,17 +97,8 @@ class LocalEngine:
         self._model_lock = threading.Lock()
         self.batches: deque[int] = deque(maxlen=1000)  # active rows each time requests joined (metrics, tests, bench)
         self.ttfts: deque[float] = deque(maxlen=1000)  # queue + prefill time to the first generated token, s
-        eos = set()
-        for source in (getattr(tokenizer, "eos_token_id", None), getattr(model.generation_config, "eos_token_id", None)):
-            if isinstance(source, int):
-                eos.add(source)
-            elif source:
-                eos.update(int(x) for x in source)
-        from kefu.train.template import prompt_add_special_tokens, stop_token_ids
-
-        eos.update(stop_token_ids(tokenizer))
-        self.eos_ids = eos
-        self._top_filters = _top_filters(model.generation_config)
+        self.eos_ids = stop_ids(model, tokenizer)
+        self._top_filters = top_filters(model.generation_config)
         self.add_special_tokens = prompt_add_special_tokens(tokenizer)
         for adapter_name, path in (adapters or {}).items():
             self.load_adapter(adapter_name, path)
@@ -175,15 +109,8 @@ class LocalEngine:
 
     def load_adapter(self, name: str, path: str) -> None:
         """Load (or replace) a LoRA adapter while serving; requests naming ``name`` use it from their next step."""
-        from peft import PeftModel
-
         with self._model_lock:
-            if isinstance(self.model, PeftModel):
-                if name in self.model.peft_config:
-                    self.model.delete_adapter(name)
-                self.model.load_adapter(path, adapter_name=name)
-            else:
-                self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name).eval()
+            self.model = attach_adapter(self.model, name, path)
             self.adapters[name] = str(path)
 
     # -- continuous batching ------------------------------------------------------------------------------------
@@ -222,7 +149,7 @@ class LocalEngine:
         """The generation thread: admit requests between decode steps, one batched step for every active row."""
         torch = self.torch
         active: list[_Row] = []
-        batch = _KVBatch(torch)
+        batch = KVBatch(torch)
         while not self._stopping:
             new: list[_Request] = []
             try:
@@ -247,7 +174,7 @@ class LocalEngine:
                 waiting = {id(row.req) for row in active}
                 for req in [row.req for row in active] + [r for r in new if id(r) not in waiting]:
                     req.push(error)
-                active, batch = [], _KVBatch(torch)
+                active, batch = [], KVBatch(torch)
         # closed: no client waits forever, neither those being decoded nor those still queued
         closed = EngineError("the engine was closed")
         for row in active:
@@ -313,7 +240,7 @@ class LocalEngine:
         return [lookup_draft(row.prompt + row.ids, min(self.draft_tokens, row.req.max_new_tokens - len(row.ids) - 1))
                 if row.req.temperature == 0 else [] for row in active]
 
-    def _step(self, active: list[_Row], batch: "_KVBatch") -> None:
+    def _step(self, active: list[_Row], batch: KVBatch) -> None:
         """One decode step for every active row. Rows with draft tokens feed ``[last, *draft]`` and keep the
         longest prefix of the draft the model itself would have produced, plus the model's next token, so greedy
         output is exactly what one-token steps give; the cache entries of rejected drafts are dropped."""
@@ -381,7 +308,7 @@ class LocalEngine:
             row.req.push(text[row.sent:])
         row.req.push(_END)
 
-    def _finish_rows(self, active: list[_Row], batch: "_KVBatch") -> list[_Row]:
+    def _finish_rows(self, active: list[_Row], batch: KVBatch) -> list[_Row]:
         """Close finished or cancelled rows and drop them from the cache."""
         keep = [i for i, row in enumerate(active) if not (row.done or row.req.cancelled)]
         if len(keep) == len(active):
@@ -427,165 +354,3 @@ class LocalEngine:
         if thread is None or not thread.is_alive():
             self._fail_queued(EngineError("the engine was closed"))
 
-
-def _top_filters(generation_config):
-    """The model's top-k / top-p sampling filters (what ``generate`` would apply), built once per engine."""
-    from transformers import LogitsProcessorList, TopKLogitsWarper, TopPLogitsWarper
-
-    filters = LogitsProcessorList()
-    if getattr(generation_config, "top_k", None):
-        filters.append(TopKLogitsWarper(generation_config.top_k))
-    if getattr(generation_config, "top_p", None) and generation_config.top_p < 1.0:
-        filters.append(TopPLogitsWarper(generation_config.top_p))
-    return filters
-
-
-class _KVBatch:
-    """The active rows' KV cache, left-padded to a common length, and its attention mask.
-
-    A new row is prefilled alone and joins by left-padding (the shorter side) along the sequence axis; finished rows
-    are dropped and padding every row shares is cut, so the cache stays as short as the longest live row. Position
-    ids are per row, so a row's logits do not depend on its neighbours (the same left-padding ``generate`` uses).
-    """
-
-    def __init__(self, torch):
-        self.torch = torch
-        self.cache = None
-        self.mask = None  # [rows, length], 1 = real token
-
-    def add(self, cache, mask) -> None:
-        """Join rows prefilled together: their cache and [rows, length] mask (0 = left padding)."""
-        torch = self.torch
-        length = mask.shape[1]
-        if self.cache is None:
-            self.cache, self.mask = cache, mask
-            return
-        have = self.mask.shape[1]
-        target = max(have, length)
-        for mine, theirs in zip(self.cache.layers, cache.layers):
-            mine.keys = torch.cat([_left_pad(mine.keys, target), _left_pad(theirs.keys, target)])
-            mine.values = torch.cat([_left_pad(mine.values, target), _left_pad(theirs.values, target)])
-        self.mask = torch.cat([_left_pad(self.mask, target), _left_pad(mask, target)])
-
-    def extend_mask(self, width: int = 1):
-        self.mask = self.torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], width)], dim=1)
-        return self.mask
-
-    def drop_last(self, counts: list[int]) -> None:
-        """Remove each row's last ``counts[row]`` cache entries (rejected draft tokens). Rows are re-aligned to the
-        right, the freed columns becoming left padding, so every row's tokens stay contiguous: relative distances,
-        which sliding-window masks depend on, are those of the one-token-per-step cache."""
-        torch = self.torch
-        if not any(counts):
-            return
-        common = min(counts)
-        if common:  # what every row drops: cut it
-            for layer in self.cache.layers:
-                layer.keys, layer.values = layer.keys[:, :, :-common], layer.values[:, :, :-common]
-            self.mask = self.mask[:, :-common]
-            counts = [c - common for c in counts]
-        if any(counts):
-            length = self.mask.shape[1]
-            # column j of row r comes from column j - counts[r]; columns before that are padding
-            source = (torch.arange(length)[None, :] - torch.tensor(counts)[:, None])
-            valid = source >= 0
-            source = source.clamp(min=0)
-            self.mask = torch.where(valid, self.mask.gather(1, source), 0)
-            for layer in self.cache.layers:
-                index = source[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])
-                layer.keys = layer.keys.gather(2, index)
-                layer.values = layer.values.gather(2, index)
-        self._cut_shared_padding()
-
-    def select(self, rows: list[int]) -> None:
-        if not rows:
-            self.cache = self.mask = None
-            return
-        index = self.torch.tensor(rows)
-        self.mask = self.mask.index_select(0, index)
-        for layer in self.cache.layers:
-            layer.keys, layer.values = layer.keys.index_select(0, index), layer.values.index_select(0, index)
-        self._cut_shared_padding()
-
-    def _cut_shared_padding(self) -> None:
-        """Drop the leading columns that are padding in every row (views, no copy)."""
-        start = int(self.mask.any(0).long().argmax())
-        if start:
-            self.mask = self.mask[:, start:]
-            for layer in self.cache.layers:
-                layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
-
-
-def _left_pad(tensor, length: int):
-    """Zero-pad ``tensor`` on the left of its sequence axis (-2 for [b, h, t, d] caches, -1 for [b, t] masks)."""
-    import torch.nn.functional as F
-
-    axis_len = tensor.shape[-2] if tensor.dim() == 4 else tensor.shape[-1]
-    if axis_len == length:
-        return tensor
-    pad = length - axis_len
-    return F.pad(tensor, (0, 0, pad, 0)) if tensor.dim() == 4 else F.pad(tensor, (pad, 0))
-
-
-class RemoteEngine:
-    """An OpenAI-compatible server (vLLM, TGI, llama.cpp server ...): timeouts, retries with backoff."""
-
-    name = "remote"
-
-    def __init__(self, base_url: str, *, base_name: str = "base", adapters: list[str] | None = None,
-                 api_key: str | None = None, timeout_s: float = 30.0, retries: int = 2, max_new_tokens: int = 128,
-                 transport=None):
-        import httpx
-
-        self.base_name = base_name
-        self.adapters = list(adapters or [])
-        self.retries = retries
-        self.max_new_tokens = max_new_tokens
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, transport=transport,
-                                        timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)))
-
-    def models(self) -> list[str]:
-        return [self.base_name, *self.adapters]
-
-    async def stream(self, messages: list[dict[str, str]], *, model: str | None = None,
-                     max_new_tokens: int | None = None, temperature: float = 0.0) -> AsyncIterator[str]:
-        import httpx
-
-        body = {"model": model or self.base_name, "messages": messages, "stream": True,
-                "max_tokens": max_new_tokens or self.max_new_tokens, "temperature": temperature}
-        last: Exception | None = None
-        for attempt in range(self.retries + 1):
-            emitted = False
-            try:
-                async with self.client.stream("POST", "/v1/chat/completions", json=body) as resp:
-                    if resp.status_code >= 500 or resp.status_code == 429:
-                        raise EngineError(f"remote engine answered HTTP {resp.status_code}")
-                    if resp.status_code >= 400:
-                        text = (await resp.aread()).decode("utf-8", "replace")[:200]
-                        raise EngineError(f"remote engine rejected the request: HTTP {resp.status_code}: {text}")
-                    async for line in resp.aiter_lines():
-                        if not line.startswith("data:"):
-                            continue
-                        data = line[5:].strip()
-                        if data == "[DONE]":
-                            return
-                        try:
-                            chunk = json.loads(data)
-                            delta = chunk["choices"][0].get("delta", {}).get("content") or ""
-                        except (ValueError, KeyError, IndexError) as exc:
-                            raise EngineError(f"remote engine sent a malformed chunk: {data[:100]}") from exc
-                        if delta:
-                            emitted = True
-                            yield delta
-                    return
-            except (httpx.HTTPError, EngineError) as exc:
-                last = exc
-                retriable = isinstance(exc, httpx.TransportError) or "HTTP 5" in str(exc) or "HTTP 429" in str(exc)
-                if emitted or not retriable or attempt == self.retries:
-                    break
-                await asyncio.sleep(min(2.0, 0.1 * 2 ** attempt))
-        raise EngineError(f"remote engine failed after {self.retries + 1} attempts: {last}")
-
-    async def close(self) -> None:
-        await self.client.aclose()
