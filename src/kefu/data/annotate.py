@@ -16,9 +16,10 @@ from typing import Protocol
 from kefu.data import keywords as kw
 from kefu.data.taxonomy import ENTITY_TYPES, INTENTS
 from kefu.text import trie_regex
+from kefu.text.numbers import DISCOUNT, MONEY, NUMERAL_CHARS, cn_number, money_fen, parse_discount, parse_money_fen
 from kefu.types import Entity, KefuError, Turn
 
-__all__ = ["Annotator", "RuleAnnotator", "Catalogue", "ENTITY_TYPES", "INTENTS", "cn_number", "trie_regex"]
+__all__ = ["Annotator", "RuleAnnotator", "Catalogue", "ENTITY_TYPES", "INTENTS", "trie_regex"]
 
 
 class Annotator(Protocol):
@@ -27,52 +28,22 @@ class Annotator(Protocol):
     def annotate(self, turns: list[Turn]) -> tuple[list[str], list[Entity]]: ...
 
 
-_CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "俩": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7,
-              "八": 8, "九": 9}
-_CN_UNITS = {"十": 10, "百": 100, "千": 1000, "万": 10000}
-
-
-def cn_number(text: str) -> int | None:
-    """``"299"`` -> 299, ``"两百五十"`` -> 250, ``"十五"`` -> 15; None when it is not a number."""
-    if text.isdigit():
-        return int(text)
-    total, section, digit = 0, 0, None
-    for ch in text:
-        if ch in _CN_DIGITS:
-            digit = _CN_DIGITS[ch]
-        elif ch in _CN_UNITS:
-            unit = _CN_UNITS[ch]
-            if unit == 10000:
-                total += (section + (digit or 0)) * unit
-                section = 0
-            else:
-                section += (1 if digit is None else digit) * unit
-            digit = None
-        else:
-            return None
-    return total + section + (digit or 0)
-
-
 def _fen(amount: str) -> str | None:
-    """Yuan as text (``"299"``, ``"49.9"``, ``"三百"``) -> integer fen as text."""
-    if re.fullmatch(r"\d+(?:\.\d{1,2})?", amount):
-        yuan, _, cents = amount.partition(".")
-        return str(int(yuan) * 100 + int((cents + "00")[:2]))
-    value = cn_number(amount)
-    return None if value is None else str(value * 100)
+    """Yuan as text (``"299"``, ``"49.9"``, ``"三百"``) -> integer fen as text (entity values are strings)."""
+    fen = parse_money_fen(amount)
+    return None if fen is None else str(fen)
 
 
 _NUM = r"(?:\d+|[零一二两俩三四五六七八九十百千]+)"
-_CN_DIGIT_CLASS = "一二三四五六七八九"
 # One pass per turn finds the rule-based entities; at one position the first alternative that matches wins.
 # The leading lookahead lets the regex engine skip positions that cannot start any rule (5x faster).
 PATTERNS = re.compile(
-    r"(?=[满每订单一二三四五六七八九十百千万零两俩0-9A-Z¥￥\[<今明后大昨前本这下周月年马尽双])(?:"
+    rf"(?=[满每订单{NUMERAL_CHARS}A-Z¥￥人\[<今明后大昨前本这下周月年马尽双])(?:"
     r"(?P<promo_full>(?:每满|满)(?P<pf_t>\d+(?:\.\d+)?)(?:元|块)?[减-](?P<pf_r>\d+(?:\.\d+)?)(?:元|块)?)"
-    rf"|(?P<promo_disc>(?P<pd_a>[{_CN_DIGIT_CLASS}])(?P<pd_b>[{_CN_DIGIT_CLASS}])?折|(?P<pd_n>\d(?:\.\d)?)折)"
+    rf"|(?P<promo_disc>{DISCOUNT})"
     r"|(?P<tracking>(?<![A-Za-z0-9])(?:SF|YT|ZTO|JT|JDV?|YD|STO|EMS|DPK|DB)\d{9,16}(?![A-Za-z0-9])|\[物流单号\])"
     r"|(?P<order>(?:订单号?|单号)[:：\s]*(?P<order_no>\d{10,20})|(?<!\d)\d{16}(?!\d)|\[订单x\]|\[订单号\]|<ORDER(?:_NO)?>)"
-    r"|(?P<money>[¥￥]\s*(?P<m_a>\d+(?:\.\d{1,2})?)|(?P<m_b>\d+(?:\.\d{1,2})?|[零一二两三四五六七八九十百千万]+)\s*(?:元|块钱|块)|\[金额x\])"
+    rf"|(?P<money>{MONEY.pattern}|\[金额x\])"
     r"|(?P<date>(?P<d_y>\d{4})[-/年.](?P<d_m>\d{1,2})[-/月.](?P<d_d>\d{1,2})[日号]?|(?P<d_m2>\d{1,2})月(?P<d_d2>\d{1,2})[日号]"
     r"|\[日期x\]|\[时间x\])"
     rf"|(?P<duration>(?P<du_n>{_NUM})\s*(?:个)?(?P<du_u>工作日|天|小时|周|个月)(?:之内|以内|内|左右|后)?)"
@@ -225,8 +196,10 @@ class RuleAnnotator:
         kind = m.lastgroup
         g = m.group
         if kind == "money":
-            amount = g("m_a") or g("m_b")
-            return "money", _fen(amount) if amount else None
+            if g("money") == "[金额x]":
+                return "money", None
+            fen = money_fen(m)
+            return ("money", str(fen)) if fen is not None else (None, None)
         if kind == "quantity":
             n = cn_number(g("q_n"))
             return ("quantity", str(n)) if n is not None else (None, None)
@@ -246,11 +219,8 @@ class RuleAnnotator:
             prefix = "per_full_reduction" if g("promo_full").startswith("每") else "full_reduction"
             return "promotion", f"{prefix}:{t}:{r}"
         if kind == "promo_disc":
-            if g("pd_n"):
-                rate = round(float(g("pd_n")) * 10)
-            else:
-                rate = _CN_DIGITS[g("pd_a")] * 10 + (_CN_DIGITS[g("pd_b")] if g("pd_b") else 0)
-            return "promotion", f"discount:{rate}"
+            rate = parse_discount(g("promo_disc"))
+            return ("promotion", f"discount:{rate}") if rate is not None else (None, None)
         if kind == "tracking":
             return "logistics", None if g("tracking").startswith("[") else g("tracking")
         if kind == "order":

@@ -9,8 +9,8 @@ number is a failure, as is a missing one. Facts come from ``--kg`` (``kefu.kg.re
 last message) or from the record's ``facts``.
 
 Intent accuracy: when records carry ``predicted_intent`` (a router's or the model's label), its agreement with the
-gold ``intent``. Otherwise, when the data stage's rule annotator is installed, whether the prediction and the
-reference are about the same intent according to it (turns whose reference it labels ``other`` are left out);
+gold ``intent``. Otherwise, whether the prediction and the reference are about the same intent according to the
+data stage's rule annotator (turns whose reference it labels ``other`` are left out);
 ``intent_source`` says which was measured.
 
 Resolution-rate proxy (we cannot see whether the customer's problem was solved): a turn counts as resolved when
@@ -21,25 +21,24 @@ a concrete resolving action (refund, resend, change, lookup result, how-to step.
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
-from decimal import Decimal, InvalidOperation
+from datetime import datetime
 from typing import Any, Sequence
 
-ORDER_STATUSES = ("待付款", "待发货", "已发货", "已签收", "已完成", "已取消", "退款中", "运输中", "派送中", "已揽收",
-                  "已退款", "已出库")
-_CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8,
-              "九": 9}
-_CN_UNITS = {"十": 10, "百": 100, "千": 1000, "万": 10000}
-_NUM = r"(\d+(?:,\d{3})*(?:\.\d{1,2})?|[零〇一二两三四五六七八九十百千万]+)"
-_MONEY_RE = re.compile(r"(?:[¥￥]|RMB\s*|人民币\s*)" + _NUM + r"|" + _NUM + r"\s*(?:元|块|圆)")
+from kefu.data.annotate import RuleAnnotator
+from kefu.kg.retrieval import retrieve
+from kefu.safety.compliance import check as compliance_check
+from kefu.text.numbers import NUMBER, cn_number, money_mentions
+from kefu.text.pii import find_pii
+from kefu.text.status import STATUS_WORDS
+
 _DATE_RES = (
     re.compile(r"(?P<y>\d{4})\s*[-/.年]\s*(?P<m>\d{1,2})\s*[-/.月]\s*(?P<d>\d{1,2})\s*[日号]?"),
     re.compile(r"(?P<m>\d{1,2}|[一二三四五六七八九十]+)\s*月\s*(?P<d>\d{1,2}|[一二三四五六七八九十]+)\s*[日号]"),
     re.compile(r"(?<![\d.])(?P<m>\d{1,2})[-/](?P<d>\d{1,2})(?![\d/-])"),
 )
-_DAYS_RE = re.compile(_NUM + r"\s*(?:个)?(?:天|日|工作日)")
+_DAYS_RE = re.compile(rf"({NUMBER})\s*(?:个)?(?:天|日|工作日)")
 _HANDOFF_RE = re.compile(r"转人工|转接|人工客服|专员|专人|升级(?:处理|给)|为您转|帮您转|转给|移交|主管")
 _ACTION_RE = re.compile(
     r"(?:已|已经|马上|立即|这就|现在)(?:为您|帮您|给您)?(?:申请|处理|办理|修改|登记|安排|提交|备注|催促|补发|退款|"
@@ -51,56 +50,17 @@ _ACTION_RE = re.compile(
     r"稍等|耐心)|单号|运单|订单(?:状态|显示)|优惠|价格|尺码|建议")
 
 
-def cn_number(text: str) -> int | None:
-    """A small Chinese-numeral reader (七 → 7, 十五 → 15, 二百五十九 → 259); ``None`` when not a numeral."""
-    if not text or any(c not in _CN_DIGITS and c not in _CN_UNITS for c in text):
-        return None
-    total, section, digit = 0, 0, None
-    for ch in text:
-        if ch in _CN_DIGITS:
-            digit = _CN_DIGITS[ch]
-        else:
-            unit = _CN_UNITS[ch]
-            if unit == 10000:
-                total = (total + section + (digit or 0)) * unit
-                section, digit = 0, None
-            else:
-                section += (1 if digit is None else digit) * unit
-                digit = None
-    return total + section + (digit or 0)
-
-
-def _to_decimal(raw: str) -> Decimal | None:
-    value = cn_number(raw)
-    if value is not None:
-        return Decimal(value)
-    try:
-        return Decimal(raw.replace(",", ""))
-    except InvalidOperation:
-        return None
-
-
-def money_amounts_fen(text: str) -> list[int]:
-    """Amounts of money stated in ``text`` (a currency sign or 元/块 is required), in integer fen."""
-    out = []
-    for match in _MONEY_RE.finditer(text):
-        value = _to_decimal(match.group(1) or match.group(2))
-        if value is not None:
-            out.append(int((value * 100).to_integral_value()))
-    return out
-
-
 def _date_spans(text: str) -> list[tuple[int | None, int, int, int, int]]:
     found, taken = [], []
     for pattern in _DATE_RES:
         for m in pattern.finditer(text):
             if any(s < m.end() and m.start() < e for s, e in taken):
                 continue
-            month, day = _to_decimal(m.group("m")), _to_decimal(m.group("d"))
+            month, day = cn_number(m.group("m")), cn_number(m.group("d"))
             if month is None or day is None or not (1 <= month <= 12 and 1 <= day <= 31):
                 continue
             year = int(m.group("y")) if "y" in pattern.groupindex and m.group("y") else None
-            found.append((year, int(month), int(day), m.start(), m.end()))
+            found.append((year, month, day, m.start(), m.end()))
             taken.append((m.start(), m.end()))
     return found
 
@@ -117,9 +77,9 @@ def days_stated(text: str) -> list[int]:
         masked = masked[:start] + " " * (end - start) + masked[end:]
     out = []
     for m in _DAYS_RE.finditer(masked):
-        value = _to_decimal(m.group(1))
-        if value is not None and value == value.to_integral_value():
-            out.append(int(value))
+        value = cn_number(m.group(1))
+        if value is not None:
+            out.append(value)
     return out
 
 
@@ -150,7 +110,7 @@ def check_fact(prediction: str, fact: dict) -> str:
     """``"correct"``, ``"wrong"`` (a different value of the same kind is stated instead) or ``"missing"``."""
     kind, value = fact["type"], fact["value"]
     if kind == "money":
-        stated = money_amounts_fen(prediction)
+        stated = [fen for _, _, fen in money_mentions(prediction)]
         target = int(value)
         return "correct" if target in stated else ("wrong" if stated else "missing")
     if kind == "days":
@@ -168,7 +128,7 @@ def check_fact(prediction: str, fact: dict) -> str:
         word = str(value)
         if word in prediction:
             return "correct"
-        return "wrong" if any(s in prediction for s in ORDER_STATUSES if s != word) else "missing"
+        return "wrong" if any(s in prediction for s in STATUS_WORDS if s != word) else "missing"
     if kind == "number":
         digits = re.findall(r"\d+(?:\.\d+)?", prediction)
         return "correct" if str(value) in digits or str(value) in prediction else "missing"
@@ -204,14 +164,6 @@ def last_user_message(context: Any) -> str:
                 return str(m.get("content", ""))
         return ""
     return context_text(context)
-
-
-def _optional(module: str, attr: str):
-    """An optional collaborator (another stage's function); ``None`` when that module is not installed."""
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError):
-        return None
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -251,17 +203,12 @@ def key_facts_from_kg(raw_facts: Sequence[Any]) -> list[dict]:
 def kg_facts(kg: Any, record: dict) -> list[dict]:
     """Key facts the knowledge graph holds for the customer's last message (``retrieve(kg, text, customer_id=,
     at=)``); ``at`` is the record's ``at``/``date`` (ISO 8601 with offset) when given, else now."""
-    retrieve = _optional("kefu.kg.retrieval", "retrieve")
-    if retrieve is None:
-        return []
     query = last_user_message(record.get("context"))
     if not query:
         return []
     kwargs: dict[str, Any] = {"customer_id": record.get("customer_id")}
     when = record.get("at") or record.get("date")
     if when:  # prices after promotions depend on when the customer asked
-        from datetime import datetime
-
         try:
             moment = datetime.fromisoformat(str(when))
         except ValueError:
@@ -276,40 +223,23 @@ def kg_facts(kg: Any, record: dict) -> list[dict]:
 _PLACEHOLDER_RE = re.compile(r"\[[^\[\]\s]{1,12}\]")  # already masked: [手机号], JDDC's [电话x], [PHONE]
 
 
-def _pii_checker():
-    """``(name, fn(prediction, context_text) -> number of PII items not in the context)`` or ``(None, None)``.
-
-    Prefers the data stage's ``kefu.text.pii.find_pii`` (the masker's own detector), else the safety stage's
-    ``kefu.safety.compliance.scan_output``. Masking placeholders (``[手机号]``, JDDC's ``[订单x]``) are not PII.
-    """
-    find_pii = _optional("kefu.text.pii", "find_pii")
-    if find_pii is not None:
-        def echoed(pred: str, ctx: str) -> int:
-            spans = find_pii(pred)
-            texts = [getattr(s, "text", None) or (pred[s[1]:s[2]] if isinstance(s, tuple) else "") for s in spans]
-            return sum(1 for t in texts if t and t not in ctx and not _PLACEHOLDER_RE.fullmatch(t))
-        return "kefu.text.pii.find_pii", echoed
-    scan = _optional("kefu.safety.compliance", "scan_output")
-    if scan is not None:
-        return "kefu.safety.compliance.scan_output", lambda pred, ctx: len(scan(pred, [ctx] if ctx else []))
-    return None, None
+def _pii_echoed(pred: str, ctx: str) -> int:
+    """How many PII items (``kefu.text.pii.find_pii``, the masker's own detector) ``pred`` states that the context
+    does not. Masking placeholders (``[手机号]``, JDDC's ``[订单x]``) are not PII."""
+    texts = [s.text for s in find_pii(pred)]
+    return sum(1 for t in texts if t and t not in ctx and not _PLACEHOLDER_RE.fullmatch(t))
 
 
 def _intent_annotator():
-    """The data stage's rule intent classifier (``RuleAnnotator().intent``) if installed, else ``None``."""
-    cls = _optional("kefu.data.annotate", "RuleAnnotator")
-    if cls is None:
-        return None
+    """The data stage's rule intent classifier (``RuleAnnotator().intent``), ``None`` when its lexicons fail."""
     try:
-        return cls().intent
+        return RuleAnnotator().intent
     except Exception:  # noqa: BLE001 - another stage's lexicons failing to load must not stop scoring
         return None
 
 
 def business_metrics(records: list[dict], kg: Any = None) -> tuple[dict, list[dict]]:
     """Aggregate business metrics and one dict of per-sample fields per record."""
-    pii_source, pii_echoed = _pii_checker()
-    compliance = _optional("kefu.safety.compliance", "check")
     annotator = None
     rows: list[dict] = []
     fact_total = fact_correct = fact_samples = fact_wrong_samples = 0
@@ -360,15 +290,13 @@ def business_metrics(records: list[dict], kg: Any = None) -> tuple[dict, list[di
             ok = (not pred_handoff) and (answered or has_resolving_action(pred)) and not wrong
         resolved += ok
         row.update(handoff=pred_handoff, resolved=ok)
-        if compliance is not None:
-            hits = compliance(pred) or []
-            row["compliance_hits"] = len(hits)
-            compliance_hits += len(hits)
-            compliance_samples += bool(hits)
-        if pii_echoed is not None:
-            echoed = pii_echoed(pred, context_text(rec.get("context")))
-            row["pii_echoed"] = echoed
-            pii_samples += bool(echoed)
+        hits = compliance_check(pred) or []
+        row["compliance_hits"] = len(hits)
+        compliance_hits += len(hits)
+        compliance_samples += bool(hits)
+        echoed = _pii_echoed(pred, context_text(rec.get("context")))
+        row["pii_echoed"] = echoed
+        pii_samples += bool(echoed)
         rows.append(row)
     n = len(records)
     out: dict[str, Any] = {
@@ -382,14 +310,9 @@ def business_metrics(records: list[dict], kg: Any = None) -> tuple[dict, list[di
         "latency_mean_ms": (sum(latencies) / len(latencies)) if latencies else None,
         "latency_p50_ms": percentile(latencies, 50) if latencies else None,
         "latency_p95_ms": percentile(latencies, 95) if latencies else None,
-        "compliance_violation_rate": compliance_samples / n if compliance is not None else None,
-        "compliance_hits": compliance_hits if compliance is not None else None,
-        "pii_echo_rate": pii_samples / n if pii_echoed is not None else None,
-        "pii_source": pii_source,
+        "compliance_violation_rate": compliance_samples / n,
+        "compliance_hits": compliance_hits,
+        "pii_echo_rate": pii_samples / n,
+        "pii_source": "kefu.text.pii.find_pii",
     }
-    skipped = [name for name, fn in (("compliance (kefu.safety.compliance.check not available)", compliance),
-                                     ("pii_echo (no PII detector available)", pii_echoed)) if fn is None]
-    if kg is not None and _optional("kefu.kg.retrieval", "retrieve") is None:
-        skipped.append("kg facts (kefu.kg.retrieval.retrieve not available)")
-    out["skipped_checks"] = "; ".join(skipped)
     return out, rows
