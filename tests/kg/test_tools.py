@@ -8,8 +8,12 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from kefu.kg.tools import (TOOL_SCHEMAS, HTTPOrderBackend, OrderBackendError, SQLiteOrderBackend, ToolBox)
+from kefu.kg.config import KGConfig
+from kefu.kg.records import Order, OrderItem
+from kefu.kg.tools import (TOOL_SCHEMAS, HTTPOrderBackend, OrderBackendError, SQLiteOrderBackend, ToolBox,
+                           backend_from_config, return_eligibility)
 from kefu.safety import audit
+from kefu.types import KefuError
 
 from .conftest import AT, CST
 
@@ -204,10 +208,6 @@ def test_http_backend_quotes_path_segments(kg):
 
 
 def test_backend_from_config(kg, monkeypatch):
-    from kefu.kg.config import KGConfig
-    from kefu.kg.tools import backend_from_config
-    from kefu.types import KefuError
-
     assert isinstance(backend_from_config(kg, KGConfig()), SQLiteOrderBackend)
     monkeypatch.setenv("SHOP_KEY", "k-123")
     http = backend_from_config(kg, KGConfig(order_backend="http", order_api_url="https://o.example/",
@@ -219,9 +219,6 @@ def test_backend_from_config(kg, monkeypatch):
 
 
 def test_signed_order_without_signoff_time_goes_to_a_human(kg):
-    from kefu.kg.records import Order, OrderItem
-    from kefu.kg.tools import return_eligibility
-
     order = Order("2026111000000001", "C0001", AT, "已签收", [OrderItem("SL-10001", 1, 59900)], 59900, None)
     [item] = return_eligibility(kg, order, AT)
     assert item["returnable"] is False and "转人工" in item["reasons"][0]
