@@ -11,6 +11,14 @@ import yaml
 from rich.console import Console
 from rich.syntax import Syntax
 
+from kefu.config import load_config
+from kefu.data import cli as data_cli
+from kefu.eval import cli as eval_cli
+from kefu.kg import cli as kg_cli
+from kefu.loop import cli as loop_cli
+from kefu.safety import cli as safety_cli
+from kefu.serve import cli as serve_cli
+from kefu.train import cli as train_cli
 from kefu.types import KefuError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -23,21 +31,11 @@ console = Console(stderr=True)
 @config_app.command("show")
 def config_show(config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config file (default ./kefu.yaml).")):
     """Print the effective configuration: defaults, then the file, then overrides."""
-    from kefu.config import load_config
-
     effective = load_config(config).model_dump(mode="json")
     Console().print(Syntax(yaml.safe_dump(effective, allow_unicode=True, sort_keys=False), "yaml"))
 
 
 def _register_stages() -> None:
-    from kefu.data import cli as data_cli
-    from kefu.eval import cli as eval_cli
-    from kefu.kg import cli as kg_cli
-    from kefu.loop import cli as loop_cli
-    from kefu.safety import cli as safety_cli
-    from kefu.serve import cli as serve_cli
-    from kefu.train import cli as train_cli
-
     for module in (data_cli, train_cli, eval_cli, kg_cli, serve_cli, safety_cli, loop_cli):
         module.register(app)
 

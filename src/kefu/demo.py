@@ -16,6 +16,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from kefu.config import load_config
+from kefu.data.pipeline import prepare
+from kefu.eval.config import EvalConfig
+from kefu.eval.runner import evaluate
+from kefu.kg.retrieval import retrieve
+from kefu.kg.store import KnowledgeGraph
+from kefu.safety import consent
+from kefu.train.models import DEFAULT_MODEL, license_note
+
 REPO = Path(__file__).resolve().parents[2]
 SHOP = REPO / "examples" / "shop"
 console = Console()
@@ -26,14 +35,6 @@ def _step(title: str) -> None:
 
 
 def main(out: Path = Path("demo_out"), train_steps: int | None = None, eval_samples: int | None = None) -> None:
-    from kefu.config import load_config
-    from kefu.data.pipeline import prepare
-    from kefu.eval.config import EvalConfig
-    from kefu.eval.runner import evaluate
-    from kefu.kg.retrieval import retrieve
-    from kefu.kg.store import KnowledgeGraph
-    from kefu.safety import consent
-    from kefu.train.models import DEFAULT_MODEL, license_note
     from kefu.train.trainer import train
 
     train_steps = train_steps or int(os.environ.get("KEFU_DEMO_STEPS", "24"))

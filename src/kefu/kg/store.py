@@ -24,6 +24,7 @@ from kefu.kg.importer import Parsed, Problems, collect_files, order_from_dict, p
 from kefu.kg.promotions import Promotion
 from kefu.kg.records import FAQ, Order, Playbook, Policy, Product, Relation
 from kefu.paths import state_path
+from kefu.safety import audit
 from kefu.types import KefuError
 
 EMPTY_VERSION = "0" * 16
@@ -224,7 +225,6 @@ class KnowledgeGraph:
         except SQLAlchemyError as exc:
             raise KefuError(f"import failed and was rolled back: {exc}") from exc
         report = ImportReport([str(f) for f in files], counts, version, digest.hexdigest(), warnings)
-        from kefu.safety import audit
 
         audit.record("kg.import", self._safe_url(), digest=report.digest,
                      details={"files": report.files, "counts": counts, "version": version, "replace": replace})

@@ -19,7 +19,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
 
+from kefu.data.annotate import RuleAnnotator
+from kefu.eval.report import bar_chart
 from kefu.loop.feedback import FeedbackRecord
+from kefu.safety.compliance import check
 
 FAILURE_TYPES = ("wrong_fact", "non_compliant", "unresolved", "handed_off", "corrected")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
@@ -30,15 +33,11 @@ def _last(conversation: list[dict[str, str]], role: str) -> str:
 
 
 def _annotator():
-    from kefu.data.annotate import RuleAnnotator
-
     return RuleAnnotator()
 
 
 def classify(record: FeedbackRecord, *, min_rating_ok: int = 4) -> str:
     """The failure type of one record, or ``ok``."""
-    from kefu.safety.compliance import check
-
     answer = _last(record.conversation, "assistant")
     if record.kind == "correction":
         if sorted(_NUMBER.findall(record.correction or "")) != sorted(_NUMBER.findall(answer)):
@@ -99,8 +98,6 @@ def analyze(records: Iterable[FeedbackRecord], *, min_rating_ok: int = 4, exampl
 
 def write_report(analysis: dict[str, Any], out: Path) -> Path:
     """``out/analysis.json`` and ``out/analysis.html`` (inline SVG charts, readable offline)."""
-    from kefu.eval.report import bar_chart
-
     out.mkdir(parents=True, exist_ok=True)
     (out / "analysis.json").write_text(json.dumps(analysis, ensure_ascii=False, indent=2), encoding="utf-8")
     types = analysis["by_failure_type"]

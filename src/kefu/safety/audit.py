@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from kefu.paths import state_path
+from kefu.types import KefuError
 
 GENESIS = "0" * 64
 
@@ -197,8 +198,6 @@ def _parse_time(value: str | datetime | None, field_name: str) -> datetime | Non
         try:
             parsed = datetime.fromisoformat(str(value))
         except ValueError:
-            from kefu.types import KefuError
-
             raise KefuError(f"--{field_name}: {value!r} is not an ISO date or time (e.g. 2026-11-01 or "
                             "2026-11-01T08:00:00+08:00)") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)

@@ -16,6 +16,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from kefu.config import load_config
+from kefu.safety import audit, report
+from kefu.safety import consent as consent_mod
+from kefu.safety.compliance import ComplianceRules, rewrite
+from kefu.safety.keys import KeyStore, cli_principal
 from kefu.types import KefuError
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys and roles (RBAC).")
@@ -26,8 +31,6 @@ out = Console(soft_wrap=True)
 
 
 def _principal(permission: str):
-    from kefu.safety.keys import cli_principal
-
     return cli_principal(permission)
 
 
@@ -39,8 +42,6 @@ def keys_create(role: str = typer.Option(..., "--role", help="admin, data-engine
                 customer: Optional[str] = typer.Option(None, "--customer",
                                                        help="Bind the key to one customer (a key inside their app).")):
     """Create a key; the plaintext is printed once and never stored."""
-    from kefu.safety.keys import KeyStore
-
     principal = _principal("keys:admin")
     key, created = KeyStore.open().create(role, name, actor=principal.actor, customer_id=customer)
     out.print(f"key id [bold]{created.key_id}[/] role {created.role} name {created.name}")
@@ -51,9 +52,6 @@ def keys_create(role: str = typer.Option(..., "--role", help="admin, data-engine
 @keys_app.command("list")
 def keys_list(active: bool = typer.Option(False, "--active", help="Hide revoked keys.")):
     """List keys (ids, names, roles, dates; never secrets)."""
-    from kefu.safety import audit
-    from kefu.safety.keys import KeyStore
-
     principal = _principal("keys:admin")
     rows = KeyStore.open().list(include_revoked=not active) if KeyStore.exists() else []
     audit.record("keys.list", "keys", actor=principal.actor, details={"count": len(rows)})
@@ -67,8 +65,6 @@ def keys_list(active: bool = typer.Option(False, "--active", help="Hide revoked 
 @keys_app.command("revoke")
 def keys_revoke(key_id: str = typer.Argument(..., help="The key id from `kefu keys list`.")):
     """Revoke a key at once."""
-    from kefu.safety.keys import KeyStore
-
     principal = _principal("keys:admin")
     KeyStore.open().revoke(key_id, actor=principal.actor)
     out.print(f"revoked {key_id}")
@@ -77,8 +73,6 @@ def keys_revoke(key_id: str = typer.Argument(..., help="The key id from `kefu ke
 @keys_app.command("whoami")
 def keys_whoami():
     """Who this shell acts as ($KEFU_KEY, or the OS user on a fresh install) and its permissions."""
-    from kefu.safety.keys import cli_principal
-
     principal = cli_principal()
     out.print(f"{principal.actor} role {principal.role}: {', '.join(sorted(principal.permissions))}")
 
@@ -87,8 +81,6 @@ def keys_whoami():
 @audit_app.command("verify")
 def audit_verify():
     """Check the hash chain and the head anchor; exit 1 naming the first bad line."""
-    from kefu.safety import audit
-
     _principal("audit:read")
     result = audit.verify()
     if result.ok:
@@ -108,8 +100,6 @@ def audit_show(actor: Optional[str] = typer.Option(None, "--actor", help="Substr
                limit: int = typer.Option(100, "--limit", help="Show the last N matches (0 = all)."),
                as_json: bool = typer.Option(False, "--json", help="JSON lines instead of a table.")):
     """Show audit entries, filtered."""
-    from kefu.safety import audit
-
     _principal("audit:read")
     rows = audit.search(actor=actor, action=action, object=object, since=since, until=until)
     if limit > 0:
@@ -136,8 +126,6 @@ def consent_register(path: Path = typer.Argument(..., help="Dataset file or fold
                                                          help="Were they given a privacy notice?"),
                      note: Optional[str] = typer.Option(None, "--note")):
     """Record a dataset's provenance and legal basis (audited)."""
-    from kefu.safety import consent as consent_mod
-
     principal = _principal("data:write")
     row = consent_mod.register(path, source=source, legal_basis=legal_basis, consent=consent,
                                privacy_notice=privacy_notice, note=note, actor=principal.actor)
@@ -149,8 +137,6 @@ def consent_register(path: Path = typer.Argument(..., help="Dataset file or fold
 @consent_app.command("list")
 def consent_list():
     """List dataset records."""
-    from kefu.safety import consent as consent_mod
-
     _principal("data:read")
     table = Table("id", "path", "source", "basis", "consent", "notice", "by", "when")
     for r in consent_mod.records():
@@ -164,8 +150,6 @@ def consent_check(paths: list[Path] = typer.Argument(..., help="Datasets to chec
                   override_reason: Optional[str] = typer.Option(None, "--override-reason",
                                                                 help="Use anyway, for this (audited) reason.")):
     """What training does: refuse data without a valid record (exit 2), unless overridden."""
-    from kefu.safety import consent as consent_mod
-
     principal = _principal("data:read")
     consent_mod.require_consent(paths, override_reason, actor=principal.actor)
     out.print("ok" + (" (override audited)" if override_reason else ""))
@@ -173,11 +157,7 @@ def consent_check(paths: list[Path] = typer.Argument(..., help="Datasets to chec
 
 # ---------------------------------------------------------------------------------------------------- compliance
 def _load_rules(rules: Optional[Path]):
-    from kefu.safety.compliance import ComplianceRules
-
     if rules is None:
-        from kefu.config import load_config
-
         configured = load_config().safety.compliance_rules
         rules = Path(configured) if configured else None
     return ComplianceRules.load(rules)
@@ -202,8 +182,6 @@ def compliance_check(text: Optional[str] = typer.Argument(None, help="Agent text
                                                                help="Active promotions JSON (promotions.json)."),
                      as_json: bool = typer.Option(False, "--json")):
     """Check agent text; print each violation, its law article and the rewrite. Exit 1 when any."""
-    from kefu.safety.compliance import rewrite
-
     text = text if text is not None else sys.stdin.read()
     safe, hits = rewrite(text, rules=_load_rules(rules), promotions=_load_promotions(promotions))
     if as_json:
@@ -226,8 +204,6 @@ def compliance_report(replies: Optional[Path] = typer.Option(None, "--replies",
                       fmt: str = typer.Option("md", "--format", help="md or json"),
                       output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here, not stdout.")):
     """The compliance checklist with evidence (privacy notice, lawful basis, advertising law, PII, audit, keys, DP)."""
-    from kefu.safety import audit, report
-
     principal = _principal("audit:read")
     if fmt not in ("md", "json"):
         raise KefuError(f"--format must be md or json (got {fmt!r})")

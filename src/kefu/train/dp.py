@@ -17,6 +17,8 @@ from typing import Any
 import torch
 
 from kefu.train.config import TrainConfig
+from kefu.train.data import check_data, collate, load_examples
+from kefu.train.models import load_model, resolve_model
 from kefu.types import KefuError
 
 
@@ -24,8 +26,6 @@ class _Rows(torch.utils.data.Dataset):
     """Each dialogue padded to the longest one: the fixed shape Opacus's per-sample hooks want."""
 
     def __init__(self, examples, pad_id: int):
-        from kefu.train.data import collate
-
         self.batch = collate([[e] for e in examples], pad_id)
 
     def __len__(self) -> int:
@@ -42,8 +42,6 @@ def train_dp(config: TrainConfig, data: str | Path, out: str | Path, *, epsilon:
     from rich.progress import Progress
 
     from kefu.safety import audit, dp
-    from kefu.train.data import check_data, load_examples
-    from kefu.train.models import load_model, resolve_model
     from kefu.train.trainer import SupervisedLM, _write_adapter, lora_config
 
     out = Path(out)

@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from kefu.paths import kefu_home
 from kefu.types import KefuError
 
 if TYPE_CHECKING:  # torch/transformers are heavy imports; only pay for them when a model is loaded
@@ -90,8 +91,6 @@ def models_dir() -> Path:
     if env:
         path = Path(env).expanduser()
     else:
-        from kefu.paths import kefu_home
-
         path = kefu_home() / "models"
     path.mkdir(parents=True, exist_ok=True)
     return path

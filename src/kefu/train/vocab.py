@@ -24,6 +24,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
+from kefu.train.template import render_prompt, stop_token_ids
 from kefu.types import KefuError
 
 __all__ = ["TrimmedHead", "VocabTrim", "corpus_vocab", "trim_model", "untrim_model",
@@ -84,8 +85,6 @@ class VocabTrim:
 
 def _always_kept(tokenizer) -> set[int]:
     """Special and template tokens, single printable ASCII characters and byte-fallback tokens."""
-    from kefu.train.template import stop_token_ids
-
     keep = set(tokenizer.all_special_ids) | set(stop_token_ids(tokenizer))
     for attr in ("eos_token_id", "bos_token_id", "pad_token_id", "unk_token_id"):
         value = getattr(tokenizer, attr, None)
@@ -107,8 +106,6 @@ def corpus_vocab(tokenizer, texts: Iterable[str], *, sources: dict[str, int] | N
                  chat_messages: Iterable[list[dict]] = ()) -> VocabTrim:
     """The trim for a shop: every token of ``texts`` and of the rendered ``chat_messages`` (so template tokens
     and the tokenisation of whole turns are covered), plus :func:`_always_kept`."""
-    from kefu.train.template import render_prompt
-
     keep = _always_kept(tokenizer)
     batch: list[str] = []
 
