@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kefu.kg.promotions import (CartItem, Promotion, price_cart, price_cart_bruteforce, yuan)
+from kefu.kg.promotions import CartItem, Promotion, price_cart, price_cart_bruteforce
 from kefu.types import KefuError
 
 CST = timezone(timedelta(hours=8))
@@ -158,10 +158,6 @@ def test_invalid_inputs_are_clear_errors():
         price_cart([item(qty=0)], [FULL], AT)
     with pytest.raises(KefuError, match="negative"):
         price_cart([item(price=-1)], [FULL], AT)
-
-
-def test_yuan_formatting():
-    assert yuan(27900) == "279.00" and yuan(5) == "0.05" and yuan(-150) == "-1.50"
 
 
 # ------------------------------------------------------------------------------------------------- properties

@@ -101,7 +101,8 @@ def price_cmd(cart: Path = typer.Option(..., "--cart", help="Cart JSON: [{sku, q
               coupon: list[str] = typer.Option([], "--coupon", help="Coupon code (repeatable)."),
               config: Optional[Path] = CONFIG_OPTION, url: Optional[str] = URL_OPTION):
     """Exact payable amount of a cart under the promotions in force, and which rules saved what."""
-    from kefu.kg.promotions import price_cart, yuan
+    from kefu.kg.promotions import price_cart
+    from kefu.text.numbers import format_fen as yuan
 
     when = parse_at(at)
     kg, _ = _open(config, url)

@@ -28,25 +28,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterable
 
+from kefu.text.numbers import format_fen
 from kefu.types import KefuError
 
 PROMOTION_TYPES = ("full_reduction", "per_full_reduction", "discount", "gift", "coupon")
 _STAGE = {"discount": 0, "gift": 1, "full_reduction": 2, "per_full_reduction": 2, "coupon": 3}
 TYPE_NAMES = {"full_reduction": "满减", "per_full_reduction": "每满减", "discount": "折扣", "gift": "满赠",
               "coupon": "优惠券"}
-
-
-def yuan(fen: int) -> str:
-    """``12345`` → ``'123.45'`` (exact, from integer fen)."""
-    sign = "-" if fen < 0 else ""
-    fen = abs(int(fen))
-    return f"{sign}{fen // 100}.{fen % 100:02d}"
-
-
-def _yuan_short(fen: int) -> str:
-    """``30000`` → ``'300'``, ``29950`` → ``'299.5'``: how shops write thresholds."""
-    text = yuan(fen)
-    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,18 +76,21 @@ class Promotion:
 
     def rule_text(self) -> str:
         """The rule in the words a shop would use: 满300减50 / 每满200减20，最多减60 / 8.5折 / 满199赠… / 券满100减10."""
+        def short(fen: int) -> str:
+            return format_fen(fen, short=True)
+
         if self.type == "full_reduction":
-            return "，".join(f"满{_yuan_short(t)}减{_yuan_short(r)}" for t, r in self.tiers)
+            return "，".join(f"满{short(t)}减{short(r)}" for t, r in self.tiers)
         if self.type == "per_full_reduction":
-            text = f"每满{_yuan_short(self.per_threshold_fen)}减{_yuan_short(self.per_reduction_fen)}"
-            return text + (f"，最多减{_yuan_short(self.cap_fen)}" if self.cap_fen is not None else "")
+            text = f"每满{short(self.per_threshold_fen)}减{short(self.per_reduction_fen)}"
+            return text + (f"，最多减{short(self.cap_fen)}" if self.cap_fen is not None else "")
         if self.type == "discount":
             rate = self.rate_percent
             text = f"{rate // 10}折" if rate % 10 == 0 else f"{rate / 10:g}折"
             return text + (f"（限{self.max_quantity}件）" if self.max_quantity else "")
         if self.type == "gift":
-            return f"满{_yuan_short(self.threshold_fen)}赠{self.gift_sku}×{self.gift_quantity}"
-        return f"券{self.code}：满{_yuan_short(self.threshold_fen)}减{_yuan_short(self.reduction_fen)}"
+            return f"满{short(self.threshold_fen)}赠{self.gift_sku}×{self.gift_quantity}"
+        return f"券{self.code}：满{short(self.threshold_fen)}减{short(self.reduction_fen)}"
 
     def scope_text(self) -> str:
         if self.eligible_all:
@@ -171,7 +162,8 @@ class PriceResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"total_fen": self.total_fen, "payable_fen": self.payable_fen, "saved_fen": self.saved_fen,
-                "total": yuan(self.total_fen), "payable": yuan(self.payable_fen), "saved": yuan(self.saved_fen),
+                "total": format_fen(self.total_fen), "payable": format_fen(self.payable_fen),
+                "saved": format_fen(self.saved_fen),
                 "applied": [{"id": a.id, "name": a.name, "type": a.type, "saved_fen": a.saved_fen, "detail": a.detail}
                             for a in self.applied],
                 "gifts": [{"sku": g.sku, "quantity": g.quantity, "promotion_id": g.promotion_id} for g in self.gifts],
@@ -237,14 +229,14 @@ def _apply(p: Promotion, cart: _Cart, amounts: list[int]) -> tuple[int, str, Gif
     if p.type == "gift":
         if subtotal < p.threshold_fen:
             return None
-        return 0, f"适用商品满¥{yuan(p.threshold_fen)}，赠{p.gift_sku}×{p.gift_quantity}", Gift(
+        return 0, f"适用商品满¥{format_fen(p.threshold_fen)}，赠{p.gift_sku}×{p.gift_quantity}", Gift(
             p.gift_sku or "", p.gift_quantity, p.id)
     if p.type == "full_reduction":
         reached = [(t, r) for t, r in p.tiers if subtotal >= t]
         if not reached:
             return None
         threshold, reduction = reached[-1]
-        detail = f"适用商品¥{yuan(subtotal)}满¥{yuan(threshold)}，减¥{yuan(min(reduction, subtotal))}"
+        detail = f"适用商品¥{format_fen(subtotal)}满¥{format_fen(threshold)}，减¥{format_fen(min(reduction, subtotal))}"
     elif p.type == "per_full_reduction":
         times = subtotal // p.per_threshold_fen
         if times <= 0:
@@ -253,13 +245,13 @@ def _apply(p: Promotion, cart: _Cart, amounts: list[int]) -> tuple[int, str, Gif
         capped = p.cap_fen is not None and reduction > p.cap_fen
         if capped:
             reduction = p.cap_fen  # type: ignore[assignment]
-        detail = (f"适用商品¥{yuan(subtotal)}含{times}个¥{yuan(p.per_threshold_fen)}，减¥{yuan(min(reduction, subtotal))}"
-                  + ("（已达封顶）" if capped else ""))
+        detail = (f"适用商品¥{format_fen(subtotal)}含{times}个¥{format_fen(p.per_threshold_fen)}，"
+                  f"减¥{format_fen(min(reduction, subtotal))}" + ("（已达封顶）" if capped else ""))
     else:  # coupon
         if subtotal < p.threshold_fen:
             return None
         reduction = p.reduction_fen
-        detail = f"使用优惠券{p.code}（满¥{yuan(p.threshold_fen)}），减¥{yuan(min(reduction, subtotal))}"
+        detail = f"使用优惠券{p.code}（满¥{format_fen(p.threshold_fen)}），减¥{format_fen(min(reduction, subtotal))}"
     reduction = min(reduction, subtotal)
     if reduction <= 0:
         return None
@@ -442,7 +434,7 @@ def _why_not(p: Promotion, combo: tuple[Promotion, ...], cart: _Cart, payable: i
     amounts, steps = _evaluate(combo + (p,), cart)
     if all(step[0].id != p.id for step in steps):
         return f"「{p.name}」在当前组合下未达到使用门槛"
-    return f"「{p.name}」叠加后实付¥{yuan(sum(amounts))}，不如不用（¥{yuan(payable)}）"
+    return f"「{p.name}」叠加后实付¥{format_fen(sum(amounts))}，不如不用（¥{format_fen(payable)}）"
 
 
 def _result(items: list[CartItem], cart: _Cart, combo: tuple[Promotion, ...], notes: list[str],
@@ -450,7 +442,7 @@ def _result(items: list[CartItem], cart: _Cart, combo: tuple[Promotion, ...], no
     total = sum(cart.amounts)
     amounts, steps = _evaluate(combo, cart)
     payable = sum(amounts)
-    explanation = [f"原价合计¥{yuan(total)}（{sum(it.quantity for it in items)}件）"]
+    explanation = [f"原价合计¥{format_fen(total)}（{sum(it.quantity for it in items)}件）"]
     applied = []
     gifts = []
     for n, (p, saved, detail, gift) in enumerate(steps, start=1):
@@ -459,12 +451,12 @@ def _result(items: list[CartItem], cart: _Cart, combo: tuple[Promotion, ...], no
             gifts.append(gift)
             explanation.append(f"{n}. 「{p.name}」（{TYPE_NAMES[p.type]}）：{detail}，赠品按¥0.00计")
         else:
-            explanation.append(f"{n}. 「{p.name}」（{TYPE_NAMES[p.type]}）：{detail}，省¥{yuan(saved)}")
+            explanation.append(f"{n}. 「{p.name}」（{TYPE_NAMES[p.type]}）：{detail}，省¥{format_fen(saved)}")
     if not steps:
         explanation.append("没有可用的优惠" if not considered else "可用优惠均未达到使用条件")
     chosen = {p.id for p in combo}
     for p in [p for p in considered if p.id not in chosen][:6]:
         explanation.append("未用：" + _why_not(p, combo, cart, payable))
     explanation.extend(notes)
-    explanation.append(f"实付¥{yuan(payable)}，共省¥{yuan(total - payable)}")
+    explanation.append(f"实付¥{format_fen(payable)}，共省¥{format_fen(total - payable)}")
     return PriceResult(total, payable, total - payable, applied, gifts, explanation, amounts)

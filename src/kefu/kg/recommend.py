@@ -12,10 +12,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from kefu.kg.promotions import yuan
 from kefu.kg.records import Product
 from kefu.kg.retrieval import color_matches, size_matches
 from kefu.kg.store import KnowledgeGraph, Snapshot
+from kefu.text.numbers import format_fen as yuan
 
 WEIGHTS = {"category": 0.30, "color": 0.20, "size": 0.20, "price": 0.15, "style": 0.15, "material": 0.10,
            "brand": 0.10, "keyword": 0.10}

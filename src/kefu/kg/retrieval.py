@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from kefu.kg.promotions import CartItem, Promotion, price_cart, yuan
+from kefu.kg.promotions import CartItem, Promotion, price_cart
 from kefu.kg.records import Order, Product
 from kefu.kg.store import KnowledgeGraph, Snapshot
 from kefu.text import trie_regex as text_trie_regex
+from kefu.text.numbers import format_fen
 from kefu.types import KefuError
 
 PLAYBOOK_NAMES = {"delay": "物流延迟", "lost": "快递丢件", "damaged": "商品破损", "address_change": "修改地址",
@@ -223,7 +224,7 @@ def unit_price(product: Product, promotions: list[Promotion], at: datetime) -> t
 
 def _product_facts(product: Product, colors: list[str], sizes: list[str]) -> list[dict]:
     parts = [f"{product.sku}「{product.name}」：{product.category}", f"品牌{product.brand}" if product.brand else "",
-             f"标价¥{yuan(product.price_fen)}", f"库存{product.stock}件" if product.stock > 0 else "暂时缺货"]
+             f"标价¥{format_fen(product.price_fen)}", f"库存{product.stock}件" if product.stock > 0 else "暂时缺货"]
     if product.colors:
         parts.append("颜色" + "/".join(product.colors))
     if product.sizes:
@@ -260,7 +261,7 @@ def _order_lines(order: Order, snap: Snapshot) -> tuple[str, str | None]:
         product = snap.products.get(item.sku)
         names.append(f"{product.name if product else item.sku}×{item.quantity}")
     text = (f"订单{order.order_no}（{order.created_at:%Y-%m-%d}下单）：{order.status}；商品 {'、'.join(names)}；"
-            f"实付¥{yuan(order.paid_fen)}")
+            f"实付¥{format_fen(order.paid_fen)}")
     logistics = None
     if order.shipment:
         latest = order.shipment.latest
@@ -351,10 +352,10 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
         if cues["price"] or cues["promotion"]:
             payable, used, gifts = unit_price(product, active, at)
             if used:
-                line = (f"「{product.name}」标价¥{yuan(product.price_fen)}，单件按当前活动（{'、'.join(used)}）"
-                        f"到手¥{yuan(payable)}")
+                line = (f"「{product.name}」标价¥{format_fen(product.price_fen)}，单件按当前活动（{'、'.join(used)}）"
+                        f"到手¥{format_fen(payable)}")
             else:
-                line = f"「{product.name}」标价¥{yuan(product.price_fen)}，单件买暂无可用的减价活动"
+                line = f"「{product.name}」标价¥{format_fen(product.price_fen)}，单件买暂无可用的减价活动"
             if gifts:
                 names = []
                 for gift in gifts:
@@ -389,7 +390,7 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
                             ("accessory-of", True): "是配件，适用于", ("accessory-of", False): "的配件"}[
                         (relation, forward)]
                     facts.append(_fact("relation", product.sku, f"「{product.name}」{word}：{target.sku}「{target.name}」"
-                                       f"¥{yuan(target.price_fen)}", relation=relation, target=target.sku,
+                                       f"¥{format_fen(target.price_fen)}", relation=relation, target=target.sku,
                                        forward=forward))
 
     # --- a category without a product (想买个登山鞋 / 冲锋衣推荐): a few diverse in-stock picks
@@ -401,7 +402,7 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
         style = next((e["value"] for e in entities if e["type"] == "style"), None)
         for pick in recommend(kg, category=categories[0], color=colour, size=size, style=style, limit=3, snapshot=snap):
             p = pick.product
-            facts.append(_fact("recommendation", p.sku, f"可推荐 {p.sku}「{p.name}」¥{yuan(p.price_fen)}，"
+            facts.append(_fact("recommendation", p.sku, f"可推荐 {p.sku}「{p.name}」¥{format_fen(p.price_fen)}，"
                                f"{p.style or p.category}（{'、'.join(pick.reasons)}）", **pick.to_dict()))
 
     # --- after-sales policy of the categories in play
