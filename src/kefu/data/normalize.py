@@ -8,16 +8,11 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from kefu.text.normalize import to_halfwidth, to_simplified
 from kefu.types import Turn
 
 if TYPE_CHECKING:
     from kefu.data.config import FilterConfig, NormalizeConfig
-
-# Full-width ASCII letters and digits (and the ideographic space) -> half-width. Chinese punctuation is kept.
-_HALF = {cp: cp - 0xFEE0 for cp in [*range(0xFF10, 0xFF1A), *range(0xFF21, 0xFF3B), *range(0xFF41, 0xFF5B)]}
-_HALF[0x3000] = 0x20
-HALFWIDTH_TABLE = _HALF
-FULLWIDTH = re.compile("[\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\u3000]")
 
 # Greetings and fillers at the start of a customer turn; they carry no request and every log is full of them.
 GREETING_PREFIX = re.compile(
@@ -41,26 +36,14 @@ GARBLED = re.compile(
     "\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u02c6\u02dc\u2122\u2013\u2014\u2018\u2019]"
     "|[銆锛鐨鏄鍙浣鎴璇鍚瀹濂鈥閿鏂缁鍒鏈杩闂绛鐢鍟妗娆鍦閫鏃鐪闄殑]")
 
-_t2s = None
-
-
-def _traditional_to_simplified(text: str) -> str:
-    global _t2s
-    if _t2s is None:
-        import zhconv
-
-        _t2s = zhconv.convert
-    return _t2s(text, "zh-cn")
-
-
 def normalize_text(text: str, role: str, cfg: "NormalizeConfig") -> str:
     """One turn's text, normalised per ``cfg``; greeting/filler prefixes go from customer (``user``) turns only."""
-    if cfg.fullwidth_to_halfwidth and FULLWIDTH.search(text):  # translate() is slow on CJK text: only when needed
-        text = text.translate(HALFWIDTH_TABLE)
+    if cfg.fullwidth_to_halfwidth:
+        text = to_halfwidth(text)
     if cfg.emoji == "remove":
         text = EMOJI.sub("", text)
     if cfg.traditional_to_simplified:
-        text = _traditional_to_simplified(text)
+        text = to_simplified(text)
     if cfg.collapse_whitespace:
         text = SPACES.sub(" ", text)
         if "\n" in text:

@@ -1,16 +1,12 @@
-"""Text helpers shared by the router, cache and synthesis: normalisation and the entities that change an answer."""
+"""Text helpers shared by the router and cache: a question's wording for matching and the entities that change its
+answer (both read the text after ``kefu.text.normalize.simplify``)."""
 
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
-from functools import lru_cache
 
-try:
-    from zhconv import convert as _zhconv
-except ImportError:  # pragma: no cover - zhconv is a pinned dependency
-    _zhconv = None
+from kefu.text.normalize import simplify
 
 ORDER_NO = re.compile(r"(?<!\d)\d{16}(?!\d)")
 SKU = re.compile(r"(?<![A-Za-z0-9])[A-Z]{1,4}-\d{3,6}(?!\d)", re.I)
@@ -22,16 +18,8 @@ COLORS = ("黑色", "白色", "红色", "蓝色", "绿色", "灰色", "黄色", 
           "橙", "棕")
 COLOR = re.compile("|".join(sorted(COLORS, key=len, reverse=True)))
 NEGATION = re.compile(r"[不没别无未非]")
-MONEY = re.compile(r"(?:[¥￥]\s*(\d+(?:\.\d{1,2})?))|(?:(\d+(?:\.\d{1,2})?)\s*(?:元|块))")
 _FILLER = re.compile(r"(?:请问|你好|您好|麻烦|亲爱的|亲|哈喽|在吗|谢谢|[吗呢吧啊呀哦嘛哈呐啦])")
 _PUNCT = re.compile(r"[\s\W_]+", re.U)
-
-
-@lru_cache(maxsize=8192)
-def simplify(text: str) -> str:
-    """NFKC (full-width -> half-width) and traditional -> simplified Chinese (memoised: called often per turn)."""
-    text = unicodedata.normalize("NFKC", text)
-    return _zhconv(text, "zh-cn") if _zhconv else text
 
 
 @dataclass(frozen=True)
@@ -51,6 +39,8 @@ class KeyEntities:
 
 
 def key_entities(text: str) -> KeyEntities:
+    """Order numbers, SKUs, sizes, colours, negations and other numbers in ``text``: two questions share a cached
+    answer only when these agree."""
     text = simplify(text)
     orders = tuple(ORDER_NO.findall(text))
     rest = ORDER_NO.sub(" ", text)
@@ -71,17 +61,5 @@ def normalise(text: str) -> str:
 
 
 def order_numbers(text: str) -> list[str]:
+    """The 16-digit order numbers in ``text`` (full-width digits count)."""
     return ORDER_NO.findall(simplify(text))
-
-
-def money_mentions(text: str) -> list[tuple[int, int, int]]:
-    """(start, end, fen) for every price written in ``text`` (¥399, 399元, 399.5块)."""
-    out = []
-    for m in MONEY.finditer(text):
-        value = m.group(1) or m.group(2)
-        out.append((m.start(), m.end(), int(round(float(value) * 100))))
-    return out
-
-
-def fen_to_text(fen: int) -> str:
-    return f"¥{fen // 100}" if fen % 100 == 0 else f"¥{fen / 100:.2f}"
