@@ -47,3 +47,18 @@ def test_sentence_stream_grounds_each_sentence():
     out = s.feed("这是最好的。价格") + s.feed("299元！谢") + s.feed("谢") + s.flush()
     assert out == ["这是很好的。", "价格¥399！", "谢谢"]
     assert s.fixes and s.violations
+
+
+def test_prices_in_chinese_numerals_or_with_cents_are_grounded_too():
+    text, fixes = ground("只要二百九十九元，我们一块帮您看看", Grounding(prices={"x": 39950}))
+    assert text == "只要¥399.5，我们一块帮您看看" and fixes == ["price ¥299 -> ¥399.5"]
+
+
+def test_promotion_amounts_in_the_prompt_may_be_quoted():
+    class F:
+        facts = [{"type": "product", "subject": "A", "text": "标价¥399", "data": {"price_fen": 39900}}]
+        prompt_block = "满三百减五十，每满200减20"
+
+    g = grounding_from(F())
+    assert {30000, 5000, 20000, 2000} <= g.allowed_fen
+    assert ground("满300元减50元", g)[0] == "满300元减50元"

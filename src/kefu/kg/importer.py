@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from kefu.kg.promotions import PROMOTION_TYPES, Promotion
-from kefu.kg.records import (FAQ, ORDER_STATUSES, PLAYBOOK_TYPES, RELATIONS, Order, OrderItem, Playbook, Policy,
-                             Product, Relation, Shipment, ShipmentEvent)
+from kefu.kg.records import (FAQ, PLAYBOOK_TYPES, RELATIONS, Order, OrderItem, Playbook, Policy, Product, Relation,
+                             Shipment, ShipmentEvent)
+from kefu.text.status import ORDER_STATUSES
 from kefu.types import KefuError
 
 KNOWN_FILES = ("products.csv", "relations.csv", "promotions.json", "policies.json", "playbooks.json", "orders.json",

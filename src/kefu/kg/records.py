@@ -8,7 +8,6 @@ from typing import Any
 
 RELATIONS = ("compatible-with", "alternative-to", "accessory-of")
 PLAYBOOK_TYPES = ("delay", "lost", "damaged", "address_change", "refused")
-ORDER_STATUSES = ("待付款", "待发货", "已发货", "已签收", "已完成", "已取消", "退款中")
 
 
 @dataclass(slots=True)
@@ -121,6 +120,8 @@ class OrderItem:
 
 @dataclass(slots=True)
 class Order:
+    """One order; ``status`` is one of ``kefu.text.status.ORDER_STATUSES``."""
+
     order_no: str
     customer_id: str
     created_at: datetime

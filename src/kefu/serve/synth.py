@@ -13,13 +13,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from kefu.serve.text import fen_to_text, money_mentions
+from kefu.safety.compliance import rewrite
+from kefu.text.numbers import NUMBER, format_fen, money_mentions, parse_money_fen
+from kefu.text.status import ORDER_STATUSES
 
 log = logging.getLogger("kefu.serve.synth")
 
-ORDER_STATUSES = ("待付款", "待发货", "已发货", "已签收", "已完成", "已取消", "退款中")
 DATE = re.compile(r"\d{4}[-/年]\d{1,2}[-/月]\d{1,2}[日号]?|\d{1,2}月\d{1,2}[日号]")
-PROMO_AMOUNT = re.compile(r"[满减送]\s*[¥￥]?(\d+(?:\.\d{1,2})?)")
+PROMO_AMOUNT = re.compile(rf"[满减送]\s*[¥￥]?({NUMBER})")
 SENTENCE_END = re.compile(r"[。！？!?；;\n]")
 
 
@@ -40,6 +41,11 @@ class Grounding:
         return not (self.prices or self.order_status or self.dates)
 
 
+def _price(fen: int) -> str:
+    """How a grounded answer writes a price: ``¥399``, ``¥399.5``."""
+    return "¥" + format_fen(fen, short=True)
+
+
 def _norm_date(text: str) -> tuple[int, int]:
     nums = [int(x) for x in re.findall(r"\d+", text)]
     return (nums[-2], nums[-1]) if len(nums) >= 2 else (0, 0)
@@ -57,11 +63,11 @@ def ground(draft: str, g: Grounding) -> tuple[str, list[str]]:
                 continue
             if len(set(g.prices.values())) == 1:
                 fact = next(iter(g.prices.values()))
-                text = text[:start] + fen_to_text(fact) + text[end:]
-                fixes.append(f"price {fen_to_text(fen)} -> {fen_to_text(fact)}")
+                text = text[:start] + _price(fact) + text[end:]
+                fixes.append(f"price {_price(fen)} -> {_price(fact)}")
             else:
-                fixes.append(f"price {fen_to_text(fen)} not in facts")
-                append.extend(f"{name}：{fen_to_text(p)}" for name, p in g.prices.items())
+                fixes.append(f"price {_price(fen)} not in facts")
+                append.extend(f"{name}：{_price(p)}" for name, p in g.prices.items())
     if g.order_status:
         for status in ORDER_STATUSES:
             if status != g.order_status and status in text:
@@ -86,10 +92,6 @@ def ground(draft: str, g: Grounding) -> tuple[str, list[str]]:
 
 def comply(text: str, g: Grounding | None = None) -> tuple[str, list[dict[str, Any]]]:
     """The compliance filter (safety stage), run last; returns the safe text and the violations fixed."""
-    try:
-        from kefu.safety.compliance import rewrite
-    except ImportError:  # pragma: no cover - the safety stage ships with kefu
-        return text, []
     safe, violations = rewrite(text, promotions=(g.promotions if g else None),
                                context_texts=(g.context_texts if g else None))
     return safe, [v.to_dict() if hasattr(v, "to_dict") else dict(v) for v in violations]
@@ -183,13 +185,15 @@ def grounding_from(facts: Any = None, tool_results: Iterable[dict[str, Any]] = (
         g.allowed_fen.add(fen)
         if subject not in g.prices:
             g.prices[subject] = fen
-            g.lines.append(f"{subject} 标价 {fen_to_text(fen)}")
+            g.lines.append(f"{subject} 标价 {_price(fen)}")
     block = getattr(facts, "prompt_block", None)
     if block:
         for _s, _e, fen in money_mentions(str(block)):
             g.allowed_fen.add(fen)
         for m in PROMO_AMOUNT.finditer(str(block)):  # 满300减50: thresholds and reductions may be quoted
-            g.allowed_fen.add(int(round(float(m.group(1)) * 100)))
+            fen = parse_money_fen(m.group(1))
+            if fen is not None:
+                g.allowed_fen.add(fen)
         for m in DATE.finditer(str(block)):
             g.dates.append(m.group())
     for result in tool_results:
