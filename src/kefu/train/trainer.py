@@ -18,31 +18,31 @@ import logging
 import math
 import os
 import random
-import shutil
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
+from kefu.artifacts.run import (ADAPTER_CONFIG, ADAPTER_DIR, ADAPTER_INFO, ADAPTER_WEIGHTS, STATE_FILE, TrainRun,
+                               is_adapter)
 from kefu.heap import large_allocations_kept
+from kefu.safety import audit
 from kefu.train.attention import row_segments, use_packed_attention
 from kefu.train.config import TrainConfig
 from kefu.train.data import Example, check_data, collate, load_examples, pack, step_indices
 from kefu.train.dropout import use_bits_dropout
 from kefu.train.fastlora import use_fused_lora
 from kefu.train.loss import linear_cross_entropy, output_mean
+from kefu.train.models import check_adapter, license_note, load_model, resolve_model
 from kefu.train.template import IGNORE_INDEX, stop_strings, template_kind
 from kefu.types import KefuError
 
 log = logging.getLogger(__name__)
-
-STATE_FILE = "trainer_state.pt"
-
 
 class SupervisedLM(nn.Module):
     """Wraps a (PEFT) causal LM: forward returns the summed loss over supervised next tokens and their count.
@@ -147,34 +147,6 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def latest_checkpoint(run: Path) -> Path | None:
-    folder = run / "checkpoints"
-    if not folder.is_dir():
-        return None
-    steps = sorted((int(p.name.split("-")[1]), p) for p in folder.glob("step-*")
-                   if p.name.split("-")[1].isdigit() and (p / STATE_FILE).is_file())
-    return steps[-1][1] if steps else None
-
-
-def _save_checkpoint(run: Path, peft_model, optimizer, scheduler, scaler, step: int, extra: dict,
-                     keep: int) -> Path:
-    folder = run / "checkpoints"
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".tmp-step-{step}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    peft_model.save_pretrained(tmp / "adapter")
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None, "rng": _rng_state(), **extra},
-               tmp / STATE_FILE)
-    final = folder / f"step-{step}"
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    old = sorted((int(p.name.split("-")[1]), p) for p in folder.glob("step-*") if p.name.split("-")[1].isdigit())
-    for _, path in old[:-keep]:
-        shutil.rmtree(path, ignore_errors=True)
-    return final
-
-
 # ------------------------------------------------------------------------------------------------------ helpers
 def _precision(config: TrainConfig, device: torch.device) -> str:
     if config.precision != "auto":
@@ -273,14 +245,14 @@ def _progress(enabled: bool):
                     transient=False)
 
 
-def _tensorboard(run: Path, enabled: bool):
+def _tensorboard(folder: Path, enabled: bool):
     if not enabled:
         return None
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is optional
         return None
-    return SummaryWriter(log_dir=str(run / "tensorboard"))
+    return SummaryWriter(log_dir=str(folder))
 
 
 # -------------------------------------------------------------------------------------------------------- train
@@ -296,233 +268,310 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, *, resume: boo
     device = torch.device(device) if device is not None else _default_device()
     # a CPU step frees and reallocates the same large activations: the heap keeps them while training (kefu.heap)
     with large_allocations_kept(device.type == "cpu"):
-        return _train(config, data, out, resume=resume, progress=progress, on_step=on_step, device=device)
+        recipe = _LoRARecipe(config, data, out, resume=resume, progress=progress, on_step=on_step, device=device)
+        recipe.setup()
+        return recipe.run()
 
 
-def _train(config: TrainConfig, data: str | Path, out: str | Path, *, resume: bool,
-           progress: bool, on_step: Callable[[int, dict], None] | None, device: torch.device) -> dict[str, Any]:
-    from peft import PeftModel, get_peft_model, set_peft_model_state_dict
+@dataclass
+class _Totals:
+    """Work done over the whole run, carried across a resume in the checkpoint (``totals``)."""
 
-    from kefu.train.models import check_adapter, license_note, load_model, resolve_model
+    train_seconds: float = 0.0
+    supervised_tokens: int = 0
+    tokens: int = 0
 
-    started = time.time()
-    out = Path(out)
-    rank, world = _dist_setup()
-    main = rank == 0
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    if config.batch_size < world:
-        raise KefuError(f"batch_size {config.batch_size} is smaller than the {world} processes")
 
-    # ---- everything that can fail on bad input happens before any long work
-    checkpoint = latest_checkpoint(out) if resume else None
-    if resume and checkpoint is None:
-        raise KefuError(f"{out}: --resume given but there is no checkpoint in {out / 'checkpoints'}")
-    if not resume and (out / "adapter").exists():
-        raise KefuError(f"{out}: already holds a finished run (adapter/); choose another --out or pass --resume")
-    check_data(data)  # malformed or empty data fails here, before the model is loaded
-    model_path = resolve_model(config.model)
-    if config.init_adapter and not (Path(config.init_adapter) / "adapter_config.json").is_file():
-        raise KefuError(f"{config.init_adapter}: --init-adapter is not a PEFT adapter folder (no adapter_config.json)")
-    precision = _precision(config, device)
-    # bf16: frozen base weights stored in bf16 (half the memory traffic); PEFT keeps the LoRA weights in fp32
-    model, tokenizer = load_model(str(model_path), dtype=torch.bfloat16 if precision == "bf16" else torch.float32,
-                                  trainable=True, device=device)
-    train_examples, val_examples, stats = load_examples(data, tokenizer, config)
-    pad_id = tokenizer.pad_token_id
+class _LoRARecipe:
+    """One ``kefu train`` run, split as torchtune recipes are.
 
-    if config.init_adapter:
-        check_adapter(config.init_adapter, model)
-        try:
-            model = PeftModel.from_pretrained(model, config.init_adapter, is_trainable=True)
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise KefuError(f"{config.init_adapter}: incompatible adapter for {model_path}: "
-                            f"{str(exc).splitlines()[0][:300]}") from exc
-    else:
-        torch.manual_seed(config.seed)  # identical LoRA init on every process and in every rerun
-        model = get_peft_model(model, lora_config(config))
-    speed_up_lora(model, device, precision)
-    gradient_checkpointing = config.gradient_checkpointing
-    if gradient_checkpointing is None:
-        gradient_checkpointing = device.type == "cuda"
-    if gradient_checkpointing:
-        model.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.train()
+    ``setup`` (checks, model, data, optimiser, scheduler, resume, run record), ``train_step`` (one optimiser step
+    over its micro-batches), ``save_checkpoint`` / ``_resume``, ``validation_loss``; ``run`` is the loop that ties
+    them and writes the run folder through :class:`~kefu.artifacts.run.TrainRun`.
+    """
 
-    # the filtered loss backward pays on CPU, where the output projection's matmuls are most of a step
-    grad_floor = config.logit_grad_floor if device.type == "cpu" else 0.0
-    wrapper: nn.Module = SupervisedLM(model, grad_floor=grad_floor).to(device)
-    if config.compile:
-        object.__setattr__(wrapper, "body", torch.compile(wrapper.body))
-    ddp = None
-    if world > 1:
-        ddp = nn.parallel.DistributedDataParallel(wrapper, device_ids=[device.index] if device.type == "cuda" else None)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
-    total_steps = config.max_steps or max(1, math.ceil(len(train_examples) * config.epochs / config.batch_size))
-    from transformers import get_cosine_schedule_with_warmup
+    def __init__(self, config: TrainConfig, data: str | Path, out: str | Path, *, resume: bool, progress: bool,
+                 on_step: Callable[[int, dict], None] | None, device: torch.device):
+        self.config, self.data, self.resume, self.device = config, data, resume, device
+        self.run_dir = TrainRun(out)
+        self.progress, self.on_step = progress, on_step
+        self.started = time.time()
+        self.start_step = 0
+        self.totals = _Totals()
 
-    scheduler = get_cosine_schedule_with_warmup(optimizer, round(config.warmup_ratio * total_steps), total_steps)
-    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    # ------------------------------------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        """Everything before the first step; whatever can fail on bad input fails before any long work."""
+        self.rank, self.world = _dist_setup()
+        self.main = self.rank == 0
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        if self.config.batch_size < self.world:
+            raise KefuError(f"batch_size {self.config.batch_size} is smaller than the {self.world} processes")
+        checkpoint = self._check_inputs()
+        self._setup_model()
+        self._setup_optimizer()
+        if checkpoint is not None:
+            self._resume(checkpoint)
+        else:
+            torch.manual_seed(self.config.seed + 1 + self.rank)  # dropout streams differ per process, repeat per run
+        self._start_run_folder(resumed=checkpoint is not None)
 
-    start_step, carried = 0, {"train_seconds": 0.0, "supervised_tokens": 0, "tokens": 0}
-    if checkpoint is not None:
+    def _check_inputs(self) -> Path | None:
+        """The checkpoint to resume from (None for a fresh run); KefuError for a bad --out, data or adapter."""
+        config, run = self.config, self.run_dir
+        checkpoint = run.latest_checkpoint() if self.resume else None
+        if self.resume and checkpoint is None:
+            raise KefuError(f"{run.path}: --resume given but there is no checkpoint in {run.checkpoints_dir}")
+        if not self.resume and run.adapter_dir.exists():
+            raise KefuError(f"{run.path}: already holds a finished run (adapter/); choose another --out or pass "
+                            "--resume")
+        check_data(self.data)  # malformed or empty data fails here, before the model is loaded
+        self.model_path = resolve_model(config.model)
+        if config.init_adapter and not is_adapter(config.init_adapter):
+            raise KefuError(f"{config.init_adapter}: --init-adapter is not a PEFT adapter folder (no "
+                            "adapter_config.json)")
+        return checkpoint
+
+    def _setup_model(self) -> None:
+        """Base model, data, LoRA (fresh or ``--init-adapter``), the speed-ups, and the loss wrapper (DDP when
+        distributed)."""
+        from peft import PeftModel, get_peft_model  # deferred: heavy (torch, transformers)
+
+        config, device = self.config, self.device
+        self.precision = _precision(config, device)
+        # bf16: frozen base weights stored in bf16 (half the memory traffic); PEFT keeps the LoRA weights in fp32
+        model, self.tokenizer = load_model(str(self.model_path), trainable=True, device=device,
+                                           dtype=torch.bfloat16 if self.precision == "bf16" else torch.float32)
+        self.train_examples, self.val_examples, self.stats = load_examples(self.data, self.tokenizer, config)
+        self.pad_id = self.tokenizer.pad_token_id
+        if config.init_adapter:
+            check_adapter(config.init_adapter, model)
+            try:
+                model = PeftModel.from_pretrained(model, config.init_adapter, is_trainable=True)
+            except (RuntimeError, ValueError, KeyError) as exc:
+                raise KefuError(f"{config.init_adapter}: incompatible adapter for {self.model_path}: "
+                                f"{str(exc).splitlines()[0][:300]}") from exc
+        else:
+            torch.manual_seed(config.seed)  # identical LoRA init on every process and in every rerun
+            model = get_peft_model(model, lora_config(config))
+        speed_up_lora(model, device, self.precision)
+        gradient_checkpointing = config.gradient_checkpointing
+        if gradient_checkpointing is None:
+            gradient_checkpointing = device.type == "cuda"
+        if gradient_checkpointing:
+            model.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
+        self.model, self.gradient_checkpointing = model, gradient_checkpointing
+
+        # the filtered loss backward pays on CPU, where the output projection's matmuls are most of a step
+        grad_floor = config.logit_grad_floor if device.type == "cpu" else 0.0
+        self.wrapper: nn.Module = SupervisedLM(model, grad_floor=grad_floor).to(device)
+        if config.compile:
+            object.__setattr__(self.wrapper, "body", torch.compile(self.wrapper.body))
+        self.ddp = None
+        if self.world > 1:
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.wrapper, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def _setup_optimizer(self) -> None:
+        """AdamW over the LoRA weights, cosine schedule with warm-up, and a grad scaler for fp16."""
+        from transformers import get_cosine_schedule_with_warmup  # deferred: heavy (transformers)
+
+        config = self.config
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.total_steps = config.max_steps or max(1, math.ceil(len(self.train_examples) * config.epochs
+                                                                / config.batch_size))
+        self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, round(config.warmup_ratio * self.total_steps),
+                                                         self.total_steps)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
+
+    def _start_run_folder(self, resumed: bool) -> None:
+        """The run record and ``metrics.jsonl`` (main process), and the optional TensorBoard writer."""
+        config, stats = self.config, self.stats
+        record = {"train": config.model_dump(mode="json"), "data": {"path": str(Path(self.data).resolve()),
+                  "sha256": stats.sha256, "files": stats.files}, "model_path": str(self.model_path),
+                  "world_size": self.world, "device": self.device.type, "precision": self.precision,
+                  "gradient_checkpointing": self.gradient_checkpointing, "versions": _versions(),
+                  "template": template_kind(self.tokenizer)}
+        if self.main:
+            self.run_dir.write_record(record)
+            self.run_dir.start_metrics(self.start_step if resumed else None)
+        self.writer = _tensorboard(self.run_dir.tensorboard_dir, config.tensorboard and self.main)
+
+    # ------------------------------------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, step: int) -> Path:
+        """``checkpoints/step-<step>``: the adapter plus optimiser, scheduler, scaler, RNG and totals (main only)."""
+        with self.run_dir.writing_checkpoint(step, self.config.keep_checkpoints) as folder:
+            self.model.save_pretrained(folder / ADAPTER_DIR)
+            torch.save({"step": step, "optimizer": self.optimizer.state_dict(),
+                        "scheduler": self.scheduler.state_dict(),
+                        "scaler": self.scaler.state_dict() if self.scaler is not None else None, "rng": _rng_state(),
+                        "data_sha256": self.stats.sha256, "totals": asdict(self.totals)}, folder / STATE_FILE)
+        return self.run_dir.checkpoints_dir / f"step-{step}"
+
+    def _resume(self, checkpoint: Path) -> None:
+        """Load a checkpoint's adapter, optimiser, scheduler, scaler, RNG and totals; it must be the same data."""
+        from peft import set_peft_model_state_dict  # deferred: heavy (torch, transformers)
         from safetensors.torch import load_file
 
         state = torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=False)
-        if state.get("data_sha256") != stats.sha256:
+        if state.get("data_sha256") != self.stats.sha256:
             raise KefuError(f"{checkpoint}: was trained on other data (sha256 {state.get('data_sha256')}, now "
-                            f"{stats.sha256}); resume needs the same train.jsonl")
-        set_peft_model_state_dict(model, load_file(str(checkpoint / "adapter" / "adapter_model.safetensors")))
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
+                            f"{self.stats.sha256}); resume needs the same train.jsonl")
+        set_peft_model_state_dict(self.model, load_file(str(checkpoint / ADAPTER_DIR / ADAPTER_WEIGHTS)))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"])
-        start_step = state["step"]
-        carried = state.get("totals", carried)
-        log.info("resuming from %s (step %d)", checkpoint, start_step)
-    else:
-        torch.manual_seed(config.seed + 1 + rank)  # dropout streams differ per process, repeat per run
+        self.start_step = state["step"]
+        if "totals" in state:
+            self.totals = _Totals(**state["totals"])
+        log.info("resuming from %s (step %d)", checkpoint, self.start_step)
 
-    run_record = {"train": config.model_dump(mode="json"), "data": {"path": str(Path(data).resolve()),
-                  "sha256": stats.sha256, "files": stats.files}, "model_path": str(model_path), "world_size": world,
-                  "device": device.type, "precision": precision, "gradient_checkpointing": gradient_checkpointing,
-                  "versions": _versions(), "template": template_kind(tokenizer)}
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(run_record, allow_unicode=True, sort_keys=False),
-                                         encoding="utf-8")
-        metrics_file = out / "metrics.jsonl"
-        kept = []
-        if checkpoint is not None and metrics_file.is_file():  # drop steps logged after the checkpoint
-            kept = [line for line in metrics_file.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line)["step"] <= start_step]
-        metrics_file.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    writer = _tensorboard(out, config.tensorboard and main)
+    # ------------------------------------------------------------------------------------------------ steps
+    def train_step(self, step: int) -> tuple[dict[str, Any], float, float]:
+        """One optimiser step over this process's share of the step's dialogues, gradient accumulated over its
+        micro-batches; returns (metrics, loss, tokens per second)."""
+        config, device, world = self.config, self.device, self.world
+        t0 = time.perf_counter()
+        # every process gets >= 1 dialogue (batch_size >= world), so every one joins the all-reduce
+        indices = step_indices(len(self.train_examples), config.batch_size, step, config.seed)[self.rank::world]
+        chosen = [self.train_examples[i] for i in indices]
+        micro = _micro_batches(chosen, config, self.pad_id)
+        local_sup = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro)
+        local_tok = sum(len(e.input_ids) for e in chosen)  # real tokens, padding excluded
+        step_sup = _all_sum(local_sup, device)
+        # all-reduce averages over processes; scale so the result is sum(loss) / step's supervised tokens
+        scale = world / step_sup
+        step_loss = 0.0
+        ddp, scaler = self.ddp, self.scaler
+        module = ddp or self.wrapper
+        for index, batch in enumerate(micro):
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            last = index == len(micro) - 1
+            sync = ddp.no_sync() if ddp is not None and not last else contextlib.nullcontext()
+            with sync:
+                with _autocast(self.precision, device):
+                    loss_sum, _ = module(**batch)
+                loss = loss_sum * scale
+                (scaler.scale(loss) if scaler is not None else loss).backward()
+            step_loss += float(loss_sum.detach())
+        if scaler is not None:
+            scaler.unscale_(self.optimizer)
+        if config.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.trainable, config.max_grad_norm)
+        if scaler is not None:
+            scaler.step(self.optimizer)
+            scaler.update()
+        else:
+            self.optimizer.step()
+        lr = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        seconds = time.perf_counter() - t0
+        step_loss = _all_sum(step_loss, device) / step_sup
+        step_tok = _all_sum(local_tok, device)
+        self.totals.train_seconds += seconds
+        self.totals.supervised_tokens += int(step_sup)
+        self.totals.tokens += int(step_tok)
+        metrics = {"step": step + 1, "loss": round(step_loss, 6), "lr": lr, "supervised_tokens": int(step_sup),
+                   "tokens": int(step_tok), "seconds": round(seconds, 4), "tokens_per_s": round(step_tok / seconds, 2),
+                   "supervised_tokens_per_s": round(step_sup / seconds, 2)}
+        return metrics, step_loss, step_tok / seconds
 
-    n_train = len(train_examples)
-    final_loss = None
-    last_metrics: dict[str, Any] = {}
-    run_seconds, run_sup, run_tok = carried["train_seconds"], carried["supervised_tokens"], carried["tokens"]
-    with _progress(progress and main) as bar:
-        task = bar.add_task("train", total=total_steps, completed=start_step, loss="-", tps="-")
-        for step in range(start_step, total_steps):
-            t0 = time.perf_counter()
-            # every process gets >= 1 dialogue (batch_size >= world), so every one joins the all-reduce
-            indices = step_indices(n_train, config.batch_size, step, config.seed)[rank::world]
-            chosen = [train_examples[i] for i in indices]
-            micro = _micro_batches(chosen, config, pad_id)
-            local_sup = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro)
-            local_tok = sum(len(e.input_ids) for e in chosen)  # real tokens, padding excluded
-            step_sup = _all_sum(local_sup, device)
-            # all-reduce averages over processes; scale so the result is sum(loss) / step's supervised tokens
-            scale = world / step_sup
-            step_loss = 0.0
-            module = ddp or wrapper
-            for index, batch in enumerate(micro):
-                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                last = index == len(micro) - 1
-                sync = ddp.no_sync() if ddp is not None and not last else contextlib.nullcontext()
-                with sync:
-                    with _autocast(precision, device):
-                        loss_sum, _ = module(**batch)
-                    loss = loss_sum * scale
-                    (scaler.scale(loss) if scaler is not None else loss).backward()
-                step_loss += float(loss_sum.detach())
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            if config.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            lr = scheduler.get_last_lr()[0]
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            seconds = time.perf_counter() - t0
-            step_loss = _all_sum(step_loss, device) / step_sup
-            step_tok = _all_sum(local_tok, device)
-            run_seconds += seconds
-            run_sup += int(step_sup)
-            run_tok += int(step_tok)
-            final_loss = step_loss
-            metrics = {"step": step + 1, "loss": round(step_loss, 6), "lr": lr, "supervised_tokens": int(step_sup),
-                       "tokens": int(step_tok), "seconds": round(seconds, 4),
-                       "tokens_per_s": round(step_tok / seconds, 2),
-                       "supervised_tokens_per_s": round(step_sup / seconds, 2)}
-            if config.eval_steps and (step + 1) % config.eval_steps == 0 and val_examples:
-                metrics["val_loss"] = evaluate_loss(wrapper, val_examples[rank::world], config, pad_id, device,
-                                                    precision)
-            last_metrics = metrics
-            if main:
-                if (step + 1) % config.logging_steps == 0 or step + 1 == total_steps:
-                    with open(out / "metrics.jsonl", "a", encoding="utf-8") as handle:
-                        handle.write(json.dumps(metrics) + "\n")
-                if writer is not None:
-                    for key in ("loss", "lr", "tokens_per_s", "val_loss"):
-                        if key in metrics and metrics[key] is not None:
-                            writer.add_scalar(f"train/{key}", metrics[key], step + 1)
-                if config.save_steps and (step + 1) % config.save_steps == 0 and step + 1 < total_steps:
-                    _save_checkpoint(out, model, optimizer, scheduler, scaler, step + 1,
-                                     {"data_sha256": stats.sha256, "totals": {
-                                         "train_seconds": run_seconds, "supervised_tokens": run_sup,
-                                         "tokens": run_tok}}, config.keep_checkpoints)
-            if dist.is_initialized():
-                dist.barrier()
-            bar.update(task, advance=1, loss=f"{step_loss:.4f}", tps=f"{step_tok / seconds:,.0f}")
-            if on_step is not None:
-                on_step(step + 1, metrics)
+    def validation_loss(self) -> float | None:
+        """Mean loss per supervised token over the validation split (each process its share)."""
+        return evaluate_loss(self.wrapper, self.val_examples[self.rank::self.world], self.config, self.pad_id,
+                             self.device, self.precision)
 
-    val_loss = evaluate_loss(wrapper, val_examples[rank::world], config, pad_id, device, precision) \
-        if val_examples else None
-    report = {
-        "model": config.model, "model_path": str(model_path), "license": license_note(config.model),
-        "data_sha256": stats.sha256, "data": stats.files, "steps": total_steps, "resumed_from_step": start_step or None,
-        "final_loss": final_loss, "val_loss": val_loss, "train_seconds": round(run_seconds, 3),
-        "wall_seconds": round(time.time() - started, 3), "supervised_tokens": run_sup, "tokens": run_tok,
-        "tokens_per_s": round(run_tok / run_seconds, 2) if run_seconds else None,
-        "supervised_tokens_per_s": round(run_sup / run_seconds, 2) if run_seconds else None,
-        "dialogues": stats.dialogues, "examples": stats.examples, "split": stats.split, "truncated": stats.truncated,
-        "skipped_no_agent": stats.skipped_no_agent, "data_tokens": stats.tokens,
-        "data_supervised_tokens": stats.supervised_tokens, "world_size": world, "device": device.type,
-        "precision": precision, "last_metrics": last_metrics, "adapter": str(out / "adapter"),
-    }
-    if main:
-        _write_adapter(model, tokenizer, config, out / "adapter", model_path)
-        (out / "train_report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
-        if writer is not None:
-            writer.close()
-        from kefu.safety import audit
+    def _log_step(self, step: int, metrics: dict[str, Any]) -> None:
+        """metrics.jsonl, TensorBoard and the periodic checkpoint of step ``step`` (0-based; main process)."""
+        config = self.config
+        if (step + 1) % config.logging_steps == 0 or step + 1 == self.total_steps:
+            self.run_dir.append_metrics(metrics)
+        if self.writer is not None:
+            for key in ("loss", "lr", "tokens_per_s", "val_loss"):
+                if key in metrics and metrics[key] is not None:
+                    self.writer.add_scalar(f"train/{key}", metrics[key], step + 1)
+        if config.save_steps and (step + 1) % config.save_steps == 0 and step + 1 < self.total_steps:
+            self.save_checkpoint(step + 1)
 
-        audit.record("train", str(out), digest=stats.sha256, details={
-            "model": config.model, "steps": total_steps, "final_loss": final_loss, "adapter": str(out / "adapter"),
-            "init_adapter": config.init_adapter, "resumed_from_step": start_step or None})
-    if dist.is_initialized():
-        dist.barrier()
-    return report
+    # ------------------------------------------------------------------------------------------------ the loop
+    def run(self) -> dict[str, Any]:
+        """Train from ``start_step`` to the end, then write the adapter and the report; returns the report."""
+        config = self.config
+        final_loss = None
+        last_metrics: dict[str, Any] = {}
+        with _progress(self.progress and self.main) as bar:
+            task = bar.add_task("train", total=self.total_steps, completed=self.start_step, loss="-", tps="-")
+            for step in range(self.start_step, self.total_steps):
+                metrics, final_loss, tps = self.train_step(step)
+                if config.eval_steps and (step + 1) % config.eval_steps == 0 and self.val_examples:
+                    metrics["val_loss"] = self.validation_loss()
+                last_metrics = metrics
+                if self.main:
+                    self._log_step(step, metrics)
+                if dist.is_initialized():
+                    dist.barrier()
+                bar.update(task, advance=1, loss=f"{final_loss:.4f}", tps=f"{tps:,.0f}")
+                if self.on_step is not None:
+                    self.on_step(step + 1, metrics)
+        val_loss = self.validation_loss() if self.val_examples else None
+        report = self._report(final_loss, val_loss, last_metrics)
+        if self.main:
+            self._finish(report, final_loss)
+        if dist.is_initialized():
+            dist.barrier()
+        return report
+
+    def _report(self, final_loss: float | None, val_loss: float | None, last_metrics: dict) -> dict[str, Any]:
+        config, stats, totals = self.config, self.stats, self.totals
+        seconds = totals.train_seconds
+        return {
+            "model": config.model, "model_path": str(self.model_path), "license": license_note(config.model),
+            "data_sha256": stats.sha256, "data": stats.files, "steps": self.total_steps,
+            "resumed_from_step": self.start_step or None, "final_loss": final_loss, "val_loss": val_loss,
+            "train_seconds": round(seconds, 3), "wall_seconds": round(time.time() - self.started, 3),
+            "supervised_tokens": totals.supervised_tokens, "tokens": totals.tokens,
+            "tokens_per_s": round(totals.tokens / seconds, 2) if seconds else None,
+            "supervised_tokens_per_s": round(totals.supervised_tokens / seconds, 2) if seconds else None,
+            "dialogues": stats.dialogues, "examples": stats.examples, "split": stats.split,
+            "truncated": stats.truncated, "skipped_no_agent": stats.skipped_no_agent, "data_tokens": stats.tokens,
+            "data_supervised_tokens": stats.supervised_tokens, "world_size": self.world, "device": self.device.type,
+            "precision": self.precision, "last_metrics": last_metrics, "adapter": str(self.run_dir.adapter_dir),
+        }
+
+    def _finish(self, report: dict[str, Any], final_loss: float | None) -> None:
+        """The adapter, the report and the audit record (main process)."""
+        config, run = self.config, self.run_dir
+        _write_adapter(self.model, self.tokenizer, config, run.adapter_dir, self.model_path)
+        run.write_report(report)
+        if self.writer is not None:
+            self.writer.close()
+        audit.record("train", str(run.path), digest=self.stats.sha256, details={
+            "model": config.model, "steps": self.total_steps, "final_loss": final_loss,
+            "adapter": str(run.adapter_dir), "init_adapter": config.init_adapter,
+            "resumed_from_step": self.start_step or None})
 
 
 def _write_adapter(model, tokenizer, config: TrainConfig, folder: Path, model_path: Path) -> None:
-    """The PEFT adapter plus ``kefu_adapter.json``: what eval and serve need to prompt it as it was trained."""
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    adapter_config = json.loads((tmp / "adapter_config.json").read_text(encoding="utf-8"))
-    adapter_config["base_model_name_or_path"] = str(model_path)
-    targets = adapter_config.get("target_modules")
-    if config.target_modules == "all-linear" and isinstance(targets, list):
-        # PEFT writes every matched path; the leaf names mean the same here and are what vLLM's loader expects
-        adapter_config["target_modules"] = sorted({name.rsplit(".", 1)[-1] for name in targets})
-    (tmp / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2), encoding="utf-8")
-    (tmp / "kefu_adapter.json").write_text(json.dumps({
-        "base_model": config.model, "base_model_path": str(model_path), "template": template_kind(tokenizer),
-        "stop": stop_strings(tokenizer), "system_prompt": config.system_prompt,
-        "facts_in_system": config.facts_in_system, "train_on": config.train_on,
-        "lora": {"r": config.lora_r, "alpha": config.lora_alpha, "dora": config.use_dora,
-                 "rslora": config.use_rslora}}, ensure_ascii=False, indent=2), encoding="utf-8")
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-
+    """The PEFT adapter plus ``kefu_adapter.json`` (what eval and serve need to prompt it as it was trained) into
+    ``folder``, a run's ``adapter/``, replaced atomically."""
+    with TrainRun(folder.parent).writing_adapter() as tmp:
+        model.save_pretrained(tmp)
+        adapter_config = json.loads((tmp / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+        adapter_config["base_model_name_or_path"] = str(model_path)
+        targets = adapter_config.get("target_modules")
+        if config.target_modules == "all-linear" and isinstance(targets, list):
+            # PEFT writes every matched path; the leaf names mean the same here and are what vLLM's loader expects
+            adapter_config["target_modules"] = sorted({name.rsplit(".", 1)[-1] for name in targets})
+        (tmp / ADAPTER_CONFIG).write_text(json.dumps(adapter_config, indent=2), encoding="utf-8")
+        (tmp / ADAPTER_INFO).write_text(json.dumps({
+            "base_model": config.model, "base_model_path": str(model_path), "template": template_kind(tokenizer),
+            "stop": stop_strings(tokenizer), "system_prompt": config.system_prompt,
+            "facts_in_system": config.facts_in_system, "train_on": config.train_on,
+            "lora": {"r": config.lora_r, "alpha": config.lora_alpha, "dora": config.use_dora,
+                     "rslora": config.use_rslora}}, ensure_ascii=False, indent=2), encoding="utf-8")
