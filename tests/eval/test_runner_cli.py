@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import httpx
 import pytest
 from typer.testing import CliRunner
 
 from kefu.cli import app
+from kefu.eval import runner as eval_runner
+from kefu.eval.compare import compare
 from kefu.eval.config import EvalConfig
 from kefu.eval.records import load_predictions, load_test_samples
+from kefu.artifacts.run import TrainRun
 from kefu.eval.runner import evaluate
 from kefu.types import KefuError
 
@@ -65,10 +69,8 @@ def test_cli_eval_through_endpoint(tmp_path, monkeypatch):
         body = json.loads(request.content)
         return httpx.Response(200, json={"choices": [{"message": {"content": answers[body["messages"][-1]["content"]]}}]})
 
-    import kefu.eval.generate as gen
-
-    real = gen.generate_via_endpoint
-    monkeypatch.setattr(gen, "generate_via_endpoint",
+    real = eval_runner.generate_via_endpoint
+    monkeypatch.setattr(eval_runner, "generate_via_endpoint",
                         lambda *a, **kw: real(*a, **dict(kw, transport=httpx.MockTransport(handler))))
     out = tmp_path / "eval"
     result = CliRunner().invoke(app, ["eval", "--endpoint", "http://serve.local/v1", "--model", "kefu", "--data",
@@ -138,8 +140,6 @@ def test_bad_inputs_name_file_and_line(tmp_path):
     assert "--data" in _error(["eval", "--model", "m"])
     assert "metrics.json: not found" in _error(["eval", "compare", str(tmp_path / "nope"), str(tmp_path / "nope2")])
     with pytest.raises(KefuError, match=r"metrics.json: not found"):
-        from kefu.eval.compare import compare
-
         compare(tmp_path / "nope", tmp_path / "nope2")
     assert len(load_predictions(_preds(tmp_path, "ok.jsonl", [{"prediction": "a", "references": "x<sep>y"}]))[0][
         "references"]) == 2
@@ -152,8 +152,7 @@ def test_eval_without_arguments_shows_help():
 
 def test_eval_run_folder_base_plus_adapter(tmp_path):
     """`kefu eval --run RUN`: the base model named in RUN/config.yaml (as the trainer writes it) + RUN/adapter."""
-    import yaml
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model  # deferred: heavy (torch)
 
     tok = make_tokenizer()
     base_dir = tmp_path / "base"
@@ -161,8 +160,7 @@ def test_eval_run_folder_base_plus_adapter(tmp_path):
     tok.save_pretrained(base_dir)
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.yaml").write_text(yaml.safe_dump({"train": {"model": str(base_dir)}, "model_path": str(base_dir)}),
-                                     encoding="utf-8")
+    TrainRun(run).write_record({"train": {"model": str(base_dir)}, "model_path": str(base_dir)})
     peft_model = get_peft_model(make_model(tok), LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"],
                                                             init_lora_weights=False))
     peft_model.save_pretrained(run / "adapter")
@@ -178,23 +176,23 @@ def test_eval_run_folder_base_plus_adapter(tmp_path):
                                       str(tmp_path / "base_eval"), "--max-new-tokens", "4", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "base_eval" / "metrics.json").read_text(encoding="utf-8"))["adapter"] is None
-    import shutil
-
     shutil.rmtree(run / "adapter")
-    assert "no adapter/ folder" in _error(["eval", "--run", str(run), "--data", str(data), "--out", str(out)])
+    assert "no trained adapter" in _error(["eval", "--run", str(run), "--data", str(data), "--out", str(out)])
+    assert "--base-only" in _error(["eval", "--run", str(run), "--data", str(data), "--out", str(out)])
+    (run / "config.yaml").unlink()
+    assert "config.yaml: missing" in _error(["eval", "--run", str(run), "--base-only", "--data", str(data), "--out",
+                                            str(out)])
 
 
 def test_cli_score_with_judge(tmp_path, monkeypatch):
     """`--judge URL` switches the (default-off) satisfaction judge on; a fake OpenAI-compatible judge answers."""
-    import kefu.eval.experience as exp
-
     def handler(request):
         reply = json.loads(request.content)["messages"][1]["content"]
         score = 5 if "7天" in reply else 2
         return httpx.Response(200, json={"choices": [{"message": {"content": json.dumps({"score": score})}}]})
 
-    real = exp.judge_satisfaction
-    monkeypatch.setattr(exp, "judge_satisfaction",
+    real = eval_runner.judge_satisfaction
+    monkeypatch.setattr(eval_runner, "judge_satisfaction",
                         lambda *a, **kw: real(*a, **dict(kw, transport=httpx.MockTransport(handler))))
     monkeypatch.setenv("KEFU_JUDGE_API_KEY", "secret")
     rows = [{"id": "a", "prediction": "支持7天无理由退货", "references": ["支持7天无理由退货"]},

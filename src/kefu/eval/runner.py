@@ -13,41 +13,23 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from kefu.artifacts.dialogues import write_jsonl
+from kefu.artifacts.run import TrainRun
+from kefu.eval.business import context_text
 from kefu.eval.config import EvalConfig
+from kefu.eval.experience import judge_satisfaction, perplexity
+from kefu.eval.generate import decoding_settings, encode, generate_replies, generate_via_endpoint
+from kefu.eval.metrics import score_predictions
+from kefu.eval.records import load_test_samples
+from kefu.eval.report import write_report
+from kefu.kg.store import KnowledgeGraph
+from kefu.train.models import DEFAULT_MODEL, load_model
 from kefu.types import KefuError
-
-_MODEL_KEYS = ("base_model", "model", "model_name_or_path", "model_name", "name_or_path")
-
-
-def run_base_model(run: Path) -> str | None:
-    """The base model named in a train run's ``config.yaml`` (top level or under ``train:``/``model:``)."""
-    cfg_file = run / "config.yaml"
-    if not cfg_file.is_file():
-        return None
-    try:
-        cfg = yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise KefuError(f"{cfg_file}: not valid YAML: {exc}") from exc
-    if not isinstance(cfg, dict):
-        raise KefuError(f"{cfg_file}: expected a mapping")
-    for section in (cfg, cfg.get("train") or {}, cfg.get("model") if isinstance(cfg.get("model"), dict) else {}):
-        if not isinstance(section, dict):
-            continue
-        for key in _MODEL_KEYS + ("name", "base"):
-            value = section.get(key)
-            if isinstance(value, str) and value:
-                return value
-    return None
-
 
 def open_kg(kg: Any) -> Any:
     """A KnowledgeGraph from a SQLAlchemy URL, a ``.db`` file path, or an already open graph."""
     if kg is None or not isinstance(kg, (str, Path)):
         return kg
-    from kefu.kg.store import KnowledgeGraph
-
     text = str(kg)
     if "://" not in text:
         path = Path(text)
@@ -58,27 +40,26 @@ def open_kg(kg: Any) -> Any:
 
 
 def load_local_model(run: Path | None, model: str | None, base_only: bool) -> tuple[Any, Any, dict]:
-    """Base + adapter from a run folder, or a base/merged model by name or path; returns (model, tokenizer, info)."""
-    from kefu.train.models import DEFAULT_MODEL, load_model
+    """Base + adapter from a run folder, or a base/merged model by name or path; returns (model, tokenizer, info).
 
+    ``model`` overrides the run's base model; without a run the default model is evaluated."""
     adapter = None
+    name = model
     if run is not None:
-        if not run.is_dir():
-            raise KefuError(f"{run}: run folder not found")
-        if not base_only:
-            adapter = run / "adapter"
-            if not adapter.is_dir():
-                raise KefuError(f"{run}: no adapter/ folder (pass --base-only to evaluate the base model)")
-    name = model or (run_base_model(run) if run is not None else None) or DEFAULT_MODEL
+        train_run = TrainRun(run)
+        if base_only:
+            if not train_run.path.is_dir():
+                raise KefuError(f"{run}: run folder not found")
+        else:
+            adapter = train_run.require_finished("pass --base-only to evaluate the base model").adapter_dir
+        name = name or train_run.base_model()
+    name = name or DEFAULT_MODEL
     loaded, tokenizer = load_model(name, adapter=adapter)
     return loaded, tokenizer, {"model": str(name), "adapter": str(adapter) if adapter else None}
 
 
 def write_outputs(out: Path, metrics: dict, rows: list[dict], worst_k: int = 10) -> None:
     """metrics.json, predictions.jsonl and report.html under ``out``."""
-    from kefu.artifacts.dialogues import write_jsonl
-    from kefu.eval.report import write_report
-
     out.mkdir(parents=True, exist_ok=True)
     clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
     (out / "metrics.json").write_text(json.dumps(clean, ensure_ascii=False, indent=2, default=str) + "\n",
@@ -90,15 +71,10 @@ def write_outputs(out: Path, metrics: dict, rows: list[dict], worst_k: int = 10)
 def score_records(records: list[dict], out: Path, *, kg: Any = None, config: EvalConfig | None = None,
                   extra: dict | None = None, judge_transport: Any = None) -> dict:
     """Score ready predictions and write the EVAL folder; returns the metrics."""
-    from kefu.eval.business import context_text
-    from kefu.eval.metrics import score_predictions
-
     config = config or EvalConfig()
     rows: list[dict] = []
     metrics = score_predictions(records, kg=open_kg(kg), config=config, per_sample_out=rows)
     if config.judge.enabled:
-        from kefu.eval.experience import judge_satisfaction
-
         if not config.judge.endpoint:
             raise KefuError("eval.judge.enabled is true but eval.judge.endpoint is not set")
         subset = rows[:config.judge.max_samples]
@@ -125,9 +101,6 @@ def evaluate(data: str | Path, out: str | Path, *, run: str | Path | None = None
     from ``model_obj``/``tokenizer`` when given, else from a local model: ``run``'s base + ``run/adapter``, or
     ``model`` (a name or a merged-model folder). Settings come from ``config`` (batch size, decoding, limits).
     """
-    from kefu.eval.generate import decoding_settings, encode, generate_replies, generate_via_endpoint
-    from kefu.eval.records import load_test_samples
-
     config = config or EvalConfig()
     samples = load_test_samples(data, last_turn_only=config.last_turn_only, max_samples=config.max_samples)
     contexts = [s["context"] for s in samples]
@@ -159,8 +132,6 @@ def evaluate(data: str | Path, out: str | Path, *, run: str | Path | None = None
     if results:
         info["new_tokens_mean"] = sum(r.new_tokens for r in results) / len(results)
     if local is not None and config.perplexity:
-        from kefu.eval.experience import perplexity
-
         ppl, per = perplexity(local, tok, [encode(tok, c) for c in contexts], [r["prediction"] for r in records],
                               batch_size=config.batch_size)
         info["perplexity"] = ppl
