@@ -12,8 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from kefu.kg.records import Product
-from kefu.kg.retrieval import color_matches, size_matches
+from kefu.kg.records import Product, color_matches, size_matches
 from kefu.kg.store import KnowledgeGraph, Snapshot
 from kefu.text.numbers import format_fen as yuan
 

@@ -1,4 +1,5 @@
-"""The knowledge graph's records as plain dataclasses: what the store returns and what retrieval/tools read."""
+"""The knowledge graph's records as plain dataclasses (what the store returns and what retrieval/tools read), and how
+a customer's colour or size word matches a product's."""
 
 from __future__ import annotations
 
@@ -156,3 +157,22 @@ class FAQ:
     question: str
     answer: str
     intent: str = ""
+
+
+def color_matches(query: str, color: str) -> bool:
+    """Fuzzy-ish: 黑/黑色/黑的 match 黑色 and 曜石黑; 深蓝 matches 深蓝色; 藏蓝 matches 藏青."""
+    q = query.rstrip("色的款")
+    c = color.rstrip("色")
+    if not q:
+        return False
+    if q in c or c in q:
+        return True
+    synonyms = {"藏蓝": "藏青", "藏青": "藏蓝", "橘": "橙", "咖": "棕"}
+    return synonyms.get(q, "\0") in c
+
+
+def size_matches(query: str, size: str) -> bool:
+    """Case-insensitive, 码/号 ignored, 2XL = XXL and 3XL = XXXL."""
+    aliases = {"2XL": "XXL", "3XL": "XXXL"}
+    q, s = query.upper(), size.upper().rstrip("码号")
+    return aliases.get(q, q) == aliases.get(s, s)

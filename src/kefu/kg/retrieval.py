@@ -9,13 +9,15 @@ graph's snapshot, plus small regexes for order numbers (16 digits), tracking num
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from kefu.kg.promotions import CartItem, Promotion, price_cart
-from kefu.kg.records import Order, Product
+from kefu.kg.recommend import recommend
+from kefu.kg.records import Order, Product, color_matches, size_matches
 from kefu.kg.store import KnowledgeGraph, Snapshot
 from kefu.text import trie_regex as text_trie_regex
 from kefu.text.numbers import format_fen
@@ -66,8 +68,6 @@ class Facts:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (datetimes in fact data become ISO strings)."""
-        import json
-
         return json.loads(json.dumps({"entities": self.entities, "facts": self.facts,
                                       "prompt_block": self.prompt_block, "answer": self.answer},
                                      ensure_ascii=False, default=str))
@@ -184,24 +184,6 @@ def link(kg: KnowledgeGraph, text: str, *, snap: Snapshot | None = None) -> list
             taken.append(m.span())
     entities.sort(key=lambda e: (e["start"], e["end"], e["type"]))
     return entities
-
-
-def color_matches(query: str, color: str) -> bool:
-    """Fuzzy-ish: 黑/黑色/黑的 match 黑色 and 曜石黑; 深蓝 matches 深蓝色; 藏蓝 matches 藏青."""
-    q = query.rstrip("色的款")
-    c = color.rstrip("色")
-    if not q:
-        return False
-    if q in c or c in q:
-        return True
-    synonyms = {"藏蓝": "藏青", "藏青": "藏蓝", "橘": "橙", "咖": "棕"}
-    return synonyms.get(q, "\0") in c
-
-
-def size_matches(query: str, size: str) -> bool:
-    aliases = {"2XL": "XXL", "3XL": "XXXL"}
-    q, s = query.upper(), size.upper().rstrip("码号")
-    return aliases.get(q, q) == aliases.get(s, s)
 
 
 # --------------------------------------------------------------------------------------------------------- facts
@@ -395,8 +377,6 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
 
     # --- a category without a product (想买个登山鞋 / 冲锋衣推荐): a few diverse in-stock picks
     if not products and categories and not orders and (cues["recommend"] or not any(cues.values())):
-        from kefu.kg.recommend import recommend
-
         colour = colors[0] if colors else None
         size = sizes[0] if sizes else None
         style = next((e["value"] for e in entities if e["type"] == "style"), None)
