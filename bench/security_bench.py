@@ -74,10 +74,7 @@ def fuzz(n: int, seed: int) -> dict:
     from kefu.safety import audit, compliance, injection
     from kefu.safety.keys import KeyStore
 
-    try:
-        from kefu.text import pii
-    except ImportError:
-        pii = None
+    from kefu.text import pii
     rng = random.Random(seed)
     stats = {"inputs": 0, "failures": Counter(), "exceptions": Counter(), "examples": [], "time": Counter(),
              "calls": Counter()}

@@ -61,6 +61,12 @@ def test_promotion_claims_parsed():
     assert claims == ["满300减80", "每满200减20", "8.5折", "满300减50", "8.5折", "8.5折"]
 
 
+def test_promotion_amounts_read_by_the_shared_number_parser():
+    """kefu.text.numbers reads the amounts: 一百零五 is 105 (the old local parser said 150), 五十万 is 500000, and a
+    Chinese amount glued to an Arabic discount stays two claims."""
+    claims = [c.describe() for _, _, c in parse_promotion_claims("满一百零五减十，满一百万减五十万，满三百减五十8.5折")]
+    assert claims == ["满105减10", "满1000000减500000", "满300减50", "8.5折"]
+
 def test_promotion_mismatch_against_active_promotions():
     assert rules_of("现在满300减50，满600减120", promotions=PROMOS) == []
     assert rules_of("指定款85折", promotions=PROMOS) == []
@@ -88,21 +94,14 @@ def test_scan_output_flags_other_customers_pii_only():
     assert [h.rule for h in scan_output("卡号6222021234567890128", [])] == ["pii-leak:bank_card"]
 
 
-def test_own_pii_fallback_patterns(monkeypatch):
-    """Without the data stage's detector our own patterns still catch the common kinds."""
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_data_pii(name, globals=None, locals=None, fromlist=(), level=0):
-        if name == "kefu.data" and fromlist and "pii" in fromlist:
-            raise ImportError("simulated")
-        return real_import(name, globals, locals, fromlist, level)
-
-    monkeypatch.setattr(builtins, "__import__", no_data_pii)
-    hits = scan_output("电话13999998888，邮箱x@y.cn，身份证110101199003074514，单号SF1234567890123", [])
-    assert {h.rule for h in hits} == {"pii-leak:mobile", "pii-leak:email", "pii-leak:id_card", "pii-leak:tracking_no"}
-    assert all(h.suggestion.startswith("[") for h in hits)
+def test_leak_scan_uses_the_masker_detectors():
+    """scan_output finds what kefu.text.pii finds, with its placeholders: the common kinds and a name, but not the
+    near-misses the masker rejects (an ID failing its checksum, a bare 16-digit number, a hotline-like 010-1...)."""
+    hits = scan_output("电话13999998888，邮箱x@y.cn，身份证110101199003074514，单号SF1234567890123，收件人王伟", [])
+    assert {h.rule for h in hits} == {"pii-leak:mobile", "pii-leak:email", "pii-leak:id_card", "pii-leak:tracking_no",
+                                      "pii-leak:name"}
+    assert {h.suggestion for h in hits} == {"[手机号]", "[邮箱]", "[身份证号]", "[物流单号]", "[姓名]"}
+    assert scan_output("身份证110101199003077513，编号2611219093100251，010-12345678", []) == []
 
 
 def test_rewritten_text_is_clean():

@@ -1,0 +1,248 @@
+"""《广告法》 rules: absolute claims (最好, 第一, 100%), false promises (根治, 包过, 稳赚), banned content, and the
+per-shop rule set (``ComplianceRules``: built-in defaults plus an optional YAML file)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from kefu.safety.compliance.violation import (ART_ABSOLUTE, ART_BANNED, ART_EDUCATION, ART_FALSE, ART_INVESTMENT,
+                                              ART_MEDICAL, ART_WELL_KNOWN, Violation, _protected)
+from kefu.types import KefuError
+
+# term -> compliant wording. "" deletes the word ("绝对正品" -> "正品").
+DEFAULT_ABSOLUTE: dict[str, str] = {
+    "最佳": "很好", "最好": "很好", "最优": "优质", "最优秀": "优秀", "最强": "很强", "最高级": "高级", "最高档": "高档",
+    "最低价": "优惠价", "最便宜": "很实惠", "最划算": "很划算", "最实惠": "很实惠", "最先进": "先进",
+    "最受欢迎": "很受欢迎", "最畅销": "热销", "最火": "很火", "最时尚": "时尚", "最专业": "专业", "最舒适": "很舒适",
+    "最保暖": "很保暖", "最耐用": "耐用", "最轻": "很轻", "最权威": "专业", "最正宗": "正宗", "最顶级": "高端",
+    "最高端": "高端", "最新科技": "新科技", "全网最低": "优惠", "全网最低价": "优惠价", "史上最低价": "优惠价",
+    "第一": "领先", "全网第一": "领先", "销量第一": "销量领先", "排名第一": "排名靠前", "第一品牌": "知名品牌",
+    "NO.1": "领先", "No.1": "领先", "no.1": "领先", "TOP1": "领先", "Top1": "领先", "top1": "领先",
+    "国家级": "高标准", "世界级": "高水准", "全球级": "高水准", "宇宙级": "高水准", "顶级": "高端", "极品": "精品",
+    "极致": "出色", "绝对": "", "100%": "", "100％": "", "百分之百": "", "百分百": "", "永久": "长期", "万能": "多用途",
+    "首选": "推荐", "独家": "特色", "唯一": "特有", "独一无二": "独特", "绝无仅有": "少见", "史无前例": "少见",
+    "前无古人": "少见", "领导品牌": "知名品牌", "领袖品牌": "知名品牌", "王牌": "主打", "一流": "优秀", "顶尖": "出色",
+}
+# Phrases that contain a listed term but are not claims; a hit inside one of these is ignored.
+DEFAULT_ALLOW: list[str] = [
+    "第一次", "第一天", "第一时间", "第一件", "第一个", "第一步", "第一单", "第一批", "第一条", "第一位", "第一周",
+    "第一年", "第一季", "第一款", "第一张", "第一页", "第一排", "第一层", "第一遍", "第一眼", "第一印象", "第一笔",
+    "第一份", "第一句", "第一双", "第一套", "第一号", "第一期", "第一轮", "第一阶段", "第一部分", "第一种", "第一项",
+    "第一条件", "第一顺位", "第一百", "第一千", "第一万", "第一十", "唯一码", "唯一标识", "唯一编号", "绝对值",
+    "永久地址", "首选项", "最优惠的组合", "最优惠组合", "最优组合", "最高档只", "最高档减", "最高档满", "最高一档",
+    "最好是", "最好先", "最好不要", "最好别", "最好能", "最好在", "最好还是", "最好用",
+]
+# Materials: "100%纯棉", "棉100%" state a fact of composition (GB/T 29862 纤维含量标识), not a superlative.
+MATERIALS = ("纯棉", "棉", "羊毛", "羊绒", "蚕丝", "真丝", "涤纶", "聚酯纤维", "聚酯", "锦纶", "尼龙", "羽绒", "鹅绒",
+             "鸭绒", "亚麻", "莫代尔", "粘纤", "粘胶", "氨纶", "美利奴", "美丽诺", "美利诺", "羊驼毛", "腈纶", "天丝", "竹纤维", "牛皮",
+             "皮革", "含量", "成分", "面料", "填充物", "polyester", "cotton", "wool", "nylon")
+PERCENT_TERMS = {"100%", "100％", "百分之百", "百分百"}
+
+# (rule id, pattern, replacement or None for "replace the clause with `clause`", article, clause text)
+DEFAULT_PROMISES: list[dict[str, str]] = [
+    {"id": "promise:medical", "article": ART_MEDICAL,
+     "pattern": r"保证治愈|包治百病|包治|根治|药到病除|治愈率|有效率\s*\d+|[零无]副作用|"
+                r"治疗[^，。！？；,.!?;\s]{0,6}(?:病|炎|症)|治好[^，。！？；,.!?;\s]{0,6}(?:病|炎|症)",
+     "clause": "本品不具有医疗功效，如有不适请遵医嘱"},
+    {"id": "promise:education", "article": ART_EDUCATION,
+     "pattern": r"包过|保过|包通过|保证通过|包拿证|一次通过", "clause": "效果因人而异，我们会尽力协助"},
+    {"id": "promise:investment", "article": ART_INVESTMENT,
+     "pattern": r"稳赚不赔|稳赚|保本保息|保本|零风险|无风险|保证收益|收益保证|保收益|年化收益\s*\d+(?:\.\d+)?\s*[%％]",
+     "clause": "收益存在不确定性，不作保证"},
+    {"id": "promise:result", "article": ART_FALSE,
+     "pattern": r"保证(?:有效|见效|效果|瘦|美白|长高|增高)|立竿见影|一次见效|(?:百分之?百|100\s*[%％])(?:有效|满意|见效)|无效退款",
+     "clause": "实际效果因人而异"},
+    {"id": "promise:never", "article": ART_FALSE,
+     "pattern": r"永不(褪色|掉色|起球|变形|磨损|损坏|开胶|断裂|缩水|掉毛|钻绒|跑绒|漏水)", "replacement": r"不易\1"},
+    {"id": "well-known-mark", "article": ART_WELL_KNOWN, "pattern": r"驰名商标", "replacement": "知名品牌"},
+]
+
+DEFAULT_BANNED: dict[str, list[str]] = {
+    "political": ["颠覆国家政权", "分裂国家", "煽动颠覆", "反动", "邪教"],
+    "pornographic": ["色情", "黄片", "裸聊", "约炮", "成人视频", "援交", "一夜情"],
+    "gambling": ["赌博", "博彩", "赌场", "网赌", "百家乐", "六合彩", "时时彩", "赌球", "下注"],
+    "violence": ["杀了你", "弄死你", "砍死", "炸弹", "爆炸物", "枪支", "恐怖袭击", "血洗"],
+    "discriminatory": ["黑鬼", "支那", "残废", "智障", "低能儿", "乡巴佬", "娘炮", "死胖子"],
+}
+
+
+
+@dataclass
+class _Rule:
+    id: str
+    category: str
+    article: str
+    pattern: re.Pattern[str]
+    replacement: str | None = None  # regex template; None -> use `clause`
+    clause: str | None = None  # replaces the whole clause around the hit
+
+
+@dataclass
+class ComplianceRules:
+    """The rule set: built-in defaults, then a shop's YAML. See ``load`` for the YAML keys."""
+
+    absolute: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ABSOLUTE))
+    allow: list[str] = field(default_factory=lambda: list(DEFAULT_ALLOW))
+    promises: list[dict[str, str]] = field(default_factory=lambda: [dict(p) for p in DEFAULT_PROMISES])
+    banned: dict[str, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_BANNED.items()})
+    disable: set[str] = field(default_factory=set)
+    source: str = "defaults"
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "ComplianceRules":
+        """Defaults, extended by ``path`` (YAML) when given. Keys (all optional)::
+
+            absolute: {王炸: 很棒}          # extra/overridden absolute terms -> replacement ("" deletes)
+            allow: [最好的朋友]             # phrases never flagged
+            promises: [{id: promise:x, pattern: 包退包换, replacement: 支持退换}]   # or clause: "..." instead
+            banned: {gambling: [下注]}      # extra words per category (new categories allowed)
+            disable: [absolute:绝对, banned:violence, promise:never]   # switch off rules or whole categories
+
+        Errors name the file and the key.
+        """
+        rules = cls()
+        if path is None:
+            return rules
+        source = Path(path)
+        if not source.exists():
+            raise KefuError(f"{source}: compliance rules file not found")
+        try:
+            data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise KefuError(f"{source}: not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise KefuError(f"{source}: the top level must be a mapping (absolute, allow, promises, banned, disable)")
+        unknown = set(data) - {"absolute", "allow", "promises", "banned", "disable"}
+        if unknown:
+            raise KefuError(f"{source}: unknown key(s) {sorted(unknown)}; expected absolute, allow, promises, banned, "
+                            "disable")
+
+        def expect(key: str, kind: type) -> Any:
+            value = data.get(key)
+            if value is not None and not isinstance(value, kind):
+                raise KefuError(f"{source}: `{key}` must be a {kind.__name__}")
+            return value
+
+        for term, replacement in (expect("absolute", dict) or {}).items():
+            rules.absolute[str(term)] = "" if replacement is None else str(replacement)
+        rules.allow.extend(str(a) for a in expect("allow", list) or [])
+        for i, promise in enumerate(expect("promises", list) or []):
+            if not isinstance(promise, dict) or "pattern" not in promise:
+                raise KefuError(f"{source}: promises[{i}] needs a `pattern`")
+            try:
+                re.compile(str(promise["pattern"]))
+            except re.error as exc:
+                raise KefuError(f"{source}: promises[{i}].pattern is not a valid regex: {exc}") from exc
+            entry = {"id": str(promise.get("id") or f"promise:custom{i}"),
+                     "article": str(promise.get("article") or ART_FALSE), "pattern": str(promise["pattern"])}
+            if promise.get("clause") is not None:
+                entry["clause"] = str(promise["clause"])
+            else:
+                entry["replacement"] = str(promise.get("replacement") or "")
+            rules.promises.append(entry)
+        for category, words in (expect("banned", dict) or {}).items():
+            if not isinstance(words, list):
+                raise KefuError(f"{source}: banned.{category} must be a list of words")
+            rules.banned.setdefault(str(category), []).extend(str(w) for w in words)
+        rules.disable.update(str(d) for d in expect("disable", list) or [])
+        rules.source = str(source)
+        return rules
+
+    # --- compiled rules (cached per instance) -------------------------------------------------------------------
+    def _compiled(self) -> list[_Rule]:
+        key = (tuple(sorted(self.absolute.items())), tuple(self.allow), tuple(tuple(sorted(p.items())) for p in
+               self.promises), tuple((k, tuple(v)) for k, v in sorted(self.banned.items())), tuple(sorted(self.disable)))
+        cached = getattr(self, "_cache", None)
+        if cached and cached[0] == key:
+            return cached[1]
+        compiled: list[_Rule] = []
+        for promise in self.promises:
+            if self._enabled(promise["id"], "promise"):
+                compiled.append(_Rule(promise["id"], "advertising", promise.get("article", ART_FALSE),
+                                      re.compile(promise["pattern"], re.I), promise.get("replacement"),
+                                      promise.get("clause")))
+        for category, words in self.banned.items():
+            words = [w for w in words if w]
+            if words and self._enabled(f"banned:{category}", "banned"):
+                compiled.append(_Rule(f"banned:{category}", "banned", ART_BANNED.get(category, ART_BANNED["violence"]),
+                                      _alternation(words), None, None))
+        terms = [t for t in self.absolute if t and self._enabled(f"absolute:{t}", "absolute")]
+        self._absolute = _alternation(terms) if terms else None
+        allow = [a for a in self.allow if a]
+        # Lookahead so overlapping allow phrases are all found.
+        self._allow = re.compile("(?=(" + "|".join(re.escape(a) for a in sorted(set(allow), key=len, reverse=True))
+                                 + "))") if allow else None
+        self._cache = (key, compiled)
+        return compiled
+
+    def _enabled(self, rule_id: str, family: str) -> bool:
+        return rule_id not in self.disable and family not in self.disable
+
+
+def _alternation(words: Iterable[str]) -> re.Pattern[str]:
+    """One regex matching any word, longest first, so 全网最低价 wins over 最低价."""
+    return re.compile("|".join(re.escape(w) for w in sorted(set(words), key=len, reverse=True)), re.I)
+
+
+_DEFAULT_RULES: ComplianceRules | None = None
+
+
+def _rules(rules: ComplianceRules | None) -> ComplianceRules:
+    global _DEFAULT_RULES
+    if rules is not None:
+        return rules
+    if _DEFAULT_RULES is None:
+        _DEFAULT_RULES = ComplianceRules()
+    return _DEFAULT_RULES
+
+
+
+def _is_composition(text: str, start: int, end: int) -> bool:
+    """True when a 100% sits next to a material or 含量/成分: a fibre-content fact, not a claim."""
+    before, after = text[max(0, start - 8):start], text[end:end + 6].lstrip()
+    before = re.split(r"[，。！？；,.!?;\n]", before)[-1]  # only the same clause counts
+    after = re.split(r"[，。！？；,.!?;\n+＋、]", after)[0]
+    return any(m in after for m in MATERIALS) or any(before.rstrip(" ：:").endswith(m) for m in MATERIALS) \
+        or any(m in before for m in ("含量", "成分", "面料"))
+
+
+def _absolute_hits(text: str, rules: ComplianceRules) -> list[Violation]:
+    pattern = rules._absolute  # set by rules._compiled(), which check() calls first
+    if pattern is None:
+        return []
+    protected = _protected(text, rules._allow)
+    hits = []
+    for m in pattern.finditer(text):
+        start, end = m.span()
+        if any(ps <= start and end <= pe for ps, pe in protected):
+            continue
+        term = m.group(0)
+        if term in PERCENT_TERMS and _is_composition(text, start, end):
+            continue
+        replacement = rules.absolute.get(term)
+        if replacement is None:  # matched case-insensitively
+            replacement = next((v for k, v in rules.absolute.items() if k.lower() == term.lower()), "")
+        hits.append(Violation(f"absolute:{term}", "advertising", ART_ABSOLUTE, start, end, term, replacement))
+    return hits
+
+
+def _rule_hits(text: str, rules: ComplianceRules) -> list[Violation]:
+    hits = []
+    for rule in rules._compiled():
+        for m in rule.pattern.finditer(text):
+            if m.end() == m.start():
+                continue
+            if rule.category == "banned":
+                suggestion = "*" * (m.end() - m.start())
+            elif rule.replacement is not None:
+                suggestion = m.expand(rule.replacement)
+            else:
+                suggestion = rule.clause
+            hits.append(Violation(rule.id, rule.category, rule.article, m.start(), m.end(), m.group(0), suggestion))
+    return hits
+
