@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import httpx
 
 from kefu.eval.business import percentile
-from kefu.eval.metrics import iter_ngrams
+from kefu.text import iter_ngrams
 from kefu.types import KefuError
 
 JUDGE_RUBRIC = (

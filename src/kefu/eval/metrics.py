@@ -22,8 +22,10 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 from statistics import mean
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
+from kefu.eval import business, experience
+from kefu.eval.config import EvalConfig
 from kefu.types import KefuError
 
 MSG_SEP = "!@@@!"  # JDDC: one agent turn made of several messages
@@ -184,9 +186,6 @@ def score_predictions(records: list[dict], *, kg: Any = None, config: Any = None
 
     When ``per_sample_out`` is a list it receives one dict per record: the record plus its per-sample scores.
     """
-    from kefu.eval import business, experience
-    from kefu.eval.config import EvalConfig
-
     config = config or EvalConfig()
     if not records:
         raise KefuError("no prediction records to score")
@@ -212,8 +211,3 @@ def score_predictions(records: list[dict], *, kg: Any = None, config: Any = None
             row.update(e)
             per_sample_out.append(row)
     return metrics
-
-
-def iter_ngrams(tokens: Sequence[str], n: int) -> Iterable[tuple[str, ...]]:
-    """The n-grams of a token sequence, in order."""
-    return (tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from typing import Iterable, Sequence
 
 
 def trie_regex(words: Iterable[str]) -> str:
@@ -33,3 +33,8 @@ def trie_regex(words: Iterable[str]) -> str:
         return body
 
     return build(trie)
+
+
+def iter_ngrams(tokens: Sequence[str], n: int) -> Iterable[tuple[str, ...]]:
+    """The n-grams of a token sequence (a string gives character n-grams), in order."""
+    return (tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
