@@ -1,7 +1,16 @@
+import shutil
+
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
+from typer.testing import CliRunner
 
+from kefu.artifacts.run import TrainRun
+from kefu.cli import app
 from kefu.loop import export
+from kefu.serve.build import load_trim
+from kefu.train.models import load_model
+from kefu.train.vocab import VOCAB_FILE
 from kefu.types import KefuError
 
 
@@ -11,10 +20,6 @@ def test_merge_parity_int8_and_vllm(tiny_run, tmp_path):
     assert (tmp_path / "merged" / "config.json").is_file()
 
     # the merged folder loads as a plain model and matches base + adapter
-    from transformers import AutoModelForCausalLM
-
-    from kefu.train.models import load_model
-
     base, adapter = export.run_parts(tiny_run)
     peft_model, tok = load_model(base, adapter, dtype=torch.float32)
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32).eval()
@@ -34,13 +39,11 @@ def test_merge_parity_int8_and_vllm(tiny_run, tmp_path):
 
     v = export.vllm_adapter(tiny_run, tmp_path / "vllm", name="shop")
     assert "--enable-lora" in v["command"] and "shop=" in v["command"]
+    assert f"--max-lora-rank {max(8, TrainRun(tiny_run).adapter_config().rank)} " in v["command"]
     assert (tmp_path / "vllm" / "shop" / "adapter_config.json").is_file()
 
 
 def test_trim_vocab_export_checks_quality_and_serves(tiny_run, prepared_old, tmp_path):
-    from kefu.serve.build import load_trim
-    from kefu.train.vocab import VOCAB_FILE
-
     report = export.trim_vocab(tiny_run, prepared_old, tmp_path / "vocab", max_prompts=4, max_new_tokens=6)
     assert report["prompts"] == 4 and 0 < report["kept_tokens"] < report["vocab_size"]
     assert 0.0 <= report["token_agreement"] <= 1.0 and report["reference_coverage"] == 1.0  # same tiny corpus
@@ -58,14 +61,13 @@ def test_merge_refuses_drift_and_bad_run(tiny_run, tmp_path):
         export.merge(tiny_run, tmp_path / "m", atol=1e-12)  # folding LoRA into fp32 weights is never bit-exact
     with pytest.raises(KefuError, match="no trained adapter"):
         export.merge(tmp_path, tmp_path / "m2")
+    no_record = tmp_path / "no_record"
+    shutil.copytree(tiny_run / "adapter", no_record / "adapter")
+    with pytest.raises(KefuError, match="config.yaml: missing"):
+        export.run_parts(no_record)
 
 
 def test_export_cli_trim_vocab(tiny_run, prepared_old, tmp_path):
-    from typer.testing import CliRunner
-
-    from kefu.cli import app
-    from kefu.train.vocab import VOCAB_FILE
-
     result = CliRunner().invoke(app, ["export", "--run", str(tiny_run), "--out", str(tmp_path / "out"),
                                       "--trim-vocab", str(prepared_old)])
     assert result.exit_code == 0, result.output

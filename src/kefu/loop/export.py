@@ -21,9 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
+from kefu.artifacts.dialogues import iter_jsonl
+from kefu.artifacts.run import AdapterConfig, TrainRun
+from kefu.eval.records import load_test_samples
+from kefu.eval.trim import trim_quality
 from kefu.safety import audit
+from kefu.train.models import license_note, load_model, resolve_model
+from kefu.train.quant import quantize_int8_weights
+from kefu.train.template import render_prompt
+from kefu.train.vocab import VOCAB_FILE, corpus_vocab, trim_model, untrim_model
 from kefu.types import KefuError
 
 PROBES = [
@@ -36,24 +43,12 @@ INT8_WEIGHTS = "int8_state_dict.pt"
 
 
 def run_parts(run: str | Path) -> tuple[str, Path]:
-    """A train run's base model name and adapter folder (RUN/config.yaml + RUN/adapter)."""
-    run = Path(run)
-    adapter = run / "adapter"
-    if not (adapter / "adapter_config.json").is_file():
-        raise KefuError(f"{run}: no trained adapter at {adapter} (run `kefu train` first)")
-    config_file = run / "config.yaml"
-    if not config_file.is_file():
-        raise KefuError(f"{config_file}: missing (needed to know the base model)")
-    config = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
-    base = (config.get("train") or config).get("model")
-    if not base:
-        raise KefuError(f"{config_file}: no `model` field naming the base model")
-    return str(base), adapter
+    """A finished train run's base model name and adapter folder (read through ``TrainRun``)."""
+    train_run = TrainRun(run).require_finished()
+    return train_run.base_model(), train_run.adapter_dir
 
 
 def _probe_batch(tokenizer) -> dict[str, torch.Tensor]:
-    from kefu.train.template import render_prompt
-
     texts = [render_prompt(tokenizer, messages) for messages in PROBES]
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
@@ -75,8 +70,6 @@ def _dir_size(path: Path) -> int:
 
 def merge(run: str | Path, out: str | Path, *, atol: float = 1e-3) -> dict[str, Any]:
     """Merge RUN's adapter into its base, check parity, save to ``out``; returns the export report."""
-    from kefu.train.models import license_note, load_model
-
     base, adapter = run_parts(run)
     out = Path(out)
     model, tokenizer = load_model(base, adapter, dtype=torch.float32)
@@ -104,8 +97,6 @@ def merge(run: str | Path, out: str | Path, *, atol: float = 1e-3) -> dict[str, 
 def _quantize(model):
     """Weight-only INT8 of every linear layer, the output projection too (an untied int8 copy: the input embedding
     stays floating point for exact lookups)."""
-    from kefu.train.quant import quantize_int8_weights
-
     quantize_int8_weights(model, head=True)
     return model
 
@@ -184,11 +175,6 @@ def trim_vocab(run: str | Path, data: str | Path, out: str | Path, *, min_agreem
 
     ``quality_ok`` is True when the trimmed model reproduces at least ``min_agreement`` of the full model's greedy
     reply tokens (token agreement up to the first difference)."""
-    from kefu.eval.records import iter_jsonl, load_test_samples
-    from kefu.train.models import load_model
-    from kefu.eval.trim import trim_quality
-    from kefu.train.vocab import VOCAB_FILE, corpus_vocab, trim_model, untrim_model
-
     base, adapter = run_parts(run)
     data, out = Path(data), Path(out)
     fit = [obj["messages"] for name in ("train.jsonl", "val.jsonl") if (data / name).is_file()
@@ -221,8 +207,6 @@ def trim_vocab(run: str | Path, data: str | Path, out: str | Path, *, min_agreem
 
 def vllm_adapter(run: str | Path, out: str | Path, name: str = "shop") -> dict[str, Any]:
     """Copy the adapter for vLLM multi-LoRA serving and write the command that serves it."""
-    from kefu.train.models import resolve_model
-
     base, adapter = run_parts(run)
     out = Path(out)
     target = out / name
@@ -230,7 +214,7 @@ def vllm_adapter(run: str | Path, out: str | Path, name: str = "shop") -> dict[s
         shutil.rmtree(target)
     shutil.copytree(adapter, target)
     base_path = resolve_model(base)
-    rank = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8")).get("r", 16)
+    rank = AdapterConfig.read(adapter).rank or 16
     command = (f"vllm serve {base_path} --enable-lora --max-lora-rank {max(8, rank)} "
                f"--lora-modules {name}={target.resolve()}")
     (out / "serve_vllm.sh").write_text(f"#!/usr/bin/env bash\n# Serve the base model with the shop adapter; "
