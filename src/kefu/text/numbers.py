@@ -9,7 +9,7 @@ payable); ``format_fen`` writes fen back as yuan.
 from __future__ import annotations
 
 import re
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 
 __all__ = ["CN_DIGITS", "NUMERAL_CHARS", "NUMBER", "MONEY", "DISCOUNT", "cn_number", "cn_decimal", "parse_money_fen",
            "money_fen", "money_mentions", "parse_discount", "discount_mentions", "format_fen"]
@@ -43,12 +43,12 @@ def _tokens(text: str) -> list[tuple[str, Decimal | int]] | None:
     out: list[tuple[str, Decimal | int]] = []
     i = 0
     while i < len(text):
-        ch = text[i]
-        if ch.isascii() and ch.isdigit():
-            m = _ARABIC_RE.match(text, i)
+        m = _ARABIC_RE.match(text, i)
+        if m:  # any decimal digits, full-width ones too (Decimal reads them)
             out.append(("n", Decimal(m.group().replace(",", ""))))
             i = m.end()
             continue
+        ch = text[i]
         if ch in CN_DIGITS:
             out.append(("n", CN_DIGITS[ch]) if ch not in "零〇" else ("z", 0))
         elif ch in _SMALL_UNITS:
