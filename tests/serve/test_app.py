@@ -3,11 +3,16 @@ engine failure, feedback, metrics, per-customer isolation."""
 
 import asyncio
 import json
+from dataclasses import replace
 
 import httpx
 import pytest
 
-from serve_support import API_KEY, make_service
+from kefu.safety import audit
+from kefu.safety.keys import KeyStore
+from kefu.serve.engine import LocalEngine, RemoteEngine
+from kefu.serve.gateway import Authenticator, TokenBucketLimiter
+from serve_support import API_KEY, make_service, tiny_model
 
 
 def chat(client, content, **extra):
@@ -92,8 +97,7 @@ def test_oversized_body_is_413(client):
 def test_rate_limit_per_key(tiny):
     from fastapi.testclient import TestClient
 
-    from kefu.serve.app import create_app
-    from kefu.serve.gateway import Authenticator, TokenBucketLimiter
+    from kefu.serve.app import create_app  # deferred: heavy (fastapi)
 
     app = create_app(make_service(tiny), auth=Authenticator([API_KEY, "other-key-0123456789"], use_store=False),
                      limiter=TokenBucketLimiter(rate=0.001, burst=3))
@@ -108,9 +112,7 @@ def test_rate_limit_per_key(tiny):
 def test_key_store_keys_are_accepted(tiny, kefu_home):
     from fastapi.testclient import TestClient
 
-    from kefu.safety.keys import KeyStore
-    from kefu.serve.app import create_app
-    from kefu.serve.gateway import Authenticator
+    from kefu.serve.app import create_app  # deferred: heavy (fastapi)
 
     key, _ = KeyStore.open().create("customer-app", "shop-web")
     auditor, _ = KeyStore.open().create("auditor", "audit-bot")
@@ -145,8 +147,7 @@ def test_order_answers_are_per_customer_and_never_shared(client):
 def test_sessions_are_isolated_between_api_keys(tiny):
     from fastapi.testclient import TestClient
 
-    from kefu.serve.app import create_app
-    from kefu.serve.gateway import Authenticator
+    from kefu.serve.app import create_app  # deferred: heavy (fastapi)
 
     service = make_service(tiny)
     app = create_app(service, auth=Authenticator([API_KEY, "second-key-0123456789"], use_store=False))
@@ -193,8 +194,7 @@ class RaisingEngine:
 def test_engine_failure_gives_fallback_not_5xx(tiny, after, stream):
     from fastapi.testclient import TestClient
 
-    from kefu.serve.app import create_app
-    from kefu.serve.gateway import Authenticator
+    from kefu.serve.app import create_app  # deferred: heavy (fastapi)
 
     service = make_service(tiny, engine=RaisingEngine(after))
     app = create_app(service, auth=Authenticator([API_KEY], use_store=False))
@@ -224,11 +224,8 @@ def test_engine_failure_with_light_answer_uses_it(tiny):
         def __getattr__(self, name):
             return getattr(self.inner, name)
 
-        def decide(self, *a, **k):
-            d = self.inner.decide(*a, **k)
-            if d.path == "light":
-                d.path = "full"
-            return d
+        def route(self, *a, **k):
+            return replace(self.inner.route(*a, **k), light_path=False)
 
     service.router = Strong(service.router)
     reply = asyncio.run(service.answer([{"role": "user", "content": "SL-10001多少钱"}]))
@@ -236,8 +233,6 @@ def test_engine_failure_with_light_answer_uses_it(tiny):
 
 
 def test_remote_engine_down_answers_with_fallback(tiny):
-    from kefu.serve.engine import RemoteEngine
-
     def refuse(request):
         raise httpx.ConnectError("connection refused")
 
@@ -297,12 +292,7 @@ def test_adapter_hot_load_endpoint_needs_deploy_permission(tiny, tmp_path, kefu_
     from fastapi.testclient import TestClient
     from peft import LoraConfig, get_peft_model
 
-    from kefu.safety import audit
-    from kefu.safety.keys import KeyStore
-    from kefu.serve.app import create_app
-    from kefu.serve.engine import LocalEngine
-    from kefu.serve.gateway import Authenticator
-    from serve_support import tiny_model
+    from kefu.serve.app import create_app  # deferred: heavy (fastapi)
 
     model, tok = tiny
     get_peft_model(tiny_model(tok), LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(tmp_path / "ad")

@@ -2,11 +2,13 @@
 
 import json
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from kefu.cli import app
 from kefu.serve.router import (Router, RouterModel, evaluate, guess_intent, label_for_intent, load_training_turns,
                                quality_curve)
 from kefu.types import KefuError
@@ -52,6 +54,26 @@ def test_handoff_rules():
     assert label_for_intent("price_inquiry") == 0 and label_for_intent("return_request") == 1
 
 
+
+def test_a_route_made_before_the_facts_settles_as_decide_would():
+    """``route`` is asked before the KG and tools answer; ``settle`` then gives what ``decide`` gives with the
+    answers known, asking the router nothing more. ``light_path=False`` keeps every non-handoff turn on the model."""
+    rows = synthetic()
+    model = RouterModel.fit([r["messages"][0]["content"] for r in rows], [r["meta"]["intents"][0] for r in rows])
+    for router in (Router(), Router(model)):
+        for text, failures in (("转人工", 0), ("还是没到", 2), ("冲锋衣多少钱", 0), ("身高175穿什么码", 0),
+                               ("订单1234567890123456呢", 0), ("怎么开发票", 0)):
+            route = router.route(text, failures=failures)
+            for light, tool in ((False, False), (True, False), (False, True)):
+                assert route.settle(light_answer=light, tool_answer=tool) == \
+                    router.decide(text, failures=failures, light_answer=light, tool_answer=tool)
+    assert Router().route("订单1234567890123456呢").order_tool
+    assert Router().route("那物流到哪了", known_order="1234567890123456").order_tool
+    assert not Router().route("物流到哪了").order_tool
+    forced = replace(Router().route("冲锋衣多少钱"), light_path=False)
+    assert forced.settle(light_answer=True, tool_answer=True).path == "full"
+    assert replace(Router().route("转人工"), light_path=False).settle().path == "handoff"
+
 def test_fit_calibrate_save_load(tmp_path):
     rows = synthetic()
     texts = [r["messages"][0]["content"] for r in rows]
@@ -93,8 +115,6 @@ def test_training_data_errors_name_the_line(tmp_path):
 
 
 def test_cli_router_fit_writes_model_and_curve(tmp_path, kefu_home):
-    from kefu.cli import app
-
     data = write_jsonl(tmp_path / "train.jsonl", synthetic(200))
     result = CliRunner().invoke(app, ["serve", "router", "fit", "--data", str(data), "--target-share", "0.4"])
     assert result.exit_code == 0, result.output

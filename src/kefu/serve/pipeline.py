@@ -1,5 +1,12 @@
-"""One customer turn, end to end: session -> handoff rules -> cache -> tools -> KG -> router -> engine ->
-synthesis -> compliance. Independent of HTTP so the bench and tests can drive it directly.
+"""One customer turn, end to end, in named steps: route -> fetch facts -> answer -> verify -> synthesise.
+Independent of HTTP so the bench and tests can drive it directly.
+
+``route`` records the turn in its session and asks the router once (``Router.route``); the turn carries that
+``Route`` through, and it settles on the light path or the full model after ``fetch_facts`` (KG, order tools) without
+asking again. Before the facts are fetched a turn may end at once: a handoff, the prompt-injection guard's refusal or
+a cached answer (``shortcut``). The answer is the light path's text (``light_answer``) or the model's streamed
+``draft``; ``verify`` grounds and filters it sentence by sentence (kefu.serve.synth) before anything is sent, and
+``synthesise`` closes the reply (fallback, cache, session, metrics, log).
 
 The pipeline never raises for an engine failure: the customer gets the light-path answer when there is one, else a
 handoff to a human, and the failure is counted and logged (with masked text only).
@@ -8,7 +15,6 @@ handoff to a human, and the failure is counted and logged (with masked text only
 from __future__ import annotations
 
 import asyncio
-
 import hashlib
 import json
 import logging
@@ -17,17 +23,21 @@ import time
 import uuid
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Iterable, Iterator
 
+from kefu.kg.retrieval import retrieve
+from kefu.kg.tools import TOOL_SCHEMAS, ToolBox
+from kefu.safety.injection import guard
 from kefu.serve.cache import ResponseCache
 from kefu.serve.config import ServeConfig
 from kefu.serve.engine import EngineError
 from kefu.serve.gateway import mask_text
 from kefu.serve.metrics import Metrics
-from kefu.serve.router import Router
+from kefu.serve.router import Route, RouteDecision, Router
 from kefu.serve.sessions import Session, SessionStore
 from kefu.serve.synth import Grounding, SentenceStream, comply, grounding_from
-from kefu.serve.text import key_entities, normalise
+from kefu.serve.text import KeyEntities, key_entities, normalise
+from kefu.types import KefuError
 
 log = logging.getLogger("kefu.serve.requests")
 
@@ -41,6 +51,8 @@ PERSONAL_FACTS = ("order", "logistics", "order_not_found")  # per-customer answe
 
 @dataclass
 class Reply:
+    """What a turn answered and how (the API's reply metadata); ``text`` is set when the turn is done."""
+
     text: str
     path: str  # light | cache | full | handoff
     reason: str
@@ -62,10 +74,6 @@ class Reply:
 
 def _order_tool_names() -> tuple[str | None, str | None]:
     """(order status tool, logistics tool) names from the KG stage's tool schemas."""
-    try:
-        from kefu.kg.tools import TOOL_SCHEMAS
-    except ImportError:
-        return None, None
     names = []
     for schema in TOOL_SCHEMAS:
         fn = schema.get("function", schema) if isinstance(schema, dict) else {}
@@ -74,14 +82,6 @@ def _order_tool_names() -> tuple[str | None, str | None]:
         next((n for n in names if "order" in n), None)
     logistics = next((n for n in names if "logistic" in n or "track" in n or "shipment" in n), None)
     return status, logistics
-
-
-def _injection_refusal(text: str) -> str | None:
-    try:
-        from kefu.safety.injection import guard
-    except ImportError:  # pragma: no cover - safety ships with kefu
-        return None
-    return guard(text)
 
 
 def format_order(result: dict[str, Any]) -> str:
@@ -105,6 +105,55 @@ def format_order(result: dict[str, Any]) -> str:
         parts.append(f"最新物流：{last.get('time', '')[:16].replace('T', ' ')} {last.get('location', '')} "
                      f"{last.get('status', '')}".strip())
     return "，".join(parts) + "。"
+
+
+@dataclass
+class Turn:
+    """One request on its way through the steps: what was asked, by whom, the router's ``route`` (asked once, at the
+    start) and the ``reply`` being built."""
+
+    messages: list[dict[str, str]]
+    text: str  # the customer's newest message as sent (the KG and the order tools need the real order number)
+    masked: str  # the same with PII masked: what sessions and logs keep
+    entities: KeyEntities
+    session: Session
+    route: Route
+    reply: Reply
+    caller_id: str
+    customer_id: str | None
+    model: str
+    max_tokens: int
+    temperature: float
+    started: float
+    context: str = ""  # the product under discussion when this turn names none (cache context, follow-ups)
+
+    def elapsed(self) -> float:
+        """Seconds since the request arrived."""
+        return time.perf_counter() - self.started
+
+
+@dataclass
+class Found:
+    """What the KG and the order tools said for a turn, and the grounding its answer is checked against."""
+
+    facts: Any  # the retriever's ``Facts`` (``answer``, ``prompt_block``, ``facts``), or None
+    tool_result: dict[str, Any] | None
+    tool_text: str | None  # the order tool's result as a customer-facing sentence
+    grounding: Grounding
+    personal: bool  # a per-customer answer (orders, logistics): never cached, never shared
+
+    @property
+    def kg_answer(self) -> str | None:
+        return getattr(self.facts, "answer", None) if self.facts is not None else None
+
+    @property
+    def light_text(self) -> str | None:
+        """The light path's answer: the order tool's, else the KG's direct one."""
+        return self.tool_text or self.kg_answer
+
+    def prompt_block(self) -> str | None:
+        """The facts the full model is given in its system prompt."""
+        return "\n".join(x for x in (getattr(self.facts, "prompt_block", None), self.tool_text) if x) or None
 
 
 class ChatService:
@@ -180,10 +229,6 @@ class ChatService:
         if self.kg is None:
             return None
         try:
-            from kefu.kg.retrieval import retrieve
-        except ImportError:
-            return None
-        try:
             return retrieve(self.kg, text, customer_id=customer_id)
         except Exception:  # the KG must never take the chat down
             log.exception("KG retrieval failed")
@@ -194,8 +239,6 @@ class ChatService:
         if self.kg is None or self.order_backend is None or self._order_tool is None or not customer_id:
             return None
         try:
-            from kefu.kg.tools import ToolBox
-
             box = ToolBox(self.kg, self.order_backend, customer_id)
             result = box.call(self._order_tool, {"order_no": order_no})
             if not result.get("ok", True):
@@ -234,6 +277,27 @@ class ChatService:
                       temperature: float = 0.0) -> AsyncIterator[dict[str, Any]]:
         """Yield ``{"type": "meta", "reply": Reply}``, then ``{"type": "delta", "text"}``..., then
         ``{"type": "done", "reply": Reply}`` (final text included)."""
+        turn = self.route(messages, caller_id=caller_id, session_id=session_id, customer_id=customer_id,
+                          model=model, max_tokens=max_tokens, temperature=temperature)
+        early = self.shortcut(turn)
+        if early is not None:
+            for event in early:
+                yield event
+            return
+        found = self.fetch_facts(turn)
+        decision = turn.route.settle(light_answer=bool(found.kg_answer), tool_answer=bool(found.tool_text))
+        if decision.path == "light":
+            for event in self.light_answer(turn, found, decision):
+                yield event
+            return
+        async for event in self.full_answer(turn, found, decision):
+            yield event
+
+    def route(self, messages: list[dict[str, str]], *, caller_id: str, session_id: str | None,
+              customer_id: str | None, model: str | None, max_tokens: int | None,
+              temperature: float) -> Turn:
+        """Step 1, route: record the question in its session (failure signals, entities, intent) and ask the router, once,
+        where the turn goes."""
         started = time.perf_counter()
         model = model or self.base_model
         # the client may ask for less than the server's limit, never more (cost/latency amplification)
@@ -251,103 +315,77 @@ class ChatService:
                              ("color", ents.colors)):
             if values:
                 session.remember(kind, values)
-        intent = self.router.intent(text)
-        session.intents.append(intent)
+        route = self.router.route(text, failures=session.failures, known_order=session.last("order_no"))
+        session.intents.append(route.intent)
         session.add_turn("user", masked, self.sessions.max_turns)
-        reply = Reply("", "light", "", intent, sid, "chatcmpl-" + uuid.uuid4().hex[:24], model)
+        reply = Reply("", "light", "", route.intent, sid, "chatcmpl-" + uuid.uuid4().hex[:24], model)
+        return Turn(messages, text, masked, ents, session, route, reply, caller_id, customer_id, model, max_tokens,
+                    temperature, started,
+                    context="" if ents.skus or not previous_skus else previous_skus[-1])
 
-        def finish(final: str, route: str = "chat") -> dict[str, Any]:
-            reply.text = final
-            session.add_turn("assistant", mask_text(final), self.sessions.max_turns)
-            elapsed = time.perf_counter() - started
-            self.metrics.requests.labels(route, reply.path, "ok").inc()
-            self.metrics.latency.labels(route, reply.path).observe(elapsed)
-            return {"type": "done", "reply": reply}
-
-        def shared_answer(answer: str, reason: str) -> list[dict[str, Any]]:
-            """The events of an answer someone else's turn produced (cache hit, or the same question in flight)."""
-            reply.path, reply.reason, reply.cached = "cache", reason, True
-            self.metrics.ttft.labels("cache").observe(time.perf_counter() - started)
-            self._log(reply, caller_id, masked, started)
-            return [{"type": "meta", "reply": reply}, {"type": "delta", "text": answer}, finish(answer)]
-
-        def handoff(reason: str, text_out: str = HANDOFF_TEXT) -> str:
-            reply.path, reply.reason = "handoff", reason
-            session.handed_off = True
-            reply.handoff = session.summary()
-            self.metrics.handoffs.labels(reason.split(":")[0]).inc()
-            return text_out
-
-        # 1. handoff rules
-        decision = self.router.decide(text, failures=session.failures, intent=intent)
-        if decision.path == "handoff":
-            out = handoff(decision.reason)
-            yield {"type": "meta", "reply": reply}
-            yield {"type": "delta", "text": out}
-            self._log(reply, caller_id, masked, started)
-            yield finish(out)
-            return
-
-        # 1b. prompt-injection guard (safety stage): a fixed safe refusal, the model is not called
-        refusal = _injection_refusal(text)
+    def shortcut(self, turn: Turn) -> Iterable[dict[str, Any]] | None:
+        """The events of a turn that ends before its facts are fetched: a handoff the router decided, the
+        prompt-injection guard's fixed refusal (the model is not called), or a cached answer; None otherwise."""
+        reply = turn.reply
+        if turn.route.handoff is not None:
+            out = self._handoff(turn, turn.route.handoff)
+            return self._single(turn, out)
+        refusal = guard(turn.text)
         if refusal is not None:
             reply.path, reply.reason = "light", "injection guard"
             self.metrics.injections.inc()
-            yield {"type": "meta", "reply": reply}
-            yield {"type": "delta", "text": refusal}
-            self._log(reply, caller_id, masked, started)
-            yield finish(refusal)
-            return
-
-        # 2. response cache (context: the product under discussion when this turn names none)
+            return self._single(turn, refusal)
         self.cache.set_kg_version(self.kg_version())
-        context = "" if ents.skus or not previous_skus else previous_skus[-1]
-        order_no = ents.order_nos[-1] if ents.order_nos else session.last("order_no")
-        wants_tool = self.router.wants_order_tool(text, session.last("order_no"))
-        if not wants_tool:
-            hit = self.cache.get(text, model=model, context=context)
+        if not turn.route.order_tool:
+            hit = self.cache.get(turn.text, model=turn.model, context=turn.context)
             if hit is not None:
-                for event in shared_answer(hit.answer, f"cached {hit.path} answer"):
-                    yield event
-                return
+                return self._shared(turn, hit.answer, f"cached {hit.path} answer")
+        return None
 
-        # 3. tools and knowledge
-        tool_result = self.order_lookup(order_no, customer_id, text) if (wants_tool and order_no) else None
+    def fetch_facts(self, turn: Turn) -> Found:
+        """Step 2, fetch facts: the order tools (when the route wants them and an order number is known) and the KG's facts; a
+        follow-up ("那黑色的呢", "这款有XL吗") is looked up with the product under discussion."""
+        order_no = turn.entities.order_nos[-1] if turn.entities.order_nos else turn.session.last("order_no")
+        tool_result = (self.order_lookup(order_no, turn.customer_id, turn.text)
+                       if (turn.route.order_tool and order_no) else None)
         tool_text = format_order(tool_result) if tool_result is not None else None
-        # a follow-up ("那黑色的呢", "这款有XL吗") is about the product under discussion
-        lookup = text
-        if context and FOLLOW_UP.search(text):
-            lookup = f"{context} {text}"
-        facts = self.retriever(lookup, customer_id)
-        kg_answer = getattr(facts, "answer", None) if facts is not None else None
-        decision = self.router.decide(text, failures=session.failures, light_answer=bool(kg_answer),
-                                      tool_answer=bool(tool_text), intent=intent)
+        lookup = turn.text
+        if turn.context and FOLLOW_UP.search(turn.text):
+            lookup = f"{turn.context} {turn.text}"
+        facts = self.retriever(lookup, turn.customer_id)
         grounding = grounding_from(facts, [tool_result] if isinstance(tool_result, dict) else [],
                                    self._promotions())
         personal = tool_text is not None or any(
             isinstance(f, dict) and f.get("type") in PERSONAL_FACTS for f in (getattr(facts, "facts", None) or []))
+        return Found(facts, tool_result, tool_text, grounding, personal)
 
-        if decision.path == "light":
-            reply.path, reply.reason = "light", decision.reason
-            out, violations = comply(tool_text or kg_answer or "", grounding)
-            reply.violations = len(violations)
-            self.metrics.compliance_fixes.inc(len(violations))
-            yield {"type": "meta", "reply": reply}
-            yield {"type": "delta", "text": out}
-            self.metrics.ttft.labels("light").observe(time.perf_counter() - started)
-            if not personal:
-                self.cache.put(text, out, "light", model=model, context=context)
-            self._log(reply, caller_id, masked, started)
-            yield finish(out)
-            return
+    def light_answer(self, turn: Turn, found: Found, decision: RouteDecision) -> Iterator[dict[str, Any]]:
+        """Steps 3-5 on the light path: the tool's or the KG's answer, checked against the facts and the
+        compliance rules, cached unless personal."""
+        reply = turn.reply
+        reply.path, reply.reason = "light", decision.reason
+        out, violations = comply(found.light_text or "", found.grounding)
+        reply.violations = len(violations)
+        self.metrics.compliance_fixes.inc(len(violations))
+        yield {"type": "meta", "reply": reply}
+        yield {"type": "delta", "text": out}
+        self.metrics.ttft.labels("light").observe(turn.elapsed())
+        if not found.personal:
+            self.cache.put(turn.text, out, "light", model=turn.model, context=turn.context)
+        self._log(reply, turn.caller_id, turn.masked, turn.started)
+        yield self._finish(turn, out)
 
-        # 3b. the same question already on its way through the model (several customers asking a popular question
-        # at once, e.g. just after its cached answer expired): wait for that answer instead of generating it again
-        flight = self.cache.shared_key(text, model=model, context=context, personal=personal)
+    async def full_answer(self, turn: Turn, found: Found,
+                          decision: RouteDecision) -> AsyncIterator[dict[str, Any]]:
+        """Steps 3-5 on the full path: the model's draft (``draft``), grounded and filtered sentence by sentence
+        (``verify``), closed by ``synthesise``. The same question already on its way through the model (several
+        customers asking a popular question at once, e.g. just after its cached answer expired) is not generated
+        again: this turn waits for that answer."""
+        flight = self.cache.shared_key(turn.text, model=turn.model, context=turn.context, personal=found.personal)
         if flight is not None and flight in self._in_flight:
             shared = await asyncio.shield(self._in_flight[flight])
             if shared is not None:
-                for event in shared_answer(shared, "shared the answer of the same question in flight"):
+                for event in self._shared(turn, shared, "shared the answer of the same question in flight"):
                     yield event
                 return
             flight = None  # that generation failed: this one does not lead others
@@ -355,29 +393,16 @@ class ChatService:
         if flight is not None:
             leader = asyncio.get_running_loop().create_future()
             self._in_flight[flight] = leader
-
-        # 4. full model, grounded and filtered sentence by sentence
         try:
+            reply = turn.reply
             reply.path, reply.reason = "full", decision.reason
             yield {"type": "meta", "reply": reply}
-            prompt_block = "\n".join(x for x in (getattr(facts, "prompt_block", None), tool_text) if x)
-            history = self.model_messages(messages, prompt_block or None, session.turns)
-            stream = SentenceStream(grounding if not grounding.empty() or grounding.context_texts else None)
+            stream = SentenceStream(found.grounding
+                                    if not found.grounding.empty() or found.grounding.context_texts else None)
             pieces: list[str] = []
             error = None
-            first = True
             try:
-                if self.engine is None:
-                    raise EngineError("no generation engine configured")
-                async for delta in self.engine.stream(history, model=model if model != self.base_model else None,
-                                                      max_new_tokens=max_tokens, temperature=temperature):
-                    for piece in stream.feed(delta):
-                        if first:
-                            self.metrics.ttft.labels("full").observe(time.perf_counter() - started)
-                            first = False
-                        pieces.append(piece)
-                        yield {"type": "delta", "text": piece}
-                for piece in stream.flush():
+                async for piece in self.verify(turn, stream, self.draft(turn, found)):
                     pieces.append(piece)
                     yield {"type": "delta", "text": piece}
                 if not "".join(pieces).strip():
@@ -386,37 +411,101 @@ class ChatService:
                 error = str(exc)
             except Exception as exc:  # an engine bug must not become a 5xx for the customer
                 error = f"{type(exc).__name__}: {exc}"
-            if error is not None:
-                self.metrics.engine_errors.labels(getattr(self.engine, "name", "none")).inc()
-                reply.fallback = True
-                light = tool_text or kg_answer
-                if light:
-                    reply.path, reply.reason = "light", "fallback: engine failed"
-                    fallback_text, _ = comply(light, grounding)
-                else:
-                    fallback_text = handoff("engine unavailable", BUSY_HANDOFF_TEXT)
-                sep = "\n" if pieces else ""
-                pieces.append(sep + fallback_text)
-                yield {"type": "delta", "text": sep + fallback_text}
-                self._log(reply, caller_id, masked, started, error=error)
-                yield finish("".join(pieces))
-                return
-            reply.fixes = stream.fixes
-            reply.violations = len(stream.violations)
-            self.metrics.grounding_fixes.inc(len(stream.fixes))
-            self.metrics.compliance_fixes.inc(len(stream.violations))
-            final = "".join(pieces)
-            if not personal:
-                self.cache.put(text, final, "full", model=model, context=context)
-            if leader is not None and not leader.done():
-                leader.set_result(final)  # the customers who asked the same meanwhile get this answer
-            self._log(reply, caller_id, masked, started)
-            yield finish(final)
+            for event in self.synthesise(turn, found, stream, pieces, error):
+                if event["type"] == "done" and error is None and leader is not None and not leader.done():
+                    leader.set_result(turn.reply.text)  # the customers who asked the same meanwhile get this answer
+                yield event
         finally:
             if leader is not None:
                 if not leader.done():
                     leader.set_result(None)  # failed or the client left: the waiting ones generate themselves
                 self._in_flight.pop(flight, None)
+
+    def draft(self, turn: Turn, found: Found) -> AsyncIterator[str]:
+        """Step 3, answer (full path): the model's draft, streamed, from the system prompt with the facts and the
+        conversation; raises ``EngineError`` when there is no engine."""
+        if self.engine is None:
+            raise EngineError("no generation engine configured")
+        history = self.model_messages(turn.messages, found.prompt_block(), turn.session.turns)
+        return self.engine.stream(history, model=turn.model if turn.model != self.base_model else None,
+                                  max_new_tokens=turn.max_tokens, temperature=turn.temperature)
+
+    async def verify(self, turn: Turn, stream: SentenceStream, deltas: AsyncIterator[str]) -> AsyncIterator[str]:
+        """Step 4, verify: the draft's complete sentences, each grounded in the facts and filtered for compliance before
+        it is sent (``stream`` keeps the fixes and violations)."""
+        first = True
+        async for delta in deltas:
+            for piece in stream.feed(delta):
+                if first:
+                    self.metrics.ttft.labels("full").observe(turn.elapsed())
+                    first = False
+                yield piece
+        for piece in stream.flush():
+            yield piece
+
+    def synthesise(self, turn: Turn, found: Found, stream: SentenceStream, pieces: list[str],
+                   error: str | None) -> Iterator[dict[str, Any]]:
+        """Step 5, synthesise (full path): close the reply. On an engine failure the light answer follows what was sent, else a
+        handoff; otherwise the fixes are counted and the answer is cached unless personal."""
+        reply = turn.reply
+        if error is not None:
+            self.metrics.engine_errors.labels(getattr(self.engine, "name", "none")).inc()
+            reply.fallback = True
+            light = found.light_text
+            if light:
+                reply.path, reply.reason = "light", "fallback: engine failed"
+                fallback_text, _ = comply(light, found.grounding)
+            else:
+                fallback_text = self._handoff(turn, "engine unavailable", BUSY_HANDOFF_TEXT)
+            sep = "\n" if pieces else ""
+            pieces.append(sep + fallback_text)
+            yield {"type": "delta", "text": sep + fallback_text}
+            self._log(reply, turn.caller_id, turn.masked, turn.started, error=error)
+            yield self._finish(turn, "".join(pieces))
+            return
+        reply.fixes = stream.fixes
+        reply.violations = len(stream.violations)
+        self.metrics.grounding_fixes.inc(len(stream.fixes))
+        self.metrics.compliance_fixes.inc(len(stream.violations))
+        final = "".join(pieces)
+        if not found.personal:
+            self.cache.put(turn.text, final, "full", model=turn.model, context=turn.context)
+        self._log(reply, turn.caller_id, turn.masked, turn.started)
+        yield self._finish(turn, final)
+
+    # -- how a turn ends ------------------------------------------------------------------------------------------
+    def _finish(self, turn: Turn, final: str, route: str = "chat") -> dict[str, Any]:
+        """The ``done`` event: the answer joins the session (masked), the request is counted."""
+        reply = turn.reply
+        reply.text = final
+        turn.session.add_turn("assistant", mask_text(final), self.sessions.max_turns)
+        self.metrics.requests.labels(route, reply.path, "ok").inc()
+        self.metrics.latency.labels(route, reply.path).observe(turn.elapsed())
+        return {"type": "done", "reply": reply}
+
+    def _single(self, turn: Turn, text: str) -> Iterator[dict[str, Any]]:
+        """The events of a fixed one-piece answer (handoff, refusal)."""
+        yield {"type": "meta", "reply": turn.reply}
+        yield {"type": "delta", "text": text}
+        self._log(turn.reply, turn.caller_id, turn.masked, turn.started)
+        yield self._finish(turn, text)
+
+    def _shared(self, turn: Turn, answer: str, reason: str) -> list[dict[str, Any]]:
+        """The events of an answer someone else's turn produced (cache hit, or the same question in flight)."""
+        reply = turn.reply
+        reply.path, reply.reason, reply.cached = "cache", reason, True
+        self.metrics.ttft.labels("cache").observe(turn.elapsed())
+        self._log(reply, turn.caller_id, turn.masked, turn.started)
+        return [{"type": "meta", "reply": reply}, {"type": "delta", "text": answer}, self._finish(turn, answer)]
+
+    def _handoff(self, turn: Turn, reason: str, text_out: str = HANDOFF_TEXT) -> str:
+        """Hand the session to a human: the reply carries the session's summary; returns the customer's text."""
+        reply = turn.reply
+        reply.path, reply.reason = "handoff", reason
+        turn.session.handed_off = True
+        reply.handoff = turn.session.summary()
+        self.metrics.handoffs.labels(reason.split(":")[0]).inc()
+        return text_out
 
     async def answer(self, messages: list[dict[str, str]], **kwargs) -> Reply:
         """The whole reply at once (non-streaming callers, the bench)."""
@@ -430,8 +519,6 @@ class ChatService:
     def add_feedback(self, record: dict[str, Any], *, caller_id: str, source: str = "api") -> int:
         """Store feedback with the masked conversation of its session; a bad rating counts as a failed turn."""
         if self.feedback is None:
-            from kefu.types import KefuError
-
             raise KefuError("feedback store not configured")
         sid = record.get("session_id")
         session = self.sessions.peek(caller_id, sid, record.pop("customer_id", None)) if sid else None

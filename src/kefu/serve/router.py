@@ -19,7 +19,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from kefu.paths import state_path
-from kefu.serve.text import normalise, order_numbers, simplify
+from kefu.serve.text import normalise, order_numbers
+from kefu.text.normalize import simplify
 from kefu.types import KefuError
 
 # Intents whose answers come from the knowledge graph, the FAQ or the order tools.
@@ -279,10 +280,45 @@ def evaluate(model: RouterModel, texts: list[str], intents: list[str], out_dir: 
 
 @dataclass
 class RouteDecision:
+    """Where one turn goes: ``path`` light | full | handoff, and why."""
+
     path: str  # light | full | handoff
     reason: str
     intent: str
     score: float | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    """The router's one verdict on a turn, made before its facts are fetched and carried through the turn: a human
+    now (``handoff``, the reason), whether the order tools should answer (``order_tool``), and what ``settle`` needs
+    to choose the light path or the full model once the KG and the tools have answered. Settling asks nothing more
+    of the router, so every step of a turn acts on the same decision."""
+
+    intent: str
+    handoff: str | None = None
+    order_tool: bool = False
+    score: float | None = None  # the classifier's P(strong); None when routing by rules only
+    threshold: float | None = None
+    light_path: bool = True  # False: the full model answers where the light path could (baselines, tests)
+
+    def settle(self, *, light_answer: bool = False, tool_answer: bool = False) -> RouteDecision:
+        """``light_answer``: the KG/FAQ has a direct answer; ``tool_answer``: an order tool answered."""
+        intent = self.intent
+        if self.handoff is not None:
+            return RouteDecision("handoff", self.handoff, intent)
+        if not self.light_path:
+            return RouteDecision("full", "light path off", intent, self.score)
+        if tool_answer:
+            return RouteDecision("light", "order tool", intent)
+        if self.score is not None:
+            if light_answer and self.score < self.threshold:
+                return RouteDecision("light", "classifier: light + KG answer", intent, self.score)
+            return RouteDecision("full", "classifier: strong" if self.score >= self.threshold
+                                 else "no direct answer", intent, self.score)
+        if light_answer and label_for_intent(intent) == 0:
+            return RouteDecision("light", "KG answer (rules)", intent)
+        return RouteDecision("full", "no direct answer" if not light_answer else "rules: strong intent", intent)
 
 
 class Router:
@@ -307,29 +343,30 @@ class Router:
         text = simplify(text)
         return bool(order_numbers(text)) or (known_order is not None and bool(ORDERY.search(text)))
 
-    def decide(self, text: str, *, failures: int = 0, light_answer: bool = False, tool_answer: bool = False,
-               intent: str | None = None) -> RouteDecision:
-        """``light_answer``: the KG/FAQ has a direct answer; ``tool_answer``: an order tool answered."""
+    def route(self, text: str, *, failures: int = 0, known_order: str | None = None,
+              intent: str | None = None) -> Route:
+        """The turn's ``Route``: rules first (explicit request, anger, ``failures`` failed turns -> human), then the
+        classifier's score; ``known_order`` is the session's last order number (a follow-up may mean that order)."""
         intent = intent or self.intent(text)
         simple = simplify(text)
         if EXPLICIT_HANDOFF.search(simple):
-            return RouteDecision("handoff", "explicit request", intent)
+            return Route(intent, "explicit request")
         if ANGER.search(simple):
-            return RouteDecision("handoff", "complaint/anger signal", intent)
+            return Route(intent, "complaint/anger signal")
         if failures >= self.handoff_after_failures:
-            return RouteDecision("handoff", f"{failures} failed turns", intent)
-        if tool_answer:
-            return RouteDecision("light", "order tool", intent)
-        if self.model is not None:
-            score = self.model.analyse(text)[0]
-            if light_answer and score < self.model.threshold:
-                return RouteDecision("light", "classifier: light + KG answer", intent, score)
-            return RouteDecision("full", "classifier: strong" if score >= self.model.threshold
-                                 else "no direct answer", intent, score)
-        if light_answer and label_for_intent(intent) == 0:
-            return RouteDecision("light", "KG answer (rules)", intent)
-        return RouteDecision("full", "no direct answer" if not light_answer else "rules: strong intent", intent)
+            return Route(intent, f"{failures} failed turns")
+        order_tool = self.wants_order_tool(text, known_order)
+        if self.model is None:
+            return Route(intent, order_tool=order_tool)
+        return Route(intent, order_tool=order_tool, score=self.model.analyse(text)[0],
+                     threshold=self.model.threshold)
+
+    def decide(self, text: str, *, failures: int = 0, light_answer: bool = False, tool_answer: bool = False,
+               intent: str | None = None) -> RouteDecision:
+        """``route`` and ``settle`` at once, for callers that already know the answers (evaluation, tests)."""
+        return self.route(text, failures=failures, intent=intent).settle(light_answer=light_answer,
+                                                                         tool_answer=tool_answer)
 
 
-__all__ = ["Router", "RouterModel", "RouteDecision", "guess_intent", "load_training_turns", "evaluate",
+__all__ = ["Router", "RouterModel", "Route", "RouteDecision", "guess_intent", "load_training_turns", "evaluate",
            "quality_curve", "default_router_path", "LIGHT_INTENTS", "normalise"]
