@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from kefu.serve.gateway import Authenticator  # noqa: E402
 from serve_support import API_KEY, make_service, tiny_model, tiny_tokenizer  # noqa: E402,F401
 
 
@@ -28,8 +29,7 @@ def service(tiny):
 
 @pytest.fixture
 def app(service):
-    from kefu.serve.app import create_app
-    from kefu.serve.gateway import Authenticator
+    from kefu.serve.app import create_app  # deferred: heavy (fastapi)
 
     return create_app(service, auth=Authenticator([API_KEY], use_store=False))
 

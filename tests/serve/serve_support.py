@@ -6,6 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kefu.loop.feedback import FeedbackStore
+from kefu.serve.config import ServeConfig
+from kefu.serve.engine import LocalEngine
+from kefu.serve.pipeline import ChatService
+
 CORPUS = ("您好亲，这款冲锋衣价格是399元，有黑色蓝色，尺码S M L XL。订单已发货，顺丰速运。退货退款七天无理由。"
           "请问还有什么可以帮您？谢谢 亲 好的 的 了 吗 呢 是 有 没 不 别 无 我 你 他 这 那 个 件 码 色 钱 价 格"
           "abcdefghijklmnopqrstuvwxyz0123456789 .,!?¥-")
@@ -81,11 +86,6 @@ def fake_order_lookup(order_no: str, customer_id: str | None, text: str):
 
 
 def make_service(tiny, *, engine=None, config_overrides: dict | None = None, feedback=True, **kwargs):
-    from kefu.loop.feedback import FeedbackStore
-    from kefu.serve.config import ServeConfig
-    from kefu.serve.engine import LocalEngine
-    from kefu.serve.pipeline import ChatService
-
     config = ServeConfig(**{"max_new_tokens": 8, "batch_wait_ms": 5, **(config_overrides or {})})
     if engine is None:
         model, tok = tiny

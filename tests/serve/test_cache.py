@@ -3,6 +3,7 @@
 import pytest
 
 from kefu.serve.cache import ResponseCache
+from kefu.serve.engine import EngineError
 from serve_support import make_service
 
 
@@ -84,8 +85,6 @@ class _CountingEngine:
 
     async def stream(self, messages, *, model=None, max_new_tokens=None, temperature=0.0):
         import asyncio
-
-        from kefu.serve.engine import EngineError
 
         self.calls += 1
         call = self.calls
