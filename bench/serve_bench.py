@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import random
@@ -261,12 +262,9 @@ async def router_experiment(engine, kg, turns_fit, turns_test, args) -> dict:
                             target_full_share=args.target_full_share)
     model.calibrate([t["text"] for t in turns_fit], args.target_full_share)
 
-    class AllFull(Router):
-        def decide(self, text, **kw):
-            d = super().decide(text, **kw)
-            if d.path == "light":
-                d.path, d.reason = "full", "all-full baseline"
-            return d
+    class AllFull(Router):  # every turn the light path could answer goes to the model (handoffs stay)
+        def route(self, text, **kw):
+            return dataclasses.replace(super().route(text, **kw), light_path=False)
 
     results = {}
     for label, router in (("all-full", AllFull(None)), ("router", Router(model))):
