@@ -4,8 +4,10 @@ import pytest
 from typer.testing import CliRunner
 
 from kefu.cli import app
-from kefu.serve.build import build_service, parse_adapters, resolve_run, run_adapter
+from kefu.artifacts.run import TrainRun
+from kefu.serve.build import build_service, parse_adapters
 from kefu.serve.config import ServeConfig
+from kefu.serve.router import RouterModel
 from kefu.types import KefuError
 
 
@@ -42,12 +44,15 @@ def test_runs_and_adapters_resolve(tmp_path, kefu_home):
     run = kefu_home / "runs" / "shop-v1"
     (run / "adapter").mkdir(parents=True)
     (run / "adapter" / "adapter_config.json").write_text("{}", encoding="utf-8")
-    (run / "run.json").write_text('{"base_model": "smollm2-135m"}', encoding="utf-8")
-    assert resolve_run("shop-v1") == run
-    adapter, meta = run_adapter(run)
-    assert adapter == run / "adapter" and meta["base_model"] == "smollm2-135m"
+    TrainRun(run).write_record({"train": {"model": "smollm2-135m"}})  # as `kefu train` writes it
+    assert TrainRun.named("shop-v1").path == run and TrainRun.named(str(run)).path == run
+    service = build_service(ServeConfig(), run="shop-v1", engine=_Engine(), kg=object())
+    assert service.base_model == "smollm2-135m"
     with pytest.raises(KefuError, match="no such run"):
-        resolve_run("missing")
+        TrainRun.named("missing")
+    (kefu_home / "runs" / "unfinished").mkdir()
+    with pytest.raises(KefuError, match="no trained adapter"):
+        build_service(ServeConfig(), run="unfinished", engine=_Engine(), kg=object())
     with pytest.raises(KefuError, match="name=path"):
         parse_adapters(["just-a-path"])
     with pytest.raises(KefuError, match="adapter_config.json not found"):
@@ -55,20 +60,19 @@ def test_runs_and_adapters_resolve(tmp_path, kefu_home):
     assert parse_adapters([f"a={run / 'adapter'}"]) == {"a": str(run / "adapter")}
 
 
+class _Engine:
+    name = "fake"
+
+    def models(self):
+        return ["base", "shop-v1"]
+
+
 def test_build_service_with_injected_engine_uses_run_router(tmp_path, kefu_home):
-    from kefu.serve.router import RouterModel
-
-    class Engine:
-        name = "fake"
-
-        def models(self):
-            return ["base", "shop-v1"]
-
     run = kefu_home / "runs" / "shop-v1"
     (run / "adapter").mkdir(parents=True)
     (run / "adapter" / "adapter_config.json").write_text("{}", encoding="utf-8")
     RouterModel.fit(["多少钱", "价格", "尺码推荐一下", "帮我推荐"], ["price_inquiry"] * 2 + ["size_recommendation"] * 2
                     ).save(run / "router.pkl")
-    service = build_service(ServeConfig(model="base"), run="shop-v1", engine=Engine())
+    service = build_service(ServeConfig(model="base"), run="shop-v1", engine=_Engine())
     assert service.router.model is not None and service.models() == ["base", "shop-v1"]
     assert service.kg is not None and service.feedback is not None

@@ -3,54 +3,31 @@ router, feedback store. Shared by ``kefu serve`` and the benchmark."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
-from typing import Any
 
-from kefu.paths import kefu_home
+from kefu.artifacts.run import TrainRun, is_adapter
+from kefu.kg.store import KnowledgeGraph
+from kefu.kg.tools import SQLiteOrderBackend
+from kefu.loop.feedback import FeedbackStore
 from kefu.serve.config import ServeConfig
+from kefu.serve.engine import LocalEngine, RemoteEngine
+from kefu.serve.pipeline import ChatService
 from kefu.serve.router import Router, RouterModel, default_router_path
+from kefu.train.models import DEFAULT_MODEL, load_model
 from kefu.types import KefuError
 
 log = logging.getLogger("kefu.serve")
 
 
-def resolve_run(run: str) -> Path:
-    """A run folder given as a path or as a name under ``$KEFU_HOME/runs``."""
-    path = Path(run).expanduser()
-    if path.is_dir():
-        return path
-    named = kefu_home() / "runs" / run
-    if named.is_dir():
-        return named
-    raise KefuError(f"--run {run}: no such run folder (looked at {path} and {named})")
-
-
-def run_adapter(run_dir: Path) -> tuple[Path, dict[str, Any]]:
-    """(adapter folder, run metadata) of a training run."""
-    meta: dict[str, Any] = {}
-    for name in ("run.json", "meta.json", "train_report.json"):
-        if (run_dir / name).exists():
-            try:
-                meta = json.loads((run_dir / name).read_text(encoding="utf-8"))
-            except json.JSONDecodeError as exc:
-                raise KefuError(f"{run_dir / name}: not valid JSON: {exc}") from exc
-            break
-    for candidate in (run_dir / "adapter", run_dir / "final", run_dir):
-        if (candidate / "adapter_config.json").exists():
-            return candidate, meta
-    raise KefuError(f"{run_dir}: no LoRA adapter found (expected adapter_config.json in {run_dir}/adapter or the run "
-                    "folder)")
-
-
 def parse_adapters(items: list[str]) -> dict[str, str]:
+    """``--adapter name=path`` options as {name: path}; each path must be a PEFT adapter folder."""
     out = {}
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise KefuError(f"--adapter {item!r}: expected name=path")
-        if not (Path(path) / "adapter_config.json").exists():
+        if not is_adapter(path):
             raise KefuError(f"--adapter {item}: {path}/adapter_config.json not found")
         out[name] = path
     return out
@@ -60,7 +37,7 @@ def load_trim(path: str | None):
     """The vocabulary trim named by ``serve.trim_vocab`` (None when unset); warns when its quality check failed."""
     if not path:
         return None
-    from kefu.train.vocab import VocabTrim
+    from kefu.train.vocab import VocabTrim  # deferred: heavy (torch)
 
     trim = VocabTrim.load(path)
     quality = trim.quality or {}
@@ -84,21 +61,19 @@ def load_router(config: ServeConfig, run_dir: Path | None) -> Router:
 
 def build_service(config: ServeConfig, *, run: str | None = None, adapters: dict[str, str] | None = None,
                   feedback_url: str | None = None, kg=None, engine=None):
-    """Everything ``kefu serve`` runs. ``engine`` may be injected (tests, bench)."""
-    from kefu.loop.feedback import FeedbackStore
-    from kefu.serve.engine import LocalEngine, RemoteEngine
-    from kefu.serve.pipeline import ChatService
+    """Everything ``kefu serve`` runs. ``engine`` may be injected (tests, bench).
 
+    ``run`` (a folder or a name under ``$KEFU_HOME/runs``) must be a finished training run: its adapter is served
+    under the run's name, and its base model is the one served unless ``config.model`` names another."""
     adapters = dict(adapters or {})
-    run_dir = resolve_run(run) if run else None
+    run_dir = None
     base = config.model
-    if run_dir is not None:
-        adapter_dir, meta = run_adapter(run_dir)
-        adapters.setdefault(run_dir.name, str(adapter_dir))
-        base = base or meta.get("base_model") or meta.get("model")
+    if run:
+        train_run = TrainRun.named(run).require_finished()
+        run_dir = train_run.path
+        adapters.setdefault(run_dir.name, str(train_run.adapter_dir))
+        base = base or train_run.base_model()
     if base is None:
-        from kefu.train.models import DEFAULT_MODEL
-
         base = DEFAULT_MODEL
     if engine is None:
         if config.engine == "remote":
@@ -108,8 +83,6 @@ def build_service(config: ServeConfig, *, run: str | None = None, adapters: dict
                                   api_key=config.remote_api_key, timeout_s=config.remote_timeout_s,
                                   retries=config.remote_retries, max_new_tokens=config.max_new_tokens)
         else:
-            from kefu.train.models import load_model
-
             import torch
 
             if config.torch_threads:
@@ -120,11 +93,7 @@ def build_service(config: ServeConfig, *, run: str | None = None, adapters: dict
                                  max_new_tokens=config.max_new_tokens, quantize=config.quantize,
                                  trim=load_trim(config.trim_vocab), draft_tokens=config.draft_tokens)
     if kg is None:
-        from kefu.kg.store import KnowledgeGraph
-
         kg = KnowledgeGraph.open(config.kg_url)
-    from kefu.kg.tools import SQLiteOrderBackend
-
     return ChatService(engine, config=config, router=load_router(config, run_dir),
                        feedback=FeedbackStore.open(feedback_url), kg=kg, order_backend=SQLiteOrderBackend(kg),
                        base_model=str(base))

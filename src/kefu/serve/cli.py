@@ -10,6 +10,13 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
+from kefu.artifacts.run import TrainRun
+from kefu.config import load_config
+from kefu.serve.build import build_service, parse_adapters
+from kefu.serve.gateway import Authenticator
+from kefu.serve.registry_watch import RegistryWatcher
+from kefu.types import KefuError
+
 console = Console(stderr=True)
 serve_app = typer.Typer(help="Serve the model: OpenAI-compatible API, web chat page, router, cache, feedback.")
 router_app = typer.Typer(no_args_is_help=True, help="Fit and evaluate the light-path / full-model router.")
@@ -41,11 +48,7 @@ def serve(ctx: typer.Context,
         return
     import uvicorn
 
-    from kefu.config import load_config
-    from kefu.serve.app import create_app
-    from kefu.serve.build import build_service, parse_adapters
-    from kefu.serve.gateway import Authenticator
-    from kefu.types import KefuError
+    from kefu.serve.app import create_app  # deferred: heavy (fastapi)
 
     cfg = load_config(config, {"serve.host": host, "serve.port": port, "serve.model": model, "serve.engine": engine,
                                "serve.remote_url": remote_url, "serve.kg_url": kg, "serve.trim_vocab": trim_vocab,
@@ -62,8 +65,6 @@ def serve(ctx: typer.Context,
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     service = build_service(cfg, run=run, adapters=parse_adapters(adapter))
     if registry:
-        from kefu.serve.registry_watch import RegistryWatcher
-
         watcher = RegistryWatcher(service.engine)
         watcher.start()
         console.print(f"following the adapter registry as model 'shop' (serving {watcher.version or 'nothing yet'})")
@@ -82,7 +83,6 @@ def router_fit(data: Path = typer.Option(..., "--data", help="Prepared train.jso
     """Fit the TF-IDF + logistic-regression router, calibrate its threshold, write the quality curve."""
     from sklearn.model_selection import train_test_split
 
-    from kefu.serve.build import resolve_run
     from kefu.serve.router import RouterModel, default_router_path, evaluate, load_training_turns
 
     texts, intents = load_training_turns(data)
@@ -94,7 +94,7 @@ def router_fit(data: Path = typer.Option(..., "--data", help="Prepared train.jso
                                                                             random_state=0)
     model = RouterModel.fit(fit_texts, fit_intents, target_full_share=target_share)
     model.calibrate(eval_texts, target_share)  # threshold from held-out (traffic-like) scores, as RouteLLM does
-    path = out or default_router_path(resolve_run(run) if run else None)
+    path = out or default_router_path(TrainRun.named(run).path if run else None)
     model.save(path)
     summary = evaluate(model, eval_texts, eval_intents, path.parent)
     console.print(f"router saved to {path}; threshold {model.threshold:.3f}; held-out: "
