@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from kefu.artifacts.run import AdapterConfig
 from kefu.paths import state_path
 from kefu.safety import audit
 from kefu.types import KefuError
@@ -76,9 +77,7 @@ class Registry:
                  config: dict[str, Any] | None = None, data_hashes: dict[str, str] | None = None,
                  parent: str | None = None, note: str = "") -> dict[str, Any]:
         """Copy ``adapter`` into the registry as a new candidate version and return its entry."""
-        adapter = Path(adapter)
-        if not (adapter / "adapter_config.json").is_file():
-            raise KefuError(f"{adapter}: not a PEFT adapter folder (adapter_config.json missing)")
+        adapter = AdapterConfig.read(adapter).folder  # KefuError unless a PEFT adapter folder
         with self._locked() as doc:
             version = f"v{len(doc['versions']) + 1}"
             target = self.adapters_dir / version
