@@ -11,6 +11,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from kefu.config import load_config
+from kefu.loop.analyze import analyze, write_report
+from kefu.loop.dataset import build_dataset
+from kefu.loop.feedback import FeedbackStore
+from kefu.loop.monthly import run_round
+from kefu.loop.registry import Registry
+from kefu.loop.retrain import retrain
+from kefu.safety import audit
+from kefu.safety.keys import authorize_cli
 from kefu.types import KefuError
 
 console = Console()
@@ -24,8 +33,6 @@ def _since(days: Optional[int]) -> Optional[datetime]:
 
 
 def _config(path: Optional[Path], overrides: dict | None = None):
-    from kefu.config import load_config
-
     return load_config(path, overrides)
 
 
@@ -35,11 +42,6 @@ def feedback_analyze(out: Path = typer.Option(Path("feedback_report"), "--out", 
                      db: Optional[str] = typer.Option(None, "--db", help="feedback store URL"),
                      config: Optional[Path] = typer.Option(None, "--config", "-c")):
     """Group failures by intent, entity and type; top reasons with examples; trend; HTML report."""
-    from kefu.loop.analyze import analyze, write_report
-    from kefu.loop.feedback import FeedbackStore
-    from kefu.safety import audit
-    from kefu.safety.keys import authorize_cli
-
     authorize_cli("feedback:read")
     cfg = _config(config).loop
     records = FeedbackStore.open(db).list(_since(days))
@@ -59,11 +61,6 @@ def feedback_dataset(out: Path = typer.Option(..., "--out", "-o", help="folder f
                      days: Optional[int] = typer.Option(None, "--days"),
                      db: Optional[str] = typer.Option(None, "--db")):
     """Turn corrections and resolved handoffs into a deduplicated tier-2 training set."""
-    from kefu.loop.dataset import build_dataset
-    from kefu.loop.feedback import FeedbackStore
-    from kefu.safety import audit
-    from kefu.safety.keys import authorize_cli
-
     authorize_cli("feedback:read")
     counts = build_dataset(FeedbackStore.open(db).list(_since(days)), out, previous=previous)
     audit.record("feedback.dataset", str(out), details=counts)
@@ -73,8 +70,6 @@ def feedback_dataset(out: Path = typer.Option(..., "--out", "-o", help="folder f
 @models_app.command("list")
 def models_list():
     """Every registered adapter version, its status and gate metrics."""
-    from kefu.loop.registry import Registry
-
     registry = Registry()
     current = registry.current()
     table = Table("version", "status", "base model", "created", "metrics", "note")
@@ -89,9 +84,6 @@ def models_list():
 def models_register(adapter: Path, base: str = typer.Option(..., "--base", help="base model name or folder"),
                     note: str = typer.Option("", "--note")):
     """Add an adapter folder to the registry as a candidate."""
-    from kefu.loop.registry import Registry
-    from kefu.safety.keys import authorize_cli
-
     authorize_cli("model:deploy")
     console.print(Registry().register(adapter, base_model=base, note=note)["version"])
 
@@ -99,9 +91,6 @@ def models_register(adapter: Path, base: str = typer.Option(..., "--base", help=
 @models_app.command("promote")
 def models_promote(version: str, reason: str = typer.Option("", "--reason")):
     """Serve ``version`` from now on (a running server picks it up without downtime)."""
-    from kefu.loop.registry import Registry
-    from kefu.safety.keys import authorize_cli
-
     authorize_cli("model:deploy")
     console.print(f"serving {Registry().promote(version, reason)['version']}")
 
@@ -109,9 +98,6 @@ def models_promote(version: str, reason: str = typer.Option("", "--reason")):
 @models_app.command("rollback")
 def models_rollback():
     """Go back to the previously served version."""
-    from kefu.loop.registry import Registry
-    from kefu.safety.keys import authorize_cli
-
     authorize_cli("model:deploy")
     console.print(f"serving {Registry().rollback()['version']}")
 
@@ -122,9 +108,6 @@ def retrain_command(new: Path = typer.Option(..., "--new", help="new prepared da
                     max_steps: Optional[int] = typer.Option(None, "--max-steps"),
                     config: Optional[Path] = typer.Option(None, "--config", "-c")):
     """Fine-tune from the serving adapter on new + replayed data; promote only if the gate passes."""
-    from kefu.loop.retrain import retrain
-    from kefu.safety.keys import authorize_cli
-
     authorize_cli("model:train")
 
     cfg = _config(config, {"train.max_steps": max_steps})
@@ -144,8 +127,7 @@ def export_command(run: Path = typer.Option(..., "--run", help="a train run fold
                                                              "`kefu serve --trim-vocab OUT/vocab`"),
                    config: Optional[Path] = typer.Option(None, "--config", "-c")):
     """Export a run: merged model, INT8 CPU model, or a vLLM adapter with its serve command."""
-    from kefu.loop import export
-    from kefu.safety.keys import authorize_cli
+    from kefu.loop import export  # deferred: heavy (torch)
 
     authorize_cli("model:deploy")
 
@@ -184,9 +166,6 @@ def loop_monthly(old: Path = typer.Option(..., "--old", help="the prepared data 
                  max_steps: Optional[int] = typer.Option(None, "--max-steps"),
                  config: Optional[Path] = typer.Option(None, "--config", "-c")):
     """One unattended round: feedback → analyze → dataset → retrain → gate → promote."""
-    from kefu.loop.monthly import run_round
-    from kefu.safety.keys import authorize_cli
-
     authorize_cli("model:train")
 
     cfg = _config(config, {"train.max_steps": max_steps})
