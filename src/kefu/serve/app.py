@@ -17,8 +17,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from kefu.safety import audit
 from kefu.serve.gateway import Authenticator, Caller, TokenBucketLimiter
 from kefu.serve.pipeline import ChatService
+from kefu.train.models import check_adapter
 from kefu.types import KefuError
 
 ALLOWED_ROLES = ("system", "developer", "user", "assistant")
@@ -281,9 +283,6 @@ def create_app(service: ChatService, *, auth: Authenticator | None = None,
             raise ApiError(400, f"the {getattr(engine, 'name', '?')} engine cannot load adapters; load them on the "
                                 "remote server (vLLM --lora-modules)")
         from starlette.concurrency import run_in_threadpool
-
-        from kefu.safety import audit
-        from kefu.train.models import check_adapter
 
         await run_in_threadpool(check_adapter, req.path, getattr(engine.model, "base_model", engine.model))
         await run_in_threadpool(engine.load_adapter, req.name, req.path)

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 
 from kefu.loop.feedback import mask_text
+from kefu.safety.keys import KeyStore
 
 __all__ = ["Caller", "Authenticator", "TokenBucketLimiter", "mask_text"]
 
@@ -57,8 +58,6 @@ class Authenticator:
     def _key_store(self):
         """The safety stage's key store once it holds a key (keys created while serving count at once)."""
         if self._store is None and self.use_store:
-            from kefu.safety.keys import KeyStore
-
             if KeyStore.exists():
                 self._store = KeyStore.open()
         return self._store

@@ -12,10 +12,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-try:
-    from kefu.data.taxonomy import INTENTS
-except ImportError:  # pragma: no cover
-    INTENTS = {}
+from kefu.data.taxonomy import INTENTS
 
 
 @dataclass
