@@ -13,6 +13,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from kefu.config import load_config
+from kefu.eval.compare import compare
+from kefu.eval.records import load_predictions
+from kefu.eval.report import fmt
+from kefu.eval.runner import evaluate, score_records
 from kefu.types import KefuError
 
 eval_app = typer.Typer(invoke_without_command=True, add_completion=False,
@@ -25,8 +30,6 @@ SUMMARY_KEYS = ("n_samples", "bleu4", "rouge1", "rouge2", "rougeL", "sacrebleu",
 
 
 def _config(config_file: Optional[Path], overrides: dict):
-    from kefu.config import load_config
-
     return load_config(config_file, {f"eval.{k}": v for k, v in overrides.items()}).eval
 
 
@@ -36,8 +39,6 @@ def _judge(url: Optional[str], model: Optional[str]) -> dict:
 
 
 def _print_summary(metrics: dict, out: Path) -> None:
-    from kefu.eval.report import fmt
-
     table = Table(title=f"kefu eval → {out}")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -86,8 +87,6 @@ def eval_main(
         raise KefuError("kefu eval needs --data TEST.jsonl and --out EVAL (or a subcommand: score, compare)")
     if run is None and endpoint is None and model is None:
         raise KefuError("kefu eval needs --run RUN, --model M or --endpoint URL to generate replies")
-    from kefu.eval.runner import evaluate
-
     cfg = _config(config_file, {"max_samples": max_samples, "batch_size": batch_size,
                                 "max_new_tokens": max_new_tokens, "last_turn_only": last_turn_only,
                                 "concurrency": concurrency, "timeout_s": timeout, **_judge(judge, judge_model)})
@@ -109,9 +108,6 @@ def score_cmd(
     judge_model: Optional[str] = typer.Option(None, "--judge-model", help="The judge's model name."),
 ):
     """Score ready predictions (no model needed)."""
-    from kefu.eval.records import load_predictions
-    from kefu.eval.runner import score_records
-
     parent = ctx.obj or {}
     cfg = _config(parent.get("config_file"), _judge(judge or parent.get("judge"),
                                                      judge_model or parent.get("judge_model")))
@@ -128,8 +124,6 @@ def compare_cmd(
     worst: int = typer.Option(5, "--worst", min=0, help="How many worst regressions to show."),
 ):
     """Side-by-side metrics, per-intent breakdown and the largest regressions from A to B."""
-    from kefu.eval.compare import compare
-
     compare(eval_a, eval_b, worst_k=worst)
 
 

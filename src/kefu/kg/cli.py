@@ -11,6 +11,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from kefu.config import load_config
+from kefu.kg.promotions import CartItem, price_cart
+from kefu.kg.retrieval import retrieve
+from kefu.kg.store import KnowledgeGraph
+from kefu.text.numbers import format_fen as yuan
 from kefu.types import KefuError
 
 kg_app = typer.Typer(no_args_is_help=True, help="The shop knowledge graph: import it, query it, price carts exactly.")
@@ -20,9 +25,6 @@ URL_OPTION = typer.Option(None, "--url", help="Database URL (default kg.url, els
 
 
 def _open(config: Optional[Path], url: Optional[str]):
-    from kefu.config import load_config
-    from kefu.kg.store import KnowledgeGraph
-
     cfg = load_config(config).kg
     return KnowledgeGraph.open(url or cfg.url), cfg
 
@@ -67,8 +69,6 @@ def query_cmd(text: str = typer.Argument(..., help="A customer turn, e.g. 风行
               as_json: bool = typer.Option(False, "--json", help="Print the Facts as JSON."),
               config: Optional[Path] = CONFIG_OPTION, url: Optional[str] = URL_OPTION):
     """Show the entities and facts retrieved for a turn, the prompt block, and the direct answer if any."""
-    from kefu.kg.retrieval import retrieve
-
     kg, cfg = _open(config, url)
     facts = retrieve(kg, text, customer_id=customer, at=parse_at(at), max_facts=cfg.max_facts,
                      faq_min_similarity=cfg.faq_min_similarity)
@@ -101,9 +101,6 @@ def price_cmd(cart: Path = typer.Option(..., "--cart", help="Cart JSON: [{sku, q
               coupon: list[str] = typer.Option([], "--coupon", help="Coupon code (repeatable)."),
               config: Optional[Path] = CONFIG_OPTION, url: Optional[str] = URL_OPTION):
     """Exact payable amount of a cart under the promotions in force, and which rules saved what."""
-    from kefu.kg.promotions import price_cart
-    from kefu.text.numbers import format_fen as yuan
-
     when = parse_at(at)
     kg, _ = _open(config, url)
     items = load_cart(kg, cart)
@@ -126,8 +123,6 @@ def price_cmd(cart: Path = typer.Option(..., "--cart", help="Cart JSON: [{sku, q
 
 def load_cart(kg, path: Path):
     """A cart file → CartItems; prices and categories come from the graph unless the line gives them."""
-    from kefu.kg.promotions import CartItem
-
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:

@@ -7,6 +7,10 @@ from typing import Optional
 
 import typer
 
+from kefu.config import load_config
+from kefu.safety.consent import require_consent
+from kefu.safety.keys import authorize_cli
+from kefu.train.data import find_data
 from kefu.types import KefuError
 
 
@@ -59,11 +63,7 @@ def register(app: typer.Typer) -> None:
 
         from rich.console import Console
 
-        from kefu.config import load_config
-        from kefu.safety.consent import require_consent
-        from kefu.safety.keys import authorize_cli
-        from kefu.train.data import find_data
-        from kefu.train.trainer import train
+        from kefu.train.trainer import train  # deferred: heavy (torch)
 
         authorize_cli("model:train")
         require_consent([find_data(data)[0]], override_reason=consent_override)
@@ -81,7 +81,7 @@ def register(app: typer.Typer) -> None:
         full = load_config(config, overrides)
         settings = full.train
         if dp:
-            from kefu.train.dp import train_dp
+            from kefu.train.dp import train_dp  # deferred: heavy (torch)
 
             if resume:
                 raise KefuError("--dp runs cannot --resume (the privacy accountant would restart)")
