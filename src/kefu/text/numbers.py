@@ -39,7 +39,7 @@ _DISCOUNT_RE = re.compile(DISCOUNT)
 
 
 def _tokens(text: str) -> list[tuple[str, Decimal | int]] | None:
-    """``text`` as ("n", value) number and ("u", multiplier) unit tokens; None on any other character."""
+    """``text`` as ("n", value) number, ("z", 0) 零 and ("u", multiplier) unit tokens; None on any other character."""
     out: list[tuple[str, Decimal | int]] = []
     i = 0
     while i < len(text):
