@@ -329,6 +329,8 @@ class Router:
         self.handoff_after_failures = handoff_after_failures
 
     def intent(self, text: str) -> str:
+        """The turn's intent: the keyword rules for handoff/complaint (and without a classifier), else the
+        classifier's."""
         explicit = guess_intent(text)
         if explicit in ("human_handoff", "complaint") or self.model is None:
             return explicit
@@ -336,10 +338,12 @@ class Router:
 
     @staticmethod
     def is_failure_signal(text: str) -> bool:
+        """The customer says the last answer did not help (counts towards a handoff)."""
         return bool(FAILURE.search(simplify(text)))
 
     @staticmethod
     def wants_order_tool(text: str, known_order: str | None) -> bool:
+        """The turn names an order number, or asks about orders/logistics while the session knows one."""
         text = simplify(text)
         return bool(order_numbers(text)) or (known_order is not None and bool(ORDERY.search(text)))
 
