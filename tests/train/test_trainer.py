@@ -1,6 +1,7 @@
 import json
 import os
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,7 +9,11 @@ import yaml
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from kefu.artifacts.run import TrainRun
+from kefu.cli import app
+from kefu.safety import audit, consent
 from kefu.train.config import TrainConfig
+from kefu.train.models import load_model
 from kefu.train.trainer import train
 from kefu.types import KefuError
 from tiny import AGENT, CUSTOMER, make_dialogues, write_jsonl
@@ -39,12 +44,6 @@ def data(tmp_path):
 
 
 def test_cli_trains_and_writes_every_output(tiny_model_dir, data, tmp_path, kefu_home):
-    from kefu.cli import app
-    from kefu.safety import audit
-    from kefu.train.models import load_model
-
-    from kefu.safety import consent
-
     consent.register(data / "train.jsonl", source="tests", legal_basis="contract", consent=True)
     run = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(run), "--model", str(tiny_model_dir),
@@ -57,6 +56,11 @@ def test_cli_trains_and_writes_every_output(tiny_model_dir, data, tmp_path, kefu
     assert record["train"]["logit_grad_floor"] == 0.0
     report = json.loads((run / "train_report.json").read_text())
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    # what eval, export, serve and the registry read back is what was written
+    written = TrainRun(run).require_finished()
+    assert written.base_model() == str(tiny_model_dir) and written.report() == report and written.metrics() == metrics
+    assert written.adapter_config().rank == 16
+    assert Path(written.adapter_config().base_model_path).resolve() == Path(tiny_model_dir).resolve()
     assert [m["step"] for m in metrics] == list(range(1, 7)) and report["steps"] == 6
     assert {"loss", "lr", "tokens_per_s"} <= metrics[0].keys()
     assert metrics[-1]["loss"] < metrics[0]["loss"]  # it learns
