@@ -91,3 +91,9 @@ def test_format_fen():
     assert format_fen(30000, short=True) == "300" and format_fen(29950, short=True) == "299.5"
     assert format_fen(5, short=True) == "0.05" and format_fen(0, short=True) == "0"
     assert parse_money_fen(format_fen(123456)) == 123456
+
+
+def test_an_amount_past_decimal_precision_is_no_money():
+    """A 40-digit run in a model reply must not crash the compliance check that reads every reply."""
+    assert parse_money_fen("1" * 40) is None
+    assert money_mentions("满300减" + "1" * 40 + "元") == []

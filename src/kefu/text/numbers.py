@@ -9,7 +9,7 @@ payable); ``format_fen`` writes fen back as yuan.
 from __future__ import annotations
 
 import re
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import InvalidOperation, ROUND_HALF_UP, Decimal
 
 __all__ = ["CN_DIGITS", "NUMERAL_CHARS", "NUMBER", "MONEY", "DISCOUNT", "cn_number", "cn_decimal", "parse_money_fen",
            "money_fen", "money_mentions", "parse_discount", "discount_mentions", "format_fen"]
@@ -132,8 +132,12 @@ def cn_number(text: str) -> int | None:
     return int(value)
 
 
-def _to_fen(yuan: Decimal) -> int:
-    return int((yuan * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+def _to_fen(yuan: Decimal) -> int | None:
+    """Yuan to integer fen, half up; None for an amount past Decimal's precision (a run of 27+ digits is no price)."""
+    try:
+        return int((yuan * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    except InvalidOperation:
+        return None
 
 
 def parse_money_fen(text: str) -> int | None:
