@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from kefu.cli import app
 from kefu.data.augment import INJECTIONS
 from kefu.data.config import PrepareConfig
-from kefu.data.pipeline import expand_inputs, prepare
+from kefu.data.pipeline import prepare
+from kefu.data.readers import expand_inputs
 from kefu.safety import audit
 from kefu.types import KefuError
 

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from kefu.data import readers
-from kefu.data.readers import read_dialogues
+from kefu.data.readers import read_logs
+from kefu.data.readers.encoding import sniff_encoding
 from kefu.types import Dialogue, KefuError, Reject
 
 from .conftest import DIALOGUES, openai_rows, write_jsonl
@@ -25,7 +26,7 @@ def split(items):
 
 
 def test_openai_jsonl_keeps_source_line_and_id(openai_jsonl):
-    dialogues, rejects = split(read_dialogues(openai_jsonl))
+    dialogues, rejects = split(read_logs(openai_jsonl))
     assert not rejects
     assert [pairs(d) for d in dialogues] == DIALOGUES
     assert [d.meta["line"] for d in dialogues] == [1, 2, 3]
@@ -37,7 +38,7 @@ def test_openai_json_array_streams_across_small_chunks(tmp_path, monkeypatch):
     rows = openai_rows() * 20
     path = tmp_path / "chats.json"
     path.write_text(json.dumps(rows, ensure_ascii=False, indent=1), encoding="utf-8")
-    dialogues, rejects = split(read_dialogues(path))
+    dialogues, rejects = split(read_logs(path))
     assert not rejects and len(dialogues) == 60
     assert [pairs(d) for d in dialogues[:3]] == DIALOGUES
     text_lines = path.read_text(encoding="utf-8").splitlines()
@@ -45,8 +46,8 @@ def test_openai_json_array_streams_across_small_chunks(tmp_path, monkeypatch):
         assert text_lines[d.meta["line"] - 1].strip() == "{"
 
 
-def test_read_dialogues_is_lazy(openai_jsonl):
-    stream = read_dialogues(openai_jsonl)
+def test_read_logs_is_lazy(openai_jsonl):
+    stream = read_logs(openai_jsonl)
     assert iter(stream) is stream
     assert isinstance(next(stream), Dialogue)
 
@@ -56,7 +57,7 @@ def test_sharegpt_with_system(tmp_path):
             for (_, q), (_, a) in (d[:2] for d in DIALOGUES)]
     path = tmp_path / "sg.json"
     path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
-    dialogues, rejects = split(read_dialogues(path))
+    dialogues, rejects = split(read_logs(path))
     assert not rejects
     assert pairs(dialogues[0])[0] == ("system", "你是山岚户外的客服")
     assert pairs(dialogues[1])[1:] == DIALOGUES[1]
@@ -66,7 +67,7 @@ def test_alpaca_with_history(tmp_path):
     d = DIALOGUES[0]
     row = {"instruction": d[2][1], "input": "", "output": d[3][1], "history": [[d[0][1], d[1][1]]], "system": "客服"}
     path = write_jsonl(tmp_path / "alpaca.jsonl", [row])
-    (dialogue,), _ = split(read_dialogues(path, format="alpaca"))
+    (dialogue,), _ = split(read_logs(path, format="alpaca"))
     assert pairs(dialogue) == [("system", "客服"), *d]
 
 
@@ -83,7 +84,7 @@ def test_dataset_info_mapping_reads_pointed_files(tmp_path):
         "shop_qa": {"file_name": "qa.json", "columns": {"prompt": "q", "response": "a"}},
         "remote": {"hf_hub_url": "someone/data"},
     }), encoding="utf-8")
-    dialogues, rejects = split(read_dialogues(tmp_path / "dataset_info.json"))
+    dialogues, rejects = split(read_logs(tmp_path / "dataset_info.json"))
     assert [pairs(d) for d in dialogues] == [[("user", "在吗，有42码吗"), ("assistant", "有的")],
                                              [("user", "包邮吗"), ("assistant", "全场包邮")]]
     assert dialogues[0].meta["source"].endswith("custom.json")
@@ -96,7 +97,7 @@ def test_turn_table_csv_with_chinese_header_and_gbk(tmp_path):
         rows += [f"s{i},{'顾客' if r == 'user' else '客服'},\"{c}\"" for r, c in d]
     path = tmp_path / "turns.csv"
     path.write_bytes(("\r\n".join(rows) + "\r\n").encode("gbk"))
-    dialogues, rejects = split(read_dialogues(path))
+    dialogues, rejects = split(read_logs(path))
     assert not rejects
     assert [pairs(d) for d in dialogues] == DIALOGUES
     assert [d.id for d in dialogues] == ["s0", "s1", "s2"] and dialogues[1].meta["line"] == 6
@@ -105,7 +106,7 @@ def test_turn_table_csv_with_chinese_header_and_gbk(tmp_path):
 def test_turn_rows_as_jsonl(tmp_path):
     rows = [{"session_id": f"s{i}", "speaker": "user" if r == "user" else "assistant", "content": c}
             for i, d in enumerate(DIALOGUES) for r, c in d]
-    dialogues, _ = split(read_dialogues(write_jsonl(tmp_path / "rows.jsonl", rows)))
+    dialogues, _ = split(read_logs(write_jsonl(tmp_path / "rows.jsonl", rows)))
     assert [pairs(d) for d in dialogues] == DIALOGUES
 
 
@@ -114,7 +115,7 @@ def test_jddc_style_tsv_without_header(tmp_path):
              "a1\tU1\t1\t0\t0\tnan\t您好!@@@!已为您催促仓库", "b2\tU2\t0\t0\t0\t123\t有发票吗", "b2\tU2\t1\t0\t0\t123\t有的"]
     path = tmp_path / "chat.txt"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    dialogues, rejects = split(read_dialogues(path))
+    dialogues, rejects = split(read_logs(path))
     assert not rejects and [d.id for d in dialogues] == ["a1", "b2"]
     assert pairs(dialogues[0]) == [("user", "你好"), ("user", "订单什么时候发货"), ("assistant", "您好"),
                                    ("assistant", "已为您催促仓库")]
@@ -125,7 +126,7 @@ def test_txt_speaker_prefixed_with_bom(tmp_path):
     text = "顾客：XL码有货吗\n客服：有的\n亲，今天发货\n\nUser: 包邮吗\nAssistant: 包邮\n"
     path = tmp_path / "chat.txt"
     path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
-    dialogues, rejects = split(read_dialogues(path))
+    dialogues, rejects = split(read_logs(path))
     assert not rejects
     assert pairs(dialogues[0]) == [("user", "XL码有货吗"), ("assistant", "有的\n亲，今天发货")]
     assert pairs(dialogues[1]) == [("user", "包邮吗"), ("assistant", "包邮")]
@@ -134,7 +135,7 @@ def test_txt_speaker_prefixed_with_bom(tmp_path):
 
 def test_jddc_sample(shared_data):
     path = shared_data / "jddc2019" / "chat_0.1per.txt"
-    dialogues, rejects = split(read_dialogues(path))
+    dialogues, rejects = split(read_logs(path))
     assert not rejects and len(dialogues) == 994  # 994 sessions in the sample
     assert sum(len(d.messages) for d in dialogues) >= 12136  # !@@@! splits add turns, none are lost
     assert pairs(dialogues[0])[:2] == [("user", "人工客服 京东快递(移动端) 你好"), ("assistant", "有什么问题我可以帮您处理或解决呢?")]
@@ -170,27 +171,27 @@ def _bad_inputs(tmp_path):
                                   "undecodable", "not_a_list"])
 def test_bad_input_skip_and_fail(tmp_path, case):
     path, line, reason = _bad_inputs(tmp_path)[case]
-    items = list(read_dialogues(path, on_error="skip"))
+    items = list(read_logs(path, on_error="skip"))
     _, rejects = split(items)
     assert len(rejects) == 1, rejects
     assert rejects[0].file == str(path) and rejects[0].line == line and reason in rejects[0].reason
     with pytest.raises(KefuError) as err:
-        list(read_dialogues(path, on_error="fail"))
+        list(read_logs(path, on_error="fail"))
     where = f"{path}:{line}" if line else str(path)
     assert str(err.value).startswith(where) and reason in str(err.value)
 
 
 def test_good_records_around_a_bad_line_survive(tmp_path):
     path, _, _ = _bad_inputs(tmp_path)["malformed"]
-    dialogues, rejects = split(read_dialogues(path))
+    dialogues, rejects = split(read_logs(path))
     assert [d.meta["line"] for d in dialogues] == [1, 3] and rejects[0].raw.startswith('{"messages"')
 
 
 def test_forced_format_and_unknown_format(openai_jsonl):
-    _, rejects = split(read_dialogues(openai_jsonl, format="alpaca"))
+    _, rejects = split(read_logs(openai_jsonl, format="alpaca"))
     assert len(rejects) == 3 and "instruction" in rejects[0].reason
     with pytest.raises(KefuError, match="unknown format"):
-        read_dialogues(openai_jsonl, format="xml")
+        read_logs(openai_jsonl, format="xml")
 
 
 def test_detect_format(tmp_path, openai_jsonl):
@@ -198,9 +199,9 @@ def test_detect_format(tmp_path, openai_jsonl):
     p = tmp_path / "a.txt"
     p.write_text("顾客：你好\n客服：您好\n", encoding="utf-8")
     assert readers.detect_format(p) == "txt"
-    assert readers.sniff_encoding(p) == "utf-8"
+    assert sniff_encoding(p) == "utf-8"
     p.write_bytes("顾客：你好\n".encode("gbk"))
-    assert readers.sniff_encoding(p) == "gb18030"
+    assert sniff_encoding(p) == "gb18030"
 
 
 def test_read_a_folder(tmp_path):
@@ -209,7 +210,7 @@ def test_read_a_folder(tmp_path):
     (tmp_path / "sub" / "b.txt").write_text("顾客：在吗\n客服：在的\n", encoding="utf-8")
     (tmp_path / "products.csv").write_text("sku,name\nSL-1,冲锋衣\n", encoding="utf-8")
     skipped = []
-    dialogues, rejects = split(read_dialogues(tmp_path, unrecognised=lambda p, why: skipped.append(p.name)))
+    dialogues, rejects = split(read_logs(tmp_path, unrecognised=lambda p, why: skipped.append(p.name)))
     assert len(dialogues) == 4 and not rejects and skipped == ["products.csv"]
 
 
@@ -218,5 +219,5 @@ def test_json_object_documents(tmp_path):
     one.write_text(json.dumps(openai_rows()[0], ensure_ascii=False, indent=2), encoding="utf-8")
     wrapped = tmp_path / "wrapped.json"
     wrapped.write_text(json.dumps({"data": openai_rows()}, ensure_ascii=False, indent=2), encoding="utf-8")
-    assert [pairs(d) for d in split(read_dialogues(one))[0]] == DIALOGUES[:1]
-    assert [pairs(d) for d in split(read_dialogues(wrapped))[0]] == DIALOGUES
+    assert [pairs(d) for d in split(read_logs(one))[0]] == DIALOGUES[:1]
+    assert [pairs(d) for d in split(read_logs(wrapped))[0]] == DIALOGUES

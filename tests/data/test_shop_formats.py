@@ -9,7 +9,7 @@ import pytest
 from kefu.data.config import NormalizeConfig, PrepareConfig
 from kefu.data.normalize import clean_turns
 from kefu.data.pipeline import prepare
-from kefu.data.readers import read_dialogues
+from kefu.data.readers import read_logs
 from kefu.types import Dialogue
 
 SHOP = Path(__file__).resolve().parents[2] / "examples" / "shop"
@@ -20,7 +20,7 @@ FILES = ["dialogues.jsonl", "dialogues.csv", "dialogues.txt", "dataset_info.json
 def _cleaned(path) -> list[list[tuple[str, str]]]:
     cfg = NormalizeConfig(strip_greetings=False)
     out = []
-    for item in read_dialogues(path, on_error="fail"):
+    for item in read_logs(path, on_error="fail"):
         assert isinstance(item, Dialogue)
         # formats that need strict alternation (ShareGPT, Alpaca) join a speaker's consecutive messages with a
         # newline where the one-message-per-row formats keep them apart: compare modulo whitespace

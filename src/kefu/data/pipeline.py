@@ -12,25 +12,31 @@ one dialogue as read (or one unusable line/row/file, which becomes a reject).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import multiprocessing
 import os
 import time
 from collections import Counter, deque
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from kefu.artifacts.dialogues import dialogue_line, json_line
 from kefu.data import augment as aug
 from kefu.data.annotate import Annotator, Catalogue, RuleAnnotator
 from kefu.data.config import PrepareConfig
 from kefu.data.dedup import Deduplicator, MinHasher, exact_key, shingle_text
 from kefu.data.normalize import clean_turns, quality_reason
-from kefu.data.readers import DATA_SUFFIXES, dataset_info_files, read_dialogues
+from kefu.data.readers import expand_inputs, read_logs
+from kefu.data.readers.dataset_info import dataset_info_files
 from kefu.data.report import build_report, render_markdown
-from kefu.data.split import SPLITS, assign_split
+from kefu.data.split import assign_split
+from kefu.safety import audit
 from kefu.safety.audit import sha256_file
+from kefu.text.pii import mask_many
 from kefu.types import Dialogue, Entity, KefuError, Reject, Turn
 
 OUTPUTS = ("train.jsonl", "val.jsonl", "test.jsonl", "rejects.jsonl")
@@ -39,48 +45,48 @@ Progress = Callable[[int, int, int], None]  # (bytes just read, total bytes, dia
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# inputs
-
-
-def expand_inputs(inputs: list[Path], out_dir: Path | None = None, catalogue: Path | None = None
-                  ) -> list[tuple[Path, bool]]:
-    """Files to read, in a stable order, each with ``explicit`` (named by the user, not found in a folder).
-
-    Folders are walked recursively (hidden files, the output folder and the catalogue are left out); files that a
-    ``dataset_info.json`` in the walk points to are read through it, with its column mapping, and not twice.
-    """
-    skip = {p.resolve() for p in [catalogue] if p}
-    out_resolved = out_dir.resolve() if out_dir else None
-    files: list[tuple[Path, bool]] = []
-    seen: set[Path] = set()
-    for raw in inputs:
-        path = Path(raw)
-        if not path.exists():
-            raise KefuError(f"{path}: no such file or folder")
-        if path.is_file():
-            if path.resolve() not in seen:
-                seen.add(path.resolve())
-                files.append((path, True))
-            continue
-        found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in DATA_SUFFIXES
-                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
-        referenced: set[Path] = set()
-        for p in found:
-            if p.name == "dataset_info.json":
-                referenced |= dataset_info_files(p)
-        for p in found:
-            resolved = p.resolve()
-            if resolved in skip or resolved in referenced or resolved in seen:
-                continue
-            if out_resolved and (resolved == out_resolved or out_resolved in resolved.parents):
-                continue
-            seen.add(resolved)
-            files.append((p, False))
-    return files
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # per-dialogue work (runs in worker processes)
+
+
+@dataclass(slots=True)
+class Record:
+    """One dialogue on its way through ``kefu prepare``, from reader to writer.
+
+    The parent fills ``id``/``turns``/``meta`` from the reader; a worker cleans, masks and annotates it and fills
+    the results, writing the prepared JSONL ``line`` (and tier-3 ``variants``) and then dropping ``turns``/``meta``,
+    which the line now holds, so only results travel back; the parent deduplicates on ``key``/``signature`` and
+    writes ``line`` to its ``split``.
+    """
+
+    id: str
+    turns: list[Turn]
+    meta: dict[str, Any]
+    filtered: str | None = None  # the quality filter that dropped it (then nothing below is set)
+    line: str = ""
+    key: bytes = b""  # exact-duplicate digest of the cleaned turns
+    signature: bytes | None = None  # MinHash signature as bytes (pickles back cheaper than an ndarray)
+    split: str = ""
+    tier: int = 0
+    intents: list[str] = field(default_factory=list)  # one per user turn
+    entity_types: list[str] = field(default_factory=list)
+    pii: dict[str, int] = field(default_factory=dict)  # placeholder -> count
+    n_turns: int = 0
+    variants: list[tuple[str, str]] = field(default_factory=list)  # tier-3 (kind, line), all in train
+
+    @classmethod
+    def from_dialogue(cls, dialogue: Dialogue) -> "Record":
+        return cls(dialogue.id, dialogue.messages, dialogue.meta)
+
+    def __getstate__(self) -> tuple:
+        # turns as (role, content) tuples: a chunk of records pickles several times faster than with Turn objects
+        return (self.id, [(t.role, t.content) for t in self.turns], self.meta, self.filtered, self.line, self.key,
+                self.signature, self.split, self.tier, self.intents, self.entity_types, self.pii, self.n_turns,
+                self.variants)
+
+    def __setstate__(self, state: tuple) -> None:
+        (self.id, turns, self.meta, self.filtered, self.line, self.key, self.signature, self.split, self.tier,
+         self.intents, self.entity_types, self.pii, self.n_turns, self.variants) = state
+        self.turns = [Turn(role, content) for role, content in turns]
 
 
 class _Worker:
@@ -91,37 +97,33 @@ class _Worker:
         self.catalogue = Catalogue.from_csv(catalogue) if catalogue else None
         self.annotator = load_annotator(config.annotator, self.catalogue) if config.annotate else None
         self.hasher = MinHasher(config.dedup.num_perm, config.dedup.shingle) if config.dedup.near else None
-        self.mask_many = None
         self._mask_cache: dict[str, tuple[str, dict[str, int]]] = {}
-        if config.mask_pii:
-            from kefu.text.pii import mask_many
 
-            self.mask_many = mask_many
-
-    def process(self, item: tuple[str, list[tuple[str, str]], dict[str, Any]]) -> tuple:
-        record_id, raw_turns, meta = item
+    def process(self, record: Record) -> Record:
+        """Clean, mask, filter, fingerprint, split, annotate and augment ``record``; returns it with its results."""
         cfg = self.cfg
-        turns = clean_turns([Turn(role, content) for role, content in raw_turns], cfg.normalize)
+        turns = clean_turns(record.turns, cfg.normalize)
         pii: dict[str, int] = {}
-        if self.mask_many is not None:
+        if cfg.mask_pii:
             cache = self._mask_cache
             if len(cache) >= 100_000:
                 cache.clear()
             # templated replies repeat: mask each distinct text once, the dialogue's new ones as one batch
             todo = [turn.content for turn in turns if turn.content not in cache]
             if todo:
-                cache.update(zip(todo, self.mask_many(todo)))
+                cache.update(zip(todo, mask_many(todo)))
             for turn in turns:
                 masked, counts = cache[turn.content]
                 if counts:
                     turn.content = masked
                     for key, n in counts.items():
                         pii[key] = pii.get(key, 0) + n
+        meta, record.turns, record.meta = record.meta, [], {}
         reason = quality_reason(turns, cfg.filters)
         if reason is not None:
-            return ("filtered", reason)
+            record.filtered = reason
+            return record
         key = exact_key(turns)
-        # bytes, not an ndarray: pickling small arrays back to the parent costs more than the hashing saves
         sig = self.hasher.signature(shingle_text(turns)).tobytes() if self.hasher is not None else None
         split = assign_split(key, cfg.seed, cfg.val_ratio, cfg.test_ratio)
         intents, entities = self.annotator.annotate(turns) if self.annotator is not None else ([], [])
@@ -129,19 +131,19 @@ class _Worker:
         out_meta = {k: v for k, v in meta.items() if k not in ("source", "line")}
         out_meta.update(source=meta.get("source"), line=meta.get("line"), tier=tier, split=split, intents=intents,
                         entities=[_entity_dict(e) for e in entities], pii_counts=pii)
-        line = _dumps(Dialogue(record_id, turns, out_meta))
-        generated: list[tuple[str, str, list[str], list[str]]] = []
+        record.line = dialogue_line(Dialogue(record.id, turns, out_meta))
         if cfg.augment and split == "train" and cfg.augment_ratio > 0:
             for kind, new_turns in aug.augment(turns, key, cfg.seed, cfg.augment_ratio, list(cfg.augment_kinds),
                                                entities, self.catalogue):
                 a_intents, a_entities = self._annotate_variant(turns, intents, entities, new_turns)
                 a_meta = {"source": meta.get("source"), "line": meta.get("line"), "tier": 3, "split": "train",
-                          "augment": kind, "parent": record_id, "intents": a_intents,
+                          "augment": kind, "parent": record.id, "intents": a_intents,
                           "entities": [_entity_dict(e) for e in a_entities], "pii_counts": pii}
-                generated.append((kind, _dumps(Dialogue(f"{record_id}#{kind}", new_turns, a_meta)), a_intents,
-                                  [e.type for e in a_entities]))
-        return ("ok", line, key, sig, split, tier, intents, [e.type for e in entities], pii, len(turns), generated)
-
+                record.variants.append((kind, dialogue_line(Dialogue(f"{record.id}#{kind}", new_turns, a_meta))))
+        record.key, record.signature, record.split, record.tier = key, sig, split, tier
+        record.intents, record.entity_types, record.pii, record.n_turns = \
+            intents, [e.type for e in entities], pii, len(turns)
+        return record
 
     def _annotate_variant(self, turns: list[Turn], intents: list[str], entities: list, new_turns: list[Turn]
                           ) -> tuple[list[str], list]:
@@ -176,9 +178,10 @@ class _Worker:
 
 
 def load_annotator(spec: str, catalogue: Catalogue | None) -> Annotator:
-    """Build the annotator named ``"module:Class"`` (see :class:`kefu.data.annotate.Annotator`)."""
-    import importlib
+    """Build the annotator named ``"module:Class"`` (see :class:`kefu.data.annotate.Annotator`).
 
+    ``prepare.annotator`` is a user setting (a learned tagger can replace the rules), hence the import by name.
+    """
     module_name, _, class_name = spec.partition(":")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
@@ -194,10 +197,6 @@ def _entity_dict(e) -> dict[str, Any]:
     return {"type": e.type, "text": e.text, "turn": e.turn, "start": e.start, "end": e.end, "value": e.value}
 
 
-def _dumps(dialogue: Dialogue) -> str:
-    return json.dumps(dialogue.to_dict(), ensure_ascii=False, separators=(",", ":"))
-
-
 _WORKER: _Worker | None = None
 
 
@@ -206,7 +205,7 @@ def _init_worker(config_json: str, catalogue: str | None) -> None:
     _WORKER = _Worker(PrepareConfig.model_validate_json(config_json), catalogue)
 
 
-def _process_chunk(chunk: list) -> list[tuple]:
+def _process_chunk(chunk: list[Record]) -> list[Record]:
     assert _WORKER is not None
     return [_WORKER.process(item) for item in chunk]
 
@@ -280,42 +279,41 @@ def prepare(inputs: list[Path], out_dir: Path, config: PrepareConfig, catalogue:
         if progress is not None:
             progress(n, total_bytes, processed)
 
-    def records() -> Iterator[tuple[str, list[tuple[str, str]], dict[str, Any]]]:
+    def records() -> Iterator[Record]:
         for path, explicit in files:
             unrecognised = None if explicit else (lambda p, why: skipped.append({"path": str(p), "reason": why}))
-            for record in read_dialogues(path, config.format, config.on_error, progress=on_bytes,
-                                         unrecognised=unrecognised):
+            for item in read_logs(path, config.format, config.on_error, progress=on_bytes, unrecognised=unrecognised):
                 counts.records_in += 1
-                if isinstance(record, Reject):
+                if isinstance(item, Reject):
                     counts.rejected += 1
-                    counts.rejects_by_file[record.file] += 1
-                    handles["rejects.jsonl"].write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+                    counts.rejects_by_file[item.file] += 1
+                    handles["rejects.jsonl"].write(json_line(item.to_dict()) + "\n")
                     continue
-                yield record.id, [(t.role, t.content) for t in record.messages], record.meta
+                yield Record.from_dialogue(item)
 
-    def consume(results: list[tuple]) -> None:
+    def consume(results: list[Record]) -> None:
         nonlocal processed
-        for result in results:
+        for record in results:
             processed += 1
-            if result[0] == "filtered":
-                counts.filtered[result[1]] += 1
+            if record.filtered is not None:
+                counts.filtered[record.filtered] += 1
                 continue
-            _, line, key, sig, split, tier, intents, entity_types, pii, n_turns, generated = result
-            dup = dedup.check(key, None if sig is None else np.frombuffer(sig, dtype=np.uint32))
+            sig = record.signature
+            dup = dedup.check(record.key, None if sig is None else np.frombuffer(sig, dtype=np.uint32))
             if dup is not None:
                 counts.duplicates += 1
                 counts.dup_kinds[dup] += 1
                 continue
             counts.kept += 1
-            counts.turns += n_turns
-            handles[f"{split}.jsonl"].write(line + "\n")
-            counts.splits[split] += 1
-            counts.tiers[str(tier)] += 1
-            counts.intents.update(intents)
-            counts.entities.update(entity_types)
-            counts.pii.update(pii)
-            for kind, g_line, _g_intents, _g_types in generated:
-                handles["train.jsonl"].write(g_line + "\n")
+            counts.turns += record.n_turns
+            handles[f"{record.split}.jsonl"].write(record.line + "\n")
+            counts.splits[record.split] += 1
+            counts.tiers[str(record.tier)] += 1
+            counts.intents.update(record.intents)
+            counts.entities.update(record.entity_types)
+            counts.pii.update(record.pii)
+            for kind, line in record.variants:
+                handles["train.jsonl"].write(line + "\n")
                 counts.splits["train"] += 1
                 counts.tiers["3"] += 1
                 counts.generated[kind] += 1
@@ -369,8 +367,6 @@ def prepare(inputs: list[Path], out_dir: Path, config: PrepareConfig, catalogue:
 
 
 def _audit(files: list[tuple[Path, bool]], out_dir: Path, report: dict[str, Any]) -> None:
-    from kefu.safety import audit
-
     paths = [p for p, _ in files]
     for p, _ in files:  # the files a dataset_info.json points to are inputs too
         if p.name == "dataset_info.json":
