@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
+from kefu.artifacts.dialogues import read_dialogues, write_dialogues
 from kefu.data.dedup import Deduplicator, MinHasher, exact_key, shingle_text
 from kefu.text.pii import mask
 from kefu.loop.feedback import FeedbackRecord
@@ -36,13 +37,6 @@ def _dialogue_from(record: FeedbackRecord) -> Dialogue | None:
                           "session_id": record.session_id})
 
 
-def _read_jsonl(path: Path) -> Iterable[Dialogue]:
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield Dialogue.from_dict(json.loads(line))
-
-
 def build_dataset(records: Iterable[FeedbackRecord], out: Path, *, previous: Iterable[Path] = (),
                   seed_dedup_threshold: float = 0.85) -> dict[str, Any]:
     """Write ``out/train.jsonl`` from feedback; dialogues already present in ``previous`` files are dropped."""
@@ -50,12 +44,13 @@ def build_dataset(records: Iterable[FeedbackRecord], out: Path, *, previous: Ite
     dedup = Deduplicator(threshold=seed_dedup_threshold)
     known = 0
     for path in previous:
-        for old in _read_jsonl(Path(path)):
+        for prepared in read_dialogues(path):
+            old = prepared.dialogue
             dedup.check(exact_key(old.messages), hasher.signature(shingle_text(old.messages)))
             known += 1
     counts = {"feedback": 0, "usable": 0, "duplicates": 0, "kept": 0, "previous": known}
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "train.jsonl", "w", encoding="utf-8") as handle:
+
+    def kept() -> Iterator[Dialogue]:
         for record in records:
             counts["feedback"] += 1
             dialogue = _dialogue_from(record)
@@ -66,6 +61,9 @@ def build_dataset(records: Iterable[FeedbackRecord], out: Path, *, previous: Ite
                 counts["duplicates"] += 1
                 continue
             counts["kept"] += 1
-            handle.write(json.dumps(dialogue.to_dict(), ensure_ascii=False) + "\n")
+            yield dialogue
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_dialogues(out / "train.jsonl", kept())
     (out / "report.json").write_text(json.dumps(counts, indent=2), encoding="utf-8")
     return counts

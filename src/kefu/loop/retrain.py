@@ -14,18 +14,15 @@ import random
 from pathlib import Path
 from typing import Any
 
+from kefu.artifacts.dialogues import read_dialogues, write_dialogues
 from kefu.eval.config import EvalConfig
+from kefu.eval.runner import evaluate
 from kefu.loop.config import LoopConfig
 from kefu.loop.registry import Registry
 from kefu.safety.audit import sha256_file
 from kefu.train.config import TrainConfig
+from kefu.train.models import load_model
 from kefu.types import KefuError
-
-
-def _lines(path: Path) -> list[str]:
-    if not path.is_file():
-        return []
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _folder_file(folder: Path, name: str) -> Path:
@@ -33,20 +30,19 @@ def _folder_file(folder: Path, name: str) -> Path:
 
 
 def mix_training_data(new_train: Path, old_train: Path, out: Path, *, replay_ratio: float, seed: int) -> dict:
-    """Write ``out`` = new dialogues + ``replay_ratio`` × as many old ones (seeded sample); return the counts."""
-    new, old = _lines(new_train), _lines(old_train)
+    """Write ``out`` = new dialogues + ``replay_ratio`` × as many old ones (seeded sample); return the counts.
+
+    A missing ``old_train`` means nothing to replay."""
+    new = [p.dialogue for p in read_dialogues(new_train)] if Path(new_train).exists() else []
+    old = [p.dialogue for p in read_dialogues(old_train)] if Path(old_train).exists() else []
     if not new:
         raise KefuError(f"{new_train}: no new training dialogues; nothing to retrain on")
     replay = random.Random(seed).sample(old, min(len(old), round(len(new) * replay_ratio)))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(line + "\n" for line in new + replay), encoding="utf-8")
+    write_dialogues(out, new + replay)
     return {"new": len(new), "replayed": len(replay), "old_available": len(old)}
 
 
 def _score(base: str, adapter: str | None, test: Path, out: Path, config: EvalConfig) -> dict[str, Any]:
-    from kefu.eval.runner import evaluate
-    from kefu.train.models import load_model
-
     model, tokenizer = load_model(base, adapter)
     return evaluate(test, out, model_obj=model, tokenizer=tokenizer, config=config, progress=False)
 
@@ -72,7 +68,7 @@ def retrain(new_data: Path, old_data: Path, out: Path, *, train_config: TrainCon
     ``new_data`` and ``old_data`` are prepared folders (``train.jsonl``, optional ``test.jsonl``) or train files.
     The serving version comes from the registry; with none, the base model is the bar to clear.
     """
-    from kefu.train.trainer import train
+    from kefu.train.trainer import train  # deferred: heavy (torch)
 
     loop_config = loop_config or LoopConfig()
     registry = registry or Registry()
