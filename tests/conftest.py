@@ -14,6 +14,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parent.parent
 SHOP = REPO / "examples" / "shop"
 SHARED_DATA = REPO.parent / "shared" / "data"
+# the sample shop's promotions run in November 2026: tests that price its products ask at this moment
+SHOP_TIME = "2026-11-20T10:00:00+08:00"
 
 
 @pytest.fixture(autouse=True)
@@ -31,3 +33,10 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} not present: real-data test skipped")
     return SHARED_DATA
+
+
+@pytest.fixture
+def shop_time(monkeypatch) -> str:
+    """Fix the shop's clock (``$KEFU_SHOP_TIME``) inside the sample shop's promotion month."""
+    monkeypatch.setenv("KEFU_SHOP_TIME", SHOP_TIME)
+    return SHOP_TIME

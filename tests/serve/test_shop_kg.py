@@ -21,6 +21,11 @@ def shop_kg(tmp_path_factory):
     return kg
 
 
+@pytest.fixture(autouse=True)
+def _in_the_promotion_month(shop_time):
+    """Prices below are the sample shop's in November 2026, whatever today's date."""
+
+
 class DraftEngine:
     """Stands in for the model with a fixed draft (a wrong price), to check grounding end to end."""
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from kefu.clock import parse_time, shop_now
 from kefu.config import load_config
 from kefu.kg.promotions import CartItem, price_cart
 from kefu.kg.retrieval import retrieve
@@ -30,16 +31,8 @@ def _open(config: Optional[Path], url: Optional[str]):
 
 
 def parse_at(value: Optional[str]) -> datetime:
-    """``--at`` (ISO 8601 with offset) or now."""
-    if not value:
-        return datetime.now(timezone.utc)
-    try:
-        at = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise KefuError(f"--at {value!r}: not an ISO 8601 time (e.g. 2026-11-11T10:00:00+08:00)") from exc
-    if at.tzinfo is None:
-        raise KefuError(f"--at {value!r}: add a UTC offset (e.g. +08:00), a time without one is ambiguous")
-    return at
+    """``--at`` (ISO 8601 with offset), else the shop's clock (``$KEFU_SHOP_TIME`` or now)."""
+    return parse_time(value, "--at") if value else shop_now()
 
 
 @kg_app.command("import")

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
+from kefu.clock import shop_now
 from kefu.kg.promotions import CartItem, Promotion, price_cart
 from kefu.kg.recommend import recommend
 from kefu.kg.records import Order, Product, color_matches, size_matches
@@ -256,7 +257,7 @@ def _order_lines(order: Order, snap: Snapshot) -> tuple[str, str | None]:
 def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, at: datetime | None = None,
              max_facts: int = 12, faq_min_similarity: float = 0.6) -> Facts:
     """Facts relevant to ``text``. Orders are shown only when ``customer_id`` owns them; ``at`` defaults to now."""
-    at = at or datetime.now(timezone.utc)
+    at = at or shop_now()
     if at.tzinfo is None:
         raise KefuError("retrieve(at=...): `at` must be timezone-aware")
     snap = kg.snapshot()

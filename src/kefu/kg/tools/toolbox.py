@@ -9,12 +9,13 @@ misbehaving backend still cannot leak another customer's order. Tool results are
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Callable
 
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
+from kefu.clock import shop_now
 from kefu.kg.importer import Problems, order_from_dict
 from kefu.kg.promotions import CartItem, price_cart
 from kefu.kg.recommend import recommend
@@ -46,7 +47,7 @@ class ToolBox:
         if not customer_id:
             raise KefuError("ToolBox needs the authenticated customer_id")
         self.kg, self.backend, self.customer_id = kg, backend, customer_id
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.clock = clock or shop_now
 
     def call(self, name: str, arguments: dict | str) -> dict:
         """Validate ``arguments`` (a dict or the JSON string a model emits) and run tool ``name``."""
