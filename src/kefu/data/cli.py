@@ -14,6 +14,11 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from kefu.config import load_config
+from kefu.data.pipeline import prepare
+from kefu.safety import consent
+from kefu.safety.keys import authorize_cli
+from kefu.text.pii import mask_many
 from kefu.types import KefuError
 
 FORMAT_HELP = "Input format: auto (detected per file), openai, sharegpt, alpaca, llamafactory, turns or txt."
@@ -35,10 +40,6 @@ def prepare_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     """Clean, mask, deduplicate, annotate, augment and split chat logs into training data."""
-    from kefu.config import load_config
-    from kefu.data.pipeline import prepare
-    from kefu.safety.keys import authorize_cli
-
     authorize_cli("data:write")
     overrides = {"prepare.format": format, "prepare.on_error": on_error, "prepare.seed": seed,
                  "prepare.val_ratio": val_ratio, "prepare.test_ratio": test_ratio, "prepare.workers": workers,
@@ -74,8 +75,6 @@ def prepare_command(
 def _carry_consent(inputs: List[Path], out: Path) -> None:
     """Give the prepared splits their sources' consent/provenance record, when every source has a valid one, so
     `kefu train` accepts them; otherwise training asks for a record (or an audited override) later."""
-    from kefu.safety import consent
-
     sources = [p for p in inputs]
     if not all(consent.problem(consent.lookup(p), p) is None for p in sources):
         return
@@ -114,9 +113,6 @@ _MASK_BATCH = 1000  # lines masked together (Masker.mask_many) at most
 
 def mask_command() -> None:
     """Mask PII in text read from stdin, one output line per input line (streaming)."""
-    from kefu.text.pii import mask_many
-    from kefu.safety.keys import authorize_cli
-
     authorize_cli("data:read")
     stdout = sys.stdout
     for lines in _line_batches(sys.stdin, _MASK_BATCH):
