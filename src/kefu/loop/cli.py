@@ -127,7 +127,7 @@ def export_command(run: Path = typer.Option(..., "--run", help="a train run fold
                                                              "`kefu serve --trim-vocab OUT/vocab`"),
                    config: Optional[Path] = typer.Option(None, "--config", "-c")):
     """Export a run: merged model, INT8 CPU model, or a vLLM adapter with its serve command."""
-    from kefu.loop import export  # deferred: heavy (torch)
+    import kefu.loop.export as export  # deferred: heavy (torch)
 
     authorize_cli("model:deploy")
 

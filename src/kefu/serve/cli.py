@@ -15,6 +15,7 @@ from kefu.config import load_config
 from kefu.serve.build import build_service, parse_adapters
 from kefu.serve.gateway import Authenticator
 from kefu.serve.registry_watch import RegistryWatcher
+from kefu.serve.router import RouterModel, default_router_path, evaluate, load_training_turns
 from kefu.types import KefuError
 
 console = Console(stderr=True)
@@ -83,8 +84,6 @@ def router_fit(data: Path = typer.Option(..., "--data", help="Prepared train.jso
     """Fit the TF-IDF + logistic-regression router, calibrate its threshold, write the quality curve."""
     from sklearn.model_selection import train_test_split
 
-    from kefu.serve.router import RouterModel, default_router_path, evaluate, load_training_turns
-
     texts, intents = load_training_turns(data)
     if eval_data is not None:
         eval_texts, eval_intents = load_training_turns(eval_data)
@@ -108,8 +107,6 @@ def router_eval(data: Path = typer.Option(..., "--data", help="Held-out prepared
                 model_path: Optional[Path] = typer.Option(None, "--model", help="Router file (default $KEFU_HOME)."),
                 out_dir: Optional[Path] = typer.Option(None, "--out-dir")):
     """Write the quality-vs-%-full-model curve (JSON + SVG) of a fitted router on held-out data."""
-    from kefu.serve.router import RouterModel, default_router_path, evaluate, load_training_turns
-
     path = model_path or default_router_path()
     model = RouterModel.load(path)
     texts, intents = load_training_turns(data)
