@@ -7,7 +7,8 @@ import json
 import pytest
 
 from kefu.data import readers
-from kefu.data.readers import read_logs
+from kefu.data.readers import expand_inputs, read_logs
+from kefu.data.readers.dataset_info import dataset_info_files, resolve_dataset_info
 from kefu.data.readers.encoding import sniff_encoding
 from kefu.types import Dialogue, KefuError, Reject
 
@@ -89,6 +90,28 @@ def test_dataset_info_mapping_reads_pointed_files(tmp_path):
                                              [("user", "包邮吗"), ("assistant", "全场包邮")]]
     assert dialogues[0].meta["source"].endswith("custom.json")
     assert len(rejects) == 1 and "hf_hub_url" in rejects[0].reason, rejects
+
+
+def test_dataset_info_resolves_once_for_reading_and_for_the_walk(tmp_path):
+    """One resolver: a folder entry means its data files, remote/odd entries carry their problem, and the files a
+    folder walk must not read twice are exactly the ones read through it."""
+    (tmp_path / "logs").mkdir()
+    write_jsonl(tmp_path / "logs" / "b.jsonl", openai_rows()[1:])
+    write_jsonl(tmp_path / "logs" / "a.jsonl", openai_rows()[:1])
+    (tmp_path / "logs" / "notes.md").write_text("not data", encoding="utf-8")
+    (tmp_path / "dataset_info.json").write_text(json.dumps({
+        "chats": {"file_name": "logs", "formatting": "openai"},
+        "odd": {"file_name": "logs/a.jsonl", "formatting": "xml"},
+        "gone": {"file_name": "missing.json"},
+    }), encoding="utf-8")
+    entries = resolve_dataset_info(tmp_path / "dataset_info.json")
+    assert [(e.name, [f.name for f in e.files], e.problem is None) for e in entries] == [
+        ("chats", ["a.jsonl", "b.jsonl"], True), ("odd", ["a.jsonl"], False), ("gone", [], False)]
+    assert "unsupported formatting" in entries[1].problem and "not found" in entries[2].problem
+    assert {f.name for f in dataset_info_files(tmp_path / "dataset_info.json")} == {"a.jsonl", "b.jsonl"}
+    assert [p.name for p, _ in expand_inputs([tmp_path])] == ["dataset_info.json"]
+    dialogues, rejects = split(read_logs(tmp_path))
+    assert [pairs(d) for d in dialogues] == DIALOGUES and len(rejects) == 2
 
 
 def test_turn_table_csv_with_chinese_header_and_gbk(tmp_path):
