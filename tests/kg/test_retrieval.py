@@ -189,7 +189,8 @@ def test_stock_by_colour_and_size_when_the_catalogue_has_it(tmp_path):
     kg.import_path(path)
     facts = retrieve(kg, "雪线黑色L码还有货吗", at=AT)
     assert facts.answer == "「雪线羽绒服」曜石黑/L：库存5件。"
-    assert retrieve(kg, "雪线黑的M码有货吗", at=AT).answer == "「雪线羽绒服」曜石黑/M：缺货。"
+    # out of stock now also names the variants in stock (曜石黑/L:5 in the row above)
+    assert retrieve(kg, "雪线黑的M码有货吗", at=AT).answer == "「雪线羽绒服」曜石黑/M：缺货；有货的还有：曜石黑/L（5件）。"
 
 
 def test_two_questions_get_no_canned_answer(kg):

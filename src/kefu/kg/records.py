@@ -3,12 +3,14 @@ a customer's colour or size word matches a product's."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
 RELATIONS = ("compatible-with", "alternative-to", "accessory-of")
 PLAYBOOK_TYPES = ("delay", "lost", "damaged", "address_change", "refused")
+SIZE_RANGE = re.compile(r"[（(].*$")  # "L(40-43)", "M(56-58cm)": the size, then its range
 
 
 @dataclass(slots=True)
@@ -172,7 +174,8 @@ def color_matches(query: str, color: str) -> bool:
 
 
 def size_matches(query: str, size: str) -> bool:
-    """Case-insensitive, 码/号 ignored, 2XL = XXL and 3XL = XXXL."""
+    """Case-insensitive, 码/号 and a bracketed range ignored (L matches ``L(40-43)``), 2XL = XXL and 3XL = XXXL."""
     aliases = {"2XL": "XXL", "3XL": "XXXL"}
-    q, s = query.upper(), size.upper().rstrip("码号")
+    q = query.upper().strip().rstrip("码号")
+    s = SIZE_RANGE.sub("", size.upper()).strip().rstrip("码号")
     return aliases.get(q, q) == aliases.get(s, s)

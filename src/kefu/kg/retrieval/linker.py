@@ -1,0 +1,148 @@
+"""The entity linker: one pass of a precompiled trie-shaped regex over every product name, alias, SKU, category,
+brand, style and catalogue colour (longest match wins, like Aho–Corasick), built once per ``kg.version`` and cached on
+the graph's snapshot, plus small regexes for order numbers (16 digits), tracking numbers, sizes and colour words."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from kefu.kg.store import KnowledgeGraph, Snapshot
+from kefu.text import trie_regex as text_trie_regex
+
+# 16 digits, also as typed in chat: 26110899 53055203 or 2611-0899-5305-5203 (no other groupings: two phone numbers
+# side by side must not read as an order)
+ORDER_NO = re.compile(r"(?<![\d-])(?:\d{16}|\d{8}[ -]\d{8}|\d{4}(?:[ -]\d{4}){3})(?![\d-])")
+TRACKING_NO = re.compile(r"(?<![A-Za-z0-9])([A-Z]{2,4}\d{9,15}|\d{12,15})(?![0-9])")
+SIZE = re.compile(r"(?<![A-Za-z0-9])(XXXL|XXL|XL|XS|2XL|3XL|4XL|S|M|L)(?![A-Za-z])(?:码|号)?|(?<!\d)(3\d|4\d)(?:码|号)|均码",
+                  re.IGNORECASE)
+BASE_COLORS = "黑白红蓝灰绿黄粉紫橙棕咖米青"
+COLOR_WORD = re.compile(rf"([{BASE_COLORS}]|卡其|藏青|藏蓝|军绿|墨绿|天蓝|深蓝|浅蓝|深灰|浅灰|酒红|玫红|橘)(?:色|的|款|颜色)")
+PUNCT = re.compile(r"[\s，。！？、,.!?~～：:；;“”\"'（）()【】\[\]…—-]+")
+FILLER = re.compile(r"请问|你好|您好|亲爱的|亲|你们|咱们|麻烦|一下|呀|吗|呢|啊|哈|吧|哦|嘛|么")
+
+
+def trie_regex(terms: list[str]) -> re.Pattern[str] | None:
+    """One compiled regex matching any of ``terms`` (trie-shaped, longest term first); None when there are none."""
+    pattern = text_trie_regex(terms)
+    return re.compile(pattern) if pattern else None
+
+
+@dataclass
+class Linker:
+    """The compiled pattern and what each matched term means, for one snapshot version."""
+
+    pattern: re.Pattern[str] | None
+    meanings: dict[str, list[tuple[str, str]]]  # term -> [(entity type, value)]
+    faq_grams: list[tuple[str, set[str]]]
+
+
+def grams(text: str) -> set[str]:
+    """Character bigrams of ``text`` without punctuation and chat fillers (请问/亲/呀/吗 …)."""
+    text = FILLER.sub("", PUNCT.sub("", text.lower()))
+    return {text[i:i + 2] for i in range(len(text) - 1)} or ({text} if text else set())
+
+
+def linker(snap: Snapshot) -> Linker:
+    """The entity linker of ``snap`` (built on first use, then cached on the snapshot)."""
+    cached = snap.cache.get("linker")
+    if cached is not None:
+        return cached
+    meanings: dict[str, list[tuple[str, str]]] = {}
+
+    def add(term: str, kind: str, value: str) -> None:
+        term = term.strip()
+        if len(term) < 2 and not term.isascii():
+            return  # a single Chinese character matches inside too many words
+        if term.isascii() and (len(term) < 2 or (len(term) == 2 and not any(c.isdigit() for c in term))):
+            return  # "X1" is a model name; "XL" or "Pro" alone are not products
+        slot = meanings.setdefault(term, [])
+        if (kind, value) not in slot:
+            slot.append((kind, value))
+
+    for p in snap.products.values():
+        add(p.sku, "product", p.sku)
+        add(p.name, "product", p.sku)
+        add(p.name.replace(" ", ""), "product", p.sku)  # "X1三合一冲锋衣 男款" typed without the space
+        for alias in p.aliases:
+            add(alias, "product", p.sku)
+        add(p.category, "category", p.category)
+        if p.brand:
+            add(p.brand, "brand", p.brand)
+        if p.style:
+            add(p.style, "style", p.style)
+        if p.material:
+            add(p.material, "material", p.material)
+        for color in p.colors:
+            add(color, "color", color)
+    for category in snap.policies:
+        if category != "*":
+            add(category, "category", category)
+    pattern = trie_regex(sorted(meanings, key=lambda t: (-len(t), t)))
+    result = Linker(pattern, meanings, [(f.question, grams(f.question)) for f in snap.faq])
+    snap.cache["linker"] = result
+    return result
+
+
+def _ascii_word(text: str, i: int) -> bool:
+    return 0 <= i < len(text) and text[i].isascii() and text[i].isalnum()
+
+
+def _drop_modifiers(entities: list[dict], snap: Snapshot) -> list[dict]:
+    """"美丽诺徒步袜": a product term right next to another product's term that it is part of the name of (美丽诺 in
+    美丽诺中厚徒步袜) modifies that product; it is not a second product."""
+    products = [e for e in entities if e["type"] == "product"]
+    drop = []
+    for e in products:
+        for other in products:
+            if other["value"] == e["value"] or not (other["start"] == e["end"] or other["end"] == e["start"]):
+                continue
+            target = snap.products.get(other["value"])
+            if target and any(e["text"] in term for term in [target.name, *target.aliases]):
+                drop.append(e)
+                break
+    return [e for e in entities if not any(e is d for d in drop)]
+
+
+def link(kg: KnowledgeGraph, text: str, *, snap: Snapshot | None = None) -> list[dict]:
+    """Entities in ``text``: product/category/brand/style/material/color from the catalogue, size, order_no,
+    logistics (tracking number) — each ``{type, text, start, end, value}`` (the shape of ``kefu.types.Entity``)."""
+    snap = snap or kg.snapshot()
+    lk = linker(snap)
+    entities: list[dict] = []
+    taken: list[tuple[int, int]] = []
+
+    def free(start: int, end: int) -> bool:
+        return all(end <= s or start >= e for s, e in taken)
+
+    for m in ORDER_NO.finditer(text):
+        value = re.sub(r"[ -]", "", m.group())
+        entities.append({"type": "order_no", "text": m.group(), "start": m.start(), "end": m.end(), "value": value})
+        taken.append(m.span())
+    for m in TRACKING_NO.finditer(text):
+        if free(*m.span()):
+            entities.append({"type": "logistics", "text": m.group(), "start": m.start(), "end": m.end(),
+                             "value": m.group()})
+            taken.append(m.span())
+    if lk.pattern is not None:
+        for m in lk.pattern.finditer(text):
+            if not free(*m.span()):
+                continue
+            term = m.group()
+            if term.isascii() and (_ascii_word(text, m.start() - 1) or _ascii_word(text, m.end())):
+                continue  # inside a longer Latin word or number: "X1" in "SX12"
+            for kind, value in lk.meanings.get(term, []):
+                entities.append({"type": kind, "text": term, "start": m.start(), "end": m.end(), "value": value})
+            taken.append(m.span())
+    for m in COLOR_WORD.finditer(text):
+        if free(*m.span()):
+            entities.append({"type": "color", "text": m.group(), "start": m.start(), "end": m.end(),
+                             "value": m.group(1)})
+            taken.append(m.span())
+    for m in SIZE.finditer(text):
+        if free(*m.span()):
+            value = (m.group(1) or m.group(2) or "均码").upper()
+            entities.append({"type": "size", "text": m.group(), "start": m.start(), "end": m.end(), "value": value})
+            taken.append(m.span())
+    entities.sort(key=lambda e: (e["start"], e["end"], e["type"]))
+    return _drop_modifiers(entities, snap)
