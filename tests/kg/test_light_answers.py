@@ -159,6 +159,10 @@ def test_promotions_by_name_at_the_moment(shop):
     assert "双11跨店满减" in listed and "国庆" not in listed and "双12" not in listed and "年货节" not in listed
 
 
+def test_a_word_of_a_promotion_name_alone_is_not_a_question_about_it(shop):
+    assert "国庆" not in (ask(shop, "徒步出游穿什么好") or "")  # 出游 is in 国庆出游季满减's name
+
+
 def test_amount_without_products(shop):
     assert "减¥50.00" in ask(shop, "我购物车350块钱的东西，满减能减多少")  # P001 满300减50
 

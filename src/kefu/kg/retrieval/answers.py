@@ -56,6 +56,7 @@ def quantities(text: str, entities: list[dict]) -> dict[str, int]:
 CODE_LIKE = re.compile(r"(?<![A-Za-z0-9])(?=[A-Za-z]*\d)(?=\d*[A-Za-z])[A-Za-z0-9]{4,16}(?![A-Za-z0-9])")
 COUPON_WORD = re.compile(r"券|优惠码|兑换码|折扣码|券码")
 RULE = re.compile(rf"(每)?满\s*({NUMBER})\s*(?:元|块)?\s*减\s*({NUMBER})")
+PROMOTION_WORDS = re.compile(r"活动|优惠|满减|促销|折|减|券|秒杀|清仓|赠|送|大促|还有吗|结束|开始|能用|可以用")
 CN_RUN = re.compile(r"[零〇一二两三四五六七八九十百千]{2,}")
 TOKEN = re.compile(r"\d+|[A-Za-z]+|[^\W\d_]")
 
@@ -144,7 +145,9 @@ def promotions_named(snap: Snapshot, text: str, entities: list[dict]) -> list[Pr
     rest = mask(text, entities)
     grams = _bigrams(rest)
     distinctive = _distinctive(snap)
-    named = [p for p in snap.promotions if distinctive.get(p.id, set()) & grams]
+    # one word of a name ("出游") names the promotion only when the turn is about promotions at all
+    about = PROMOTION_WORDS.search(rest) is not None
+    named = [p for p in snap.promotions if len(hits := distinctive.get(p.id, set()) & grams) >= 2 or (hits and about)]
     for m in RULE.finditer(rest):
         threshold, reduction = cn_number(m.group(2)), cn_number(m.group(3))
         if threshold is None or reduction is None:
