@@ -9,12 +9,16 @@ import pytest
 
 from kefu.heap import release_freed_memory
 from kefu.serve.build import load_trim
-from kefu.serve.engine import EngineError, LocalEngine, RemoteEngine, collect, lookup_draft, render
+from kefu.serve.config import ServeConfig
+from kefu.serve.engine import (TURN_STOPS, EngineError, LocalEngine, RemoteEngine, StopText, collect, finish_reason,
+                               lookup_draft, render, token_budget)
+from kefu.serve.engine.repetition import History, control_repetition
 from kefu.testing import CUSTOMER, make_model, make_tokenizer
 from kefu.train.template import prompt_add_special_tokens, stop_token_ids
 from serve_support import tiny_model
 
 PROMPTS = ["冲锋衣多少钱", "有黑色吗", "订单发货了吗，我等了好久", "你好"]
+PENALTY, NGRAM = ServeConfig().repetition_penalty, ServeConfig().no_repeat_ngram_size  # the engine's defaults
 
 
 def msgs(text):
@@ -38,18 +42,42 @@ def test_batched_generation_matches_one_at_a_time(tiny):
     assert all(single)
 
 
-def _generate_alone(model, tok, text, max_new):
-    """What ``generate`` answers for one prompt on its own (greedy), as text up to the end-of-turn token."""
+class _ReplyOnly:
+    """transformers' own repetition processors applied to the reply only (the engine's semantics): the reference."""
+
+    def __init__(self, prompt_len, penalty, ngram):
+        from transformers import NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor
+
+        self.prompt_len = prompt_len
+        self.processors = ([RepetitionPenaltyLogitsProcessor(penalty)] if penalty != 1.0 else []) + \
+            ([NoRepeatNGramLogitsProcessor(ngram)] if ngram else [])
+
+    def __call__(self, input_ids, scores):
+        for processor in self.processors:
+            scores = processor(input_ids[:, self.prompt_len:], scores)
+        return scores
+
+
+def _generate_ids(model, tok, text, max_new, penalty=PENALTY, ngram=NGRAM, stop_at_eos=True):
+    """What ``generate`` answers for one prompt on its own (greedy, transformers' repetition processors on the
+    reply), as token ids up to the end-of-turn token."""
     import torch
+    from transformers import LogitsProcessorList
 
     enc = tok(render(tok, msgs(text)), return_tensors="pt", add_special_tokens=prompt_add_special_tokens(tok))
     stops = set(stop_token_ids(tok)) | {tok.eos_token_id}
+    prompt_len = enc["input_ids"].shape[1]
     with torch.no_grad():
         out = model.generate(**enc, max_new_tokens=max_new, do_sample=False, pad_token_id=tok.pad_token_id,
-                             eos_token_id=sorted(stops))
-    ids = out[0, enc["input_ids"].shape[1]:].tolist()
-    ids = ids[:next((i for i, t in enumerate(ids) if t in stops), len(ids))]
-    return tok.decode(ids, skip_special_tokens=True)
+                             eos_token_id=sorted(stops) if stop_at_eos else None,
+                             logits_processor=LogitsProcessorList([_ReplyOnly(prompt_len, penalty, ngram)]))
+    ids = out[0, prompt_len:].tolist()
+    return ids[:next((i for i, t in enumerate(ids) if t in stops), len(ids))] if stop_at_eos else ids
+
+
+def _generate_alone(model, tok, text, max_new, penalty=PENALTY, ngram=NGRAM):
+    """``_generate_ids`` as text."""
+    return tok.decode(_generate_ids(model, tok, text, max_new, penalty, ngram), skip_special_tokens=True)
 
 
 @pytest.mark.parametrize("draft_tokens", [0, 4])  # one token per step / prompt-lookup drafts verified per step
@@ -63,7 +91,8 @@ def test_continuous_batching_matches_generate_alone(arch, gap_s, draft_tokens):
     model = make_model(arch, vocab_size=len(tok), seed=3).eval()
     texts = [CUSTOMER[1], CUSTOMER[5] * 3, CUSTOMER[0], CUSTOMER[4] * 2, CUSTOMER[6]]
     budgets = [12, 5, 20, 9, 15]
-    want = [_generate_alone(model, tok, t, n) for t, n in zip(texts, budgets)]
+    want = [_generate_alone(model, tok, t, n) for t, n in zip(texts, budgets)]  # under ServeConfig's penalties
+    assert want != [_generate_alone(model, tok, t, n, penalty=1.0, ngram=0) for t, n in zip(texts, budgets)]
 
     async def run():
         engine = LocalEngine(model, tok, max_new_tokens=32, max_batch_size=8, batch_wait_ms=0 if gap_s else 50,
@@ -332,8 +361,6 @@ def test_remote_engine_gives_up_with_engine_error():
 def test_drafts_that_are_all_right_or_all_wrong_leave_the_answer_unchanged(arch):
     """Verification with an oracle (every draft token is the model's own next token: multi-token acceptance, new
     cache entries at their true positions) and with garbage drafts (every draft rejected and its cache dropped)."""
-    import torch
-
     tok = make_tokenizer()
     model = make_model(arch, vocab_size=len(tok), seed=5).eval()
     texts, budget = [CUSTOMER[2], CUSTOMER[3] * 2, CUSTOMER[7]], 14
@@ -341,10 +368,7 @@ def test_drafts_that_are_all_right_or_all_wrong_leave_the_answer_unchanged(arch)
     oracle = {}
     for text in texts:
         ids = tok(render(tok, msgs(text)), add_special_tokens=prompt_add_special_tokens(tok))["input_ids"]
-        with torch.no_grad():
-            out = model.generate(torch.tensor([ids]), max_new_tokens=budget, do_sample=False,
-                                 pad_token_id=tok.pad_token_id)
-        oracle[tuple(ids)] = out[0, len(ids):].tolist()
+        oracle[tuple(ids)] = _generate_ids(model, tok, text, budget, stop_at_eos=False)
 
     for kind in ("oracle", "garbage"):
         engine = LocalEngine(model, tok, max_new_tokens=budget, max_batch_size=8, batch_wait_ms=50, draft_tokens=4)
@@ -434,3 +458,214 @@ def test_a_sampled_row_shares_wide_draft_steps_with_greedy_rows():
     assert greedy == want and engine.drafted > 0
     torch.manual_seed(0)
     assert asyncio.run(run())[0][-1] == sampled
+
+
+# -- decoding that ends: repetition control, stop strings, budgets, finish_reason ------------------------------------
+
+LOOPING = "冲锋衣多少钱"  # the tiny model's greedy answer to it loops ("理reh了l1理reh了l1...") without repetition control
+
+
+def _repeats(ids, n):
+    """Whether some n-gram occurs twice in ``ids``."""
+    grams = [tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+async def _answer(engine, text, **kwargs):
+    """(text, pieces, finish_reason) of one streamed answer."""
+    stream = engine.stream(msgs(text), **kwargs)
+    pieces = [piece async for piece in stream]
+    return "".join(pieces), pieces, stream.finish_reason
+
+
+def test_no_repeat_ngrams_end_a_loop(tiny):
+    model, tok = tiny
+    looping = _generate_ids(model, tok, LOOPING, 30, penalty=1.0, ngram=0)
+    assert any(looping[-p:] == looping[-2 * p:-p] == looping[-3 * p:-2 * p] for p in range(1, 11))  # a real loop
+
+    async def run(draft_tokens):
+        engine = LocalEngine(model, tok, max_new_tokens=30, draft_tokens=draft_tokens)
+        off = await _answer(engine, LOOPING, repetition_penalty=1.0, no_repeat_ngram_size=0)
+        ban = await _answer(engine, LOOPING, repetition_penalty=1.0, no_repeat_ngram_size=4)
+        default = await _answer(engine, LOOPING)
+        await engine.close()
+        return off, ban, default
+
+    for draft_tokens in (0, 4):
+        off, ban, default = asyncio.run(run(draft_tokens))
+        assert off[0] == tok.decode(looping, skip_special_tokens=True) and off[2] == "length"
+        ban_ids = _generate_ids(model, tok, LOOPING, 30, penalty=1.0, ngram=4)
+        assert not _repeats(ban_ids, 4) and ban[0] == tok.decode(ban_ids, skip_special_tokens=True)
+        assert default[0] == _generate_alone(model, tok, LOOPING, 30)  # ServeConfig's defaults: 1.1 and 4
+        assert default[0] != off[0]
+
+
+def test_repetition_control_is_per_row_in_a_batch(tiny):
+    """Two requests with different settings share decode steps (with drafts); each answer is transformers' for its
+    own settings, and a sampled row obeys its n-gram ban too."""
+    import torch
+
+    model, tok = tiny
+    settings = [(LOOPING, 1.0, 0), (PROMPTS[1], 1.3, 3), (PROMPTS[0], 1.1, 2)]
+    want = [_generate_alone(model, tok, text, 24, penalty, ngram) for text, penalty, ngram in settings]
+    assert len(set(want)) == 3
+
+    async def run():
+        engine = LocalEngine(model, tok, max_new_tokens=24, batch_wait_ms=50, draft_tokens=4)
+        outs = await asyncio.gather(
+            *[collect(engine.stream(msgs(t), repetition_penalty=p, no_repeat_ngram_size=n)) for t, p, n in settings],
+            collect(engine.stream(msgs(PROMPTS[2]), temperature=1.0, no_repeat_ngram_size=1, max_new_tokens=30)))
+        await engine.close()
+        return outs, list(engine.batches), engine
+
+    torch.manual_seed(0)
+    (*greedy, sampled), batches, engine = asyncio.run(run())
+    assert greedy == want
+    assert max(batches) == 4 and engine.drafted > 0
+    assert len(sampled) > 5 and len(set(sampled)) == len(sampled)  # char tokenizer: no token twice
+
+
+def test_control_repetition_matches_transformers_at_every_draft_position():
+    """``control_repetition`` on a [rows, width, vocab] step equals transformers' processors on each reply+draft."""
+    import random
+
+    import torch
+    from transformers import NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor
+
+    rng = random.Random(0)
+    vocab = 12
+    rows = [([rng.randrange(6) for _ in range(rng.randrange(0, 14))], [rng.randrange(6) for _ in range(k)], p, n)
+            for k, p, n in [(0, 1.2, 3), (3, 1.0, 2), (4, 1.5, 0), (2, 1.0, 1), (4, 1.3, 4)]]
+    width = 5
+    logits = torch.randn(len(rows), width, vocab)
+    histories = []
+    for reply, _, penalty, n in rows:
+        history = History([], penalty, n)
+        for token in reply:
+            history.ids.append(token)
+            history.note()
+        histories.append(history)
+    got = control_repetition(logits.clone(), histories, [draft for _, draft, _, _ in rows])
+    for r, (reply, draft, penalty, n) in enumerate(rows):
+        for j in range(width):
+            if j > len(draft):
+                assert torch.equal(got[r, j], logits[r, j])  # padding positions are left alone
+                continue
+            ids = torch.tensor([reply + draft[:j]], dtype=torch.long)
+            want = logits[r, j][None].clone()
+            if penalty != 1.0 and ids.shape[1]:
+                want = RepetitionPenaltyLogitsProcessor(penalty)(ids, want)
+            if n:
+                want = NoRepeatNGramLogitsProcessor(n)(ids, want)
+            assert torch.allclose(got[r, j], want[0]), (r, j)
+
+
+def test_stop_strings_end_the_stream_and_are_never_sent(tiny):
+    model, tok = tiny
+    full = _generate_alone(model, tok, LOOPING, 24)
+    stop = full[7:10]  # three characters in the middle, sent one token at a time: two held back before the match
+    want = full[:full.index(stop)]
+
+    async def run():
+        engine = LocalEngine(model, tok, max_new_tokens=24)
+        got = await _answer(engine, LOOPING, stop=[stop])
+        await engine.close()
+        return got
+
+    text, pieces, reason = asyncio.run(run())
+    assert text == want and reason == "stop"
+    assert all(stop not in p for p in pieces) and len(pieces) > 1
+
+
+def test_stop_text_holds_back_what_could_begin_a_turn_stop():
+    stops = StopText(TURN_STOPS)
+    assert stops.feed("好的亲") == "好的亲"
+    assert stops.feed("，还有什么需要吗？\n") == "，还有什么需要吗？"  # "\n" may begin "\n用户："
+    assert stops.feed("用") == ""
+    assert stops.feed("户：那我再") == "" and stops.stopped
+    assert stops.feed("想想") == "" and stops.flush() == ""
+    other = StopText(TURN_STOPS)
+    assert other.feed("第一行\n") == "第一行" and other.feed("第二行<start_of") == "\n第二行"
+    assert other.flush() == "<start_of" and not other.stopped  # the end: what was held is sent
+    assert StopText(TURN_STOPS).feed("客服：您好") == "客服：您好"  # a leading role label is not a next turn
+    assert StopText(TURN_STOPS).feed("您好\n客服：您好") == "您好"
+
+
+def test_finish_reason_is_length_at_the_budget_and_stop_on_eos(tiny):
+    model, tok = tiny
+    ids = _generate_ids(model, tok, PROMPTS[1], 24)
+    k = next(i for i in range(2, len(ids)) if ids[i] not in ids[:i])
+
+    async def run():
+        engine = LocalEngine(model, tok, max_new_tokens=24)
+        at_budget = await _answer(engine, PROMPTS[1], max_new_tokens=5)
+        engine.eos_ids = engine.eos_ids | {ids[k]}  # the model's k-th token now ends the answer
+        at_eos = await _answer(engine, PROMPTS[1])
+        await engine.close()
+        return at_budget, at_eos
+
+    (budget_text, _, budget_reason), (eos_text, _, eos_reason) = asyncio.run(run())
+    assert budget_reason == "length" and budget_text == tok.decode(ids[:5], skip_special_tokens=True)
+    assert eos_reason == "stop" and eos_text == tok.decode(ids[:k], skip_special_tokens=True)
+
+
+def test_streams_keep_yielding_text_and_finish_reason_reads_fakes_too(tiny):
+    model, tok = tiny
+
+    async def fake():
+        yield "x"
+
+    async def run():
+        engine = LocalEngine(model, tok, max_new_tokens=3)
+        stream = engine.stream(msgs(PROMPTS[0]))
+        assert finish_reason(stream) is None  # not before the end
+        pieces = [p async for p in stream]
+        await engine.close()
+        plain = fake()
+        return pieces, finish_reason(stream), [p async for p in plain], finish_reason(plain)
+
+    pieces, reason, fake_pieces, fake_reason = asyncio.run(run())
+    assert all(isinstance(p, str) for p in pieces) and reason == "length"
+    assert fake_pieces == ["x"] and fake_reason is None
+
+
+def test_token_budget_per_intent():
+    config = ServeConfig()
+    assert token_budget(config, "greeting", None) == 32
+    assert token_budget(config, "price_inquiry", None) == token_budget(config, "logistics_tracking", 500) == 64
+    assert token_budget(config, "complaint", None) == token_budget(config, None, None) == config.max_new_tokens
+    assert token_budget(config, "order_status", 20) == 20  # the client asked for less
+    small = ServeConfig(max_new_tokens=16, max_new_tokens_by_intent={"greeting": 8, "other": 300})
+    assert token_budget(small, "greeting", None) == 8 and token_budget(small, "other", None) == 16  # never above
+    with pytest.raises(ValueError):
+        ServeConfig(max_new_tokens_by_intent={"greeting": 0})
+
+
+def test_remote_engine_cuts_stop_strings_sends_extras_only_when_asked_and_reports_finish_reason():
+    bodies = []
+
+    def handler(request: httpx.Request):
+        bodies.append(json.loads(request.content))
+        if len(bodies) == 1:  # the model writes the customer's next line
+            body = _sse("好的亲，", "马上发货\n用", "户：好的谢谢")
+        else:
+            body = (f"data: {json.dumps({'choices': [{'delta': {'content': '亲'}, 'finish_reason': None}]})}\n\n"
+                    f"data: {json.dumps({'choices': [{'delta': {}, 'finish_reason': 'length'}]})}\n\n"
+                    "data: [DONE]\n\n")
+        return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+
+    async def run(extras):
+        engine = RemoteEngine("http://vllm.invalid", transport=httpx.MockTransport(handler), sampling_extras=extras,
+                              repetition_penalty=1.1)
+        first = await _answer(engine, "发货了吗", stop=["。"], no_repeat_ngram_size=3)
+        second = await _answer(engine, "发货了吗", repetition_penalty=1.3)
+        await engine.close()
+        return first, second
+
+    (text, _, reason), (text2, _, reason2) = asyncio.run(run(False))
+    assert (text, reason) == ("好的亲，马上发货", "stop") and (text2, reason2) == ("亲", "length")
+    assert "repetition_penalty" not in bodies[0] and "no_repeat_ngram_size" not in bodies[0]
+    bodies.clear()
+    asyncio.run(run(True))
+    assert bodies[0]["repetition_penalty"] == 1.1 and bodies[1]["repetition_penalty"] == 1.3
+    assert "no_repeat_ngram_size" not in bodies[0]  # no OpenAI-compatible server takes it

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,6 +28,16 @@ class ServeConfig(BaseModel):
     max_batch_size: int = Field(8, ge=1, le=256)
     batch_wait_ms: float = Field(10.0, ge=0)
     max_new_tokens: int = Field(128, ge=1, le=4096)
+    # answer budget per intent (kefu.data.taxonomy ids; serve.engine.token_budget), never above max_new_tokens;
+    # intents not listed get max_new_tokens
+    max_new_tokens_by_intent: dict[str, Annotated[int, Field(ge=1, le=4096)]] = Field(default_factory=lambda: {
+        "greeting": 32, "price_inquiry": 64, "stock_inquiry": 64, "order_status": 64, "logistics_tracking": 64})
+    # repetition control on the reply's own tokens (serve.engine.repetition): the CTRL/transformers repetition
+    # penalty (1: off) and a ban on repeating any n-gram of the reply (0: off); a request may override both
+    repetition_penalty: float = Field(1.1, ge=1.0, le=2.0)
+    no_repeat_ngram_size: int = Field(4, ge=0, le=16)
+    # send repetition_penalty to remote_url (vLLM accepts it; OpenAI's API rejects unknown fields)
+    remote_sampling_extras: bool = False
     # CPU: int8-weight = int8 weights with bf16 activations (kefu.train.quant; ~2x faster decode), int8 = torch.ao
     # dynamic quantisation (activations too; loses most of Gemma 3's greedy tokens)
     quantize: Literal["none", "int8", "int8-weight"] = "none"

@@ -9,6 +9,12 @@ requests for different adapters share steps, and can be loaded while serving. Gr
 (``draft_tokens``, ``draft.lookup_draft``): the drafted tokens are verified in the same step, and the longest prefix
 the model agrees with is kept, so output is unchanged and steps are fewer. How the model is readied (trim, INT8,
 adapters) is ``prepare``'s.
+
+Decoding ends: each row has its own repetition penalty and no-repeat n-gram size (``repetition``; the engine's
+defaults are ``ServeConfig``'s, a request may override them), applied to every position of a step before the greedy
+choice, the draft verification and sampling, so speculation never changes a greedy answer under them either. A row
+stops on EOS or a template stop token, on a stop string (``base.TURN_STOPS`` plus the request's ``stop``; never sent,
+a tail that might begin one is held back), or at its token budget; ``Generation.finish_reason`` says which.
 """
 
 from __future__ import annotations
@@ -20,18 +26,20 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Sequence
 
 from kefu.heap import release_freed_memory
-from kefu.serve.engine.base import EngineError, render
+from kefu.serve.config import ServeConfig
+from kefu.serve.engine.base import TURN_STOPS, EngineError, Finished, Generation, StopText, render
 from kefu.serve.engine.batch import KVBatch
 from kefu.serve.engine.draft import lookup_draft
 from kefu.serve.engine.prepare import attach_adapter, prepare_model, stop_ids, top_filters
+from kefu.serve.engine.repetition import History, control_repetition
 from kefu.train.template import prompt_add_special_tokens
 
 log = logging.getLogger("kefu.serve.engine")
 
-_END = object()  # a request's queue item after its last piece of text
+_DEFAULTS = ServeConfig()  # the engine's defaults for repetition control are the serve config's
 
 
 @dataclass
@@ -44,6 +52,9 @@ class _Request:
     temperature: float
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    stops: tuple[str, ...] = ()
     enqueued: float = field(default_factory=time.perf_counter)
     cancelled: bool = False
     first_token_at: float | None = None
@@ -57,13 +68,17 @@ class _Request:
 
 class _Row:
     """One request being decoded: its prompt and generated ids, the position of ``last`` (the newest token, not yet
-    in the cache), and how much text was already sent."""
+    in the cache), how much text was decoded (``sent``: through ``stop_text``, which holds back a possible stop
+    string's start), its repetition ``history``, and why it ended (``finish``: "stop" / "length")."""
 
-    __slots__ = ("req", "prompt", "ids", "position", "sent", "last", "done")
+    __slots__ = ("req", "prompt", "ids", "position", "sent", "last", "done", "history", "stop_text", "finish")
 
     def __init__(self, req: _Request, prompt: list[int], first: int):
         self.req, self.prompt, self.ids, self.position, self.sent, self.last, self.done = \
             req, prompt, [], len(prompt), 0, first, False
+        self.history = History(self.ids, req.repetition_penalty, req.no_repeat_ngram_size)
+        self.stop_text = StopText(req.stops)
+        self.finish: str | None = None
 
 
 class LocalEngine:
@@ -73,7 +88,9 @@ class LocalEngine:
 
     def __init__(self, model, tokenizer, *, base_name: str = "base", adapters: dict[str, str] | None = None,
                  max_batch_size: int = 8, batch_wait_ms: float = 10.0, max_new_tokens: int = 128,
-                 quantize: str = "none", trim=None, draft_tokens: int = 4):
+                 quantize: str = "none", trim=None, draft_tokens: int = 4,
+                 repetition_penalty: float = _DEFAULTS.repetition_penalty,
+                 no_repeat_ngram_size: int = _DEFAULTS.no_repeat_ngram_size, stop: Sequence[str] = TURN_STOPS):
         import torch
 
         self.torch = torch
@@ -88,6 +105,10 @@ class LocalEngine:
         self.batch_wait_s = batch_wait_ms / 1000.0
         self.max_new_tokens = max_new_tokens
         self.draft_tokens = draft_tokens  # prompt-lookup tokens verified per step for greedy rows (0: off)
+        _check_repetition(repetition_penalty, no_repeat_ngram_size)
+        self.repetition_penalty = repetition_penalty  # per-request defaults (1.0 / 0: off)
+        self.no_repeat_ngram_size = no_repeat_ngram_size
+        self.stop = tuple(stop)  # stop strings of every request; a request's ``stop`` adds to them
         self.drafted = self.accepted = 0  # draft tokens proposed / confirmed by the model (metrics, tests, bench)
         self.heap_trims = 0  # times freed memory was handed back to the OS on going idle
         self._inbox: queue.Queue[_Request] = queue.Queue()
@@ -253,7 +274,7 @@ class LocalEngine:
                                                     for r, d in zip(active, drafts)]),
                             position_ids=torch.tensor([[r.position + j for j in range(width)] for r in active]),
                             attention_mask=batch.extend_mask(width), cache=batch.cache)
-        logits = out.logits
+        logits = control_repetition(out.logits, [r.history for r in active], drafts)
         # position 0 answers ``last`` (greedy or sampled); a drafted row keeps the draft's prefix that matches the
         # model's greedy choices at positions 0.., then the model's next token (only greedy rows get drafts)
         picks = [[token] for token in self._choose(logits[:, 0], [r.req for r in active])]
@@ -293,20 +314,34 @@ class LocalEngine:
     def _accept(self, row: _Row, token: int) -> bool:
         """Record ``token`` for ``row`` and stream any new complete text; False when the row is finished."""
         req = row.req
-        if token in self.eos_ids or req.cancelled:
+        if req.cancelled:
+            return False
+        if token in self.eos_ids:
+            row.finish = "stop"
             return False
         row.ids.append(token)
+        row.history.note()
         text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
         if not text.endswith("\ufffd") and len(text) > row.sent:  # not half of a multi-byte character
-            req.push(text[row.sent:])
+            piece = row.stop_text.feed(text[row.sent:])
             row.sent = len(text)
-        return len(row.ids) < req.max_new_tokens
+            if piece:
+                req.push(piece)
+            if row.stop_text.stopped:
+                row.finish = "stop"
+                return False
+        if len(row.ids) >= req.max_new_tokens:
+            row.finish = "length"
+            return False
+        return True
 
     def _close_row(self, row: _Row) -> None:
         text = self.tokenizer.decode(row.ids, skip_special_tokens=True).rstrip("\ufffd")
-        if len(text) > row.sent:
-            row.req.push(text[row.sent:])
-        row.req.push(_END)
+        rest = row.stop_text.feed(text[row.sent:]) if len(text) > row.sent else ""
+        rest += row.stop_text.flush()
+        if rest:
+            row.req.push(rest)
+        row.req.push(Finished(row.finish or "stop"))
 
     def _finish_rows(self, active: list[_Row], batch: KVBatch) -> list[_Row]:
         """Close finished or cancelled rows and drop them from the cache."""
@@ -320,26 +355,37 @@ class LocalEngine:
         batch.select(keep)
         return [active[i] for i in keep]
 
-    async def stream(self, messages: list[dict[str, str]], *, model: str | None = None,
-                     max_new_tokens: int | None = None, temperature: float = 0.0) -> AsyncIterator[str]:
+    def stream(self, messages: list[dict[str, str]], *, model: str | None = None, max_new_tokens: int | None = None,
+               temperature: float = 0.0, repetition_penalty: float | None = None,
+               no_repeat_ngram_size: int | None = None, stop: list[str] | None = None) -> Generation:
+        """The answer's text pieces; ``.finish_reason`` ("stop" / "length") once they are exhausted. Repetition
+        control left None takes the engine's defaults; ``stop`` strings add to the engine's (``TURN_STOPS``)."""
+        return Generation(self._generate(messages, model, max_new_tokens, temperature, repetition_penalty,
+                                         no_repeat_ngram_size, stop))
+
+    async def _generate(self, messages, model, max_new_tokens, temperature, repetition_penalty,
+                        no_repeat_ngram_size, stop) -> AsyncIterator[str | Finished]:
         adapter = None if model in (None, "", self.base_name) else model
         if adapter is not None and adapter not in self.adapters:
             raise EngineError(f"unknown adapter {model!r}")
         if temperature < 1e-3:  # a tiny temperature overflows logits/temperature: treat it as greedy
             temperature = 0.0
+        penalty = self.repetition_penalty if repetition_penalty is None else repetition_penalty
+        ngram = self.no_repeat_ngram_size if no_repeat_ngram_size is None else no_repeat_ngram_size
+        _check_repetition(penalty, ngram)
         prompt = render(self.tokenizer, messages)
         req = _Request(prompt, adapter, max_new_tokens or self.max_new_tokens, temperature,
-                       asyncio.get_running_loop(), asyncio.Queue())
+                       asyncio.get_running_loop(), asyncio.Queue(), penalty, ngram, self.stop + tuple(stop or ()))
         self._ensure_started()
         self._inbox.put(req)
         try:
             while True:
                 item = await req.queue.get()
-                if item is _END:
-                    return
                 if isinstance(item, Exception):
                     raise item
                 yield item
+                if isinstance(item, Finished):
+                    return
         finally:
             req.cancelled = True
             if req.first_token_at is not None:
@@ -354,3 +400,7 @@ class LocalEngine:
         if thread is None or not thread.is_alive():
             self._fail_queued(EngineError("the engine was closed"))
 
+
+def _check_repetition(penalty: float, ngram: int) -> None:
+    if not penalty > 0 or ngram < 0:
+        raise ValueError(f"repetition_penalty must be > 0 and no_repeat_ngram_size >= 0, not {penalty}, {ngram}")

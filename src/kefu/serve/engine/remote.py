@@ -1,15 +1,19 @@
 """An OpenAI-compatible server as the engine (vLLM, TGI, llama.cpp server ...): httpx, timeouts, retries.
 
-vLLM with ``--enable-lora`` picks the adapter by model name, so per-request adapters work as they do locally.
+vLLM with ``--enable-lora`` picks the adapter by model name, so per-request adapters work as they do locally. Stop
+strings (``TURN_STOPS`` plus the request's ``stop``) are applied here, on the streamed text, as the local engine does,
+and the response is closed at the first one. ``repetition_penalty`` is sent only with ``sampling_extras`` (vLLM's
+extra field, which counts prompt tokens too; OpenAI's API rejects unknown fields); ``no_repeat_ngram_size`` is the
+local engine's only (no OpenAI-compatible server takes it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import AsyncIterator
+from typing import AsyncIterator, Sequence
 
-from kefu.serve.engine.base import EngineError
+from kefu.serve.engine.base import TURN_STOPS, EngineError, Finished, Generation, StopText
 
 
 class RemoteEngine:
@@ -19,13 +23,17 @@ class RemoteEngine:
 
     def __init__(self, base_url: str, *, base_name: str = "base", adapters: list[str] | None = None,
                  api_key: str | None = None, timeout_s: float = 30.0, retries: int = 2, max_new_tokens: int = 128,
-                 transport=None):
+                 transport=None, repetition_penalty: float = 1.0, sampling_extras: bool = False,
+                 stop: Sequence[str] = TURN_STOPS):
         import httpx
 
         self.base_name = base_name
         self.adapters = list(adapters or [])
         self.retries = retries
         self.max_new_tokens = max_new_tokens
+        self.repetition_penalty = repetition_penalty
+        self.sampling_extras = sampling_extras  # send vLLM's extra sampling fields
+        self.stop = tuple(stop)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, transport=transport,
                                         timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)))
@@ -33,15 +41,24 @@ class RemoteEngine:
     def models(self) -> list[str]:
         return [self.base_name, *self.adapters]
 
-    async def stream(self, messages: list[dict[str, str]], *, model: str | None = None,
-                     max_new_tokens: int | None = None, temperature: float = 0.0) -> AsyncIterator[str]:
-        import httpx
-
+    def stream(self, messages: list[dict[str, str]], *, model: str | None = None, max_new_tokens: int | None = None,
+               temperature: float = 0.0, repetition_penalty: float | None = None,
+               no_repeat_ngram_size: int | None = None, stop: list[str] | None = None) -> Generation:
+        """The answer's text pieces; ``.finish_reason`` (the server's, or "stop" at a stop string) once exhausted."""
         body = {"model": model or self.base_name, "messages": messages, "stream": True,
                 "max_tokens": max_new_tokens or self.max_new_tokens, "temperature": temperature}
+        if self.sampling_extras:
+            body["repetition_penalty"] = self.repetition_penalty if repetition_penalty is None else repetition_penalty
+        return Generation(self._generate(body, self.stop + tuple(stop or ())))
+
+    async def _generate(self, body: dict, stops: tuple[str, ...]) -> AsyncIterator[str | Finished]:
+        import httpx
+
         last: Exception | None = None
         for attempt in range(self.retries + 1):
             emitted = False
+            stop_text = StopText(stops)
+            reason = None
             try:
                 async with self.client.stream("POST", "/v1/chat/completions", json=body) as resp:
                     if resp.status_code >= 500 or resp.status_code == 429:
@@ -54,16 +71,24 @@ class RemoteEngine:
                             continue
                         data = line[5:].strip()
                         if data == "[DONE]":
-                            return
+                            break
                         try:
-                            chunk = json.loads(data)
-                            delta = chunk["choices"][0].get("delta", {}).get("content") or ""
+                            choice = json.loads(data)["choices"][0]
+                            delta = choice.get("delta", {}).get("content") or ""
                         except (ValueError, KeyError, IndexError) as exc:
                             raise EngineError(f"remote engine sent a malformed chunk: {data[:100]}") from exc
-                        if delta:
+                        reason = choice.get("finish_reason") or reason
+                        piece = stop_text.feed(delta) if delta else ""
+                        if piece:
                             emitted = True
-                            yield delta
-                    return
+                            yield piece
+                        if stop_text.stopped:  # closing the response ends the server's generation too
+                            reason = "stop"
+                            break
+                if rest := stop_text.flush():
+                    yield rest
+                yield Finished(reason or "stop")
+                return
             except (httpx.HTTPError, EngineError) as exc:
                 last = exc
                 retriable = isinstance(exc, httpx.TransportError) or "HTTP 5" in str(exc) or "HTTP 429" in str(exc)
