@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from kefu.safety import audit
 from kefu.train.config import TrainConfig
 from kefu.train.data import check_data, collate, load_examples
 from kefu.train.models import load_model, resolve_model
@@ -41,7 +42,7 @@ def train_dp(config: TrainConfig, data: str | Path, out: str | Path, *, epsilon:
     from peft import get_peft_model
     from rich.progress import Progress
 
-    from kefu.safety import audit, dp
+    from kefu.safety import dp  # deferred: heavy (opacus)
     from kefu.train.trainer import SupervisedLM, _write_adapter, lora_config
 
     out = Path(out)
