@@ -181,8 +181,8 @@ class RaisingEngine:
         return ["tiny"]
 
     async def stream(self, messages, **kwargs):
-        for i in range(self.after):
-            yield f"第{i}句。"
+        for sentence in ("好的。", "请稍等。", "马上为您查询。")[:self.after]:  # nothing to verify: no facts stated
+            yield sentence
         raise RuntimeError("engine process killed")
 
     async def close(self):

@@ -28,6 +28,11 @@ class Metrics:
                                         registry=r)
         self.grounding_fixes = Counter("kefu_grounding_fixes", "Draft statements corrected from facts/tools",
                                        registry=r)
+        self.verification_failures = Counter("kefu_verification_failures",
+                                             "Model drafts that failed verification, by the first reason",
+                                             ["reason"], registry=r)
+        self.replacements = Counter("kefu_replacements", "Replies replaced after verification failed twice "
+                                    "(by the light-path answer or a handoff), by reason", ["reason"], registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -25,7 +25,8 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, AsyncIterator, Callable, Iterable, Iterator
 
-from kefu.kg.retrieval import retrieve
+from kefu.kg.retrieval import link, retrieve
+from kefu.kg.slots import fill_slots, slot_values
 from kefu.kg.tools import TOOL_SCHEMAS, ToolBox
 from kefu.safety.injection import guard
 from kefu.serve.cache import ResponseCache
@@ -37,6 +38,7 @@ from kefu.serve.router import Route, RouteDecision, Router
 from kefu.serve.sessions import Session, SessionStore
 from kefu.serve.synth import Grounding, SentenceStream, comply, grounding_from
 from kefu.serve.text import KeyEntities, key_entities, normalise
+from kefu.serve.verify import Evidence, Verdict, fact_texts, verify_reply
 from kefu.types import KefuError
 
 log = logging.getLogger("kefu.serve.requests")
@@ -47,6 +49,16 @@ HANDOFF_TEXT = "好的，已为您转接人工客服，请稍候，客服同事�
 BUSY_HANDOFF_TEXT = "抱歉，系统暂时繁忙，已为您转接人工客服，请稍候。"
 FOLLOW_UP = re.compile(r"^(?:那|这|它|还|有没有|换)|这款|这件|这个|那款|那件|同款|它")
 PERSONAL_FACTS = ("order", "logistics", "order_not_found")  # per-customer answers: never cached
+CONSTRAINT_NOTE = ("【要求】只陈述上面事实里的价格、数字、日期和单号，或写成槽位如[到手价]、[运单号]；"
+                   "不确定就说明并建议转人工；不要重复。")
+
+
+class Rejected(Exception):
+    """A draft sentence failed verification (``verdict`` says why); the draft stops there."""
+
+    def __init__(self, verdict: Verdict):
+        super().__init__("; ".join(verdict.problems))
+        self.verdict = verdict
 
 
 @dataclass
@@ -65,6 +77,8 @@ class Reply:
     handoff: dict[str, Any] | None = None
     fixes: list[str] = field(default_factory=list)
     violations: int = 0
+    verification: list[str] = field(default_factory=list)  # what failed verification, per attempt (empty: passed)
+    replaced: str | None = None  # why the model's reply was replaced (a verification reason), None when it was not
 
     def meta(self) -> dict[str, Any]:
         data = asdict(self)
@@ -141,6 +155,8 @@ class Found:
     tool_text: str | None  # the order tool's result as a customer-facing sentence
     grounding: Grounding
     personal: bool  # a per-customer answer (orders, logistics): never cached, never shared
+    evidence: Evidence = field(default_factory=Evidence)  # what a reply to this turn may state
+    slots: dict[str, str] = field(default_factory=dict)  # this turn's slot values ([到手价] -> ¥539.1)
 
     @property
     def kg_answer(self) -> str | None:
@@ -233,6 +249,20 @@ class ChatService:
         except Exception:  # the KG must never take the chat down
             log.exception("KG retrieval failed")
             return None
+
+    def _link(self, text: str) -> list[dict]:
+        """The catalogue's products, colours and sizes named in ``text`` (the KG's linker; none without a KG)."""
+        if self.kg is None:
+            return []
+        try:
+            return link(self.kg, text)
+        except Exception:  # the KG must never take the chat down
+            log.exception("KG linking failed")
+            return []
+
+    def check(self, text: str, found: Found) -> Verdict:
+        """Verify ``text`` (slots already filled) against this turn's evidence."""
+        return verify_reply(text, found.evidence, link=self._link if self.kg is not None else None)
 
     def _order_lookup(self, order_no: str, customer_id: str | None, text: str) -> dict[str, Any] | None:
         """The order tools (scoped to the authenticated customer), flattened to one dict; None when unavailable."""
@@ -357,30 +387,39 @@ class ChatService:
                                    self._promotions())
         personal = tool_text is not None or any(
             isinstance(f, dict) and f.get("type") in PERSONAL_FACTS for f in (getattr(facts, "facts", None) or []))
-        return Found(facts, tool_result, tool_text, grounding, personal)
+        customer = [m["content"] for m in turn.messages if m.get("role") == "user"]
+        evidence = Evidence.gather(fact_texts(facts, tool_result), customer, system_prompt=self.system_prompt,
+                                   link=self._link)
+        return Found(facts, tool_result, tool_text, grounding, personal, evidence, slot_values(facts, tool_result))
 
     def light_answer(self, turn: Turn, found: Found, decision: RouteDecision) -> Iterator[dict[str, Any]]:
-        """Steps 3-5 on the light path: the tool's or the KG's answer, checked against the facts and the
-        compliance rules, cached unless personal."""
+        """Steps 3-5 on the light path: the tool's or the KG's answer, filtered by the compliance rules and verified
+        like any reply (a failure hands off instead), cached unless personal."""
         reply = turn.reply
         reply.path, reply.reason = "light", decision.reason
         out, violations = comply(found.light_text or "", found.grounding)
         reply.violations = len(violations)
         self.metrics.compliance_fixes.inc(len(violations))
+        verdict = self.check(out, found)
+        if not verdict.ok:  # a bug in a light answer must not reach the customer either
+            log.warning("light answer failed verification: %s", verdict.problems)
+            out = self._replace(turn, found, verdict, allow_light=False)
         yield {"type": "meta", "reply": reply}
         yield {"type": "delta", "text": out}
         self.metrics.ttft.labels("light").observe(turn.elapsed())
-        if not found.personal:
+        if not found.personal and verdict.ok:
             self.cache.put(turn.text, out, "light", model=turn.model, context=turn.context)
         self._log(reply, turn.caller_id, turn.masked, turn.started)
         yield self._finish(turn, out)
 
     async def full_answer(self, turn: Turn, found: Found,
                           decision: RouteDecision) -> AsyncIterator[dict[str, Any]]:
-        """Steps 3-5 on the full path: the model's draft (``draft``), grounded and filtered sentence by sentence
-        (``verify``), closed by ``synthesise``. The same question already on its way through the model (several
-        customers asking a popular question at once, e.g. just after its cached answer expired) is not generated
-        again: this turn waits for that answer."""
+        """Steps 3-5 on the full path: the model's draft (``draft``), its slots filled, grounded, filtered and
+        verified sentence by sentence (``verify``) so only verified text is sent. A draft that fails verification
+        before anything was sent is generated once more under constraints; a second failure, or a failure after
+        part of the answer went out, ends the draft and ``synthesise`` sends the light path's answer or a handoff
+        instead. The same question already on its way through the model (several customers asking a popular
+        question at once) is not generated again: this turn waits for that answer."""
         flight = self.cache.shared_key(turn.text, model=turn.model, context=turn.context, personal=found.personal)
         if flight is not None and flight in self._in_flight:
             shared = await asyncio.shield(self._in_flight[flight])
@@ -397,22 +436,34 @@ class ChatService:
             reply = turn.reply
             reply.path, reply.reason = "full", decision.reason
             yield {"type": "meta", "reply": reply}
-            stream = SentenceStream(found.grounding
-                                    if not found.grounding.empty() or found.grounding.context_texts else None)
             pieces: list[str] = []
-            error = None
-            try:
-                async for piece in self.verify(turn, stream, self.draft(turn, found)):
-                    pieces.append(piece)
-                    yield {"type": "delta", "text": piece}
-                if not "".join(pieces).strip():
-                    raise EngineError("the model produced an empty answer")
-            except EngineError as exc:
-                error = str(exc)
-            except Exception as exc:  # an engine bug must not become a 5xx for the customer
-                error = f"{type(exc).__name__}: {exc}"
-            for event in self.synthesise(turn, found, stream, pieces, error):
-                if event["type"] == "done" and error is None and leader is not None and not leader.done():
+            error, verdict = None, None
+            stream = self._sentence_stream(found)
+            for constrained in (False, True):
+                stream = self._sentence_stream(found)
+                try:
+                    async for piece in self.verify(turn, found, stream, self.draft(turn, found, constrained), pieces):
+                        pieces.append(piece)
+                        yield {"type": "delta", "text": piece}
+                    if not "".join(pieces).strip():
+                        raise EngineError("the model produced an empty answer")
+                    verdict = None
+                    break
+                except Rejected as exc:
+                    verdict = exc.verdict
+                    reply.verification.append("; ".join(verdict.problems))
+                    self.metrics.verification_failures.labels(verdict.reason).inc()
+                    if pieces:
+                        break  # part of the answer went out: the rest is replaced, not regenerated
+                except EngineError as exc:
+                    error = str(exc)
+                    break
+                except Exception as exc:  # an engine bug must not become a 5xx for the customer
+                    error = f"{type(exc).__name__}: {exc}"
+                    break
+            for event in self.synthesise(turn, found, stream, pieces, error, verdict):
+                if event["type"] == "done" and error is None and verdict is None and leader is not None \
+                        and not leader.done():
                     leader.set_result(turn.reply.text)  # the customers who asked the same meanwhile get this answer
                 yield event
         finally:
@@ -421,42 +472,70 @@ class ChatService:
                     leader.set_result(None)  # failed or the client left: the waiting ones generate themselves
                 self._in_flight.pop(flight, None)
 
-    def draft(self, turn: Turn, found: Found) -> AsyncIterator[str]:
+    def _sentence_stream(self, found: Found) -> SentenceStream:
+        return SentenceStream(found.grounding if not found.grounding.empty() or found.grounding.context_texts else None)
+
+    def draft(self, turn: Turn, found: Found, constrained: bool = False) -> AsyncIterator[str]:
         """Step 3, answer (full path): the model's draft, streamed, from the system prompt with the facts and the
-        conversation; raises ``EngineError`` when there is no engine."""
+        conversation; raises ``EngineError`` when there is no engine. ``constrained`` (the retry after a failed
+        verification): greedy, half the length, and told to state figures only from the facts or as slots."""
         if self.engine is None:
             raise EngineError("no generation engine configured")
-        history = self.model_messages(turn.messages, found.prompt_block(), turn.session.turns)
+        block = found.prompt_block()
+        if constrained:
+            block = (block + "\n" if block else "") + CONSTRAINT_NOTE
+        history = self.model_messages(turn.messages, block, turn.session.turns)
         return self.engine.stream(history, model=turn.model if turn.model != self.base_model else None,
-                                  max_new_tokens=turn.max_tokens, temperature=turn.temperature)
+                                  max_new_tokens=max(16, turn.max_tokens // 2) if constrained else turn.max_tokens,
+                                  temperature=0.0 if constrained else turn.temperature)
 
-    async def verify(self, turn: Turn, stream: SentenceStream, deltas: AsyncIterator[str]) -> AsyncIterator[str]:
-        """Step 4, verify: the draft's complete sentences, each grounded in the facts and filtered for compliance before
-        it is sent (``stream`` keeps the fixes and violations)."""
+    async def verify(self, turn: Turn, found: Found, stream: SentenceStream, deltas: AsyncIterator[str],
+                     sent: list[str]) -> AsyncIterator[str]:
+        """Step 4, verify: the draft's complete sentences, slots filled from this turn's facts, grounded and filtered
+        for compliance (``stream`` keeps the fixes and violations), then checked with everything already ``sent``
+        (``check``); raises ``Rejected`` at the first sentence that fails, and stops the draft."""
         first = True
-        async for delta in deltas:
-            for piece in stream.feed(delta):
-                if first:
-                    self.metrics.ttft.labels("full").observe(turn.elapsed())
-                    first = False
-                yield piece
-        for piece in stream.flush():
-            yield piece
+
+        def checked(piece: str) -> str:
+            filled, _ = fill_slots(piece, found.slots)
+            verdict = self.check("".join(sent) + filled, found)
+            if not verdict.ok:
+                raise Rejected(verdict)
+            return filled
+
+        try:
+            async for delta in deltas:
+                for piece in stream.feed(delta):
+                    out = checked(piece)
+                    if first:
+                        self.metrics.ttft.labels("full").observe(turn.elapsed())
+                        first = False
+                    yield out
+            for piece in stream.flush():
+                yield checked(piece)
+        finally:
+            closer = getattr(deltas, "aclose", None)
+            if closer is not None:
+                await closer()  # a rejected or abandoned draft stops generating
 
     def synthesise(self, turn: Turn, found: Found, stream: SentenceStream, pieces: list[str],
-                   error: str | None) -> Iterator[dict[str, Any]]:
-        """Step 5, synthesise (full path): close the reply. On an engine failure the light answer follows what was sent, else a
-        handoff; otherwise the fixes are counted and the answer is cached unless personal."""
+                   error: str | None, verdict: Verdict | None = None) -> Iterator[dict[str, Any]]:
+        """Step 5, synthesise (full path): close the reply. After an engine failure or a draft that failed
+        verification, the light answer (or a handoff) follows what was sent; otherwise the fixes are counted and the
+        verified answer is cached unless personal."""
         reply = turn.reply
-        if error is not None:
-            self.metrics.engine_errors.labels(getattr(self.engine, "name", "none")).inc()
-            reply.fallback = True
-            light = found.light_text
-            if light:
-                reply.path, reply.reason = "light", "fallback: engine failed"
-                fallback_text, _ = comply(light, found.grounding)
+        if error is not None or verdict is not None:
+            if error is not None:
+                self.metrics.engine_errors.labels(getattr(self.engine, "name", "none")).inc()
+                reply.fallback = True
+                light = found.light_text
+                if light:
+                    reply.path, reply.reason = "light", "fallback: engine failed"
+                    fallback_text, _ = comply(light, found.grounding)
+                else:
+                    fallback_text = self._handoff(turn, "engine unavailable", BUSY_HANDOFF_TEXT)
             else:
-                fallback_text = self._handoff(turn, "engine unavailable", BUSY_HANDOFF_TEXT)
+                fallback_text = self._replace(turn, found, verdict)
             sep = "\n" if pieces else ""
             pieces.append(sep + fallback_text)
             yield {"type": "delta", "text": sep + fallback_text}
@@ -472,6 +551,19 @@ class ChatService:
             self.cache.put(turn.text, final, "full", model=turn.model, context=turn.context)
         self._log(reply, turn.caller_id, turn.masked, turn.started)
         yield self._finish(turn, final)
+
+    def _replace(self, turn: Turn, found: Found, verdict: Verdict, allow_light: bool = True) -> str:
+        """The text that replaces a reply that failed verification: the light path's verified answer for this turn,
+        else a handoff; counted by the verdict's reason."""
+        reply = turn.reply
+        reply.replaced = verdict.reason
+        self.metrics.replacements.labels(verdict.reason or "unknown").inc()
+        if allow_light and found.light_text:
+            light, _ = comply(found.light_text, found.grounding)
+            if self.check(light, found).ok:
+                reply.path, reply.reason = "light", f"replaced: {verdict.reason}"
+                return light
+        return self._handoff(turn, f"unverified: {verdict.reason}")
 
     # -- how a turn ends ------------------------------------------------------------------------------------------
     def _finish(self, turn: Turn, final: str, route: str = "chat") -> dict[str, Any]:

@@ -1,0 +1,136 @@
+"""Verification before sending: every fact a reply states must be a fact of this request.
+
+``Evidence`` is what this request may state: the retrieved facts' lines, the order tool's result, the shop's
+catalogue words linked in them, and the customer's own words. ``verify_reply`` checks a reply (or the part of it
+about to be sent) and returns a ``Verdict`` whose reasons name what failed:
+
+- ``invented``: a figure (money, discount, number with a unit, bare number, date, time), an order or tracking
+  number, a status word, or a product, colour or size of the catalogue that no fact of this request backs;
+- ``slot``: a slot (``[运单号]``) this request's facts cannot fill;
+- ``loop``: the reply repeats itself; ``echo``: it repeats the system prompt; ``pii``: it holds personal data the
+  customer did not write; ``empty``: nothing to say.
+
+The pipeline regenerates once under constraints on a failed verdict, then replaces the reply with the light path's
+answer or a handoff, and counts each replacement by its reason (``kefu.serve.pipeline``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from difflib import SequenceMatcher
+from typing import Any, Callable, Iterable
+
+from kefu.kg.slots import SLOT, SLOTS
+from kefu.text.claims import claims, evidence_keys
+from kefu.text.pii import PLACEHOLDERS, find_pii
+
+REASONS = ("invented", "slot", "loop", "echo", "pii", "empty")
+CATALOGUE_KINDS = ("product", "color", "size")
+_MASKS = frozenset(PLACEHOLDERS.values())
+ECHO_CHARS = 12  # a run this long copied from the system prompt is an echo, not an answer
+_CLAUSE = re.compile(r"[^，,。！？!?；;、\n]+")
+_NOISE = re.compile(r"[\s，。！？、,.!?~～：:；;“”\"'（）()…—-]+")
+
+
+@dataclass
+class Evidence:
+    """What a request's reply may state: claim keys (``kefu.text.claims``) and linked catalogue entities."""
+
+    keys: set[str] = field(default_factory=set)
+    entities: set[tuple[str, str]] = field(default_factory=set)
+    system_prompt: str = ""
+    customer_text: str = ""
+    fact_text: str = ""  # personal data the facts hold (this customer's tracking number) may be said back
+
+    @classmethod
+    def gather(cls, fact_texts: Iterable[str], customer_texts: Iterable[str], *, system_prompt: str = "",
+               link: Callable[[str], list[dict]] | None = None) -> "Evidence":
+        """Evidence from fact lines and the customer's messages; ``link(text)`` finds catalogue entities (the KG's
+        linker) so products, colours and sizes can be checked too."""
+        customer = "\n".join(t for t in customer_texts if t)
+        texts = [t for t in fact_texts if t] + [customer]
+        entities: set[tuple[str, str]] = set()
+        if link is not None:
+            for text in texts:
+                entities.update((e["type"], str(e["value"])) for e in link(text) if e["type"] in CATALOGUE_KINDS)
+        return cls(evidence_keys(texts), entities, system_prompt, customer, "\n".join(texts))
+
+
+def fact_texts(facts: Any, tool_result: dict | None) -> list[str]:
+    """The lines a request's facts say (the KG's fact lines and their data, the tool result), for ``Evidence``; the
+    light path's composed answer is not evidence, it is checked like any reply."""
+    out = [str(getattr(facts, "prompt_block", "") or "")]
+    for fact in getattr(facts, "facts", None) or []:
+        if isinstance(fact, dict):
+            out.append(str(fact.get("text", "")))
+            out.append(json.dumps(fact.get("data") or {}, ensure_ascii=False, default=str))
+    if isinstance(tool_result, dict):
+        out.append(json.dumps(tool_result, ensure_ascii=False, default=str))
+    return out
+
+
+@dataclass
+class Verdict:
+    """``ok`` when nothing failed; ``problems`` are ``reason: detail`` strings, ``reason`` the first one's reason."""
+
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def reason(self) -> str | None:
+        return self.problems[0].split(":", 1)[0] if self.problems else None
+
+
+def looping(text: str) -> bool:
+    """A reply that repeats itself: a clause (≥ 3 characters) said three times, or a 6-character run four times."""
+    clauses = [_NOISE.sub("", s) for s in _CLAUSE.findall(text)]
+    clauses = [c for c in clauses if len(c) >= 3]
+    if clauses and max(clauses.count(c) for c in set(clauses)) >= 3:
+        return True
+    flat = _NOISE.sub("", text)
+    grams: dict[str, int] = {}
+    for i in range(len(flat) - 5):
+        gram = flat[i:i + 6]
+        grams[gram] = grams.get(gram, 0) + 1
+        if grams[gram] >= 4:
+            return True
+    return False
+
+
+def echoes(text: str, system_prompt: str) -> bool:
+    """Whether ``text`` copies a run of ``ECHO_CHARS`` or more characters from the system prompt."""
+    if not system_prompt or len(text) < ECHO_CHARS:
+        return False
+    a, b = _NOISE.sub("", text), _NOISE.sub("", system_prompt)
+    match = SequenceMatcher(None, a, b, autojunk=False).find_longest_match(0, len(a), 0, len(b))
+    return match.size >= ECHO_CHARS
+
+
+def verify_reply(text: str, evidence: Evidence, *, link: Callable[[str], list[dict]] | None = None) -> Verdict:
+    """Check ``text`` against ``evidence``; slots must already be filled (an unfilled one fails)."""
+    problems: list[str] = []
+    if not _NOISE.sub("", text):
+        return Verdict(["empty: no text"])
+    for m in SLOT.finditer(text):  # a placeholder the compliance filter put in is personal data that was masked
+        slot = m.group("name") in SLOTS or bool(m.group("jddc"))
+        problems.append(f"pii: masked {m.group()}" if m.group() in _MASKS and not slot else f"slot: {m.group()}")
+    for claim in claims(text):
+        if claim.key not in evidence.keys:
+            problems.append(f"invented: {claim.kind} {claim.text}")
+    if link is not None:
+        for entity in link(text):
+            if entity["type"] in CATALOGUE_KINDS and (entity["type"], str(entity["value"])) not in evidence.entities:
+                problems.append(f"invented: {entity['type']} {entity['text']}")
+    if looping(text):
+        problems.append("loop: the reply repeats itself")
+    if echoes(text, evidence.system_prompt):
+        problems.append("echo: the reply repeats the system prompt")
+    for span in find_pii(text):
+        if span.text not in evidence.fact_text:  # fact_text holds the customer's words too
+            problems.append(f"pii: {span.type}")
+    return Verdict(problems)

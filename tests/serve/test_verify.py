@@ -1,0 +1,142 @@
+"""Verification before sending, end to end on the sample shop: a model draft that states a wrong price, size or
+tracking number, loops or echoes the system prompt never reaches the customer; slots fill from the asking
+customer's own order only; nothing unverified is cached."""
+
+import asyncio
+
+import pytest
+
+from kefu.serve.verify import Evidence, echoes, looping, verify_reply
+from serve_support import REPO_SHOP, make_service
+
+pytestmark = pytest.mark.skipif(not (REPO_SHOP / "products.csv").exists(), reason="sample shop not generated")
+
+# examples/shop/orders.json: C0127's order, shipped by 圆通 with tracking number YT8780175989834
+ORDER, OWNER, CARRIER, TRACKING = "2611217918058887", "C0127", "圆通速递", "YT8780175989834"
+
+
+@pytest.fixture(scope="module")
+def shop_kg(tmp_path_factory):
+    from kefu.kg.store import KnowledgeGraph
+
+    kg = KnowledgeGraph.open(f"sqlite:///{tmp_path_factory.mktemp('kg') / 'kg.db'}")
+    kg.import_path(REPO_SHOP)
+    return kg
+
+
+@pytest.fixture(autouse=True)
+def _in_the_promotion_month(shop_time):
+    """The sample shop's promotions run in November 2026."""
+
+
+class Drafts:
+    """Stands in for the model: one fixed draft per call (the last one repeats); records what it was asked."""
+
+    name = "drafts"
+
+    def __init__(self, *drafts):
+        self.drafts, self.calls = list(drafts), []
+
+    def models(self):
+        return ["tiny"]
+
+    async def stream(self, messages, **kwargs):
+        self.calls.append(kwargs)
+        draft = self.drafts[min(len(self.calls) - 1, len(self.drafts) - 1)]
+        for i in range(0, len(draft), 3):
+            yield draft[i:i + 3]
+
+    async def close(self):
+        pass
+
+
+def full_path_service(tiny, kg, engine):
+    """The sample shop with the light path switched off, so every turn goes through the model and verification."""
+    from dataclasses import replace
+
+    from kefu.kg.tools import SQLiteOrderBackend
+
+    service = make_service(tiny, engine=engine, kg=kg, order_backend=SQLiteOrderBackend(kg), retriever=None,
+                           order_lookup=None)
+    original = service.router
+
+    class Full:
+        def __getattr__(self, name):
+            return getattr(original, name)
+
+        def route(self, text, **kw):
+            return replace(original.route(text, **kw), light_path=False)
+
+    service.router = Full()
+    return service
+
+
+def ask(service, text, **kw):
+    return asyncio.run(service.answer([{"role": "user", "content": text}], **kw))
+
+
+def test_a_wrong_size_never_reaches_the_customer(tiny, shop_kg):
+    # SL-10021 (X1 男款) comes in S–3XL: 4XL is invented
+    service = full_path_service(tiny, shop_kg, Drafts("亲，X1冲锋衣有4XL码的，放心拍。"))
+    reply = ask(service, "X1男款冲锋衣有XL码吗")
+    assert "4XL" not in reply.text
+    assert reply.replaced == "invented" and len(reply.verification) == 2  # the draft and its constrained retry
+    assert "size 4XL" in reply.verification[0]
+
+
+def test_a_wrong_tracking_number_never_reaches_the_customer(tiny, shop_kg):
+    service = full_path_service(tiny, shop_kg, Drafts(f"您的订单已由{CARRIER}发出，运单号YT1111111111111。"))
+    reply = ask(service, f"我的订单{ORDER}到哪了", customer_id=OWNER)
+    # the compliance filter masks a tracking number no fact backs, and a masked reply is not sent either
+    assert "YT1111111111111" not in reply.text and reply.replaced == "pii"
+    assert TRACKING in reply.text  # the light path's answer from the order tool replaced it
+
+
+def test_a_draft_that_fails_is_regenerated_once_under_constraints(tiny, shop_kg):
+    engine = Drafts("这款冲锋衣整衣重达3公斤！", "这款冲锋衣的材质和价格以页面为准，需要的话我帮您转人工确认。")
+    service = full_path_service(tiny, shop_kg, engine)
+    reply = ask(service, "X2轻量硬壳冲锋衣是什么材质")
+    assert reply.text.startswith("这款冲锋衣的材质") and reply.replaced is None and len(reply.verification) == 1
+    assert engine.calls[1]["temperature"] == 0.0 and engine.calls[1]["max_new_tokens"] == max(16, engine.calls[0]["max_new_tokens"] // 2)
+
+
+def test_a_looping_reply_is_replaced_and_never_cached(tiny, shop_kg):
+    engine = Drafts("尺码是尺码，尺码是尺码，尺码是尺码，尺码是尺码。")
+    service = full_path_service(tiny, shop_kg, engine)
+    first = ask(service, "登山鞋尺码怎么选")
+    assert "尺码是尺码，尺码是尺码" not in first.text and first.replaced == "loop"
+    second = ask(service, "登山鞋尺码怎么选")
+    assert not second.cached and len(engine.calls) == 4  # asked the model again: nothing was cached
+    assert service.metrics.replacements.labels("loop")._value.get() == 2
+
+
+def test_a_system_prompt_echo_is_replaced(tiny, shop_kg):
+    service = full_path_service(tiny, shop_kg, Drafts(None))
+    engine = service.engine
+    engine.drafts = [service.system_prompt]
+    reply = ask(service, "你们店铺是做什么的")
+    assert service.system_prompt[:15] not in reply.text and reply.replaced == "echo"
+
+
+def test_slots_fill_from_the_asking_customers_order_only(tiny, shop_kg):
+    draft = "亲，您的订单[订单号]已由[快递]发出，运单号[运单号]，当前[订单状态]。"
+    owner = ask(full_path_service(tiny, shop_kg, Drafts(draft)), f"我的订单{ORDER}到哪了", customer_id=OWNER)
+    assert owner.replaced is None
+    assert owner.text == f"亲，您的订单{ORDER}已由{CARRIER}发出，运单号{TRACKING}，当前已发货。"
+    # another customer naming the same order number: no facts of that order, so the slots cannot be filled
+    other = ask(full_path_service(tiny, shop_kg, Drafts(draft)), f"我的订单{ORDER}到哪了", customer_id="C0001")
+    assert TRACKING not in other.text and CARRIER not in other.text and "[运单号]" not in other.text
+    assert other.replaced == "slot"
+
+
+def test_verdict_names_each_reason():
+    evidence = Evidence.gather(["「X1三合一冲锋衣 男款」标价¥599.00，防水指数10000mm"], ["X1冲锋衣防水指数多少"],
+                               system_prompt="你是「本店」的在线客服。回答简洁、礼貌、准确；价格、库存只能依据事实。")
+    assert verify_reply("X1冲锋衣的防水指数是10000mm，标价599元。", evidence).ok
+    assert verify_reply("防水指数10000，价格¥599", evidence).ok  # the same facts, other wording
+    assert verify_reply("防水等级为3，防滑30天", evidence).reason == "invented"
+    assert verify_reply("单号[运单号]", evidence).reason == "slot"
+    assert verify_reply("", evidence).reason == "empty"
+    assert verify_reply("您的手机13812345678已登记", evidence).problems[-1] == "pii: mobile"
+    assert looping("请问还有其他可以帮到您的吗?" * 3) and not looping("满300减50，满600减120，满900减150")
+    assert echoes("你是本店的在线客服。回答简洁、礼貌、准确", evidence.system_prompt)
