@@ -25,6 +25,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, AsyncIterator, Callable, Iterable, Iterator
 
+from kefu.kg.prompt import model_messages, system_prompt
 from kefu.kg.retrieval import link, retrieve
 from kefu.kg.slots import fill_slots, slot_values
 from kefu.kg.tools import TOOL_SCHEMAS, ToolBox
@@ -43,8 +44,6 @@ from kefu.types import KefuError
 
 log = logging.getLogger("kefu.serve.requests")
 
-SYSTEM_PROMPT = ("你是「{shop}」的在线客服。回答简洁、礼貌、准确；价格、库存、订单状态和日期只能依据下面给出的事实，"
-                 "不确定时请如实说明并建议转人工。")
 HANDOFF_TEXT = "好的，已为您转接人工客服，请稍候，客服同事会根据您之前的描述继续为您处理。"
 BUSY_HANDOFF_TEXT = "抱歉，系统暂时繁忙，已为您转接人工客服，请稍候。"
 FOLLOW_UP = re.compile(r"^(?:那|这|它|还|有没有|换)|这款|这件|这个|那款|那件|同款|它")
@@ -195,7 +194,8 @@ class ChatService:
         self.kg = kg
         self.order_backend = order_backend
         self.promotions = promotions
-        self.system_prompt = SYSTEM_PROMPT.format(shop=shop)
+        self.shop = shop
+        self.system_prompt = system_prompt(shop)
         self.base_model = base_model
         self.request_log: deque[dict[str, Any]] = deque(maxlen=2000)
         self._order_tool, self._logistics_tool = _order_tool_names()
@@ -285,13 +285,8 @@ class ChatService:
 
     def model_messages(self, messages: list[dict[str, str]], facts_block: str | None = None,
                        session_turns: list[dict[str, str]] = ()) -> list[dict[str, str]]:
-        """What the full-model path sends for a turn: the system prompt with the shop's facts, then the last seven
-        messages (the session's earlier turns when the client sent only the new question)."""
-        system = self.system_prompt + (f"\n\n已知事实：\n{facts_block}" if facts_block else "")
-        convo = [m for m in messages if m["role"] != "system"]
-        if len(convo) <= 1 and len(session_turns) > 1:
-            convo = list(session_turns[:-1]) + convo[-1:]
-        return [{"role": "system", "content": system}] + convo[-7:]
+        """What the full-model path sends for a turn (``kefu.kg.prompt.model_messages``, as training renders it)."""
+        return model_messages(messages, facts_block, shop=self.shop, session_turns=session_turns)
 
     def _log(self, reply: Reply, caller_id: str, masked: str, started: float, error: str | None = None) -> None:
         entry = {"time": time.time(), "caller": caller_id, "session": hashlib.sha256(
