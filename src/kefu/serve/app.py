@@ -9,7 +9,6 @@ import json
 import time
 from contextlib import asynccontextmanager
 from importlib import resources
-from pathlib import Path
 from urllib.parse import quote
 from typing import Any, Literal
 
@@ -17,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from kefu.artifacts.run import ADAPTER_CONFIG
 from kefu.safety import audit
 from kefu.serve.gateway import Authenticator, Caller, TokenBucketLimiter
 from kefu.serve.pipeline import ChatService
@@ -284,10 +284,10 @@ def create_app(service: ChatService, *, auth: Authenticator | None = None,
                                 "remote server (vLLM --lora-modules)")
         from starlette.concurrency import run_in_threadpool
 
-        await run_in_threadpool(check_adapter, req.path, getattr(engine.model, "base_model", engine.model))
+        config = await run_in_threadpool(check_adapter, req.path, getattr(engine.model, "base_model", engine.model))
         await run_in_threadpool(engine.load_adapter, req.name, req.path)
         audit.record("serve.adapter.load", req.name, actor=f"key:{who.id}:{who.name}",
-                     details={"path": req.path}, digest=audit.sha256_file(Path(req.path) / "adapter_config.json"))
+                     details={"path": req.path}, digest=audit.sha256_file(config.folder / ADAPTER_CONFIG))
         return {"object": "adapter", "name": req.name, "models": service.models()}
 
     @app.get("/", response_class=HTMLResponse)

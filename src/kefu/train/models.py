@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from kefu.artifacts.run import ADAPTER_CONFIG, AdapterConfig
 from kefu.paths import kefu_home
 from kefu.types import KefuError
 
@@ -204,23 +206,15 @@ def load_tokenizer(name_or_path: str | Path) -> "PreTrainedTokenizerBase":
     return tokenizer
 
 
-def check_adapter(adapter: str | Path, model: "PreTrainedModel") -> dict:
-    """Read ``adapter_config.json`` and check the adapter fits ``model``; KefuError naming the mismatch if not."""
-    path = Path(adapter)
-    config_file = path / "adapter_config.json"
-    if not config_file.is_file():
-        raise KefuError(f"{path}: not a PEFT adapter folder (no adapter_config.json)")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise KefuError(f"{config_file}: not valid JSON: {exc}") from exc
-    targets = config.get("target_modules") or []
+def check_adapter(adapter: str | Path, model: "PreTrainedModel") -> AdapterConfig:
+    """Read the adapter's ``adapter_config.json`` (through :class:`~kefu.artifacts.run.AdapterConfig`) and check the
+    adapter fits ``model``; KefuError naming the file and the mismatch if not."""
+    config = AdapterConfig.read(adapter)
+    config_file = config.folder / ADAPTER_CONFIG
+    targets = config.target_modules or []
     if isinstance(targets, str):
-        if targets != "all-linear":
-            import re
-
-            if not any(re.fullmatch(targets, name) for name, _ in model.named_modules()):
-                raise KefuError(f"{config_file}: target_modules pattern {targets!r} matches no layer of the base model")
+        if targets != "all-linear" and not any(re.fullmatch(targets, name) for name, _ in model.named_modules()):
+            raise KefuError(f"{config_file}: target_modules pattern {targets!r} matches no layer of the base model")
     else:
         names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
         missing = sorted(set(targets) - names)
