@@ -100,7 +100,11 @@ def test_mask_many_on_jddc(shared_data):
         expected = [masker.mask(t) for t in texts]
         got = [r for i in range(0, len(texts), 1000) for r in masker.mask_many(texts[i:i + 1000])]
         assert got == expected
-    assert sum(bool(c) for _, c in expected) > 500
+    # JDDC's placeholders ([订单x], [电话x] ...) are kept as its slots, so only the real PII the organiser missed
+    # changes (it was > 500 turns while the placeholders were rewritten to ours)
+    changed = sum(bool(c) for _, c in expected)
+    assert 0 < changed < len(texts) / 200
+    assert sum("[订单x]" in m for m, _ in expected) == sum("[订单x]" in t for t in texts) > 100
 
 
 # ------------------------------------------------------------------------------------------------ kefu mask

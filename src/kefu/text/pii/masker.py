@@ -120,7 +120,8 @@ class Masker:
         return [PiiSpan(*s) for s in self._spans(text) if s.type != "_keep"]
 
     def mask(self, text: str) -> tuple[str, dict[str, int]]:
-        """``text`` with every span replaced by its placeholder, and counts by placeholder string."""
+        """``text`` with every span replaced by its placeholder, and counts by placeholder string. JDDC's own
+        placeholders (``[订单x]``, ``[电话x]`` ...) are already anonymous and stay as they are (they are slots)."""
         if self._any.search(text) is None:
             return text, {}
         return self._mask_hinted(text)
@@ -154,7 +155,7 @@ class Masker:
         counts: dict[str, int] = {}
         pos = 0
         for sp in spans:
-            if sp.type == "_keep":
+            if sp.type == "_keep" or sp.text in JDDC_PLACEHOLDERS:  # already anonymised: JDDC's slots stay as-is
                 continue
             ph = PLACEHOLDERS[sp.type]
             out.append(text[pos:sp.start])

@@ -21,7 +21,10 @@ PLACEHOLDERS: dict[str, str] = {
 }
 _TYPE_OF_PLACEHOLDER = {v: k for k, v in PLACEHOLDERS.items()}
 
-# JDDC (JD.com dialogue corpus) was anonymised by its organiser; its PII placeholders map onto ours.
+# JDDC (JD.com dialogue corpus) was anonymised by its organiser; its PII placeholders map onto our types, so
+# ``find_pii`` reports them as that PII (a reply must not write one out), but masking leaves every JDDC placeholder as
+# the data has it: they are already anonymous, and they are the corpus's slots (``kefu.kg.slots`` fills ``[订单x]``
+# from the asker's order), so train, val and test text keep the same ``[订单x]`` the model is asked to write.
 JDDC_PLACEHOLDERS: dict[str, str] = {
     "[电话x]": "[手机号]",
     "[订单x]": "[订单号]",
