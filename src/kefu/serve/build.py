@@ -59,12 +59,21 @@ def load_router(config: ServeConfig, run_dir: Path | None) -> Router:
     return Router(None, config.handoff_after_failures)
 
 
+def serves_base_model_only(config: ServeConfig, *, run: str | None, adapters: dict[str, str] | None,
+                           registry: bool = False) -> bool:
+    """True when a local engine would put the untuned base model in front of customers: no run, no adapter, no
+    registry to follow."""
+    return config.engine == "local" and not (run or adapters or registry)
+
+
 def build_service(config: ServeConfig, *, run: str | None = None, adapters: dict[str, str] | None = None,
-                  feedback_url: str | None = None, kg=None, engine=None):
+                  feedback_url: str | None = None, kg=None, engine=None, registry: bool = False):
     """Everything ``kefu serve`` runs. ``engine`` may be injected (tests, bench).
 
     ``run`` (a folder or a name under ``$KEFU_HOME/runs``) must be a finished training run: its adapter is served
-    under the run's name, and its base model is the one served unless ``config.model`` names another."""
+    under the run's name, and its base model is the one served unless ``config.model`` names another. With no run,
+    adapter or registry, no model is loaded (the service answers from the light path, past replies and handoff)
+    unless ``config.allow_base_model``."""
     adapters = dict(adapters or {})
     run_dir = None
     base = config.model
@@ -75,13 +84,20 @@ def build_service(config: ServeConfig, *, run: str | None = None, adapters: dict
         base = base or train_run.base_model()
     if base is None:
         base = DEFAULT_MODEL
-    if engine is None:
+    no_model = engine is None and not config.allow_base_model and serves_base_model_only(
+        config, run=run, adapters=adapters, registry=registry)
+    if no_model:
+        log.warning("no trained run: answering with the knowledge graph, the shop's past replies and handoff to a "
+                    "human; the untuned base model is not served (pass --run RUN, or --allow-base-model)")
+    elif engine is None:
         if config.engine == "remote":
             if not config.remote_url:
                 raise KefuError("--engine remote needs --remote-url (an OpenAI-compatible server, e.g. vLLM)")
             engine = RemoteEngine(config.remote_url, base_name=base, adapters=list(adapters),
                                   api_key=config.remote_api_key, timeout_s=config.remote_timeout_s,
-                                  retries=config.remote_retries, max_new_tokens=config.max_new_tokens)
+                                  retries=config.remote_retries, max_new_tokens=config.max_new_tokens,
+                                  repetition_penalty=config.repetition_penalty,
+                                  sampling_extras=config.remote_sampling_extras)
         else:
             import torch
 
@@ -91,7 +107,9 @@ def build_service(config: ServeConfig, *, run: str | None = None, adapters: dict
             engine = LocalEngine(model, tokenizer, base_name=str(base), adapters=adapters,
                                  max_batch_size=config.max_batch_size, batch_wait_ms=config.batch_wait_ms,
                                  max_new_tokens=config.max_new_tokens, quantize=config.quantize,
-                                 trim=load_trim(config.trim_vocab), draft_tokens=config.draft_tokens)
+                                 trim=load_trim(config.trim_vocab), draft_tokens=config.draft_tokens,
+                                 repetition_penalty=config.repetition_penalty,
+                                 no_repeat_ngram_size=config.no_repeat_ngram_size)
     if kg is None:
         kg = KnowledgeGraph.open(config.kg_url)
     return ChatService(engine, config=config, router=load_router(config, run_dir),

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from kefu.artifacts.run import TrainRun
 from kefu.config import load_config
-from kefu.serve.build import build_service, parse_adapters
+from kefu.serve.build import build_service, parse_adapters, serves_base_model_only
 from kefu.serve.gateway import Authenticator
 from kefu.serve.registry_watch import RegistryWatcher
 from kefu.serve.router import RouterModel, default_router_path, evaluate, load_training_turns
@@ -43,6 +43,8 @@ def serve(ctx: typer.Context,
                                                      "verified per decode step (0: off; greedy output unchanged)."),
           registry: bool = typer.Option(False, "--registry", help="Serve the registry's promoted adapter as model "
                                                                    "'shop', following promotions without restarts."),
+          allow_base_model: bool = typer.Option(False, "--allow-base-model", help="Without --run, let the untuned "
+                                                "base model answer customers (experiments only)."),
           config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config file (default ./kefu.yaml).")):
     """Start the serving gateway (API + web page at /). Requests choose an adapter by their `model` field."""
     if ctx.invoked_subcommand is not None:
@@ -54,7 +56,8 @@ def serve(ctx: typer.Context,
     cfg = load_config(config, {"serve.host": host, "serve.port": port, "serve.model": model, "serve.engine": engine,
                                "serve.remote_url": remote_url, "serve.kg_url": kg, "serve.trim_vocab": trim_vocab,
                                "serve.quantize": quantize, "serve.draft_tokens": draft_tokens,
-                               "serve.auth": False if no_auth else None}).serve
+                               "serve.auth": False if no_auth else None,
+                               "serve.allow_base_model": True if allow_base_model else None}).serve
     auth = Authenticator(enabled=cfg.auth)
     if cfg.auth and not auth.configured:
         raise KefuError("no API keys: set KEFU_API_KEY (comma separated) or create one with `kefu keys create`, "
@@ -64,7 +67,13 @@ def serve(ctx: typer.Context,
             raise KefuError(f"--no-auth is for local development only; refusing to listen on {cfg.host}")
         console.print("[yellow]warning:[/] --no-auth: every request is accepted (local development only)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    service = build_service(cfg, run=run, adapters=parse_adapters(adapter))
+    adapters = parse_adapters(adapter)
+    if serves_base_model_only(cfg, run=run, adapters=adapters, registry=registry):
+        console.print("[yellow]no trained run:[/] customers are answered from the knowledge graph, the shop's past "
+                      "replies and a handoff to a human; the untuned base model does not answer them"
+                      + (" — --allow-base-model: it does, for this experiment" if cfg.allow_base_model else
+                         " (pass --run RUN, or --allow-base-model for experiments)"))
+    service = build_service(cfg, run=run, adapters=adapters, registry=registry)
     if registry:
         watcher = RegistryWatcher(service.engine)
         watcher.start()

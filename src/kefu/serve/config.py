@@ -28,6 +28,9 @@ class ServeConfig(BaseModel):
     max_batch_size: int = Field(8, ge=1, le=256)
     batch_wait_ms: float = Field(10.0, ge=0)
     max_new_tokens: int = Field(128, ge=1, le=4096)
+    # the untuned base model never answers customers unless asked for (experiments): without a trained run kefu
+    # answers from the knowledge graph, the shop's past replies and a handoff to a human
+    allow_base_model: bool = False
     # answer budget per intent (kefu.data.taxonomy ids; serve.engine.token_budget), never above max_new_tokens;
     # intents not listed get max_new_tokens
     max_new_tokens_by_intent: dict[str, Annotated[int, Field(ge=1, le=4096)]] = Field(default_factory=lambda: {

@@ -32,7 +32,7 @@ from kefu.kg.tools import TOOL_SCHEMAS, ToolBox
 from kefu.safety.injection import guard
 from kefu.serve.cache import ResponseCache
 from kefu.serve.config import ServeConfig
-from kefu.serve.engine import EngineError
+from kefu.serve.engine import EngineError, token_budget
 from kefu.serve.gateway import mask_text
 from kefu.serve.metrics import Metrics
 from kefu.serve.router import Route, RouteDecision, Router
@@ -315,8 +315,20 @@ class ChatService:
             for event in self.light_answer(turn, found, decision):
                 yield event
             return
+        if self.engine is None:  # no trained model is served: what the shop's data can say, else a person
+            for event in self.without_model(turn, found):
+                yield event
+            return
         async for event in self.full_answer(turn, found, decision):
             yield event
+
+    def without_model(self, turn: Turn, found: Found) -> Iterator[dict[str, Any]]:
+        """A turn the router would give the model when no trained model is served: the light path's answer for it
+        when there is one, else a handoff to a human."""
+        if found.light_text:
+            return self.light_answer(turn, found, RouteDecision("light", "no trained model: light answer",
+                                                                turn.route.intent))
+        return self._single(turn, self._handoff(turn, "no trained model"))
 
     def route(self, messages: list[dict[str, str]], *, caller_id: str, session_id: str | None,
               customer_id: str | None, model: str | None, max_tokens: int | None,
@@ -325,8 +337,6 @@ class ChatService:
         where the turn goes."""
         started = time.perf_counter()
         model = model or self.base_model
-        # the client may ask for less than the server's limit, never more (cost/latency amplification)
-        max_tokens = min(max_tokens or self.config.max_new_tokens, self.config.max_new_tokens)
         text = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         masked = mask_text(text)
         sid = self.session_key(caller_id, session_id, customer_id, messages)
@@ -341,6 +351,8 @@ class ChatService:
             if values:
                 session.remember(kind, values)
         route = self.router.route(text, failures=session.failures, known_order=session.last("order_no"))
+        # the intent's length budget; the client may ask for less, never more (cost/latency amplification)
+        max_tokens = token_budget(self.config, route.intent, max_tokens)
         session.intents.append(route.intent)
         session.add_turn("user", masked, self.sessions.max_turns)
         reply = Reply("", "light", "", route.intent, sid, "chatcmpl-" + uuid.uuid4().hex[:24], model)
