@@ -44,7 +44,13 @@ _register_stages()
 
 
 def main() -> None:
-    """Entry point: user-facing errors become one clear line and exit code 2, not a traceback."""
+    """Entry point: user-facing errors become one clear line and exit code 2, not a traceback.
+
+    The app runs with ``standalone_mode=False`` so that kefu's own errors can be printed here; click's standalone
+    handling of usage errors is then off, so this does it: a usage error (missing option or argument, bad choice or
+    type, unknown option, no such command) prints the command's usage line, a hint and the problem, and exits 2.
+    Typer vendors click, so its exceptions derive from the public ``typer.TyperException`` (not ``click``'s).
+    """
     try:
         code = app(standalone_mode=False)  # returns typer.Exit's code instead of raising in this mode
         if isinstance(code, int) and code:
@@ -57,13 +63,13 @@ def main() -> None:
     except typer.Abort:
         console.print("aborted")
         sys.exit(1)
-    except Exception as exc:  # click usage errors carry their own exit codes
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except typer.TyperException as exc:  # click's ClickException/UsageError (usage line + problem) and the rest
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()  # plain text on stderr: "Usage: kefu ...", "Try 'kefu ... --help' for help.", "Error: ..."
+        else:
+            console.print(f"[bold red]error:[/] {exc.format_message()}", markup=True, highlight=False)
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":
