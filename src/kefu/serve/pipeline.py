@@ -32,7 +32,7 @@ from kefu.kg.tools import TOOL_SCHEMAS, ToolBox
 from kefu.safety.injection import guard
 from kefu.serve.cache import ResponseCache
 from kefu.serve.config import ServeConfig
-from kefu.serve.engine import EngineError, token_budget
+from kefu.serve.engine import EngineError, finish_reason, token_budget
 from kefu.serve.gateway import mask_text
 from kefu.serve.metrics import Metrics
 from kefu.serve.router import Route, RouteDecision, Router
@@ -78,6 +78,9 @@ class Reply:
     violations: int = 0
     verification: list[str] = field(default_factory=list)  # what failed verification, per attempt (empty: passed)
     replaced: str | None = None  # why the model's reply was replaced (a verification reason), None when it was not
+    finish_reason: str = "stop"  # "length" when the model's answer was cut by its token budget
+    prompt_tokens: int | None = None  # counted by the engine for a model answer (None: count them with count_tokens)
+    completion_tokens: int | None = None
 
     def meta(self) -> dict[str, Any]:
         data = asdict(self)
@@ -203,6 +206,14 @@ class ChatService:
         self._promo_cache: tuple[str | None, list[dict[str, Any]] | None] = ("<none>", None)
         self.retriever = retriever or self._retrieve
         self.order_lookup = order_lookup or self._order_lookup
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` for the API's usage: the served model's tokenizer, else one per character (what a
+        CJK tokenizer roughly gives) when no model is served."""
+        tokenizer = getattr(self.engine, "tokenizer", None)
+        if tokenizer is None:
+            return len(text)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def models(self) -> list[str]:
         return self.engine.models() if self.engine is not None else [self.base_model]
@@ -449,11 +460,15 @@ class ChatService:
             for constrained in (False, True):
                 stream = self._sentence_stream(found)
                 try:
-                    async for piece in self.verify(turn, found, stream, self.draft(turn, found, constrained), pieces):
+                    generation = self.draft(turn, found, constrained)
+                    async for piece in self.verify(turn, found, stream, generation, pieces):
                         pieces.append(piece)
                         yield {"type": "delta", "text": piece}
                     if not "".join(pieces).strip():
                         raise EngineError("the model produced an empty answer")
+                    reply.finish_reason = finish_reason(generation) or "stop"
+                    reply.prompt_tokens = getattr(generation, "prompt_tokens", None)
+                    reply.completion_tokens = getattr(generation, "completion_tokens", None)
                     verdict = None
                     break
                 except Rejected as exc:

@@ -43,6 +43,8 @@ class Finished:
     the token budget)."""
 
     reason: str
+    prompt_tokens: int | None = None  # what the engine counted, when it counts (usage in the API response)
+    completion_tokens: int | None = None
 
 
 class Generation:
@@ -53,6 +55,8 @@ class Generation:
     def __init__(self, items: AsyncIterator[str | Finished]):
         self._items = items
         self.finish_reason: str | None = None
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
 
     def __aiter__(self) -> Generation:
         return self
@@ -61,6 +65,7 @@ class Generation:
         item = await self._items.__anext__()
         if isinstance(item, Finished):
             self.finish_reason = item.reason
+            self.prompt_tokens, self.completion_tokens = item.prompt_tokens, item.completion_tokens
             await self._items.aclose()
             raise StopAsyncIteration
         return item

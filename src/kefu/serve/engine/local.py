@@ -341,7 +341,7 @@ class LocalEngine:
         rest += row.stop_text.flush()
         if rest:
             row.req.push(rest)
-        row.req.push(Finished(row.finish or "stop"))
+        row.req.push(Finished(row.finish or "stop", len(row.prompt), len(row.ids)))
 
     def _finish_rows(self, active: list[_Row], batch: KVBatch) -> list[_Row]:
         """Close finished or cancelled rows and drop them from the cache."""

@@ -46,6 +46,7 @@ class RemoteEngine:
                no_repeat_ngram_size: int | None = None, stop: list[str] | None = None) -> Generation:
         """The answer's text pieces; ``.finish_reason`` (the server's, or "stop" at a stop string) once exhausted."""
         body = {"model": model or self.base_name, "messages": messages, "stream": True,
+                "stream_options": {"include_usage": True},  # token counts for the API's usage
                 "max_tokens": max_new_tokens or self.max_new_tokens, "temperature": temperature}
         if self.sampling_extras:
             body["repetition_penalty"] = self.repetition_penalty if repetition_penalty is None else repetition_penalty
@@ -58,7 +59,7 @@ class RemoteEngine:
         for attempt in range(self.retries + 1):
             emitted = False
             stop_text = StopText(stops)
-            reason = None
+            reason, usage = None, None
             try:
                 async with self.client.stream("POST", "/v1/chat/completions", json=body) as resp:
                     if resp.status_code >= 500 or resp.status_code == 429:
@@ -73,9 +74,13 @@ class RemoteEngine:
                         if data == "[DONE]":
                             break
                         try:
-                            choice = json.loads(data)["choices"][0]
+                            chunk = json.loads(data)
+                            usage = chunk.get("usage") or usage  # the last chunk (stream_options.include_usage)
+                            if not chunk.get("choices"):
+                                continue
+                            choice = chunk["choices"][0]
                             delta = choice.get("delta", {}).get("content") or ""
-                        except (ValueError, KeyError, IndexError) as exc:
+                        except (ValueError, KeyError, IndexError, AttributeError) as exc:
                             raise EngineError(f"remote engine sent a malformed chunk: {data[:100]}") from exc
                         reason = choice.get("finish_reason") or reason
                         piece = stop_text.feed(delta) if delta else ""
@@ -87,7 +92,8 @@ class RemoteEngine:
                             break
                 if rest := stop_text.flush():
                     yield rest
-                yield Finished(reason or "stop")
+                usage = usage if isinstance(usage, dict) else {}
+                yield Finished(reason or "stop", usage.get("prompt_tokens"), usage.get("completion_tokens"))
                 return
             except (httpx.HTTPError, EngineError) as exc:
                 last = exc
