@@ -15,6 +15,7 @@ from typing import Any
 
 from kefu.artifacts.dialogues import write_jsonl
 from kefu.artifacts.run import TrainRun
+from kefu.eval.baseline import baseline_metrics, train_data_of_run
 from kefu.eval.business import context_text
 from kefu.eval.config import EvalConfig
 from kefu.eval.experience import judge_satisfaction, perplexity
@@ -22,6 +23,7 @@ from kefu.eval.generate import decoding_settings, encode, generate_replies, gene
 from kefu.eval.metrics import score_predictions
 from kefu.eval.records import load_test_samples
 from kefu.eval.report import write_report
+from kefu.kg.replies import ReplyIndex
 from kefu.kg.store import KnowledgeGraph
 from kefu.train.models import DEFAULT_MODEL, load_model
 from kefu.types import KefuError
@@ -68,12 +70,30 @@ def write_outputs(out: Path, metrics: dict, rows: list[dict], worst_k: int = 10)
     write_report(out, metrics, rows, worst_k=worst_k)
 
 
+def reply_index_for(train_data: str | Path | None = None, run: str | Path | None = None) -> tuple[Any, Path | None]:
+    """(the retrieval baseline's index, the train data it was built from): from ``train_data`` (a prepared folder or
+    train.jsonl) when given, else from the train file ``run``'s record names; (None, None) when neither is known."""
+    path = Path(train_data) if train_data is not None else (train_data_of_run(run) if run is not None else None)
+    if path is None:
+        return None, None
+    if not path.exists():
+        raise KefuError(f"--train-data {path}: not found")
+    return ReplyIndex.from_data(path), path
+
+
 def score_records(records: list[dict], out: Path, *, kg: Any = None, config: EvalConfig | None = None,
-                  extra: dict | None = None, judge_transport: Any = None) -> dict:
-    """Score ready predictions and write the EVAL folder; returns the metrics."""
+                  extra: dict | None = None, judge_transport: Any = None, reply_index: Any = None) -> dict:
+    """Score ready predictions and write the EVAL folder; returns the metrics. With ``reply_index`` (a
+    :class:`~kefu.kg.replies.ReplyIndex` of the train data) the retrieval and stock-reply baselines are scored on the
+    same samples (``retrieval_bleu4``, ``stock_rougeL``, ``vs_retrieval_bleu4`` ..., and each row's ``retrieval``)."""
     config = config or EvalConfig()
     rows: list[dict] = []
     metrics = score_predictions(records, kg=open_kg(kg), config=config, per_sample_out=rows)
+    if reply_index is not None:
+        baselines, retrieved = baseline_metrics(reply_index, records, metrics)
+        metrics.update(baselines)
+        for row, reply in zip(rows, retrieved):
+            row["retrieval"] = reply
     if config.judge.enabled:
         if not config.judge.endpoint:
             raise KefuError("eval.judge.enabled is true but eval.judge.endpoint is not set")
@@ -94,8 +114,11 @@ def score_records(records: list[dict], out: Path, *, kg: Any = None, config: Eva
 def evaluate(data: str | Path, out: str | Path, *, run: str | Path | None = None, model: str | None = None,
              base_only: bool = False, endpoint: str | None = None, api_key: str | None = None, kg: Any = None,
              config: EvalConfig | None = None, model_obj: Any = None, tokenizer: Any = None, progress: bool = True,
-             transport: Any = None, judge_transport: Any = None) -> dict:
+             transport: Any = None, judge_transport: Any = None, train_data: str | Path | None = None) -> dict:
     """Generate a reply for every agent turn of ``data`` (a prepared test.jsonl) and score it; returns metrics.
+
+    When the train data is known (``train_data``, else the file ``run``'s record names) the retrieval baseline over
+    it and the stock reply are scored on the same samples (see :mod:`kefu.eval.baseline`).
 
     The replies come from ``endpoint`` (OpenAI-compatible; ``model`` is the served model's name) when given, else
     from ``model_obj``/``tokenizer`` when given, else from a local model: ``run``'s base + ``run/adapter``, or
@@ -103,12 +126,14 @@ def evaluate(data: str | Path, out: str | Path, *, run: str | Path | None = None
     """
     config = config or EvalConfig()
     samples = load_test_samples(data, last_turn_only=config.last_turn_only, max_samples=config.max_samples)
+    reply_index, train_file = reply_index_for(train_data, run)
     contexts = [s["context"] for s in samples]
     decoding = {"do_sample": config.do_sample, "temperature": config.temperature, "top_p": config.top_p,
                 "repetition_penalty": config.repetition_penalty if config.repetition_penalty != 1.0 else None}
     info: dict[str, Any] = {"data": str(data), "batch_size": config.batch_size,
                             "last_turn_only": config.last_turn_only}
     info.update({f"decoding_{k}": v for k, v in decoding_settings(config.max_new_tokens, **decoding).items()})
+    info["retrieval_train_data"] = str(train_file) if train_file else None
     local = None
     if endpoint:
         results = generate_via_endpoint(endpoint, contexts, model=model or "kefu", api_key=api_key,
@@ -138,4 +163,5 @@ def evaluate(data: str | Path, out: str | Path, *, run: str | Path | None = None
         info["perplexity_model"] = "base (adapter disabled)" if hasattr(local, "peft_config") else "the evaluated model"
         for rec, value in zip(records, per):
             rec["perplexity"] = value
-    return score_records(records, Path(out), kg=kg, config=config, extra=info, judge_transport=judge_transport)
+    return score_records(records, Path(out), kg=kg, config=config, extra=info, judge_transport=judge_transport,
+                         reply_index=reply_index)

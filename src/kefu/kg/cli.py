@@ -14,6 +14,7 @@ from rich.table import Table
 from kefu.clock import parse_time, shop_now
 from kefu.config import load_config
 from kefu.kg.promotions import CartItem, price_cart
+from kefu.kg.replies import TOKEN_MODES, ReplyIndex, stats as reply_stats
 from kefu.kg.retrieval import retrieve
 from kefu.kg.store import KnowledgeGraph
 from kefu.text.numbers import format_fen as yuan
@@ -143,6 +144,53 @@ def load_cart(kg, path: Path):
             raise KefuError(f"{where}: field `unit_price_fen`: must be a non-negative integer (fen), got {price!r}")
         items.append(CartItem(line["sku"], quantity, price, category))
     return items
+
+
+replies_app = typer.Typer(no_args_is_help=True, help="The shop's own past replies: a BM25 index over (customer "
+                          "context → agent reply) pairs of prepared logs.")
+kg_app.add_typer(replies_app, name="replies")
+
+
+@replies_app.command("build")
+def replies_build_cmd(data: Path = typer.Argument(..., help="Prepared data: a folder (its train.jsonl) or a JSONL file."),
+                      out: Path = typer.Option(..., "--out", help="Index file to write (.npz)."),
+                      tokens: str = typer.Option("bigrams", "--tokens", help=f"{' | '.join(TOKEN_MODES)}."),
+                      context_turns: int = typer.Option(2, "--context-turns", min=0,
+                                                        help="Earlier messages keyed with lower weight."),
+                      include_simulated: bool = typer.Option(False, "--include-simulated",
+                                                             help="Also index tier-3 simulated dialogues.")):
+    """Index every agent reply of DATA under the customer message it answered."""
+    index = ReplyIndex.from_data(data, tokens=tokens, context_turns=context_turns,
+                                 include_simulated=include_simulated)
+    if not len(index):
+        raise KefuError(f"{data}: no agent reply after a customer message to index")
+    index.save(out)
+    size = out.stat().st_size
+    figures = ", ".join(f"{k} {v}" for k, v in reply_stats(index).items())
+    Console().print(f"wrote {out} ({size / 1024:.0f} KiB): {figures}", markup=False, soft_wrap=True)
+
+
+@replies_app.command("search")
+def replies_search_cmd(index_file: Path = typer.Argument(..., help="Index built by `kefu kg replies build`."),
+                       question: str = typer.Argument(..., help="The customer's message."),
+                       k: int = typer.Option(5, "-k", "--top", min=1, help="How many replies."),
+                       as_json: bool = typer.Option(False, "--json", help="Print the matches as JSON lines.")):
+    """The past replies that best answer QUESTION, best first."""
+    matches = ReplyIndex.load(index_file).search(question, k=k)
+    out = Console()
+    if as_json:
+        for m in matches:
+            typer.echo(json.dumps(m.to_dict(), ensure_ascii=False))
+        return
+    if not matches:
+        out.print("no past reply shares a term with this question")
+        return
+    table = Table()
+    for column in ("similarity", "score", "question", "reply", "dialogue"):
+        table.add_column(column, justify="right" if column in ("similarity", "score") else "left")
+    for m in matches:
+        table.add_row(f"{m.similarity:.2f}", f"{m.score:.2f}", m.question, m.reply, f"{m.dialogue_id}#{m.turn}")
+    out.print(table)
 
 
 def register(app: typer.Typer) -> None:
