@@ -11,7 +11,10 @@ from kefu.eval.business import (business_metrics, check_fact, dates_stated, days
 def test_day_and_date_readers():
     assert days_stated("7天无理由，15个工作日退款，11月20日前") == [7, 15]
     assert days_stated("七天无理由") == [7] and days_stated("两三天发货") == []  # a range, not 23 days
-    assert dates_stated("预计2026-11-20送达，或11月21号，12/3") == [(2026, 11, 20), (None, 11, 21), (None, 12, 3)]
+    assert dates_stated("预计2026-11-20送达，或11月21号，12/03") == [(2026, 11, 20), (None, 11, 21), (None, 12, 3)]
+    assert dates_stated("三月五日或十一月二十号") == [(None, 3, 5), (None, 11, 20)]  # Chinese numerals: scoring only
+    # the verifier's dates (kefu.text.claims): a one-digit day after a slash is a fraction, 3-15天 a range of days
+    assert dates_stated("好评率3/4，3-15天到") == []
 
 
 @pytest.mark.parametrize("prediction, fact, verdict", [

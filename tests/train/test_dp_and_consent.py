@@ -4,6 +4,7 @@ import json
 
 from typer.testing import CliRunner
 
+from kefu.artifacts.run import TrainRun
 from kefu.cli import app
 from kefu.safety import audit
 from kefu.testing import make_dialogues, write_jsonl
@@ -34,9 +35,12 @@ def test_dp_training_reports_epsilon_within_budget(tiny_model_dir, tmp_path):
     result = CliRunner().invoke(app, _args(data, tmp_path / "run", tiny_model_dir)
                                 + ["--dp", "--epsilon", "4", "--delta", "1e-4", "--lr", "0.01"])
     assert result.exit_code == 0, result.output
-    report = json.loads((tmp_path / "run" / "train_report.json").read_text())
+    run = TrainRun(tmp_path / "run").require_finished()  # the same run folder `kefu train` writes
+    report = run.report()
     assert report["dp"] and 0 < report["epsilon_spent"] <= 4.0 and report["noise_multiplier"] > 0
-    assert (tmp_path / "run" / "adapter" / "adapter_config.json").is_file()
+    assert run.base_model() == str(tiny_model_dir) and run.record()["dp"]["epsilon"] == 4
+    assert [m["step"] for m in run.metrics()] == list(range(1, report["steps"] + 1))
+    assert run.metrics()[-1]["epsilon_spent"] == report["epsilon_spent"]
     entry = [e for e in audit.entries() if e["action"] == "train"][-1]
     assert entry["details"]["epsilon_spent"] == report["epsilon_spent"]
 

@@ -29,15 +29,16 @@ from typing import Any, Sequence
 from kefu.data.annotate import RuleAnnotator
 from kefu.kg.retrieval import retrieve
 from kefu.safety.compliance import check as compliance_check
+from kefu.text.claims import DATE, date_parts
 from kefu.text.numbers import NUMBER, cn_number, money_mentions
 from kefu.text.pii import find_pii
 from kefu.text.status import STATUS_WORDS
 
-_DATE_RES = (
-    re.compile(r"(?P<y>\d{4})\s*[-/.年]\s*(?P<m>\d{1,2})\s*[-/.月]\s*(?P<d>\d{1,2})\s*[日号]?"),
-    re.compile(r"(?P<m>\d{1,2}|[一二三四五六七八九十]+)\s*月\s*(?P<d>\d{1,2}|[一二三四五六七八九十]+)\s*[日号]"),
-    re.compile(r"(?<![\d.])(?P<m>\d{1,2})[-/](?P<d>\d{1,2})(?![\d/-])"),
-)
+# Dates are kefu.text.claims's DATE (the verifier's), plus one form only scoring reads: a month and day in Chinese
+# numerals (三月五日, 十一月二十号; 日/号 required), which claims leaves alone (there a Chinese numeral counts only
+# with a unit). A model's reply spelling a date that way is still scored against the fact.
+_CN_DATE = re.compile(r"(?<![一二三四五六七八九十])(?P<m>[一二三四五六七八九十]{1,3})\s*月\s*"
+                      r"(?P<d>[一二三四五六七八九十]{1,3})\s*[日号]")
 _DAYS_RE = re.compile(rf"({NUMBER})\s*(?:个)?(?:天|日|工作日)")
 _HANDOFF_RE = re.compile(r"转人工|转接|人工客服|专员|专人|升级(?:处理|给)|为您转|帮您转|转给|移交|主管")
 _ACTION_RE = re.compile(
@@ -51,18 +52,17 @@ _ACTION_RE = re.compile(
 
 
 def _date_spans(text: str) -> list[tuple[int | None, int, int, int, int]]:
-    found, taken = [], []
-    for pattern in _DATE_RES:
-        for m in pattern.finditer(text):
-            if any(s < m.end() and m.start() < e for s, e in taken):
-                continue
-            month, day = cn_number(m.group("m")), cn_number(m.group("d"))
-            if month is None or day is None or not (1 <= month <= 12 and 1 <= day <= 31):
-                continue
-            year = int(m.group("y")) if "y" in pattern.groupindex and m.group("y") else None
-            found.append((year, month, day, m.start(), m.end()))
-            taken.append((m.start(), m.end()))
-    return found
+    """(year or None, month, day, start, end) of each date in ``text``, in text order."""
+    found = []
+    for m in DATE.finditer(text):
+        parts = date_parts(m)
+        if parts is not None:
+            found.append((*parts, m.start(), m.end()))
+    for m in _CN_DATE.finditer(text):
+        month, day = cn_number(m.group("m")), cn_number(m.group("d"))
+        if month is not None and day is not None and 1 <= month <= 12 and 1 <= day <= 31:
+            found.append((None, month, day, m.start(), m.end()))
+    return sorted(found, key=lambda span: span[3])
 
 
 def dates_stated(text: str) -> list[tuple[int | None, int, int]]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from kefu.artifacts.dialogues import iter_jsonl
+from kefu.artifacts.dialogues import messages_of, read_dialogues
 from kefu.artifacts.run import AdapterConfig, TrainRun
 from kefu.eval.records import load_test_samples
 from kefu.eval.trim import trim_quality
@@ -177,8 +177,8 @@ def trim_vocab(run: str | Path, data: str | Path, out: str | Path, *, min_agreem
     reply tokens (token agreement up to the first difference)."""
     base, adapter = run_parts(run)
     data, out = Path(data), Path(out)
-    fit = [obj["messages"] for name in ("train.jsonl", "val.jsonl") if (data / name).is_file()
-           for _, obj in iter_jsonl(data / name) if isinstance(obj.get("messages"), list)]
+    fit = [messages_of(line.dialogue) for name in ("train.jsonl", "val.jsonl") if (data / name).is_file()
+           for line in read_dialogues(data, name)]
     if not fit:
         raise KefuError(f"{data}: no train.jsonl/val.jsonl dialogues to take the vocabulary from (run `kefu prepare`)")
     held_file = data / "test.jsonl" if (data / "test.jsonl").is_file() else data / "val.jsonl"

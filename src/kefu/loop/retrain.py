@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kefu.artifacts.dialogues import read_dialogues, write_dialogues
+from kefu.artifacts.run import TrainRun
 from kefu.eval.config import EvalConfig
 from kefu.eval.runner import evaluate
 from kefu.loop.config import LoopConfig
@@ -84,7 +85,9 @@ def retrain(new_data: Path, old_data: Path, out: Path, *, train_config: TrainCon
         raise KefuError(f"no test.jsonl in {old_data} or {new_data}: the gate needs at least one test set")
     mixed = out / "data" / "train.jsonl"
     mix = mix_training_data(new_train, old_train, mixed, replay_ratio=loop_config.replay_ratio, seed=config.seed)
-    report = train(config, mixed, out / "run", progress=progress)
+    run = TrainRun(out / "run")
+    report = train(config, mixed, run.path, progress=progress)
+    candidate = run.require_finished().adapter_dir
 
     eval_config = EvalConfig(max_samples=loop_config.eval_max_samples, max_new_tokens=loop_config.eval_max_new_tokens,
                              perplexity=False)
@@ -92,11 +95,11 @@ def retrain(new_data: Path, old_data: Path, out: Path, *, train_config: TrainCon
     before, after = {}, {}
     for name, test in tests.items():
         before[name] = _score(config.model, serving_adapter, test, out / "eval" / f"serving_{name}", eval_config)
-        after[name] = _score(config.model, str(out / "run" / "adapter"), test, out / "eval" / f"candidate_{name}",
+        after[name] = _score(config.model, str(candidate), test, out / "eval" / f"candidate_{name}",
                              eval_config)
     passed, reasons = gate(before, after, loop_config.gate_metrics, loop_config.tolerance)
     pick = lambda scores: {k: scores[k] for k in loop_config.gate_metrics if k in scores}  # noqa: E731
-    entry = registry.register(out / "run" / "adapter", base_model=config.model,
+    entry = registry.register(candidate, base_model=config.model,
                               metrics={name: pick(scores) for name, scores in after.items()},
                               config=config.model_dump(mode="json"), parent=current["version"] if current else None,
                               data_hashes={"train": sha256_file(mixed),

@@ -15,9 +15,11 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Iterable
+
+from kefu.text.claims import order_numbers
+from kefu.text.normalize import simplify
 
 SAFE_REFUSAL = "抱歉，这个请求我无法处理。我是本店客服，可以帮您查询商品、订单、物流和售后问题。"
 
@@ -61,7 +63,6 @@ _RULES: list[tuple[str, str]] = [
 ]
 _COMPILED = [(rule, re.compile(pattern, re.I | re.S)) for rule, pattern in _RULES]
 _ZERO_WIDTH = re.compile(r"[\u200b-\u200f\u2060-\u2064\ufeff\u00ad]")
-_ORDER_NO = re.compile(r"(?<!\d)\d{16}(?!\d)")
 _B64 = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")
 
 
@@ -77,14 +78,7 @@ class InjectionResult:
 def normalise(text: str) -> str:
     """Fold the obfuscations attackers use: full-width forms, traditional characters, zero-width characters, and
     spaces or punctuation between Chinese characters (忽 略 之 前 / 忽.略.之.前)."""
-    text = unicodedata.normalize("NFKC", text)
-    text = _ZERO_WIDTH.sub("", text)
-    try:
-        import zhconv
-
-        text = zhconv.convert(text, "zh-cn")
-    except Exception:  # zhconv is a declared dependency; tolerate its absence in minimal installs
-        pass
+    text = simplify(_ZERO_WIDTH.sub("", text))  # zero-width first, so zhconv sees whole words
     # Drop separators between two CJK characters, repeatedly (handles 忽 略 之 前 的 指 令).
     previous = None
     while previous != text:
@@ -107,8 +101,9 @@ def _decoded_payloads(text: str) -> list[str]:
 
 
 def detect(text: str, *, own_order_nos: Iterable[str] | None = None) -> InjectionResult:
-    """Check one customer turn. With ``own_order_nos`` (this customer's orders), a 16-digit order number that is
-    not theirs counts as an attempt to reach another customer's data (rule ``other_customers``)."""
+    """Check one customer turn. With ``own_order_nos`` (this customer's orders), a 16-digit order number (also typed
+    in groups, read by ``kefu.text.claims``) that is not theirs counts as an attempt to reach another customer's data
+    (rule ``other_customers``)."""
     if not isinstance(text, str) or not text:
         return InjectionResult(False)
     result = InjectionResult(False)
@@ -120,7 +115,7 @@ def detect(text: str, *, own_order_nos: Iterable[str] | None = None) -> Injectio
                 result.evidence.append(m.group(0)[:80])
     if own_order_nos is not None:
         own = {str(o) for o in own_order_nos}
-        foreign = [o for o in _ORDER_NO.findall(unicodedata.normalize("NFKC", text)) if o not in own]
+        foreign = [o for o in order_numbers(simplify(text)) if o not in own]
         if foreign and "other_customers" not in result.rules:
             result.rules.append("other_customers")
             result.evidence.append(f"order {foreign[0]} is not this customer's")

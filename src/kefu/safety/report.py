@@ -14,33 +14,37 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from kefu.artifacts.dialogues import dialogue_from_json
 from kefu.safety import audit, compliance, consent
 from kefu.safety.keys import KeyStore, ROLES
 from kefu.types import KefuError
 
 
 def _replies(path: Path) -> Iterator[str]:
-    """Assistant texts from a JSONL of dialogues ({"messages": [...]}) or of {"reply": ...}, or plain text lines."""
+    """Assistant texts from a file whose lines are prepared dialogues ({"messages": [...]}, read as
+    :mod:`kefu.artifacts.dialogues` reads them), {"reply": ...} / {"output": ...} rows, or plain text replies; the
+    kinds may mix, so a line is JSON when it starts with ``{``. Errors name the file and line."""
+    if not path.is_file():
+        raise KefuError(f"{path}: file not found")
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             line = line.strip()
             if not line:
                 continue
-            if line.startswith("{"):
-                try:
-                    data = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise KefuError(f"{path}:{number}: not valid JSON: {exc}") from exc
-                if isinstance(data.get("messages"), list):
-                    for message in data["messages"]:
-                        if isinstance(message, dict) and message.get("role") == "assistant":
-                            yield str(message.get("content") or "")
-                elif "reply" in data:
-                    yield str(data["reply"])
-                elif "output" in data:
-                    yield str(data["output"])
-            else:
+            if not line.startswith("{"):
                 yield line
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise KefuError(f"{path}:{number}: not valid JSON: {exc.msg} (column {exc.colno})") from exc
+            if "messages" in data:
+                dialogue = dialogue_from_json(data, f"{path}:{number}")
+                yield from (turn.content for turn in dialogue.messages if turn.role == "assistant")
+            elif "reply" in data:
+                yield str(data["reply"])
+            elif "output" in data:
+                yield str(data["output"])
 
 
 def build(replies: str | Path | None = None, *, rules: compliance.ComplianceRules | None = None,

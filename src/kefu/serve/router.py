@@ -18,8 +18,10 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from kefu.artifacts.dialogues import read_dialogues
 from kefu.paths import state_path
-from kefu.serve.text import normalise, order_numbers
+from kefu.serve.text import normalise
+from kefu.text.claims import order_numbers
 from kefu.text.normalize import simplify
 from kefu.types import KefuError
 
@@ -77,25 +79,14 @@ def label_for_intent(intent: str) -> int:
 
 def load_training_turns(path: str | Path) -> tuple[list[str], list[str]]:
     """User turns and their intents from prepared ``train.jsonl`` (``meta.intents``: one per user turn)."""
-    path = Path(path)
-    if not path.exists():
-        raise KefuError(f"{path}: prepared data not found (run `kefu prepare` first)")
     texts, intents = [], []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise KefuError(f"{path}:{number}: not valid JSON: {exc}") from exc
-            user_turns = [m["content"] for m in row.get("messages", []) if m.get("role") == "user"]
-            labels = (row.get("meta") or {}).get("intents") or []
-            if len(labels) != len(user_turns):
-                raise KefuError(f"{path}:{number}: meta.intents has {len(labels)} labels for {len(user_turns)} "
-                                "user turns")
-            texts.extend(user_turns)
-            intents.extend(labels)
+    for line in read_dialogues(path, None):
+        user_turns = [t.content for t in line.dialogue.messages if t.role == "user"]
+        labels = line.dialogue.meta.get("intents") or []
+        if len(labels) != len(user_turns):
+            raise KefuError(f"{line.where}: meta.intents has {len(labels)} labels for {len(user_turns)} user turns")
+        texts.extend(user_turns)
+        intents.extend(labels)
     if not texts:
         raise KefuError(f"{path}: no user turns found")
     return texts, intents

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from kefu.safety.compliance import rewrite
+from kefu.text.claims import DATE, date_parts
 from kefu.text.numbers import NUMBER, format_fen, money_mentions, parse_money_fen
 from kefu.text.status import ORDER_STATUSES
 
 log = logging.getLogger("kefu.serve.synth")
 
-DATE = re.compile(r"\d{4}[-/年]\d{1,2}[-/月]\d{1,2}[日号]?|\d{1,2}月\d{1,2}[日号]")
 PROMO_AMOUNT = re.compile(rf"[满减送]\s*[¥￥]?({NUMBER})")
 SENTENCE_END = re.compile(r"[。！？!?；;\n]")
 
@@ -46,9 +46,13 @@ def _price(fen: int) -> str:
     return "¥" + format_fen(fen, short=True)
 
 
-def _norm_date(text: str) -> tuple[int, int]:
-    nums = [int(x) for x in re.findall(r"\d+", text)]
-    return (nums[-2], nums[-1]) if len(nums) >= 2 else (0, 0)
+def _month_day(text: str) -> tuple[int, int] | None:
+    """(month, day) of the first date in ``text`` (``kefu.text.claims.DATE``), or None."""
+    for m in DATE.finditer(text):
+        parts = date_parts(m)
+        if parts is not None:
+            return parts[1], parts[2]
+    return None
 
 
 def ground(draft: str, g: Grounding) -> tuple[str, list[str]]:
@@ -74,9 +78,10 @@ def ground(draft: str, g: Grounding) -> tuple[str, list[str]]:
                 text = text.replace(status, g.order_status)
                 fixes.append(f"status {status} -> {g.order_status}")
     if g.dates:
-        known = {_norm_date(d) for d in g.dates}
+        known = {_month_day(d) for d in g.dates}
         for m in reversed(list(DATE.finditer(text))):
-            if _norm_date(m.group()) not in known:
+            parts = date_parts(m)
+            if parts is not None and parts[1:] not in known:
                 if len(g.dates) == 1:
                     text = text[:m.start()] + g.dates[0] + text[m.end():]
                     fixes.append(f"date {m.group()} -> {g.dates[0]}")
@@ -195,7 +200,8 @@ def grounding_from(facts: Any = None, tool_results: Iterable[dict[str, Any]] = (
             if fen is not None:
                 g.allowed_fen.add(fen)
         for m in DATE.finditer(str(block)):
-            g.dates.append(m.group())
+            if date_parts(m) is not None:
+                g.dates.append(m.group())
     for result in tool_results:
         if not isinstance(result, dict):
             continue

@@ -1,14 +1,14 @@
 """Text helpers shared by the router and cache: a question's wording for matching and the entities that change its
-answer (both read the text after ``kefu.text.normalize.simplify``)."""
+answer (both read the text after ``kefu.text.normalize.simplify``). Order numbers are ``kefu.text.claims``'s."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
+from kefu.text.claims import ORDER_NO, order_numbers
 from kefu.text.normalize import simplify
 
-ORDER_NO = re.compile(r"(?<!\d)\d{16}(?!\d)")
 SKU = re.compile(r"(?<![A-Za-z0-9])[A-Z]{1,4}-\d{3,6}(?!\d)", re.I)
 # sizes: letter sizes, shoe/garment numbers with a unit, height/bust like 170/92A, 均码
 SIZE = re.compile(r"(?<![A-Za-z])(?:[2-5]?X{1,3}L|XS|S|M|L)(?![A-Za-z])|\d{2,3}(?:/\d{2,3}[A-Z]?)|\d{2}(?:\.5)?码|均码",
@@ -42,7 +42,7 @@ def key_entities(text: str) -> KeyEntities:
     """Order numbers, SKUs, sizes, colours, negations and other numbers in ``text``: two questions share a cached
     answer only when these agree."""
     text = simplify(text)
-    orders = tuple(ORDER_NO.findall(text))
+    orders = tuple(order_numbers(text))
     rest = ORDER_NO.sub(" ", text)
     skus = tuple(s.upper() for s in SKU.findall(rest))
     rest = SKU.sub(" ", rest)
@@ -58,8 +58,3 @@ def normalise(text: str) -> str:
     text = simplify(text).lower()
     text = _FILLER.sub("", text)
     return _PUNCT.sub("", text)
-
-
-def order_numbers(text: str) -> list[str]:
-    """The 16-digit order numbers in ``text`` (full-width digits count)."""
-    return ORDER_NO.findall(simplify(text))

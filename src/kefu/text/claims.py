@@ -20,7 +20,7 @@ from typing import Iterable
 from kefu.text.numbers import DISCOUNT, MONEY, NUMBER, cn_decimal, money_fen, parse_discount
 from kefu.text.status import STATUS_WORDS
 
-__all__ = ["Claim", "claims", "evidence_keys", "ORDER_NO", "TRACKING_NO", "order_numbers"]
+__all__ = ["Claim", "claims", "evidence_keys", "ORDER_NO", "TRACKING_NO", "DATE", "order_numbers", "date_parts"]
 
 # 16 digits, also as typed in chat: 26110899 53055203 or 2611-0899-5305-5203 (two phone numbers side by side are
 # not an order number)
@@ -74,6 +74,16 @@ def order_numbers(text: str) -> list[str]:
     return [re.sub(r"[ -]", "", m.group()) for m in ORDER_NO.finditer(text)]
 
 
+def date_parts(m: re.Match) -> tuple[int | None, int, int] | None:
+    """A :data:`DATE` match as ``(year or None, month, day)``; None when the month or day is out of range."""
+    year = m.group("y")
+    month = int(m.group("m") or m.group("m2") or m.group("m3"))
+    day = int(m.group("d") or m.group("d2") or m.group("d3"))
+    if not (1 <= month <= 12 and 1 <= day <= 31):
+        return None
+    return (int(year) if year else None), month, day
+
+
 def claims(text: str) -> list[Claim]:
     """Every fact-like span of ``text``, left to right, none overlapping (more specific kinds win)."""
     found: list[Claim] = []
@@ -105,10 +115,9 @@ def claims(text: str) -> list[Claim]:
         if rate is not None:
             add("discount", f"discount:{rate}", m)
     for m in DATE.finditer(text):
-        month, day = (int(m.group("m") or m.group("m2") or m.group("m3")),
-                      int(m.group("d") or m.group("d2") or m.group("d3")))
-        if 1 <= month <= 12 and 1 <= day <= 31:
-            add("date", f"date:{month}-{day}", m)
+        parts = date_parts(m)
+        if parts is not None:
+            add("date", f"date:{parts[1]}-{parts[2]}", m)
     for m in CLOCK.finditer(text):
         add("time", f"time:{int(m.group('h'))}:{m.group('min')}", m)
     for m in QUANTITY.finditer(text):

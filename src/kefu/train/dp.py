@@ -8,7 +8,6 @@ The ε actually spent is reported and audited.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import torch
 
+from kefu.artifacts.run import TrainRun
 from kefu.safety import audit
 from kefu.train.config import TrainConfig
 from kefu.train.data import check_data, collate, load_examples
@@ -45,9 +45,9 @@ def train_dp(config: TrainConfig, data: str | Path, out: str | Path, *, epsilon:
     from kefu.safety import dp  # deferred: heavy (opacus)
     from kefu.train.trainer import SupervisedLM, _write_adapter, lora_config
 
-    out = Path(out)
-    if (out / "adapter").exists():
-        raise KefuError(f"{out}: already holds a finished run (adapter/); choose another --out")
+    run = TrainRun(out)
+    if run.adapter_dir.exists():
+        raise KefuError(f"{run.path}: already holds a finished run (adapter/); choose another --out")
     if config.init_adapter:
         raise KefuError("--dp trains a fresh adapter: an --init-adapter's earlier training is not covered by the "
                         "privacy budget")
@@ -68,8 +68,11 @@ def train_dp(config: TrainConfig, data: str | Path, out: str | Path, *, epsilon:
         wrapper, optimizer, loader, epsilon=epsilon, delta=delta, epochs=epochs, max_grad_norm=max_grad_norm,
         loss_reduction="sum", seed=config.seed)
     started, step, losses, supervised = time.time(), 0, [], 0
-    out.mkdir(parents=True, exist_ok=True)
-    metrics = open(out / "metrics.jsonl", "w", encoding="utf-8")
+    run.write_record({"train": config.model_dump(mode="json"),
+                      "dp": {"epsilon": epsilon, "delta": delta, "max_grad_norm": max_grad_norm},
+                      "data": {"path": str(Path(data).resolve()), "sha256": stats.sha256, "files": stats.files},
+                      "model_path": str(model_path)})
+    run.start_metrics()
     total = epochs * len(loader)
     if config.max_steps:
         total = min(total, config.max_steps)
@@ -90,21 +93,16 @@ def train_dp(config: TrainConfig, data: str | Path, out: str | Path, *, epsilon:
                 supervised += n
                 losses.append(loss_sum.item() / n)
                 spent = dp.epsilon_spent(engine, delta)
-                metrics.write(json.dumps({"step": step, "loss": losses[-1], "epsilon_spent": spent}) + "\n")
+                run.append_metrics({"step": step, "loss": losses[-1], "epsilon_spent": spent})
                 bar.update(task, advance=1, description=f"DP-SGD loss {losses[-1]:.3f} ε {spent:.2f}")
-    metrics.close()
     if not losses:
         raise KefuError(f"{data}: DP training drew no non-empty batch; add data or raise batch_size")
-    _write_adapter(dp.unwrap(private).model, tokenizer, config, out / "adapter", model_path)
-    import yaml
-
-    (out / "config.yaml").write_text(yaml.safe_dump({"train": config.model_dump(mode="json"), "dp": {
-        "epsilon": epsilon, "delta": delta, "max_grad_norm": max_grad_norm}}, allow_unicode=True), encoding="utf-8")
+    _write_adapter(dp.unwrap(private).model, tokenizer, config, run.adapter_dir, model_path)
     report = {"dp": True, "epsilon": epsilon, "delta": delta, "epsilon_spent": dp.epsilon_spent(engine, delta),
               "noise_multiplier": dp.noise_multiplier(optimizer), "max_grad_norm": max_grad_norm, "steps": step,
               "final_loss": losses[-1], "supervised_tokens": supervised, "train_seconds": time.time() - started,
               "tokens_per_s": supervised / max(time.time() - started, 1e-9), "model": config.model,
               "data_sha256": stats.sha256}
-    (out / "train_report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    audit.record("train", str(out), digest=stats.sha256, details=report)
+    run.write_report(report)
+    audit.record("train", str(run.path), digest=stats.sha256, details=report)
     return report

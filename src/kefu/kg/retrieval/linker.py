@@ -1,6 +1,7 @@
 """The entity linker: one pass of a precompiled trie-shaped regex over every product name, alias, SKU, category,
 brand, style and catalogue colour (longest match wins, like Aho–Corasick), built once per ``kg.version`` and cached on
-the graph's snapshot, plus small regexes for order numbers (16 digits), tracking numbers, sizes and colour words."""
+the graph's snapshot, plus small regexes for sizes and colour words; order numbers (16 digits, also typed in groups) and tracking numbers
+are ``kefu.text.claims``'s."""
 
 from __future__ import annotations
 
@@ -9,11 +10,8 @@ from dataclasses import dataclass
 
 from kefu.kg.store import KnowledgeGraph, Snapshot
 from kefu.text import trie_regex as text_trie_regex
+from kefu.text.claims import ORDER_NO, TRACKING_NO, order_numbers
 
-# 16 digits, also as typed in chat: 26110899 53055203 or 2611-0899-5305-5203 (no other groupings: two phone numbers
-# side by side must not read as an order)
-ORDER_NO = re.compile(r"(?<![\d-])(?:\d{16}|\d{8}[ -]\d{8}|\d{4}(?:[ -]\d{4}){3})(?![\d-])")
-TRACKING_NO = re.compile(r"(?<![A-Za-z0-9])([A-Z]{2,4}\d{9,15}|\d{12,15})(?![0-9])")
 SIZE = re.compile(r"(?<![A-Za-z0-9])(XXXL|XXL|XL|XS|2XL|3XL|4XL|S|M|L)(?![A-Za-z])(?:码|号)?|(?<!\d)(3\d|4\d)(?:码|号)|均码",
                   re.IGNORECASE)
 BASE_COLORS = "黑白红蓝灰绿黄粉紫橙棕咖米青"
@@ -116,7 +114,7 @@ def link(kg: KnowledgeGraph, text: str, *, snap: Snapshot | None = None) -> list
         return all(end <= s or start >= e for s, e in taken)
 
     for m in ORDER_NO.finditer(text):
-        value = re.sub(r"[ -]", "", m.group())
+        value = order_numbers(m.group())[0]
         entities.append({"type": "order_no", "text": m.group(), "start": m.start(), "end": m.end(), "value": value})
         taken.append(m.span())
     for m in TRACKING_NO.finditer(text):
