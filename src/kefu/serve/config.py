@@ -31,6 +31,12 @@ class ServeConfig(BaseModel):
     # the untuned base model never answers customers unless asked for (experiments): without a trained run kefu
     # answers from the knowledge graph, the shop's past replies and a handoff to a human
     allow_base_model: bool = False
+    # bounded waits: a model answer not finished this many seconds after the request arrived is cut (the customer
+    # gets what was verified so far, or the light answer or a handoff instead); 0 turns it off
+    answer_deadline_s: float = Field(10.0, ge=0)
+    # admission: model turns beyond this many in flight are answered at once from the light path or handed off
+    # (None: twice max_batch_size)
+    max_model_requests: int | None = Field(None, ge=1)
     # answer budget per intent (kefu.data.taxonomy ids; serve.engine.token_budget), never above max_new_tokens;
     # intents not listed get max_new_tokens
     max_new_tokens_by_intent: dict[str, Annotated[int, Field(ge=1, le=4096)]] = Field(default_factory=lambda: {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60)
 
@@ -31,6 +31,12 @@ class Metrics:
         self.verification_failures = Counter("kefu_verification_failures",
                                              "Model drafts that failed verification, by the first reason",
                                              ["reason"], registry=r)
+        self.shed = Counter("kefu_shed_requests", "Model turns answered from the light path or handed off because "
+                            "the model queue was over budget", ["reason"], registry=r)
+        self.aborted = Counter("kefu_aborted_requests", "Model generations stopped before their end (deadline, "
+                               "client gone)", ["reason"], registry=r)
+        self.model_turns = Gauge("kefu_model_requests_in_flight", "Turns on the model path now (running and waiting "
+                                 "in the engine)", registry=r)
         self.replacements = Counter("kefu_replacements", "Replies replaced after verification failed twice "
                                     "(by the light-path answer or a handoff), by reason", ["reason"], registry=r)
 

@@ -48,6 +48,7 @@ HANDOFF_TEXT = "好的，已为您转接人工客服，请稍候，客服同事�
 BUSY_HANDOFF_TEXT = "抱歉，系统暂时繁忙，已为您转接人工客服，请稍候。"
 FOLLOW_UP = re.compile(r"^(?:那|这|它|还|有没有|换)|这款|这件|这个|那款|那件|同款|它")
 PERSONAL_FACTS = ("order", "logistics", "order_not_found")  # per-customer answers: never cached
+MIN_RETRY_S = 3.0  # a constrained retry needs at least this much of the deadline left
 CONSTRAINT_NOTE = ("【要求】只陈述上面事实里的价格、数字、日期和单号，或写成槽位如[到手价]、[运单号]；"
                    "不确定就说明并建议转人工；不要重复。")
 
@@ -190,6 +191,8 @@ class ChatService:
         self.metrics = metrics or Metrics()
         self.router = router or Router(handoff_after_failures=self.config.handoff_after_failures)
         self._in_flight: dict[str, asyncio.Future] = {}  # cache key -> answer being generated (single flight)
+        self.model_turns = 0  # turns on the full path right now (admission control)
+        self.max_model_turns = self.config.max_model_requests or 2 * self.config.max_batch_size
         self.cache = cache or ResponseCache(self.config.cache_ttl_s, self.config.cache_max_entries,
                                             on_hit=self.metrics.cache_hits.inc, on_miss=self.metrics.cache_misses.inc)
         self.sessions = sessions or SessionStore(self.config.max_sessions, self.config.max_turns_per_session)
@@ -330,16 +333,27 @@ class ChatService:
             for event in self.without_model(turn, found):
                 yield event
             return
-        async for event in self.full_answer(turn, found, decision):
-            yield event
+        if self.model_turns >= self.max_model_turns:  # the model's queue is over budget: answer now, or a person
+            self.metrics.shed.labels("model queue full").inc()
+            for event in self.without_model(turn, found, "shed: model queue full"):
+                yield event
+            return
+        self.model_turns += 1
+        self.metrics.model_turns.set(self.model_turns)
+        try:
+            async for event in self.full_answer(turn, found, decision):
+                yield event
+        finally:
+            self.model_turns -= 1
+            self.metrics.model_turns.set(self.model_turns)
 
-    def without_model(self, turn: Turn, found: Found) -> Iterator[dict[str, Any]]:
-        """A turn the router would give the model when no trained model is served: the light path's answer for it
-        when there is one, else a handoff to a human."""
+    def without_model(self, turn: Turn, found: Found, why: str = "no trained model") -> Iterator[dict[str, Any]]:
+        """A turn the router would give the model when no model answers it (none is served, or its queue is over
+        budget): the light path's answer for it when there is one, else a handoff to a human."""
         if found.light_text:
-            return self.light_answer(turn, found, RouteDecision("light", "no trained model: light answer",
-                                                                turn.route.intent))
-        return self._single(turn, self._handoff(turn, "no trained model"))
+            return self.light_answer(turn, found, RouteDecision("light", f"{why}: light answer", turn.route.intent))
+        text = BUSY_HANDOFF_TEXT if why.startswith("shed") else HANDOFF_TEXT
+        return self._single(turn, self._handoff(turn, why, text))
 
     def route(self, messages: list[dict[str, str]], *, caller_id: str, session_id: str | None,
               customer_id: str | None, model: str | None, max_tokens: int | None,
@@ -446,7 +460,7 @@ class ChatService:
                     yield event
                 return
             flight = None  # that generation failed: this one does not lead others
-        leader = None
+        leader, finished = None, False
         if flight is not None:
             leader = asyncio.get_running_loop().create_future()
             self._in_flight[flight] = leader
@@ -461,7 +475,8 @@ class ChatService:
                 stream = self._sentence_stream(found)
                 try:
                     generation = self.draft(turn, found, constrained)
-                    async for piece in self.verify(turn, found, stream, generation, pieces):
+                    async for piece in self.verify(turn, found, stream, self._until_deadline(turn, generation),
+                                                   pieces):
                         pieces.append(piece)
                         yield {"type": "delta", "text": piece}
                     if not "".join(pieces).strip():
@@ -475,8 +490,8 @@ class ChatService:
                     verdict = exc.verdict
                     reply.verification.append("; ".join(verdict.problems))
                     self.metrics.verification_failures.labels(verdict.reason).inc()
-                    if pieces:
-                        break  # part of the answer went out: the rest is replaced, not regenerated
+                    if pieces or verdict.reason == "deadline" or self._time_left(turn) < MIN_RETRY_S:
+                        break  # part of the answer went out, or no time: the rest is replaced, not regenerated
                 except EngineError as exc:
                     error = str(exc)
                     break
@@ -484,15 +499,44 @@ class ChatService:
                     error = f"{type(exc).__name__}: {exc}"
                     break
             for event in self.synthesise(turn, found, stream, pieces, error, verdict):
-                if event["type"] == "done" and error is None and verdict is None and leader is not None \
-                        and not leader.done():
-                    leader.set_result(turn.reply.text)  # the customers who asked the same meanwhile get this answer
+                if event["type"] == "done":
+                    finished = True
+                    if error is None and verdict is None and leader is not None and not leader.done():
+                        leader.set_result(turn.reply.text)  # the customers who asked the same meanwhile get it
                 yield event
         finally:
+            if not finished:  # the client went away: the draft was closed with the generator, so the engine stopped
+                self.metrics.aborted.labels("client gone").inc()
             if leader is not None:
                 if not leader.done():
                     leader.set_result(None)  # failed or the client left: the waiting ones generate themselves
                 self._in_flight.pop(flight, None)
+
+    def _time_left(self, turn: Turn) -> float:
+        """Seconds left of this turn's answer deadline (infinite when there is none)."""
+        budget = self.config.answer_deadline_s
+        return budget - turn.elapsed() if budget else float("inf")
+
+    async def _until_deadline(self, turn: Turn, generation: AsyncIterator[str]) -> AsyncIterator[str]:
+        """The engine's pieces until the turn's deadline; past it the generation is cancelled (the engine drops the
+        request) and ``Rejected`` with reason "deadline" ends the draft."""
+        try:
+            while True:
+                left = self._time_left(turn)
+                try:
+                    if left <= 0:
+                        raise asyncio.TimeoutError
+                    piece = await asyncio.wait_for(generation.__anext__(), None if left == float("inf") else left)
+                except StopAsyncIteration:
+                    return
+                except asyncio.TimeoutError:
+                    self.metrics.aborted.labels("deadline").inc()
+                    raise Rejected(Verdict([f"deadline: no complete answer within {self.config.answer_deadline_s:g} s"]))
+                yield piece
+        finally:
+            closer = getattr(generation, "aclose", None)
+            if closer is not None:
+                await closer()
 
     def _sentence_stream(self, found: Found) -> SentenceStream:
         return SentenceStream(found.grounding if not found.grounding.empty() or found.grounding.context_texts else None)
@@ -585,6 +629,8 @@ class ChatService:
             if self.check(light, found).ok:
                 reply.path, reply.reason = "light", f"replaced: {verdict.reason}"
                 return light
+        if verdict.reason == "deadline":
+            return self._handoff(turn, "deadline", BUSY_HANDOFF_TEXT)
         return self._handoff(turn, f"unverified: {verdict.reason}")
 
     # -- how a turn ends ------------------------------------------------------------------------------------------
