@@ -1,7 +1,9 @@
 """CLI commands of the eval stage; `register` adds them to the root `kefu` app.
 
 ``kefu eval --run RUN --data TEST.jsonl --out EVAL`` generates and scores; ``kefu eval score PRED.jsonl --out EVAL``
-scores ready predictions; ``kefu eval compare EVAL_A EVAL_B`` puts two evaluations side by side.
+scores ready predictions; ``kefu eval compare EVAL_A EVAL_B`` puts two evaluations side by side;
+``kefu eval system --data TEST.jsonl --out EVAL`` sends held-out turns through the serving pipeline (router, KG,
+tools, model, verification, synthesis) and scores the system.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from kefu.config import load_config
 from kefu.eval.compare import compare
 from kefu.eval.records import load_predictions
 from kefu.eval.report import fmt
-from kefu.eval.runner import evaluate, score_records
+from kefu.eval.runner import evaluate, reply_index_for, score_records
+from kefu.serve.evaluate import evaluate_system
 from kefu.types import KefuError
 
 eval_app = typer.Typer(invoke_without_command=True, add_completion=False,
@@ -26,7 +29,8 @@ eval_app = typer.Typer(invoke_without_command=True, add_completion=False,
 SUMMARY_KEYS = ("n_samples", "bleu4", "rouge1", "rouge2", "rougeL", "sacrebleu", "chrf", "human_pct_bleu4",
                 "key_fact_accuracy", "intent_accuracy", "resolution_rate", "handoff_rate", "latency_p50_ms",
                 "latency_p95_ms", "compliance_violation_rate", "pii_echo_rate", "perplexity", "distinct_2",
-                "repeat_4gram_rate", "judge_satisfaction")
+                "repeat_4gram_rate", "judge_satisfaction", "retrieval_bleu4", "retrieval_rougeL", "vs_retrieval_bleu4",
+                "vs_retrieval_rougeL", "stock_bleu4", "stock_rougeL")
 
 
 def _config(config_file: Optional[Path], overrides: dict):
@@ -74,11 +78,15 @@ def eval_main(
     judge: Optional[str] = typer.Option(None, "--judge", help="OpenAI-compatible URL of a satisfaction judge "
                                         "(off by default; key from $KEFU_JUDGE_API_KEY)."),
     judge_model: Optional[str] = typer.Option(None, "--judge-model", help="The judge's model name."),
+    train_data: Optional[Path] = typer.Option(None, "--train-data", help="Prepared train data (folder or train.jsonl): "
+                                              "also score the retrieval and stock-reply baselines over it (default: "
+                                              "the data the run's record names)."),
     config_file: Optional[Path] = typer.Option(None, "--config", "-c", help="Config file (default ./kefu.yaml)."),
 ):
     """Generate a reply for every agent turn of TEST.jsonl and score it (or use a subcommand)."""
     if ctx.invoked_subcommand is not None:
-        ctx.obj = {"config_file": config_file, "kg": kg, "judge": judge, "judge_model": judge_model}
+        ctx.obj = {"config_file": config_file, "kg": kg, "judge": judge, "judge_model": judge_model,
+                   "train_data": train_data}
         return
     if data is None and out is None and run is None and endpoint is None and model is None:
         typer.echo(ctx.get_help())
@@ -91,7 +99,7 @@ def eval_main(
                                 "max_new_tokens": max_new_tokens, "last_turn_only": last_turn_only,
                                 "concurrency": concurrency, "timeout_s": timeout, **_judge(judge, judge_model)})
     metrics = evaluate(data, out, run=run, model=model, base_only=base_only, endpoint=endpoint, api_key=api_key,
-                       kg=kg, config=cfg, progress=progress)
+                       kg=kg, config=cfg, progress=progress, train_data=train_data)
     _print_summary(metrics, out)
 
 
@@ -106,14 +114,19 @@ def score_cmd(
     kg: Optional[str] = typer.Option(None, "--kg", help="Knowledge graph for key facts."),
     judge: Optional[str] = typer.Option(None, "--judge", help="OpenAI-compatible URL of a satisfaction judge."),
     judge_model: Optional[str] = typer.Option(None, "--judge-model", help="The judge's model name."),
+    train_data: Optional[Path] = typer.Option(None, "--train-data", help="Prepared train data: also score the "
+                                              "retrieval and stock-reply baselines on the predictions' contexts."),
 ):
     """Score ready predictions (no model needed)."""
     parent = ctx.obj or {}
+    reply_index, train_file = reply_index_for(train_data or parent.get("train_data"))
     cfg = _config(parent.get("config_file"), _judge(judge or parent.get("judge"),
                                                      judge_model or parent.get("judge_model")))
     records = load_predictions(predictions, references)
     metrics = score_records(records, out, kg=kg or parent.get("kg"), config=cfg,
-                            extra={"source": "predictions", "predictions_file": str(predictions)})
+                            extra={"source": "predictions", "predictions_file": str(predictions),
+                                   "retrieval_train_data": str(train_file) if train_file else None},
+                            reply_index=reply_index)
     _print_summary(metrics, out)
 
 
@@ -125,6 +138,50 @@ def compare_cmd(
 ):
     """Side-by-side metrics, per-intent breakdown and the largest regressions from A to B."""
     compare(eval_a, eval_b, worst_k=worst)
+
+
+SYSTEM_KEYS = ("n_samples", "bleu4_single_ref", "rougeL_single_ref", "bleu4_multi_ref", "rougeL_multi_ref", "sacrebleu",
+               "chrf", "key_fact_accuracy", "key_fact_total", "invented_fact_rate", "invented_facts_per_reply",
+               "invented_catalogue_rate", "handoff_rate", "replacement_rate", "verification_failure_rate",
+               "latency_p50_ms", "latency_p95_ms", "bleu4", "rougeL", "retrieval_bleu4",
+               "retrieval_rougeL", "vs_retrieval_bleu4", "vs_retrieval_rougeL")
+
+
+@eval_app.command("system")
+def system_cmd(
+    ctx: typer.Context,
+    data: Path = typer.Option(..., "--data", help="Prepared test.jsonl (dialogues; one sample per agent turn)."),
+    out: Path = typer.Option(..., "--out", help="Output folder: predictions.jsonl (written as it goes; a rerun with "
+                             "the same --out resumes), metrics.json, report.html."),
+    run: Optional[str] = typer.Option(None, "--run", help="Training run served as `kefu serve --run` serves it "
+                                      "(default: no model: light path, retrieval and handoff only)."),
+    kg: Optional[str] = typer.Option(None, "--kg", help="Knowledge graph: a shop folder to import (examples/shop), "
+                                     "a .db file or a database URL (default: serve.kg_url / $KEFU_HOME/kg.db)."),
+    max_samples: Optional[int] = typer.Option(None, "--max-samples", min=1, help="Evaluate only the first N samples."),
+    last_turn_only: bool = typer.Option(False, "--last-turn-only/--all-turns",
+                                        help="Only each dialogue's last agent turn."),
+    sample_time: bool = typer.Option(True, "--sample-time/--shop-clock", help="Answer each turn at its dialogue's "
+                                     "date (default), or at the shop clock ($KEFU_SHOP_TIME or now)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress with ETA on stderr (a plain line "
+                                  "every few samples when stderr is not a terminal)."),
+    train_data: Optional[Path] = typer.Option(None, "--train-data", help="Prepared train data for the retrieval "
+                                              "baseline (default: the run's, else train.jsonl beside --data)."),
+):
+    """Evaluate the system, not only the model: held-out turns through the serving pipeline in-process."""
+    parent = ctx.obj or {}
+    cfg = load_config(parent.get("config_file"), {}).serve
+    metrics = evaluate_system(data, out, run=run, kg=kg or parent.get("kg"), config=cfg, max_samples=max_samples,
+                              last_turn_only=last_turn_only, sample_time=sample_time, progress=progress,
+                              baseline_data=train_data or parent.get("train_data"))
+    table = Table(title=f"kefu eval system → {out}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in SYSTEM_KEYS:
+        if metrics.get(key) is not None:
+            table.add_row(key, fmt(metrics[key]))
+    table.add_row("path_mix", ", ".join(f"{k} {v:.0%}" for k, v in metrics["path_mix"].items()))
+    table.add_row("replacements", ", ".join(f"{k} {v}" for k, v in metrics["replacements"].items()) or "none")
+    Console().print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -21,6 +21,56 @@ SECTIONS = {
 }
 
 
+SYSTEM_KEYS = ("bleu4_single_ref", "rouge1_single_ref", "rouge2_single_ref", "rougeL_single_ref", "bleu4_multi_ref",
+               "rougeL_multi_ref", "bleu4", "rougeL", "retrieval_bleu4", "retrieval_rougeL", "vs_retrieval_bleu4",
+               "vs_retrieval_rougeL", "stock_bleu4", "stock_rougeL", "retrieval_matched_rate", "retrieval_data",
+               "invented_fact_rate", "invented_facts_per_reply", "invented_fact_total", "invented_catalogue_rate",
+               "handoff_rate", "handoff_text_rate", "replacement_rate", "verification_failure_rate", "fallback_rate",
+               "router", "kg", "run")
+
+
+def _counts_table(title: str, counts: dict, total: int | None = None) -> str:
+    """A two- or three-column table of ``{label: count}`` (share of ``total`` when given)."""
+    e = html.escape
+    if not counts:
+        return f"<h3>{e(title)}</h3><p>none</p>"
+    head = "<tr><th>reason</th><th>count</th>" + ("<th>share</th>" if total else "") + "</tr>"
+    body = "".join(f"<tr><td>{e(str(k))}</td><td>{e(fmt(v))}</td>"
+                   + (f"<td>{100 * v / total:.1f}%</td>" if total else "") + "</tr>"
+                   for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0]))))
+    return f"<h3>{e(title)}</h3><table>{head}{body}</table>"
+
+
+def system_section(metrics: dict, rows: Sequence[dict], examples: int = 10) -> str:
+    """The system eval's part of the page (``kefu eval system``): path mix, replacements and verification failures,
+    invented facts with examples."""
+    e = html.escape
+    n = int(metrics.get("n_samples") or len(rows) or 0)
+    out = ["<h2>System (through the serving pipeline)</h2><table>"]
+    out.extend(f"<tr><th>{e(k)}</th><td>{e(fmt(metrics[k]))}</td></tr>" for k in SYSTEM_KEYS if k in metrics)
+    out.append("</table>")
+    mix = metrics.get("path_mix") or {}
+    if mix:
+        out.append(bar_chart(list(mix), [100 * v for v in mix.values()], "Path mix (share of replies)", unit="%"))
+    out.append(_counts_table("Replacements by reason (model replies replaced after verification)",
+                             metrics.get("replacements") or {}, n))
+    out.append(_counts_table("Verification failures by reason (per attempt)",
+                             metrics.get("verification_failures") or {}))
+    out.append(_counts_table("Invented facts by kind (claims the turn's shop facts do not back)",
+                             metrics.get("invented_fact_kinds") or {}))
+    flagged = [r for r in rows if r.get("invented") or r.get("invented_catalogue")][:examples]
+    if flagged:
+        out.append("<h3>Replies with invented facts</h3><table><tr><th>id</th><th>path</th><th>question</th>"
+                   "<th>reply</th><th>unbacked</th></tr>")
+        for r in flagged:
+            items = list(r.get("invented") or []) + list(r.get("invented_catalogue") or [])
+            out.append(f"<tr><td>{e(str(r.get('id')))}</td><td>{e(str(r.get('path')))}</td>"
+                       f"<td>{e(str(r.get('question') or ''))}</td><td>{e(str(r.get('prediction', '')))}</td>"
+                       f"<td>{e('; '.join(items))}</td></tr>")
+        out.append("</table>")
+    return "\n".join(out)
+
+
 def group_by_intent(rows: Sequence[dict]) -> dict[str, dict[str, float]]:
     """Per-intent sample count and means of bleu4, rougeL, resolution and fact accuracy (``-`` = no intent)."""
     groups: dict[str, list[dict]] = {}
@@ -126,6 +176,8 @@ def render_report(metrics: dict, rows: Sequence[dict], title: str = "kefu evalua
         out.append(f"<h2>{e(section)}</h2><table>")
         out.extend(f"<tr><th>{e(k)}</th><td>{e(fmt(metrics[k]))}</td></tr>" for k in present)
         out.append("</table>")
+    if metrics.get("source") == "system" or "path_mix" in metrics:
+        out.append(system_section(metrics, rows, worst_k))
     decoding = {k: v for k, v in metrics.items() if k.startswith("decoding_")}
     if decoding:
         out.append("<h2>Decoding</h2><table>")
