@@ -46,6 +46,13 @@ def _price(fen: int) -> str:
     return "¥" + format_fen(fen, short=True)
 
 
+def _iso_month_day(value: Any) -> list[str]:
+    """A record's ISO timestamp (``2026-11-02T10:00:00+08:00``) as the date a reply states (``11月2日``), or []."""
+    if isinstance(value, str) and re.match(r"\d{4}-\d{2}-\d{2}", value):
+        return [f"{int(value[5:7])}月{int(value[8:10])}日"]
+    return []
+
+
 def _month_day(text: str) -> tuple[int, int] | None:
     """(month, day) of the first date in ``text`` (``kefu.text.claims.DATE``), or None."""
     for m in DATE.finditer(text):
@@ -180,9 +187,7 @@ def grounding_from(facts: Any = None, tool_results: Iterable[dict[str, Any]] = (
             if data.get("status") in ORDER_STATUSES:
                 g.order_status = data["status"]
                 g.lines.append(str(fact.get("text", "")))
-            created = data.get("created_at")
-            if isinstance(created, str) and re.match(r"\d{4}-\d{2}-\d{2}", created):
-                g.dates.append(f"{int(created[5:7])}月{int(created[8:10])}日")
+            g.dates.extend(_iso_month_day(data.get("created_at")))
         for key, value in data.items():
             if key.endswith("_fen") and isinstance(value, int):
                 g.allowed_fen.add(value)
@@ -213,9 +218,7 @@ def grounding_from(facts: Any = None, tool_results: Iterable[dict[str, Any]] = (
             if key.endswith("_fen") and isinstance(value, int):
                 g.allowed_fen.add(value)
         for key in ("created_at", "shipped_at", "eta", "delivered_at"):
-            value = result.get(key)
-            if isinstance(value, str) and re.match(r"\d{4}-\d{2}-\d{2}", value):
-                g.dates.append(f"{int(value[5:7])}月{int(value[8:10])}日")
+            g.dates.extend(_iso_month_day(result.get(key)))
         g.context_texts.append(str(result))
     g.dates = list(dict.fromkeys(g.dates))
     return g
