@@ -140,3 +140,19 @@ def test_verdict_names_each_reason():
     assert verify_reply("您的手机13812345678已登记", evidence).problems[-1] == "pii: mobile"
     assert looping("请问还有其他可以帮到您的吗?" * 3) and not looping("满300减50，满600减120，满900减150")
     assert echoes("你是本店的在线客服。回答简洁、礼貌、准确", evidence.system_prompt)
+
+
+def test_the_shops_past_reply_answers_a_near_identical_question_with_this_turns_facts(tiny, shop_kg):
+    from kefu.kg.replies import ReplyIndex
+    from kefu.types import Dialogue, Turn
+
+    past = [Dialogue("d1", [Turn("user", "发票怎么开呀"), Turn("assistant", "亲，下单后在订单详情页申请电子发票即可。")]),
+            Dialogue("d2", [Turn("user", "运单号是多少"), Turn("assistant", "亲，您的运单号是[运单号]，[快递]配送。")]),
+            Dialogue("d3", [Turn("user", "能便宜点吗"), Turn("assistant", "亲，现在只要99元哦。")])]
+    service = full_path_service(tiny, shop_kg, None)
+    service.engine, service.replies = None, ReplyIndex.build(past)
+    invoice = ask(service, "发票怎么开呀？")
+    assert invoice.path == "light" and invoice.text == "亲，下单后在订单详情页申请电子发票即可。"
+    # a figure from the past that no fact of this turn backs is not repeated: a person answers instead
+    cheaper = ask(service, "能便宜点吗")
+    assert "99" not in cheaper.text and cheaper.path == "handoff"

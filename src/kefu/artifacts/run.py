@@ -32,6 +32,7 @@ from kefu.types import KefuError
 RUN_RECORD = "config.yaml"
 METRICS = "metrics.jsonl"
 REPORT = "train_report.json"
+REPLIES = "replies.npz"  # the shop's past replies of the training data (kefu.kg.replies.ReplyIndex)
 ADAPTER_DIR = "adapter"
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
@@ -127,6 +128,10 @@ class TrainRun:
     @property
     def adapter_dir(self) -> Path:
         return self.path / ADAPTER_DIR
+
+    @property
+    def replies_file(self) -> Path:
+        return self.path / REPLIES
 
     @property
     def checkpoints_dir(self) -> Path:

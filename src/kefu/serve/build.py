@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from kefu.artifacts.run import TrainRun, is_adapter
+from kefu.kg.replies import ReplyIndex
 from kefu.kg.store import KnowledgeGraph
 from kefu.kg.tools import SQLiteOrderBackend
 from kefu.loop.feedback import FeedbackStore
@@ -114,4 +115,14 @@ def build_service(config: ServeConfig, *, run: str | None = None, adapters: dict
         kg = KnowledgeGraph.open(config.kg_url)
     return ChatService(engine, config=config, router=load_router(config, run_dir),
                        feedback=FeedbackStore.open(feedback_url), kg=kg, order_backend=SQLiteOrderBackend(kg),
-                       base_model=str(base))
+                       base_model=str(base), replies=load_replies(config, run_dir))
+
+
+def load_replies(config: ServeConfig, run_dir: Path | None) -> ReplyIndex | None:
+    """The shop's past replies: ``serve.replies`` (an index file, or prepared data indexed now), else the run's."""
+    source = config.replies or (str(TrainRun(run_dir).replies_file) if run_dir else None)
+    if not source or not Path(source).exists():
+        return None
+    index = ReplyIndex.load(source) if source.endswith(".npz") else ReplyIndex.from_data(source)
+    log.info("past replies: %d from %s", len(index), source)
+    return index

@@ -43,6 +43,8 @@ def serve(ctx: typer.Context,
                                                      "verified per decode step (0: off; greedy output unchanged)."),
           registry: bool = typer.Option(False, "--registry", help="Serve the registry's promoted adapter as model "
                                                                    "'shop', following promotions without restarts."),
+          replies: Optional[str] = typer.Option(None, "--replies", help="The shop's past replies: an index file "
+                                                "(`kefu kg replies build`) or prepared data (default: the run's)."),
           allow_base_model: bool = typer.Option(False, "--allow-base-model", help="Without --run, let the untuned "
                                                 "base model answer customers (experiments only)."),
           config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config file (default ./kefu.yaml).")):
@@ -57,7 +59,8 @@ def serve(ctx: typer.Context,
                                "serve.remote_url": remote_url, "serve.kg_url": kg, "serve.trim_vocab": trim_vocab,
                                "serve.quantize": quantize, "serve.draft_tokens": draft_tokens,
                                "serve.auth": False if no_auth else None,
-                               "serve.allow_base_model": True if allow_base_model else None}).serve
+                               "serve.allow_base_model": True if allow_base_model else None,
+                               "serve.replies": replies}).serve
     auth = Authenticator(enabled=cfg.auth)
     if cfg.auth and not auth.configured:
         raise KefuError("no API keys: set KEFU_API_KEY (comma separated) or create one with `kefu keys create`, "

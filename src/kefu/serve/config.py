@@ -31,6 +31,9 @@ class ServeConfig(BaseModel):
     # the untuned base model never answers customers unless asked for (experiments): without a trained run kefu
     # answers from the knowledge graph, the shop's past replies and a handoff to a human
     allow_base_model: bool = False
+    # the shop's past replies: a ReplyIndex file (a run's replies.npz is used by default) or prepared data to index
+    replies: str | None = None
+    reply_min_similarity: float = Field(0.9, ge=0, le=1)  # how close an earlier question must be to reuse its reply
     # bounded waits: a model answer not finished this many seconds after the request arrived is cut (the customer
     # gets what was verified so far, or the light answer or a handoff instead); 0 turns it off
     answer_deadline_s: float = Field(10.0, ge=0)

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, AsyncIterator, Callable, Iterable, Iterator
 
 from kefu.kg.prompt import model_messages, system_prompt
+from kefu.kg.replies import ReplyIndex
 from kefu.kg.retrieval import link, retrieve
 from kefu.kg.slots import fill_slots, slot_values
 from kefu.kg.tools import TOOL_SCHEMAS, ToolBox
@@ -165,10 +166,12 @@ class Found:
     def kg_answer(self) -> str | None:
         return getattr(self.facts, "answer", None) if self.facts is not None else None
 
+    past_reply: str | None = None  # the shop's own past reply to a near-identical question, filled and verified
+
     @property
     def light_text(self) -> str | None:
-        """The light path's answer: the order tool's, else the KG's direct one."""
-        return self.tool_text or self.kg_answer
+        """The light path's answer: the order tool's, else the KG's direct one, else the shop's past reply."""
+        return self.tool_text or self.kg_answer or self.past_reply
 
     def prompt_block(self) -> str | None:
         """The facts the full model is given in its system prompt."""
@@ -183,7 +186,8 @@ class ChatService:
                  order_backend=None, metrics: Metrics | None = None, shop: str = "本店",
                  promotions: list[dict[str, Any]] | None = None, base_model: str = "base",
                  retriever: Callable[[str, str | None], Any] | None = None,
-                 order_lookup: Callable[[str, str | None, str], dict[str, Any] | None] | None = None):
+                 order_lookup: Callable[[str, str | None, str], dict[str, Any] | None] | None = None,
+                 replies: ReplyIndex | None = None):
         """``retriever(text, customer_id) -> Facts`` and ``order_lookup(order_no, customer_id, text) -> dict`` default
         to the KG stage's ``retrieve`` and ``ToolBox``; tests and other deployments may inject their own."""
         self.config = config or ServeConfig()
@@ -208,6 +212,7 @@ class ChatService:
         self._kg_version: tuple[str | None, float] = (None, float("-inf"))
         self._promo_cache: tuple[str | None, list[dict[str, Any]] | None] = ("<none>", None)
         self.retriever = retriever or self._retrieve
+        self.replies = replies  # the shop's past replies (a light tier for near-identical questions)
         self.order_lookup = order_lookup or self._order_lookup
 
     def count_tokens(self, text: str) -> int:
@@ -324,7 +329,8 @@ class ChatService:
                 yield event
             return
         found = self.fetch_facts(turn)
-        decision = turn.route.settle(light_answer=bool(found.kg_answer), tool_answer=bool(found.tool_text))
+        decision = turn.route.settle(light_answer=bool(found.kg_answer or found.past_reply),
+                                     tool_answer=bool(found.tool_text))
         if decision.path == "light":
             for event in self.light_answer(turn, found, decision):
                 yield event
@@ -422,7 +428,22 @@ class ChatService:
         customer = [m["content"] for m in turn.messages if m.get("role") == "user"]
         evidence = Evidence.gather(fact_texts(facts, tool_result), customer, system_prompt=self.system_prompt,
                                    link=self._link)
-        return Found(facts, tool_result, tool_text, grounding, personal, evidence, slot_values(facts, tool_result))
+        found = Found(facts, tool_result, tool_text, grounding, personal, evidence, slot_values(facts, tool_result))
+        found.past_reply = self.past_reply(turn, found)
+        return found
+
+    def past_reply(self, turn: Turn, found: Found) -> str | None:
+        """The shop's own reply to a near-identical earlier question (similarity ≥ ``serve.reply_min_similarity``),
+        its slots filled from this turn's facts and verified like any reply; None when there is none."""
+        if self.replies is None or found.tool_text or found.kg_answer:
+            return None
+        for match in self.replies.search(turn.messages, k=3):
+            if match.similarity < self.config.reply_min_similarity:
+                break
+            text, unfilled = fill_slots(match.reply, found.slots)
+            if not unfilled and self.check(text, found).ok:
+                return text
+        return None
 
     def light_answer(self, turn: Turn, found: Found, decision: RouteDecision) -> Iterator[dict[str, Any]]:
         """Steps 3-5 on the light path: the tool's or the KG's answer, filtered by the compliance rules and verified

@@ -31,6 +31,7 @@ from torch import nn
 from kefu.artifacts.run import (ADAPTER_CONFIG, ADAPTER_DIR, ADAPTER_INFO, ADAPTER_WEIGHTS, STATE_FILE, TrainRun,
                                is_adapter)
 from kefu.heap import large_allocations_kept
+from kefu.kg.replies import ReplyIndex
 from kefu.safety import audit
 from kefu.train.attention import row_segments, use_packed_attention
 from kefu.train.config import TrainConfig
@@ -548,6 +549,8 @@ class _LoRARecipe:
         """The adapter, the report and the audit record (main process)."""
         config, run = self.config, self.run_dir
         _write_adapter(self.model, self.tokenizer, config, run.adapter_dir, self.model_path)
+        # the shop's past replies of this data: serving's retrieval tier and eval's baseline (about a second)
+        ReplyIndex.from_data(self.data).save(run.replies_file)
         run.write_report(report)
         if self.writer is not None:
             self.writer.close()
