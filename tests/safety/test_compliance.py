@@ -1,8 +1,16 @@
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from kefu.cli import app
-from kefu.safety.compliance import (ComplianceRules, check, parse_promotion_claims, rewrite, scan_output)
+from kefu.kg.importer import Problems, parse_promotions
+from kefu.safety.compliance import (DEFAULT_ABSOLUTE, ComplianceRules, check, parse_promotion_claims,
+                                    promotion_state, promotions_in_force, rewrite, scan_output)
+from kefu.safety.compliance.lexicon import lexicon
 from kefu.types import KefuError
 
 PROMOS = [{"id": "P001", "type": "full_reduction", "description": "满300减50，满600减120",
@@ -159,3 +167,146 @@ def test_shop_details_and_masked_numbers_are_not_leaks():
     assert [h.rule for h in check(reply, context_texts=["我电话18212349054"], rules=rules)] == []
     assert [h.rule for h in check(reply, context_texts=["我电话18200000000"], rules=rules)] == ["pii-leak:mobile"]
     assert scan_output("售后电话0571-88886666", [], allow=["0571-88886666"]) == []
+
+
+# --- issue 19: the lexicon, negation scope, the held-out list, promotions against the clock ----------------------
+
+EVAL = Path(__file__).parent / "data" / "adlaw_eval.yaml"
+SHOP_PROMOS = json.loads((Path(__file__).resolve().parents[2] / "examples" / "shop" / "promotions.json")
+                         .read_text(encoding="utf-8"))
+
+
+def ad_rules(text, **kw):
+    return [v.rule for v in check(text, **kw) if v.category == "advertising"]
+
+
+@pytest.mark.parametrize("text,rule", [
+    ("贴上护膝立马见效，走路不疼了", "promise:result"), ("用这款矫正鞋垫比手术安全", "promise:medical"),
+    ("这款茶杯是国家领导人推荐的", "endorsement"), ("新品全网首发，下单有礼", "absolute:全网首发"),
+    ("这是部队特供的作战靴", "endorsement"), ("保温杯之王，保温24小时", "absolute:之王"),
+    ("抓地力绝佳", "absolute:绝佳"), ("国家免检产品", "endorsement"), ("这个价格仅此一次", "pressure"),
+    ("价格秒杀全网", "pressure"), ("纯植物成分，无副作用", "promise:medical"), ("帽子之冠", "absolute:之冠"),
+    ("极致轻量", "absolute:极致"), ("首选品牌", "absolute:首选"),
+])
+def test_issue_19_missed_words_are_caught(text, rule):
+    """The probe's misses (立马见效, 比手术安全, 国家领导人推荐, 全网首发, 特供, 之王, 绝佳) and their neighbours."""
+    hits = [h for h in check(text) if h.rule == rule]
+    assert hits, check(text)
+    assert hits[0].law_article.startswith("《")
+
+
+@pytest.mark.parametrize("text", [
+    "护膝只能缓解不适，不能保证治愈", "您的信息我们绝对不会泄露", "绝对不会泄露您的信息", "永久保修是不支持的",
+    "我们不做全网最低价的承诺", "没有最好只有更合适", "这款不是国家级认证产品", "我们不敢说是全网第一",
+    "并非独家款", "无法承诺立马见效", "鞋垫不能根治足底筋膜炎", "顶级这种说法不准确", "我们没有特供渠道",
+    "不能说100%防水", "别信什么全网最低价",
+])
+def test_negated_or_refused_terms_are_not_claims(text):
+    assert ad_rules(text) == [], check(text)
+
+
+@pytest.mark.parametrize("text,rule", [
+    ("安全无副作用", "promise:medical"),  # the negation is the claim
+    ("不会有任何副作用", "promise:medical"),
+    ("绝对不会褪色", "promise:never"),  # a negated verb that promises quality
+    ("这款绝对不错", "absolute:绝对"),  # 不错 is praise, not a negation
+    ("不愧是顶级品牌", "absolute:顶级"), ("不亚于最好的进口货", "absolute:最好"),
+    ("不要错过全网最低价", "absolute:全网最低价"),
+    ("不起球的最好面料", "absolute:最好"),  # 的 ends the negator's scope
+    ("316不锈钢内胆，保温效果最好", "absolute:最好"), ("非常顶级", "absolute:顶级"),
+    ("最好的，没有之一", "absolute:没有之一"),
+])
+def test_negation_scope_does_not_excuse_claims(text, rule):
+    assert rule in ad_rules(text), check(text)
+
+
+def test_negated_claim_is_left_as_is_by_rewrite():
+    text = "永久保修是不支持的，保修期一年；这款是顶级面料"
+    safe, hits = rewrite(text)
+    assert [h.rule for h in hits] == ["absolute:顶级"]
+    assert safe == "永久保修是不支持的，保修期一年；这款是高端面料"
+    assert rewrite("这款茶杯是国家领导人推荐的，很好用")[0] == "具体资质以商品详情页为准，很好用"
+
+
+def test_lexicon_groups_carry_provenance_and_load_once():
+    lex = lexicon()
+    assert lex is lexicon()
+    assert {g.id for g in lex.groups} >= {"superlative", "first-and-only", "level", "first-and-exclusive",
+                                          "brand-leadership", "guarantee", "endorsement", "pressure", "medical",
+                                          "result"}
+    for group in lex.groups:
+        assert group.article.startswith("《") and group.source, group.id
+        assert group.terms or group.patterns, group.id
+    assert DEFAULT_ABSOLUTE["最好"] == "很好" and DEFAULT_ABSOLUTE["绝对"] == ""
+    endorsement = next(v for v in check("特供茶叶") if v.rule == "endorsement")
+    assert "第九条第（二）项" in endorsement.law_article
+
+
+def test_held_out_list_meets_the_targets():
+    """bench/adlaw_bench.py reports the same figures; the list was written apart from the lexicon."""
+    data = yaml.safe_load(EVAL.read_text(encoding="utf-8"))
+    assert len(data["positives"]) >= 60 and len(data["negatives"]) >= 60
+    lexicon_terms = {t for g in lexicon().groups for t in g.terms}
+    assert {p["text"] for p in data["positives"]}.isdisjoint(lexicon_terms)  # replies, not a copy of the lexicon
+
+    def caught(p):
+        start = p["text"].index(p["word"])
+        return any(h.category == "advertising" and h.start < start + len(p["word"]) and start < h.end
+                   for h in check(p["text"]))
+
+    recall = sum(map(caught, data["positives"])) / len(data["positives"])
+    false_flags = sum(bool(ad_rules(n["text"])) for n in data["negatives"]) / len(data["negatives"])
+    assert recall >= 0.90 and false_flags <= 0.05, (recall, false_flags)
+
+
+def test_expired_and_future_promotions_are_flagged(shop_time):
+    """At 2026-11-20 the 国庆 满300减40 (P009) and the summer 速干T恤六折 (P011) are over; 双12 满400减60 (P008) and the
+    年货节 满500减80 (P012) have not started."""
+    hits = check("现在全店满300减40，速干T恤六折", promotions=SHOP_PROMOS)
+    assert [(h.rule, h.text) for h in hits] == [("promotion-expired", "满300减40"), ("promotion-expired", "六折")]
+    assert hits[0].law_article.startswith("《广告法》第八条")
+    assert rewrite("现在全店满300减40", promotions=SHOP_PROMOS)[0] == "现在全店满300减50"
+    assert rules_of("现在下单满400减60", promotions=SHOP_PROMOS) == ["promotion-not-started"]
+    assert rules_of("年货节满500减80，快来", promotions=SHOP_PROMOS) == ["promotion-not-started"]
+    # in force now: 满300减50 (P001), 每满200减20 (P002), 八五折 (P003), 九折 (P004), 七折 (P010), 满200减30 (P006)
+    assert rules_of("全店满300减50，羽绒服八五折，冲锋衣九折，帐篷秒杀七折，每满200减20", promotions=SHOP_PROMOS) == []
+    assert rules_of("满300减80", promotions=SHOP_PROMOS) == ["promotion-mismatch"]
+
+
+def test_a_reply_that_says_the_promotion_is_over_or_upcoming_is_not_a_claim(shop_time):
+    for text in ["国庆满300减40的活动已经结束了，现在是满300减50", "速干T恤六折是8月的活动，已经过期了",
+                 "「国庆出游季满减」（满300减40）已于10月7日 23:59结束，现在不能用了",
+                 "双12满400减60还没开始：12月1日 00:00开始", "12月1日起全店满400减60"]:
+        assert rules_of(text, promotions=SHOP_PROMOS) == [], text
+    assert rules_of("国庆满300减40已经结束了", promotions=SHOP_PROMOS) == []
+    assert rules_of("满400减60已经结束了", promotions=SHOP_PROMOS) == ["promotion-not-started"]  # wrong status
+
+
+def test_now_is_the_shop_clock_unless_given(shop_time):
+    october = datetime(2026, 10, 3, 12, tzinfo=timezone(timedelta(hours=8)))
+    assert rules_of("全店满300减40", promotions=SHOP_PROMOS, now=october) == []
+    assert rules_of("全店满300减40", promotions=SHOP_PROMOS) == ["promotion-expired"]
+    assert rewrite("全店满300减40", promotions=SHOP_PROMOS, now=october)[0] == "全店满300减40"
+    assert rules_of("满300减50", promotions=[{"tiers": [{"threshold_fen": 30000, "reduction_fen": 5000}],
+                                               "ends_at": "2026-11-20T09:59:59+08:00"}]) == ["promotion-expired"]
+
+
+def test_promotions_in_force_for_the_model_facts(shop_time):
+    ids = [p["id"] for p in promotions_in_force(SHOP_PROMOS)]
+    assert ids == ["P001", "P002", "P003", "P004", "P005", "P006", "P007", "P010", "P013"]
+    records = parse_promotions(Path(__file__).resolve().parents[2] / "examples" / "shop" / "promotions.json",
+                               Problems())
+    assert [p.id for p in promotions_in_force(records)] == ids  # kefu.kg Promotion records too
+    december = datetime(2026, 12, 5, tzinfo=timezone(timedelta(hours=8)))
+    assert [p["id"] for p in promotions_in_force(SHOP_PROMOS, december)] == ["P002", "P004", "P007", "P008"]
+    assert promotion_state(SHOP_PROMOS[8]) == "expired" and promotion_state(SHOP_PROMOS[11]) == "not_started"
+    with pytest.raises(KefuError, match="P9.*no UTC offset"):
+        promotions_in_force([{"id": "P9", "starts_at": "2026-11-01T00:00:00"}])
+
+
+def test_ended_offer_named_as_ended_passes_even_when_only_in_force_promotions_are_given(shop_time):
+    in_force = promotions_in_force(SHOP_PROMOS)
+    assert rules_of("「国庆出游季满减」（满300减40）已于10月7日 23:59结束，现在不能用了", promotions=in_force) == []
+    assert rules_of("12月1日起全店满400减60", promotions=in_force) == []
+    assert rules_of("现在全店满300减40", promotions=in_force) == ["promotion-mismatch"]
+    assert rules_of("现在开始全店满300减80", promotions=in_force) == ["promotion-mismatch"]

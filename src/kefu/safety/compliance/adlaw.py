@@ -1,5 +1,6 @@
-"""《广告法》 rules: absolute claims (最好, 第一, 100%), false promises (根治, 包过, 稳赚), banned content, and the
-per-shop rule set (``ComplianceRules``: built-in defaults plus an optional YAML file)."""
+"""《广告法》 rules: absolute claims (最好, 第一, 100%), endorsements (特供, 国家领导人推荐), time pressure (仅此一次),
+false promises (根治, 包过, 稳赚), banned content, and the per-shop rule set (``ComplianceRules``: built-in defaults
+from ``adlaw_terms.yaml`` plus an optional YAML file)."""
 
 from __future__ import annotations
 
@@ -10,57 +11,27 @@ from typing import Any, Iterable
 
 import yaml
 
-from kefu.safety.compliance.violation import (ART_ABSOLUTE, ART_BANNED, ART_EDUCATION, ART_FALSE, ART_INVESTMENT,
-                                              ART_MEDICAL, ART_WELL_KNOWN, Violation, _protected)
+from kefu.safety.compliance.lexicon import lexicon
+from kefu.safety.compliance.violation import ART_ABSOLUTE, ART_BANNED, ART_FALSE, Violation, _protected
 from kefu.types import KefuError
 
+# The defaults come from adlaw_terms.yaml (kefu.safety.compliance.lexicon), grouped by category with their sources.
 # term -> compliant wording. "" deletes the word ("绝对正品" -> "正品").
-DEFAULT_ABSOLUTE: dict[str, str] = {
-    "最佳": "很好", "最好": "很好", "最优": "优质", "最优秀": "优秀", "最强": "很强", "最高级": "高级", "最高档": "高档",
-    "最低价": "优惠价", "最便宜": "很实惠", "最划算": "很划算", "最实惠": "很实惠", "最先进": "先进",
-    "最受欢迎": "很受欢迎", "最畅销": "热销", "最火": "很火", "最时尚": "时尚", "最专业": "专业", "最舒适": "很舒适",
-    "最保暖": "很保暖", "最耐用": "耐用", "最轻": "很轻", "最权威": "专业", "最正宗": "正宗", "最顶级": "高端",
-    "最高端": "高端", "最新科技": "新科技", "全网最低": "优惠", "全网最低价": "优惠价", "史上最低价": "优惠价",
-    "第一": "领先", "全网第一": "领先", "销量第一": "销量领先", "排名第一": "排名靠前", "第一品牌": "知名品牌",
-    "NO.1": "领先", "No.1": "领先", "no.1": "领先", "TOP1": "领先", "Top1": "领先", "top1": "领先",
-    "国家级": "高标准", "世界级": "高水准", "全球级": "高水准", "宇宙级": "高水准", "顶级": "高端", "极品": "精品",
-    "极致": "出色", "绝对": "", "100%": "", "100％": "", "百分之百": "", "百分百": "", "永久": "长期", "万能": "多用途",
-    "首选": "推荐", "独家": "特色", "唯一": "特有", "独一无二": "独特", "绝无仅有": "少见", "史无前例": "少见",
-    "前无古人": "少见", "领导品牌": "知名品牌", "领袖品牌": "知名品牌", "王牌": "主打", "一流": "优秀", "顶尖": "出色",
-}
+DEFAULT_ABSOLUTE: dict[str, str] = lexicon().absolute()
+# term -> the article its hits cite (a shop's own terms cite 第九条第（三）项)
+ABSOLUTE_ARTICLES: dict[str, str] = lexicon().articles()
 # Phrases that contain a listed term but are not claims; a hit inside one of these is ignored.
-DEFAULT_ALLOW: list[str] = [
-    "第一次", "第一天", "第一时间", "第一件", "第一个", "第一步", "第一单", "第一批", "第一条", "第一位", "第一周",
-    "第一年", "第一季", "第一款", "第一张", "第一页", "第一排", "第一层", "第一遍", "第一眼", "第一印象", "第一笔",
-    "第一份", "第一句", "第一双", "第一套", "第一号", "第一期", "第一轮", "第一阶段", "第一部分", "第一种", "第一项",
-    "第一条件", "第一顺位", "第一百", "第一千", "第一万", "第一十", "唯一码", "唯一标识", "唯一编号", "绝对值",
-    "永久地址", "首选项", "最优惠的组合", "最优惠组合", "最优组合", "最高档只", "最高档减", "最高档满", "最高一档",
-    "最好是", "最好先", "最好不要", "最好别", "最好能", "最好在", "最好还是", "最好用",
-]
+DEFAULT_ALLOW: list[str] = list(lexicon().allow)
 # Materials: "100%纯棉", "棉100%" state a fact of composition (GB/T 29862 纤维含量标识), not a superlative.
 MATERIALS = ("纯棉", "棉", "羊毛", "羊绒", "蚕丝", "真丝", "涤纶", "聚酯纤维", "聚酯", "锦纶", "尼龙", "羽绒", "鹅绒",
              "鸭绒", "亚麻", "莫代尔", "粘纤", "粘胶", "氨纶", "美利奴", "美丽诺", "美利诺", "羊驼毛", "腈纶", "天丝", "竹纤维", "牛皮",
              "皮革", "含量", "成分", "面料", "填充物", "polyester", "cotton", "wool", "nylon")
 PERCENT_TERMS = {"100%", "100％", "百分之百", "百分百"}
 
-# (rule id, pattern, replacement or None for "replace the clause with `clause`", article, clause text)
-DEFAULT_PROMISES: list[dict[str, str]] = [
-    {"id": "promise:medical", "article": ART_MEDICAL,
-     "pattern": r"保证治愈|包治百病|包治|根治|药到病除|治愈率|有效率\s*\d+|[零无]副作用|"
-                r"治疗[^，。！？；,.!?;\s]{0,6}(?:病|炎|症)|治好[^，。！？；,.!?;\s]{0,6}(?:病|炎|症)",
-     "clause": "本品不具有医疗功效，如有不适请遵医嘱"},
-    {"id": "promise:education", "article": ART_EDUCATION,
-     "pattern": r"包过|保过|包通过|保证通过|包拿证|一次通过", "clause": "效果因人而异，我们会尽力协助"},
-    {"id": "promise:investment", "article": ART_INVESTMENT,
-     "pattern": r"稳赚不赔|稳赚|保本保息|保本|零风险|无风险|保证收益|收益保证|保收益|年化收益\s*\d+(?:\.\d+)?\s*[%％]",
-     "clause": "收益存在不确定性，不作保证"},
-    {"id": "promise:result", "article": ART_FALSE,
-     "pattern": r"保证(?:有效|见效|效果|瘦|美白|长高|增高)|立竿见影|一次见效|(?:百分之?百|100\s*[%％])(?:有效|满意|见效)|无效退款",
-     "clause": "实际效果因人而异"},
-    {"id": "promise:never", "article": ART_FALSE,
-     "pattern": r"永不(褪色|掉色|起球|变形|磨损|损坏|开胶|断裂|缩水|掉毛|钻绒|跑绒|漏水)", "replacement": r"不易\1"},
-    {"id": "well-known-mark", "article": ART_WELL_KNOWN, "pattern": r"驰名商标", "replacement": "知名品牌"},
-]
+# (rule id, pattern, replacement or None for "replace the clause with `clause`", article, clause text): the
+# lexicon's clause groups (endorsement, pressure, promise:medical/result/education/investment) and regex groups
+# (promise:never, well-known-mark).
+DEFAULT_PROMISES: list[dict[str, str]] = lexicon().promises()
 
 DEFAULT_BANNED: dict[str, list[str]] = {
     "political": ["颠覆国家政权", "分裂国家", "煽动颠覆", "反动", "邪教"],
@@ -227,7 +198,9 @@ def _absolute_hits(text: str, rules: ComplianceRules) -> list[Violation]:
         replacement = rules.absolute.get(term)
         if replacement is None:  # matched case-insensitively
             replacement = next((v for k, v in rules.absolute.items() if k.lower() == term.lower()), "")
-        hits.append(Violation(f"absolute:{term}", "advertising", ART_ABSOLUTE, start, end, term, replacement))
+        article = ABSOLUTE_ARTICLES.get(term) or next((v for k, v in ABSOLUTE_ARTICLES.items()
+                                                       if k.lower() == term.lower()), ART_ABSOLUTE)
+        hits.append(Violation(f"absolute:{term}", "advertising", article, start, end, term, replacement))
     return hits
 
 
