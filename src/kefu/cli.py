@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.syntax import Syntax
 
 from kefu.config import load_config
@@ -56,7 +57,7 @@ def main() -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except KefuError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}")  # escaped: paths and data may hold [brackets]
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -68,7 +69,7 @@ def main() -> None:
         if callable(show):
             show()  # plain text on stderr: "Usage: kefu ...", "Try 'kefu ... --help' for help.", "Error: ..."
         else:
-            console.print(f"[bold red]error:[/] {exc.format_message()}", markup=True, highlight=False)
+            console.print(f"[bold red]error:[/] {escape(exc.format_message())}")
         sys.exit(exc.exit_code)
 
 

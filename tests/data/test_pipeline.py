@@ -85,10 +85,16 @@ def test_reconciliation_matches_the_files(mixed_input, tmp_path):
         + report["duplicates"]
     assert report["reconciles"] is True
     assert report["kept"] == len(base) == 60
-    assert report["rejected"] == len(rejects) == 2
+    # every lost record has a line: the 2 read rejects and the 3 filtered ones, in input order
+    assert report["rejected"] == sum(r["step"] == "read" for r in rejects) == 2
     assert report["duplicates"] == 4 and report["duplicates_by_kind"] == {"exact": 3, "near": 1}
     assert report["filtered"] == {"garbled": 1, "no_agent_reply": 1, "too_short": 1}
-    assert {r["line"] for r in rejects} == {68, 69} and all(r["file"] == str(mixed_input) for r in rejects)
+    assert [(r["line"], r["step"], r["reason"][:14]) for r in rejects] == [
+        (65, "filter", "no_agent_reply"), (66, "filter", "too_short"), (67, "filter", "garbled"),
+        (68, "read", "malformed JSON"), (69, "read", "unknown speake")]
+    assert all(r["file"] == str(mixed_input) for r in rejects)
+    assert report["by_file"] == {str(mixed_input): {"records_in": 69, "kept": 60, "rejected": 2, "filtered": 3,
+                                                   "duplicates": 4}}
     assert report["splits"] == {s: len(rows) for s, rows in written.items()}
     assert report["tiers"]["3"] == report["generated"]["total"] > 0
     assert sum(report["pii"].values()) > 0 and report["intents"] and report["entities"]["color"] > 0
@@ -228,10 +234,17 @@ def test_cli_nothing_usable_exits_nonzero(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("not json\n", encoding="utf-8")
     result = CliRunner().invoke(app, ["prepare", str(bad), "--out", str(tmp_path / "o"), "-q"])
-    assert result.exit_code != 0
-    assert isinstance(result.exception, KefuError) and "nothing usable" in str(result.exception)
+    assert result.exit_code != 0  # a file without one usable record is a bad file
+    assert isinstance(result.exception, KefuError) and "bad.jsonl: not one usable record" in str(result.exception)
+    result = CliRunner().invoke(app, ["prepare", str(bad), "--out", str(tmp_path / "o"), "-q", "--skip-bad-files"])
+    assert result.exit_code != 0 and "nothing usable" in str(result.exception)
     result = CliRunner().invoke(app, ["prepare", str(bad), "--out", str(tmp_path / "o"), "--on-error", "fail"])
-    assert result.exit_code != 0 and "bad.jsonl:1" in str(result.exception)
+    assert result.exit_code != 0 and "line 1: malformed JSON" in str(result.exception)
+    filtered_only = tmp_path / "short.jsonl"
+    filtered_only.write_text('{"messages": [{"role": "user", "content": "?"}, {"role": "assistant", "content": "嗯"}]}\n',
+                             encoding="utf-8")
+    result = CliRunner().invoke(app, ["prepare", str(filtered_only), "--out", str(tmp_path / "p"), "-q"])
+    assert result.exit_code != 0 and "nothing usable" in str(result.exception) and "1 filtered" in str(result.exception)
 
 
 def test_cli_mask_is_one_line_per_line():

@@ -7,7 +7,7 @@ import io
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Literal, Optional
 
 import typer
 from rich.console import Console
@@ -15,12 +15,15 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 from rich.table import Table
 
 from kefu.config import load_config
+from kefu.data.config import FORMATS
 from kefu.data.pipeline import prepare
 from kefu.safety import consent
 from kefu.safety.keys import authorize_cli
 from kefu.text.pii import mask_many
 from kefu.types import KefuError
 
+FormatName = Literal[FORMATS]  # a click choice: a bad --format is a usage error naming the choices
+OnError = Literal["skip", "fail"]
 FORMAT_HELP = "Input format: auto (detected per file), openai, sharegpt, alpaca, llamafactory, turns or txt."
 
 
@@ -28,8 +31,8 @@ def prepare_command(
     inputs: List[Path] = typer.Argument(..., help="Chat-log files or folders (JSON, JSONL, CSV/TSV, TXT)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for train/val/test.jsonl and the report."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config file (default ./kefu.yaml)."),
-    format: Optional[str] = typer.Option(None, "--format", "-f", help=FORMAT_HELP),
-    on_error: Optional[str] = typer.Option(None, "--on-error", help="skip: bad records go to rejects.jsonl; "
+    format: Optional[FormatName] = typer.Option(None, "--format", "-f", help=FORMAT_HELP),
+    on_error: Optional[OnError] = typer.Option(None, "--on-error", help="skip: bad records go to rejects.jsonl; "
                                                                     "fail: stop at the first one."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for splits and generated samples."),
     val_ratio: Optional[float] = typer.Option(None, "--val-ratio", help="Share of dialogues for validation."),
@@ -37,6 +40,11 @@ def prepare_command(
     catalogue: Optional[Path] = typer.Option(None, "--catalogue", help="products.csv: entity lexicons."),
     no_augment: bool = typer.Option(False, "--no-augment", help="Do not generate tier-3 samples."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes (0: auto, 1: none)."),
+    skip_bad_files: bool = typer.Option(False, "--skip-bad-files",
+                                        help="Prepare the rest when an input file cannot be read at all (empty, "
+                                             "binary, wrong encoding, unknown format, no usable record) and list "
+                                             "it under bad_files in report.json; by default such a file fails "
+                                             "the run."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     """Clean, mask, deduplicate, annotate, augment and split chat logs into training data."""
@@ -51,7 +59,7 @@ def prepare_command(
             raise KefuError(f"{path}: no such file or folder")
     console = Console(stderr=True)
     if quiet:
-        report = prepare(inputs, out, cfg)
+        report = prepare(inputs, out, cfg, skip_bad_files=skip_bad_files)
     else:
         columns = (TextColumn("[bold]prepare"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[dialogues]} dialogues"),
                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
@@ -61,9 +69,11 @@ def prepare_command(
             def on_progress(n: int, total: int, done: int) -> None:
                 bar.update(task, advance=n, total=total, dialogues=done)
 
-            report = prepare(inputs, out, cfg, progress=on_progress)
+            report = prepare(inputs, out, cfg, progress=on_progress, skip_bad_files=skip_bad_files)
             bar.update(task, dialogues=report["kept"] + sum(report["filtered"].values()) + report["duplicates"])
         console.print(summary_table(report, out))
+        for line in where_lines(report, out):
+            console.print(line, markup=False, highlight=False)
         console.print(timing_line(report))
     _carry_consent(inputs, out)
     if report["kept"] == 0:
@@ -93,12 +103,30 @@ def summary_table(report: dict, out: Path) -> Table:
             ("filtered", filtered),
             *[(f"  {reason}", n) for reason, n in report["filtered"].items()],
             ("duplicates", report["duplicates"]),
+            ("bad files (not read)", len(report.get("bad_files", []))),
             ("generated (tier 3)", report["generated"]["total"]),
             *[(f"{split}.jsonl", n) for split, n in report["splits"].items()],
             ("PII masked", sum(report["pii"].values()))]
     for name, value in rows:
         table.add_row(name, str(value))
     return table
+
+
+def where_lines(report: dict, out: Path) -> list[str]:
+    """Where every record that did not reach a split went, and which input files were not read."""
+    filtered = sum(report["filtered"].values())
+    lines = []
+    if report["rejected"] or filtered:
+        lines.append(f"lost: rejected {report['rejected']} (could not be read), filtered {filtered} (quality "
+                     f"filters): one line each in {out / 'rejects.jsonl'} with file, line and reason")
+    if report["duplicates"]:
+        lines.append(f"not lost: duplicates {report['duplicates']}, the first copy of each was kept "
+                     f"(per file in {out / 'report.json'} by_file)")
+    for bad in report.get("bad_files", []):
+        lines.append(f"bad file, not read: {bad['path']}: {bad['reason']}")
+    for skipped in report.get("skipped_files", []):
+        lines.append(f"skipped, no chat logs: {skipped['path']}: {skipped['reason']}")
+    return lines
 
 
 def timing_line(report: dict) -> str:

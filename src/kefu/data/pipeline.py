@@ -5,8 +5,13 @@ processes, which clean, mask PII, filter, annotate, fingerprint, split and augme
 submission order (a bounded window of chunks in flight, so memory stays flat). The parent keeps the duplicate
 index and writes the outputs, so outputs are byte-identical for a seed whatever the number of workers.
 
-Accounting (checked on every run): ``records_in == kept + rejected + sum(filtered) + duplicates``, where a record is
-one dialogue as read (or one unusable line/row/file, which becomes a reject).
+Accounting (checked on every run, in total and per file): ``records_in == kept + rejected + sum(filtered) +
+duplicates``, where a record is one dialogue as read, or one unusable line/row (a reject). Every record lost —
+rejected (could not be read) or filtered (a quality filter dropped it) — has one line in ``rejects.jsonl`` with its
+file, line, step, reason and raw text; a duplicate is not lost (its first copy is kept) and is counted per file and
+kind. A wholly unreadable input file (empty, binary, wrong encoding, unknown format, not one usable record) is not a
+record: the run fails naming every such file before anything is written, or, with ``skip_bad_files``, reads the
+others and lists it under ``bad_files`` in the report.
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ from kefu.data import augment as aug
 from kefu.data.annotate import Annotator, Catalogue, RuleAnnotator
 from kefu.data.config import PrepareConfig
 from kefu.data.dedup import Deduplicator, MinHasher, exact_key, shingle_text
-from kefu.data.normalize import clean_turns, quality_reason
-from kefu.data.readers import expand_inputs, read_logs
+from kefu.data.normalize import clean_turns, garbled_ratio, quality_reason
+from kefu.data.readers import FileReject, expand_inputs, file_problem, read_logs
+from kefu.data.readers.common import raw_text
 from kefu.data.readers.dataset_info import dataset_info_files
 from kefu.data.report import build_report, render_markdown
 from kefu.data.split import assign_split
@@ -72,20 +78,33 @@ class Record:
     pii: dict[str, int] = field(default_factory=dict)  # placeholder -> count
     n_turns: int = 0
     variants: list[tuple[str, str]] = field(default_factory=list)  # tier-3 (kind, line), all in train
+    source: str = ""  # the file it was read from, and its line there: for rejects.jsonl and the per-file counts
+    source_line: int | None = None
+    lost: dict[str, Any] | None = None  # its rejects.jsonl line when it is lost (read rejects pass workers untouched)
 
     @classmethod
     def from_dialogue(cls, dialogue: Dialogue) -> "Record":
-        return cls(dialogue.id, dialogue.messages, dialogue.meta)
+        return cls(dialogue.id, dialogue.messages, dialogue.meta, source=str(dialogue.meta.get("source", "")),
+                   source_line=dialogue.meta.get("line"))
+
+    @classmethod
+    def from_reject(cls, reject: Reject) -> "Record":
+        """A record the reader could not use; it travels in input order so rejects.jsonl is the same for any
+        number of workers."""
+        return cls("", [], {}, source=reject.file, source_line=reject.line,
+                   lost={"file": reject.file, "line": reject.line, "step": "read", "reason": reject.reason,
+                         "raw": reject.raw})
 
     def __getstate__(self) -> tuple:
         # turns as (role, content) tuples: a chunk of records pickles several times faster than with Turn objects
         return (self.id, [(t.role, t.content) for t in self.turns], self.meta, self.filtered, self.line, self.key,
                 self.signature, self.split, self.tier, self.intents, self.entity_types, self.pii, self.n_turns,
-                self.variants)
+                self.variants, self.source, self.source_line, self.lost)
 
     def __setstate__(self, state: tuple) -> None:
         (self.id, turns, self.meta, self.filtered, self.line, self.key, self.signature, self.split, self.tier,
-         self.intents, self.entity_types, self.pii, self.n_turns, self.variants) = state
+         self.intents, self.entity_types, self.pii, self.n_turns, self.variants, self.source, self.source_line,
+         self.lost) = state
         self.turns = [Turn(role, content) for role, content in turns]
 
 
@@ -102,6 +121,8 @@ class _Worker:
     def process(self, record: Record) -> Record:
         """Clean, mask, filter, fingerprint, split, annotate and augment ``record``; returns it with its results."""
         cfg = self.cfg
+        if record.lost is not None:  # a read reject: nothing to do
+            return record
         turns = clean_turns(record.turns, cfg.normalize)
         pii: dict[str, int] = {}
         if cfg.mask_pii:
@@ -122,6 +143,10 @@ class _Worker:
         reason = quality_reason(turns, cfg.filters)
         if reason is not None:
             record.filtered = reason
+            record.lost = {"file": record.source, "line": record.source_line, "step": "filter", "reason": reason,
+                           "detail": filter_detail(reason, turns, cfg.filters),
+                           "raw": raw_text(json.dumps([{"role": t.role, "content": t.content} for t in turns],
+                                                      ensure_ascii=False))}  # cleaned and masked: no PII here
             return record
         key = exact_key(turns)
         sig = self.hasher.signature(shingle_text(turns)).tobytes() if self.hasher is not None else None
@@ -177,6 +202,20 @@ class _Worker:
         return out_intents, out_entities
 
 
+def filter_detail(reason: str, turns: list[Turn], limits) -> str:
+    """Why the quality filter ``reason`` dropped a dialogue, with the numbers and the limits it failed."""
+    text = "".join(t.content for t in turns)
+    n = sum(1 for t in turns if t.role in ("user", "assistant"))
+    if reason == "garbled":
+        return f"{garbled_ratio(text):.0%} of its characters are garbled (max_garbled_ratio {limits.max_garbled_ratio})"
+    if reason == "too_short":
+        return f"{n} turns, {len(text)} characters (min_turns {limits.min_turns}, min_chars {limits.min_chars})"
+    if reason == "too_long":
+        return f"{n} turns, {len(text)} characters (max_turns {limits.max_turns}, max_chars {limits.max_chars})"
+    return {"empty": "no message left after cleaning", "no_agent_reply": "no agent reply",
+            "no_customer_turn": "no customer turn"}.get(reason, reason)
+
+
 def load_annotator(spec: str, catalogue: Catalogue | None) -> Annotator:
     """Build the annotator named ``"module:Class"`` (see :class:`kefu.data.annotate.Annotator`).
 
@@ -226,6 +265,14 @@ class _Counts:
         self.entities: Counter[str] = Counter()
         self.pii: Counter[str] = Counter()
         self.rejects_by_file: Counter[str] = Counter()
+        self.by_file: dict[str, Counter[str]] = {}  # file -> records_in/kept/rejected/filtered/duplicates
+        self.bad_files: list[dict[str, str]] = []
+
+    def file(self, source: str) -> Counter[str]:
+        counter = self.by_file.get(source)
+        if counter is None:
+            counter = self.by_file[source] = Counter(records_in=0, kept=0, rejected=0, filtered=0, duplicates=0)
+        return counter
 
 
 def _workers(config: PrepareConfig, total_bytes: int) -> int:
@@ -241,12 +288,13 @@ def _workers(config: PrepareConfig, total_bytes: int) -> int:
 
 
 def prepare(inputs: list[Path], out_dir: Path, config: PrepareConfig, catalogue: Path | None = None, *,
-            progress: Progress | None = None) -> dict[str, Any]:
+            progress: Progress | None = None, skip_bad_files: bool = False) -> dict[str, Any]:
     """Read ``inputs`` (files or folders), write ``out_dir``/{train,val,test,rejects}.jsonl and report.{json,md}.
 
-    Returns the report (``records_in``, ``kept``, ``rejected``, ``filtered``, ``duplicates``, tier/split/intent/
-    entity/PII counts ...). Raises :class:`KefuError` on unusable input under ``on_error="fail"``; outputs are
-    written to temporary files and only replace earlier ones when the run succeeds.
+    Returns the report (``records_in``, ``kept``, ``rejected``, ``filtered``, ``duplicates``, ``by_file``,
+    ``bad_files``, tier/split/intent/entity/PII counts ...). Raises :class:`KefuError` on unusable input under
+    ``on_error="fail"``, and when an input file cannot be read at all (naming every such file) unless
+    ``skip_bad_files``; outputs are written to temporary files and only replace earlier ones when the run succeeds.
     """
     started = time.monotonic()
     out_dir = Path(out_dir)
@@ -258,12 +306,17 @@ def prepare(inputs: list[Path], out_dir: Path, config: PrepareConfig, catalogue:
     files = expand_inputs([Path(p) for p in inputs], out_dir, catalogue)
     if not files:
         raise KefuError(f"no input files found in {', '.join(str(p) for p in inputs)}")
-    total_bytes = sum(p.stat().st_size for p, _ in files)
-    for p, _ in files:  # a dataset_info.json reads the files it points to
+    bad = {p: why for p, explicit in files if (why := file_problem(p, config.format, explicit=explicit)) is not None}
+    if bad and not skip_bad_files:
+        raise bad_files_error([{"path": str(p), "reason": why} for p, why in bad.items()])
+    counts = _Counts()
+    counts.bad_files = [{"path": str(p), "reason": why} for p, why in bad.items()]
+    read = [(p, explicit) for p, explicit in files if p not in bad]
+    total_bytes = sum(p.stat().st_size for p, _ in read)
+    for p, _ in read:  # a dataset_info.json reads the files it points to
         if p.name == "dataset_info.json":
             total_bytes += sum(f.stat().st_size for f in dataset_info_files(p) if f.is_file())
     out_dir.mkdir(parents=True, exist_ok=True)
-    counts = _Counts()
     skipped: list[dict[str, str]] = []
     dedup = Deduplicator(config.dedup.exact, config.dedup.near, config.dedup.threshold, config.dedup.num_perm)
     n_workers = _workers(config, total_bytes)
@@ -280,31 +333,43 @@ def prepare(inputs: list[Path], out_dir: Path, config: PrepareConfig, catalogue:
             progress(n, total_bytes, processed)
 
     def records() -> Iterator[Record]:
-        for path, explicit in files:
+        for path, explicit in read:
             unrecognised = None if explicit else (lambda p, why: skipped.append({"path": str(p), "reason": why}))
             for item in read_logs(path, config.format, config.on_error, progress=on_bytes, unrecognised=unrecognised):
-                counts.records_in += 1
-                if isinstance(item, Reject):
-                    counts.rejected += 1
-                    counts.rejects_by_file[item.file] += 1
-                    handles["rejects.jsonl"].write(json_line(item.to_dict()) + "\n")
+                if isinstance(item, FileReject):  # a file a dataset_info.json points to, or one failing mid-read
+                    problem = {"path": item.file, "reason": item.reason}
+                    if not skip_bad_files:
+                        raise bad_files_error([problem])
+                    counts.bad_files.append(problem)
                     continue
-                yield Record.from_dialogue(item)
+                yield Record.from_reject(item) if isinstance(item, Reject) else Record.from_dialogue(item)
 
     def consume(results: list[Record]) -> None:
         nonlocal processed
         for record in results:
             processed += 1
-            if record.filtered is not None:
-                counts.filtered[record.filtered] += 1
+            counts.records_in += 1
+            per_file = counts.file(record.source)
+            per_file["records_in"] += 1
+            if record.lost is not None:
+                handles["rejects.jsonl"].write(json_line(record.lost) + "\n")
+                if record.filtered is not None:
+                    counts.filtered[record.filtered] += 1
+                    per_file["filtered"] += 1
+                else:
+                    counts.rejected += 1
+                    counts.rejects_by_file[record.source] += 1
+                    per_file["rejected"] += 1
                 continue
             sig = record.signature
             dup = dedup.check(record.key, None if sig is None else np.frombuffer(sig, dtype=np.uint32))
             if dup is not None:
                 counts.duplicates += 1
                 counts.dup_kinds[dup] += 1
+                per_file["duplicates"] += 1
                 continue
             counts.kept += 1
+            per_file["kept"] += 1
             counts.turns += record.n_turns
             handles[f"{record.split}.jsonl"].write(record.line + "\n")
             counts.splits[record.split] += 1
@@ -364,6 +429,15 @@ def prepare(inputs: list[Path], out_dir: Path, config: PrepareConfig, catalogue:
     report["elapsed_s"] = round(time.monotonic() - started, 3)
     report["workers"] = n_workers
     return report
+
+
+def bad_files_error(bad: list[dict[str, str]]) -> KefuError:
+    """The error for input files that cannot be read at all, naming each with its reason."""
+    lines = "\n".join(f"  {b['path']}: {b['reason']}" for b in bad)
+    n = len(bad)
+    return KefuError(f"{n} input file{'s' if n > 1 else ''} cannot be read at all, so nothing was written:\n{lines}\n"
+                     f"Fix or remove {'them' if n > 1 else 'it'}, or pass --skip-bad-files to prepare the rest "
+                     f"(they are then listed under bad_files in report.json).")
 
 
 def _audit(files: list[tuple[Path, bool]], out_dir: Path, report: dict[str, Any]) -> None:

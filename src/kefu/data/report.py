@@ -14,9 +14,17 @@ BAR_WIDTH = 30
 
 def build_report(counts, config, *, files: list[str], skipped: list[dict[str, str]],
                  outputs: dict[str, str]) -> dict[str, Any]:
-    """Assemble the report from the run's counters; ``reconciles`` checks the accounting identity."""
+    """Assemble the report from the run's counters; ``reconciles`` checks the accounting identity, in total and for
+    every file (``by_file``)."""
     filtered = dict(sorted(counts.filtered.items()))
     accounted = counts.kept + counts.rejected + sum(filtered.values()) + counts.duplicates
+    by_file = {name: {k: c[k] for k in ("records_in", "kept", "rejected", "filtered", "duplicates")}
+               for name, c in sorted(counts.by_file.items())}
+    files_reconcile = all(f["records_in"] == f["kept"] + f["rejected"] + f["filtered"] + f["duplicates"]
+                          for f in by_file.values())
+    totals_match = all(sum(f[k] for f in by_file.values()) == v for k, v in (
+        ("records_in", counts.records_in), ("kept", counts.kept), ("rejected", counts.rejected),
+        ("filtered", sum(filtered.values())), ("duplicates", counts.duplicates)))
     return {
         "records_in": counts.records_in,
         "kept": counts.kept,
@@ -24,7 +32,9 @@ def build_report(counts, config, *, files: list[str], skipped: list[dict[str, st
         "filtered": filtered,
         "duplicates": counts.duplicates,
         "duplicates_by_kind": {"exact": counts.dup_kinds.get("exact", 0), "near": counts.dup_kinds.get("near", 0)},
-        "reconciles": accounted == counts.records_in,
+        "reconciles": accounted == counts.records_in and files_reconcile and totals_match,
+        "lost": {"rejected": counts.rejected, "filtered": sum(filtered.values()),
+                 "where": "rejects.jsonl: one line per lost record (file, line, step read|filter, reason, raw)"},
         "generated": {"total": sum(counts.generated.values()), "by_kind": dict(sorted(counts.generated.items()))},
         "tiers": {t: counts.tiers.get(t, 0) for t in ("1", "2", "3")},
         "splits": {s: counts.splits.get(s, 0) for s in ("train", "val", "test")},
@@ -33,7 +43,9 @@ def build_report(counts, config, *, files: list[str], skipped: list[dict[str, st
         "entities": {t: counts.entities.get(t, 0) for t in ENTITY_TYPES},
         "pii": dict(sorted(counts.pii.items(), key=lambda kv: (-kv[1], kv[0]))),
         "rejects_by_file": dict(sorted(counts.rejects_by_file.items())),
+        "by_file": by_file,
         "inputs": files,
+        "bad_files": list(counts.bad_files),
         "skipped_files": skipped,
         "outputs": outputs,
         "config": config.model_dump(mode="json"),
@@ -69,10 +81,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         "| | count |", "|---|---:|",
         f"| records in | {r['records_in']} |",
         f"| kept | {r['kept']} |",
-        f"| rejected (see rejects.jsonl) | {r['rejected']} |",
-        f"| filtered | {filtered_total} |",
-        f"| duplicates (exact / near) | {r['duplicates']} ({r['duplicates_by_kind']['exact']} / "
-        f"{r['duplicates_by_kind']['near']}) |",
+        f"| rejected: could not be read (one line each in rejects.jsonl) | {r['rejected']} |",
+        f"| filtered: dropped by a quality filter (one line each in rejects.jsonl) | {filtered_total} |",
+        f"| duplicates, not lost: the first copy is kept (exact / near) | {r['duplicates']} "
+        f"({r['duplicates_by_kind']['exact']} / {r['duplicates_by_kind']['near']}) |",
+        f"| bad files: not read at all (report.json bad_files) | {len(r['bad_files'])} |",
         f"| generated tier-3 samples (train only) | {r['generated']['total']} |",
         f"| turns per kept dialogue | {r['turns']['per_dialogue']} |",
         "",
@@ -95,9 +108,14 @@ def render_markdown(report: dict[str, Any]) -> str:
             bar_chart(r["intents"], {k: v[0] for k, v in INTENTS.items()}),
             "## Entities\n", bar_chart({k: v for k, v in r["entities"].items() if v}, ENTITY_TYPES),
             "## PII masked\n", bar_chart(r["pii"])]
-    if r["rejects_by_file"]:
-        out += ["## Rejects by file\n", "| file | rejects |", "|---|---:|",
-                *[f"| `{k}` | {v} |" for k, v in r["rejects_by_file"].items()], ""]
+    if r["by_file"]:
+        out += ["## By file\n", "records in = kept + rejected + filtered + duplicates, for each file.\n",
+                "| file | records in | kept | rejected | filtered | duplicates |", "|---|---:|---:|---:|---:|---:|",
+                *[f"| `{k}` | {v['records_in']} | {v['kept']} | {v['rejected']} | {v['filtered']} | {v['duplicates']} |"
+                  for k, v in r["by_file"].items()], ""]
+    if r["bad_files"]:
+        out += ["## Bad files (could not be read at all; skipped with --skip-bad-files)\n", "| file | why |",
+                "|---|---|", *[f"| `{b['path']}` | {b['reason']} |" for b in r["bad_files"]], ""]
     if r["skipped_files"]:
         out += ["## Files skipped (no chat logs found)\n", "| file | why |", "|---|---|",
                 *[f"| `{s['path']}` | {s['reason']} |" for s in r["skipped_files"]], ""]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from kefu.data.config import FORMATS as CONFIG_FORMATS
-from kefu.data.readers.common import DATA_SUFFIXES, NotDialogues, Progress, guarded
+from kefu.data.readers.common import DATA_SUFFIXES, FileReject, NotDialogues, Progress, guarded
 from kefu.data.readers.dataset_info import dataset_info_files, looks_like_dataset_info, read_dataset_info
 from kefu.data.readers.encoding import SNIFF_BYTES, sniff_encoding
 from kefu.data.readers.json_formats import read_json, sniff_json_container
@@ -134,6 +134,35 @@ def read_logs(path: str | Path, format: str = "auto", on_error: str = "skip", *,
         return read_json(path, encoding, fmt, progress)
 
     return guarded(path, on_error, make, unrecognised)
+
+
+def file_problem(path: str | Path, format: str = "auto", *, explicit: bool = True) -> str | None:
+    """Why not one dialogue can be read from ``path`` (empty, binary, wrong encoding, unknown format, not JSON at
+    all, every record rejected), or None when it yields at least one. Reads only up to the first dialogue.
+
+    A file found in a folder walk (``explicit=False``) that is valid data but holds no chat logs (a catalogue) is
+    not a problem: ``kefu prepare`` lists it under ``skipped_files``.
+    """
+    not_chat: list[str] = []
+    items = read_logs(path, format, "skip", unrecognised=None if explicit else (lambda p, why: not_chat.append(why)))
+    rejected = 0
+    first: Reject | None = None
+    try:
+        for item in items:
+            if not isinstance(item, Reject):
+                return None
+            first = first or item
+            rejected += not isinstance(item, FileReject)
+    finally:
+        items.close()
+    if not_chat:
+        return None
+    if first is None:
+        return "no dialogues in it"
+    if isinstance(first, FileReject) and not rejected:
+        return first.reason
+    where = f"line {first.line}: " if first.line else ""
+    return f"not one usable record: all {rejected} rejected ({where}{first.reason})"
 
 
 def _read_folder(path: Path, format: str, on_error: str, progress: Progress | None,

@@ -3,6 +3,7 @@ turning file-level problems into one Reject (or a KefuError under ``on_error="fa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -21,6 +22,12 @@ ROLE_ALIASES: dict[str, str] = {
                      "客服", "卖家", "商家", "店家", "店小二", "人工客服", "机器人", "1", "function_call"], "assistant"),
     **dict.fromkeys(["system", "系统", "系统消息"], "system"),
 }
+
+
+@dataclass(slots=True)
+class FileReject(Reject):
+    """A Reject for a whole input file (empty, binary, wrong encoding, unknown format, unreadable, an unusable
+    dataset_info entry): not a record. ``kefu prepare`` fails on it, or lists it under ``bad_files``."""
 
 
 class BadRecord(Exception):
@@ -86,7 +93,7 @@ def make_dialogue(turns: list[Turn], source: str, line: int, dialogue_id: str | 
 
 def guarded(path: Path, on_error: str, make: Callable[[], Iterable[Dialogue | Reject]],
             unrecognised: Callable[[Path, str], None] | None = None) -> Iterator[Dialogue | Reject]:
-    """Turn file-level problems into one Reject; under on_error="fail" raise KefuError naming file and line."""
+    """Turn file-level problems into one FileReject; under on_error="fail" raise KefuError naming file and line."""
     try:
         for item in make():
             if isinstance(item, Reject) and on_error == "fail":
@@ -99,15 +106,15 @@ def guarded(path: Path, on_error: str, make: Callable[[], Iterable[Dialogue | Re
             return
         if on_error == "fail":
             raise KefuError(f"{path}: {exc}") from None
-        yield Reject(str(path), None, str(exc), "")
+        yield FileReject(str(path), None, str(exc), "")
     except BadFile as exc:
         if on_error == "fail":
             raise KefuError(f"{path}: {exc}") from None
-        yield Reject(str(path), None, str(exc), _file_head(path))
+        yield FileReject(str(path), None, str(exc), _file_head(path))
     except OSError as exc:
         if on_error == "fail":
             raise KefuError(f"{path}: cannot read: {exc.strerror or exc}") from None
-        yield Reject(str(path), None, f"cannot read: {exc.strerror or exc}", "")
+        yield FileReject(str(path), None, f"cannot read: {exc.strerror or exc}", "")
 
 
 def _file_head(path: Path) -> str:

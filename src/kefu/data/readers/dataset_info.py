@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from kefu.data.readers.common import DATA_SUFFIXES, BadFile, Progress, guarded, raw_text
+from kefu.data.readers.common import DATA_SUFFIXES, BadFile, FileReject, Progress, guarded, raw_text
 from kefu.data.readers.encoding import sniff_encoding
 from kefu.data.readers.json_formats import read_json
 from kefu.types import Dialogue, Reject
@@ -92,7 +92,7 @@ def read_dataset_info(path: Path, progress: Progress | None, on_error: str) -> I
         progress(path.stat().st_size)
     for entry in entries:
         if entry.problem is not None:
-            yield Reject(str(path), None, entry.problem, entry.raw)
+            yield FileReject(str(path), None, entry.problem, entry.raw)
             continue
         for data_file in entry.files:
             yield from guarded(data_file, on_error, lambda f=data_file, e=entry: read_json(
