@@ -6,10 +6,13 @@ Every problem is a :class:`KefuError` naming the file and line, so a bad line in
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from kefu.artifacts.dialogues import dialogue_from_json, iter_jsonl, messages_of, read_dialogues
 from kefu.eval.business import check_fact, normalize_fact
 from kefu.eval.metrics import parse_references
+from kefu.kg.slots import slot_values
+from kefu.train.grounded import open_kg, render_dialogue_turn
 from kefu.types import Dialogue, KefuError
 
 
@@ -98,9 +101,15 @@ def load_predictions(path: str | Path, references: str | Path | None = None) -> 
     return records
 
 
-def samples_from_dialogue(dialogue: Dialogue, last_turn_only: bool = False, where: str = "") -> list[dict]:
+def samples_from_dialogue(dialogue: Dialogue, last_turn_only: bool = False, where: str = "", *, kg: Any = None,
+                          shop: str = "本店") -> list[dict]:
     """Each agent turn of a prepared dialogue becomes a sample: ``context`` = the messages before it, ``references``
     = that turn (split on ``<sep>``/``!@@@!``), ``intent`` = the intent of the last customer turn before it.
+
+    With ``kg`` (an open ``KnowledgeGraph``) the context is the turn rendered exactly as training renders it
+    (``kefu.train.grounded.render_dialogue_turn``: the system prompt with the facts the KG gives for the turn, then
+    the last messages), and ``slots`` holds the turn's slot values (``kefu.kg.slots.slot_values``) to fill a
+    prediction's slots with before it is scored; ``facts_block`` is the facts shown.
 
     Dialogue-level ``meta.facts`` apply to a turn when the fact carries that turn's index (``turn``) or, lacking
     one, when the reference itself states the fact correctly.
@@ -134,6 +143,12 @@ def samples_from_dialogue(dialogue: Dialogue, last_turn_only: bool = False, wher
                 turn_facts.append(norm)
         sample = {"id": f"{did}#{k}", "dialogue_id": did, "turn": k, "context": messages[:k], "references": refs,
                   "intent": intents[user_turns - 1] if user_turns - 1 < len(intents) else None}
+        if kg is not None:
+            rendered = render_dialogue_turn(kg, dialogue, k, shop=shop)
+            sample.update(context=rendered.messages, slots=slot_values(rendered.facts),
+                          facts_block=rendered.facts.prompt_block)
+            if rendered.customer_id and not meta.get("customer_id"):
+                sample["customer_id"] = rendered.customer_id
         if turn_facts:
             sample["facts"] = turn_facts
         for key in ("customer_id", "date"):
@@ -143,12 +158,24 @@ def samples_from_dialogue(dialogue: Dialogue, last_turn_only: bool = False, wher
     return samples
 
 
-def load_test_samples(path: str | Path, last_turn_only: bool = False, max_samples: int | None = None) -> list[dict]:
-    """All samples of a prepared ``test.jsonl`` in file order (optionally only the first ``max_samples``)."""
+def load_test_samples(path: str | Path, last_turn_only: bool = False, max_samples: int | None = None, *,
+                      kg: Any = None, shop: str = "本店") -> list[dict]:
+    """All samples of a prepared ``test.jsonl`` in file order (optionally only the first ``max_samples``).
+
+    ``kg`` (an open graph, a SQLAlchemy URL, a ``.db`` file or a shop folder; see ``kefu.train.grounded.open_kg``):
+    contexts rendered with each turn's facts, as training with ``train.kg_url`` rendered them."""
     path = Path(path)
+    if kg is not None:
+        with open_kg(kg) as graph:
+            return _load_samples(path, last_turn_only, max_samples, graph, shop)
+    return _load_samples(path, last_turn_only, max_samples, None, shop)
+
+
+def _load_samples(path: Path, last_turn_only: bool, max_samples: int | None, kg: Any, shop: str) -> list[dict]:
     samples: list[dict] = []
     for prepared in read_dialogues(path, name=None, empty_ok=False):
-        samples.extend(samples_from_dialogue(prepared.dialogue, last_turn_only, where=prepared.where))
+        samples.extend(samples_from_dialogue(prepared.dialogue, last_turn_only, where=prepared.where, kg=kg,
+                                             shop=shop))
         if max_samples and len(samples) >= max_samples:
             return samples[:max_samples]
     if not samples:

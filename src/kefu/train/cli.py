@@ -35,6 +35,12 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in --out."),
         last_turn_only: bool = typer.Option(False, "--last-turn-only", help="Loss on the last agent turn only."),
         system_prompt: Optional[str] = typer.Option(None, "--system-prompt"),
+        kg: Optional[str] = typer.Option(None, "--kg", help="Train as you serve: render each agent turn with the "
+                                         "facts this knowledge graph gives for it (SQLAlchemy URL, .db file, or a "
+                                         "shop folder such as examples/shop, imported into a temporary SQLite "
+                                         "graph); the replies' facts become slots."),
+        shop_name: Optional[str] = typer.Option(None, "--shop-name", help="The shop's name in the system prompt of "
+                                                "grounded examples (default 本店, as kefu serve)."),
         precision: Optional[str] = typer.Option(None, "--precision", help="auto|fp32|bf16|fp16"),
         use_dora: Optional[bool] = typer.Option(None, "--dora/--no-dora"),
         use_rslora: Optional[bool] = typer.Option(None, "--rslora/--no-rslora"),
@@ -76,7 +82,7 @@ def register(app: typer.Typer) -> None:
             "train.precision": precision, "train.use_dora": use_dora, "train.use_rslora": use_rslora,
             "train.compile": compile, "train.save_steps": save_steps, "train.seed": seed,
             "train.gradient_checkpointing": gradient_checkpointing, "train.lora_dropout": lora_dropout,
-            "train.logit_grad_floor": logit_grad_floor,
+            "train.logit_grad_floor": logit_grad_floor, "train.kg_url": kg, "train.shop_name": shop_name,
         }
         full = load_config(config, overrides)
         settings = full.train

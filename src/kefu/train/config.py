@@ -21,6 +21,11 @@ class TrainConfig(BaseModel):
     train_on: Literal["all_assistant", "last_assistant"] = "all_assistant"
     system_prompt: str | None = Field(None, description="prepended to dialogues without a system message")
     facts_in_system: bool = Field(False, description="append each dialogue's meta.facts to its system prompt")
+    kg_url: str | None = Field(None, description="train as you serve: render each agent turn with the facts this "
+                                                 "knowledge graph gives for it (a SQLAlchemy URL, a .db file, or a shop "
+                                                 "folder imported into a temporary SQLite graph), the reply's facts as "
+                                                 "slots; None: the dialogues as they are")
+    shop_name: str = Field("本店", description="the shop's name in the system prompt of grounded examples (as serving's)")
     # LoRA
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)

@@ -1,5 +1,10 @@
 """Training data: read the prepare stage's ``train.jsonl``, tokenise with the shared template, pack into rows.
 
+With a knowledge graph (``train.kg_url``, ``kefu train --kg``) each agent turn is its own example, rendered as
+serving renders it (``kefu.train.grounded``: system prompt, the turn's facts, the last messages; the reply's facts as
+slots; loss on that reply only). Plain dialogues and grounded examples go through the same tokenisation: a sequence
+is messages plus which assistant message is supervised (all of them, the last, or one by index).
+
 Packing puts several dialogues in one row of at most ``max_len`` tokens with ``position_ids`` restarting at 0 for
 each dialogue. transformers (5.x) turns restarting position ids into a block-diagonal causal mask when no 2D
 attention mask is given (SDPA/eager build it from the positions; flash-attention uses them as varlen boundaries),
@@ -10,12 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Iterator
 
 from kefu.artifacts.dialogues import prepared_file, read_dialogues
+from kefu.train.grounded import GroundingStats, grounded_examples, open_kg
 from kefu.train.template import IGNORE_INDEX, encode_dialogue
 from kefu.types import KefuError
 
@@ -49,6 +57,7 @@ class DataStats:
     supervised_tokens: int = 0
     sha256: str = ""
     files: list[str] = field(default_factory=list)
+    grounding: dict[str, Any] | None = None  # with a KG: what grounding did, and the plain rendering's counts
 
 
 def find_data(data: str | Path) -> tuple[Path, Path | None]:
@@ -122,20 +131,50 @@ def _split_at_customer_turns(tokenizer, messages: list[dict], config: "TrainConf
     return windows
 
 
-def encode_file(path: Path, tokenizer, config: "TrainConfig", stats: DataStats | None = None) -> list[Example]:
-    """Tokenise every dialogue of ``path``; over-long ones are split or truncated and counted in ``stats``."""
-    stats = stats if stats is not None else DataStats()
-    examples: list[Example] = []
+def _sequences(path: Path, config: "TrainConfig", stats: DataStats, kg: Any = None,
+               grounding: GroundingStats | None = None) -> Iterator[tuple[list[dict], int | None, str]]:
+    """``(messages, supervised assistant index or None for train_on's choice, source)`` for each training sequence
+    of ``path``: a dialogue (plain), or each agent turn rendered with its facts (``kg`` given)."""
     for prepared in read_dialogues(path):
         stats.dialogues += 1
+        if kg is not None:
+            examples = grounded_examples(kg, prepared.dialogue, shop=config.shop_name, train_on=config.train_on,
+                                         source=prepared.where, stats=grounding)
+            if not examples:
+                stats.skipped_no_agent += 1
+            for example in examples:
+                yield example.messages, example.supervise, example.source
+            continue
         messages = with_system(prepared.dialogue.to_dict(), config)
         if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
             stats.skipped_no_agent += 1
             continue
-        ids, labels = encode_dialogue(tokenizer, messages, train_on=config.train_on)
-        pieces = [(ids, labels)]
-        if len(ids) > config.max_len:
-            if config.overlong == "split" and config.train_on == "all_assistant":
+        yield messages, None, prepared.where
+
+
+def _fit(tokenizer, messages: list[dict], supervise: int, config: "TrainConfig") -> tuple[list[int], list[int]]:
+    """A grounded example over ``max_len``: its oldest history messages go first (system prompt and reply stay)."""
+    ids, labels = encode_dialogue(tokenizer, messages, supervise=supervise)
+    while len(ids) > config.max_len and supervise > 2:
+        messages = messages[:1] + messages[2:]
+        supervise -= 1
+        ids, labels = encode_dialogue(tokenizer, messages, supervise=supervise)
+    return ids, labels
+
+
+def encode_file(path: Path, tokenizer, config: "TrainConfig", stats: DataStats | None = None, *, kg: Any = None,
+                grounding: GroundingStats | None = None) -> list[Example]:
+    """Tokenise every dialogue of ``path`` (every agent turn, grounded in ``kg``, when given); over-long ones are
+    split or truncated and counted in ``stats``."""
+    stats = stats if stats is not None else DataStats()
+    examples: list[Example] = []
+    for messages, supervise, source in _sequences(path, config, stats, kg, grounding):
+        if supervise is not None:
+            pieces = [_fit(tokenizer, messages, supervise, config)]
+        else:
+            ids, labels = encode_dialogue(tokenizer, messages, train_on=config.train_on)
+            pieces = [(ids, labels)]
+            if len(ids) > config.max_len and config.overlong == "split" and config.train_on == "all_assistant":
                 windows = _split_at_customer_turns(tokenizer, messages, config)
                 if len(windows) > 1:
                     stats.split += 1
@@ -144,7 +183,7 @@ def encode_file(path: Path, tokenizer, config: "TrainConfig", stats: DataStats |
             if len(piece_ids) > config.max_len:
                 stats.truncated += 1
                 piece_ids, piece_labels = piece_ids[:config.max_len], piece_labels[:config.max_len]
-            example = Example(piece_ids, piece_labels, prepared.where)
+            example = Example(piece_ids, piece_labels, source)
             if example.supervised == 0:
                 stats.skipped_no_agent += 1
                 continue
@@ -155,20 +194,53 @@ def encode_file(path: Path, tokenizer, config: "TrainConfig", stats: DataStats |
     return examples
 
 
+def grounding_summary(stats: DataStats) -> str:
+    """One paragraph: what grounding produced against the plain rendering, and how many stated facts the KG backs."""
+    g = stats.grounding or {}
+    plain, facts = g.get("plain") or {}, g.get("facts") or {}
+    share = facts.get("kg_backed_share")
+    return (f"grounded in {g.get('kg')}: {stats.examples:,} examples (one per agent turn), {stats.tokens:,} tokens "
+            f"({stats.supervised_tokens:,} supervised) — plain: {plain.get('examples', 0):,} examples, "
+            f"{plain.get('tokens', 0):,} tokens ({plain.get('supervised_tokens', 0):,} supervised); "
+            f"{facts.get('turns_with_facts', 0):,} of {facts.get('turns', 0):,} agent turns have facts; of the "
+            f"facts agent replies state, {facts.get('slots', 0):,} became slots, {facts.get('backed_text', 0):,} "
+            f"the facts back as text, {facts.get('unbacked', 0):,} the KG does not back (kept as text)"
+            + (f" — {share:.0%} KG-backed" if share is not None else ""))
+
+
 def load_examples(data: str | Path, tokenizer, config: "TrainConfig") -> tuple[list[Example], list[Example], DataStats]:
-    """Train and validation examples plus statistics; KefuError before any training when nothing is usable."""
+    """Train and validation examples plus statistics; KefuError before any training when nothing is usable.
+
+    With ``config.kg_url`` the examples are grounded (``kefu.train.grounded``); ``stats.grounding`` then holds what
+    grounding did and the plain rendering's counts, and a summary goes to stderr before training starts."""
     train_file, val_file = find_data(data)
     stats = DataStats(files=[str(train_file)])
-    stats.sha256 = hashlib.sha256(train_file.read_bytes()).hexdigest()
-    train = encode_file(train_file, tokenizer, config, stats)
+    digest = hashlib.sha256(train_file.read_bytes())
+    if config.kg_url:
+        with open_kg(config.kg_url) as kg:
+            digest.update(b"\0kg:" + kg.version.encode())
+            grounding = GroundingStats()
+            train = encode_file(train_file, tokenizer, config, stats, kg=kg, grounding=grounding)
+            val = encode_file(val_file, tokenizer, config, DataStats(), kg=kg) if val_file is not None else []
+        plain = DataStats()
+        encode_file(train_file, tokenizer, config, plain)
+        stats.grounding = {"kg": str(config.kg_url), "facts": grounding.to_dict(),
+                           "plain": {"examples": plain.examples, "tokens": plain.tokens,
+                                     "supervised_tokens": plain.supervised_tokens}}
+        if os.environ.get("RANK", "0") == "0":
+            print(grounding_summary(stats), file=sys.stderr, flush=True)
+    else:
+        train = encode_file(train_file, tokenizer, config, stats)
+        val = []
+        if val_file is not None and stats.dialogues and train:
+            val = encode_file(val_file, tokenizer, config, DataStats())
+    stats.sha256 = digest.hexdigest()
     if stats.dialogues == 0:
         raise KefuError(f"{train_file}: no dialogues (the file is empty)")
     if not train:
         raise KefuError(f"{train_file}: none of its {stats.dialogues} dialogues has an agent (assistant) turn to "
                         "learn from")
-    val: list[Example] = []
     if val_file is not None:
-        val = encode_file(val_file, tokenizer, config, DataStats())
         stats.files.append(str(val_file))
     return train, val, stats
 

@@ -179,17 +179,24 @@ def _agent_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, 
 
 
 def encode_dialogue(tokenizer: "PreTrainedTokenizerBase", messages: list[dict], *,
-                    train_on: TrainOn = "all_assistant", max_len: int | None = None) -> tuple[list[int], list[int]]:
+                    train_on: TrainOn = "all_assistant", max_len: int | None = None,
+                    supervise: int | None = None) -> tuple[list[int], list[int]]:
     """``(input_ids, labels)`` for one dialogue; labels are -100 except on agent turns' tokens.
 
-    ``train_on="last_assistant"`` supervises only the final agent turn. ``max_len`` truncates (callers that want
-    dialogues split by turns instead do so before calling; see :mod:`kefu.train.data`).
+    ``train_on="last_assistant"`` supervises only the final agent turn; ``supervise`` (an index into ``messages``
+    of an assistant message) only that one (a grounded example: ``kefu.train.grounded``). ``max_len`` truncates
+    (callers that want dialogues split by turns instead do so before calling; see :mod:`kefu.train.data`).
     """
     _check_messages(messages)
     if train_on not in ("all_assistant", "last_assistant"):
         raise KefuError(f"train_on must be all_assistant or last_assistant, got {train_on!r}")
     text, spans = _agent_spans(tokenizer, messages)
-    if train_on == "last_assistant":
+    if supervise is not None:
+        if not 0 <= supervise < len(messages) or messages[supervise]["role"] not in AGENT_ROLES:
+            raise KefuError(f"supervise={supervise}: not the index of an assistant message")
+        nth = sum(1 for m in messages[:supervise] if m["role"] in AGENT_ROLES)
+        spans = spans[nth:nth + 1]
+    elif train_on == "last_assistant":
         spans = spans[-1:]
     encoded = tokenizer(text, add_special_tokens=prompt_add_special_tokens(tokenizer), return_offsets_mapping=True)
     ids = list(encoded["input_ids"])
