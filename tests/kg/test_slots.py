@@ -29,3 +29,8 @@ def test_slotify_inverts_fill_by_meaning():
     values = slot_values(FACTS)
     assert slotify("X1三合一冲锋衣 男款到手价539.10元，圆通速递单号YT8780175989834", values) == \
         "[商品]到手价[到手价]，[快递]单号[运单号]"
+
+
+def test_slotify_keeps_a_product_name_that_holds_a_figure_whole():
+    values = slot_values([{"type": "product", "data": {"name": "珠峰800蓬鹅绒羽绒服", "price_fen": 159900}}])
+    assert slotify("珠峰800蓬鹅绒羽绒服标价1599元", values) == "[商品]标价[价格]"

@@ -26,6 +26,7 @@ SLOTS: dict[str, str] = {
     "物流": "the latest tracking event", "退货天数": "return window", "换货天数": "exchange window",
     "保修天数": "repair window",
 }
+WORD_SLOTS = frozenset({"商品", "快递", "订单状态", "物流"})  # said in words; the other slots are figures
 JDDC_SLOTS = {"订单": "订单号", "金额": "到手价", "站点": "物流", "姓名": "称呼", "地址": "收货地址"}
 # always fillable without facts: a polite form of address, and the address the order holds (never spelled out)
 FIXED = {"称呼": "亲", "收货地址": "您的收货地址"}
@@ -101,17 +102,17 @@ def fill_slots(text: str, values: dict[str, str]) -> tuple[str, list[str]]:
 
 
 def slotify(text: str, values: dict[str, str]) -> str:
-    """Training text with each stated fact replaced by its slot: a figure is matched by what it says, not how it is
-    written (``599元`` is the slot whose value is ``¥599``), names and words verbatim. The inverse of ``fill_slots``
-    for the values this turn's facts give."""
+    """Training text with each stated fact replaced by its slot: names and words first, verbatim (a product name
+    may hold a figure: 珠峰800蓬鹅绒羽绒服), then figures by what they say, not how they are written (``599元`` is
+    the slot whose value is ``¥599``). The inverse of ``fill_slots`` for the values this turn's facts give."""
+    for name, value in sorted(values.items(), key=lambda kv: -len(kv[1])):
+        if name in WORD_SLOTS and len(value) >= 2:
+            text = text.replace(value, f"[{name}]")
     by_key = {}
     for name, value in values.items():
-        for claim in claims(value):
+        for claim in claims(value) if name not in WORD_SLOTS else ():
             by_key.setdefault(claim.key, name)
     spans = [(c.start, c.end, by_key[c.key]) for c in claims(text) if c.key in by_key]
     for start, end, name in sorted(spans, reverse=True):
         text = text[:start] + f"[{name}]" + text[end:]
-    for name, value in sorted(values.items(), key=lambda kv: -len(kv[1])):
-        if len(value) >= 2 and not claims(value):  # words: a product name, a carrier, a status
-            text = text.replace(value, f"[{name}]")
     return text
