@@ -543,6 +543,7 @@ class _LoRARecipe:
             "truncated": stats.truncated, "skipped_no_agent": stats.skipped_no_agent, "data_tokens": stats.tokens,
             "data_supervised_tokens": stats.supervised_tokens, "world_size": self.world, "device": self.device.type,
             "precision": self.precision, "last_metrics": last_metrics, "adapter": str(self.run_dir.adapter_dir),
+            "grounding": stats.grounding,
         }
 
     def _finish(self, report: dict[str, Any], final_loss: float | None) -> None:
