@@ -82,6 +82,44 @@ def test_cli_eval_through_endpoint(tmp_path, monkeypatch):
     assert metrics["key_fact_accuracy"] == 1.0
 
 
+def test_cli_eval_reports_the_retrieval_baseline(tmp_path, monkeypatch):
+    """`--train-data`: the shop's own past replies (best BM25 match) and the stock reply are scored on the same turns
+    as the model, with the model/baseline ratios; `eval score --train-data` does the same for ready predictions."""
+    data = write_jsonl(tmp_path / "test.jsonl", DIALOGUES)
+    train = write_jsonl(tmp_path / "data" / "train.jsonl", [
+        {"id": "t1", "messages": [{"role": "user", "content": "请问什么时候发货"},
+                                  {"role": "assistant", "content": "亲，48小时内发货。"}]},
+        {"id": "t2", "messages": [{"role": "user", "content": "在吗"}, {"role": "assistant", "content": "在的亲"}]},
+        {"id": "t3", "messages": [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "在的亲"}]}])
+
+    def handler(request):
+        return httpx.Response(200, json={"choices": [{"message": {"content": "亲，在的"}}]})
+
+    real = eval_runner.generate_via_endpoint
+    monkeypatch.setattr(eval_runner, "generate_via_endpoint",
+                        lambda *a, **kw: real(*a, **dict(kw, transport=httpx.MockTransport(handler))))
+    runner = CliRunner()
+    out = tmp_path / "eval"
+    result = runner.invoke(app, ["eval", "--endpoint", "http://serve.local/v1", "--data", str(data), "--out", str(out),
+                                 "--no-progress", "--train-data", str(train.parent)])
+    assert result.exit_code == 0, result.output
+    assert "retrieval_bleu4" in result.output and "vs_retrieval_bleu4" in result.output
+    m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert m["retrieval_bleu4"] > 0 and m["stock_reply"] == "在的亲"
+    assert m["vs_retrieval_bleu4"] == pytest.approx(m["bleu4"] / m["retrieval_bleu4"])
+    assert m["vs_stock_rougeL"] == pytest.approx(m["rougeL"] / m["stock_rougeL"]) if m["stock_rougeL"] else True
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert rows[1]["retrieval"] == "亲，48小时内发货。"  # d1#3 asked 什么时候发货
+    preds = write_jsonl(tmp_path / "preds.jsonl", [
+        {"id": "a", "prediction": "亲，在的", "references": ["亲，48小时内发货。"],
+         "context": [{"role": "user", "content": "什么时候发货"}]}])
+    result = runner.invoke(app, ["eval", "score", str(preds), "--out", str(tmp_path / "scored"), "--train-data",
+                                 str(train)])
+    assert result.exit_code == 0, result.output
+    scored = json.loads((tmp_path / "scored" / "metrics.json").read_text(encoding="utf-8"))
+    assert scored["retrieval_bleu4"] == pytest.approx(100.0) and scored["vs_retrieval_bleu4"] < 1
+
+
 def _preds(tmp_path, name, rows):
     return write_jsonl(tmp_path / name, rows)
 
