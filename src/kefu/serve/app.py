@@ -1,5 +1,7 @@
-"""The HTTP app: OpenAI-compatible chat completions (plain and SSE streaming), models, feedback, health, metrics,
-and the web chat page. Errors use OpenAI's JSON shape so the official client raises its usual exceptions.
+"""The HTTP app: OpenAI-compatible chat completions (plain and SSE streaming), models, feedback, adapters, health,
+metrics, and the web chat page. Request and response bodies are the typed models of ``kefu.serve.protocol``; the
+published OpenAPI document (``/openapi.json``) declares every body, error and the Bearer key. Errors use OpenAI's
+JSON shape so the official client raises its usual exceptions.
 """
 
 from __future__ import annotations
@@ -9,21 +11,26 @@ import json
 import time
 from contextlib import asynccontextmanager
 from importlib import resources
+from typing import Any, AsyncIterator, Callable, TypeVar
 from urllib.parse import quote
-from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from kefu.artifacts.run import ADAPTER_CONFIG
 from kefu.safety import audit
+from kefu.serve.engine.base import StopText
 from kefu.serve.gateway import Authenticator, Caller, TokenBucketLimiter
 from kefu.serve.pipeline import ChatService
+from kefu.serve.protocol import (ALLOWED_ROLES, AdapterRequest, ChatCompletionRequest, FeedbackRequest,
+                                 openapi_components)
 from kefu.train.models import check_adapter
 from kefu.types import KefuError
 
-ALLOWED_ROLES = ("system", "developer", "user", "assistant")
+__all__ = ["ALLOWED_ROLES", "AdapterRequest", "ApiError", "ChatCompletionRequest", "FeedbackRequest", "create_app"]
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class ApiError(Exception):
@@ -40,66 +47,179 @@ def error_response(status: int, message: str, *, type: str = "invalid_request_er
                         status_code=status, headers=headers)
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    role: str
-    content: str | list[dict[str, Any]] | None = None
+# pydantic error types of the protocol models that become the error's ``code``
+_ERROR_CODES = {"unsupported_parameter": "unsupported_parameter", "invalid_role": "invalid_role",
+                "unsupported_content": "unsupported_content", "extra_forbidden": "unknown_parameter"}
 
 
-class ChatRequest(BaseModel):
-    """The OpenAI request fields we use; others (n, top_p, ...) are accepted and ignored. kefu extensions:
-    ``session_id`` and ``customer_id`` (or the standard ``user``), via ``extra_body`` in the openai client."""
-
-    model_config = ConfigDict(extra="allow")
-    model: str
-    messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
-    max_tokens: int | None = Field(None, ge=1, le=4096)
-    max_completion_tokens: int | None = Field(None, ge=1, le=4096)
-    temperature: float = Field(0.0, ge=0, le=2)
-    user: str | None = Field(None, max_length=128)
-    session_id: str | None = Field(None, max_length=128)
-    customer_id: str | None = Field(None, max_length=128)
+_TYPE_MISMATCH = {"string_type", "list_type", "dict_type", "int_type", "int_parsing", "float_type", "float_parsing",
+                  "bool_type", "bool_parsing", "model_type", "model_attributes_type", "none_required"}
 
 
-class FeedbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["rating", "correction", "handoff"]
-    session_id: str = Field(min_length=1, max_length=128)
-    customer_id: str | None = Field(None, max_length=128)
-    message_id: str | None = Field(None, max_length=128)
-    model: str | None = Field(None, max_length=128)
-    rating: int | None = None
-    correction: str | None = Field(None, max_length=8000)
-    outcome: str | None = Field(None, max_length=32)
-    comment: str | None = Field(None, max_length=2000)
-    source: Literal["api", "web"] = "api"
+def _field_path(loc: tuple) -> list:
+    """An error's location without pydantic's union-branch tags (``stop.str``, ``content.list[TextPart]``)."""
+    return [p for p in loc if not (isinstance(p, str) and (p in ("str", "int", "float", "bool") or "[" in p
+                                                            or p.startswith("function-")))]
 
 
-class AdapterRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    path: str = Field(min_length=1, max_length=1000)
+def validation_error(exc: ValidationError) -> ApiError:
+    """The first problem of a request body, as a 400 naming the parameter (OpenAI's wording for unknown ones).
+    Of a union's failed branches (``stop``: a string or a list) the one that says most is reported: a broken bound
+    before "should be a valid string", else the deepest."""
+    errors = exc.errors()
+    field = _field_path(errors[0]["loc"])[:1]
+    same = [e for e in errors if _field_path(e["loc"])[:1] == field]
+    first = next((e for e in same if e["type"] not in _TYPE_MISMATCH), None) or \
+        max(same, key=lambda e: len(_field_path(e["loc"])))
+    loc = ".".join(str(p) for p in _field_path(first["loc"])) or str((first.get("ctx") or {}).get("field", ""))
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        message = f"Unrecognized request argument supplied: {loc}"
+    elif kind == "unsupported_parameter" and len(first["loc"]) == 1:
+        message = first["msg"]
+    else:
+        message = f"{loc}: {first['msg']}" if loc else first["msg"]
+    return ApiError(400, message, param=loc or None, code=_ERROR_CODES.get(kind))
 
 
-def _validation_message(exc: ValidationError) -> tuple[str, str]:
-    first = exc.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    return f"{loc}: {first['msg']}", loc
+def parse(model: type[M], raw: Any) -> M:
+    if not isinstance(raw, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise validation_error(exc) from exc
 
 
-def _content_text(content: str | list[dict[str, Any]] | None, index: int) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    texts = []
-    for part in content:
-        if part.get("type") != "text":
-            raise ApiError(400, f"messages[{index}].content: only text parts are supported, got "
-                                f"{part.get('type')!r}", param=f"messages.{index}.content")
-        texts.append(str(part.get("text", "")))
-    return "".join(texts)
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _lone_surrogate(data: Any) -> str | None:
+    """Where ``data`` holds a string with a lone UTF-16 surrogate (JSON's "\\ud800": not Unicode text, and no
+    encoder downstream accepts it), else None."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    return where or "body"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                stack.append((f"{where}.{key}" if where else str(key), key))
+                stack.append((f"{where}.{key}" if where else str(key), item))
+        elif isinstance(value, list):
+            stack.extend((f"{where}.{i}" if where else str(i), item) for i, item in enumerate(value))
+    return None
+
+
+def _operation(body: str | None, ok: str | None, errors: tuple[int, ...], *, stream: bool = False) -> dict[str, Any]:
+    """The OpenAPI operation for a route that reads its body itself (``read_json``: the size limit, OpenAI-shaped
+    errors): the request body, the 200 body and the errors, as references to ``openapi_components``."""
+    op: dict[str, Any] = {"responses": {}}
+    if ok is not None:
+        content: dict[str, Any] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{ok}"}}}
+        if stream:
+            content["text/event-stream"] = {"schema": {  # one event
+                "type": "object", "required": ["data"], "description": "with stream: true, server-sent events "
+                "`data: <ChatCompletionChunk JSON>`, the last one `data: [DONE]`",
+                "properties": {"data": {"anyOf": [{"const": "[DONE]"}, {
+                    "type": "string", "contentMediaType": "application/json",
+                    "contentSchema": {"$ref": "#/components/schemas/ChatCompletionChunk"}}]}}}}
+        op["responses"]["200"] = {"description": "OK", "content": content}
+    for status in errors:
+        response: dict[str, Any] = {"description": _ERRORS[status], "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+        if status == 429:
+            response["headers"] = {"Retry-After": {"description": "seconds", "schema": {"type": "string"}}}
+        op["responses"][str(status)] = response
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {
+            "schema": {"$ref": f"#/components/schemas/{body}"}}}}
+    if 401 in errors:
+        op["security"] = [{"bearer": []}]
+    return op
+
+
+_ERRORS = {400: "invalid request (the parameter is named in error.param)", 401: "missing or unknown API key",
+           403: "the key lacks the permission, or may not act for this customer",
+           404: "no such model (model_not_found) or file", 413: "request body over the size limit",
+           429: "rate limit exceeded (Retry-After)"}
+AUTH = (401, 403, 429)
+BODY = (400, 413)
+
+
+class StopCut:
+    """One choice's text cut at the first of the request's stop strings (never sent), whatever path answered."""
+
+    def __init__(self, stops: list[str]):
+        self.text = StopText(stops) if stops else None
+
+    def feed(self, piece: str) -> str:
+        return self.text.feed(piece) if self.text is not None else piece
+
+    def flush(self) -> str:
+        return self.text.flush() if self.text is not None else ""
+
+    @property
+    def stopped(self) -> bool:
+        return self.text is not None and self.text.stopped
+
+
+async def _one_choice(events: AsyncIterator[dict[str, Any]], stops: list[str]):
+    """One ``ChatService.respond`` stream as ("meta", reply), ("delta", text)..., ("done", reply, finish_reason,
+    text): the text cut at the request's stop strings (the light path's text too), "stop" when cut there."""
+    cut, sent = StopCut(stops), []
+    try:
+        async for event in events:
+            if event["type"] == "meta":
+                yield ("meta", event["reply"])
+            elif event["type"] == "delta":
+                piece = cut.feed(event["text"])
+                if piece:
+                    sent.append(piece)
+                    yield ("delta", piece)
+            elif event["type"] == "done":
+                rest = cut.flush()
+                if rest:
+                    sent.append(rest)
+                    yield ("delta", rest)
+                reply = event["reply"]
+                yield ("done", reply, "stop" if cut.stopped else (reply.finish_reason or "stop"), "".join(sent))
+    finally:
+        closer = getattr(events, "aclose", None)
+        if closer is not None:
+            await closer()  # a client that left stops the turn (and its generation)
+
+
+async def _choices(start: Callable[[bool], AsyncIterator[dict[str, Any]]], n: int, sampling: bool,
+                   stops: list[str]):
+    """The ``n`` choices of a request as (indexes, item): a greedy (or light, cached, handed-off) answer is the same
+    for every index, so it is generated once and given to all; a sampled model answer (temperature > 0) is sampled
+    again for each further index (``respond(sample=True)``: the session is not recorded twice). All metas come
+    first, then each choice's deltas and done."""
+    first = _one_choice(start(False), stops)
+    runs = []
+    try:
+        meta = await anext(first)
+        if n > 1 and sampling and meta[1].path == "full":
+            runs.append((first, (0,), meta))
+            for i in range(1, n):
+                other = _one_choice(start(True), stops)
+                runs.append((other, (i,), await anext(other)))
+        else:
+            runs.append((first, tuple(range(n)), meta))
+        for _, indexes, meta in runs:
+            yield indexes, meta
+        for run, indexes, _ in runs:
+            async for item in run:
+                yield indexes, item
+    finally:
+        for run in [first] + [r for r, _, _ in runs]:
+            await run.aclose()
 
 
 def create_app(service: ChatService, *, auth: Authenticator | None = None,
@@ -161,46 +281,57 @@ def create_app(service: ChatService, *, auth: Authenticator | None = None,
             if len(body) > limit:
                 raise ApiError(413, f"request body exceeds the limit of {limit} bytes", code="body_too_large")
         try:
-            return json.loads(bytes(body).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ApiError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from exc
+            data = json.loads(bytes(body).decode("utf-8"), parse_constant=_reject_constant)
+        except RecursionError as exc:
+            raise ApiError(400, "request body is not valid JSON: nested too deeply", code="invalid_json") from exc
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity, an integer over 4300 digits
+            reason = ("a number has more than 4300 digits" if "integer string conversion" in str(exc) else str(exc))
+            raise ApiError(400, f"request body is not valid JSON: {reason}", code="invalid_json") from exc
+        where = _lone_surrogate(data)
+        if where is not None:
+            raise ApiError(400, f"{where}: the string holds a lone UTF-16 surrogate (such as \\ud800), which is not "
+                                "Unicode text; send UTF-8 text", param=where, code="invalid_unicode")
+        return data
 
-    @app.get("/healthz")
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document plus the protocol models; ``model`` lists the models served now (hot-loaded adapters
+        included: the document is rebuilt when they change)."""
+        models = list(service.models())
+        if app.openapi_schema is None or app.state.openapi_models != models:
+            app.openapi_schema = None
+            doc = FastAPI.openapi(app)
+            components = doc.setdefault("components", {})
+            schemas = components.setdefault("schemas", {})
+            schemas.update(openapi_components())
+            schemas["ChatCompletionRequest"]["properties"]["model"]["enum"] = models
+            components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer", "description":
+                                                        "a key from $KEFU_API_KEY or `kefu keys create`"}}
+            app.openapi_schema, app.state.openapi_models = doc, models
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.get("/healthz", openapi_extra=_operation(None, "HealthResponse", ()))
     async def healthz():
         return {"status": "ok", "engine": getattr(service.engine, "name", None), "models": service.models(),
                 "kg_version": service.kg_version(), "sessions": len(service.sessions), "cache_entries": len(service.cache)}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
     async def prometheus():
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", openapi_extra=_operation(None, "ModelList", AUTH))
     async def list_models(request: Request):
         caller(request, "chat")
         now = int(time.time())
         return {"object": "list", "data": [{"id": m, "object": "model", "created": now, "owned_by": "kefu"}
                                            for m in service.models()]}
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", openapi_extra=_operation("ChatCompletionRequest", "ChatCompletionResponse",
+                                                               AUTH + BODY + (404,), stream=True))
     async def chat_completions(request: Request):
         who = caller(request, "chat")
-        raw = await read_json(request)
-        if not isinstance(raw, dict):
-            raise ApiError(400, "request body must be a JSON object")
-        try:
-            req = ChatRequest.model_validate(raw)
-        except ValidationError as exc:
-            message, loc = _validation_message(exc)
-            raise ApiError(400, message, param=loc) from exc
-        messages = []
-        for i, m in enumerate(req.messages):
-            if m.role not in ALLOWED_ROLES:
-                raise ApiError(400, f"messages[{i}].role: unknown role {m.role!r}; expected one of "
-                                    f"{', '.join(ALLOWED_ROLES)}", param=f"messages.{i}.role", code="invalid_role")
-            messages.append({"role": "system" if m.role == "developer" else m.role,
-                             "content": _content_text(m.content, i)})
-        if not any(m["role"] == "user" and m["content"].strip() for m in messages):
-            raise ApiError(400, "messages: at least one non-empty user message is needed", param="messages")
+        req = parse(ChatCompletionRequest, await read_json(request))
         if req.model not in service.models():
             raise ApiError(404, f"The model {req.model!r} does not exist; available: {', '.join(service.models())}",
                            param="model", code="model_not_found")
@@ -208,57 +339,81 @@ def create_app(service: ChatService, *, auth: Authenticator | None = None,
             customer = who.customer(req.customer_id or req.user)
         except PermissionError as exc:
             raise ApiError(403, str(exc), type="permission_error", param="customer_id") from exc
-        events = service.respond(messages, caller_id=who.id, session_id=req.session_id,
-                                 customer_id=customer, model=req.model,
-                                 max_tokens=req.max_completion_tokens or req.max_tokens, temperature=req.temperature)
+        messages, stops, n = req.texts(), req.stops(), req.n or 1
+        temperature = req.temperature or 0.0
+
+        def start(sample: bool) -> AsyncIterator[dict[str, Any]]:
+            return service.respond(messages, caller_id=who.id, session_id=req.session_id, customer_id=customer,
+                                   model=req.model, max_tokens=req.max_completion_tokens or req.max_tokens,
+                                   temperature=temperature, stop=stops or None, sample=sample)
+
+        choices = _choices(start, n, temperature > 0, stops)
+        prompt = "\n".join(m["content"] for m in messages)
         created = int(time.time())
         if req.stream:
-            return StreamingResponse(_sse(events, req.model, created), media_type="text/event-stream",
+            usage = bool(req.stream_options and req.stream_options.include_usage)
+            return StreamingResponse(_sse(choices, req.model, created, prompt, usage), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        reply = None
-        async for event in events:
-            if event["type"] == "done":
-                reply = event["reply"]
-        assert reply is not None
+        done: dict[int, tuple] = {}
+        async for indexes, item in choices:
+            if item[0] == "done":
+                done.update((i, item) for i in indexes)
+        first = done[0][1]
         return JSONResponse({
-            "id": reply.message_id, "object": "chat.completion", "created": created, "model": req.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text},
-                         "finish_reason": "stop", "logprobs": None}],
-            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-            "kefu": reply.meta(),
-        }, headers={"X-Kefu-Path": reply.path, "X-Kefu-Session": quote(reply.session_id, safe="")})
+            "id": first.message_id, "object": "chat.completion", "created": created, "model": req.model,
+            "choices": [{"index": i, "message": {"role": "assistant", "content": done[i][3]},
+                         "finish_reason": done[i][2], "logprobs": None} for i in range(n)],
+            "usage": _usage(first, prompt, [(done[i][1], done[i][3]) for i in range(n)]),
+            "kefu": first.meta(),
+        }, headers={"X-Kefu-Path": first.path, "X-Kefu-Session": quote(first.session_id, safe="")})
 
-    async def _sse(events, model: str, created: int):
-        message_id = None
+    def _usage(first, prompt: str, answers: list[tuple[Any, str]]) -> dict[str, int]:
+        """Token counts: the engine's for a model answer, else the served tokenizer's count of the request's
+        messages and of each choice's text (the light path, cache, handoffs)."""
+        prompt_tokens = first.prompt_tokens if first.prompt_tokens is not None else service.count_tokens(prompt)
+        completion = sum(reply.completion_tokens if reply.completion_tokens is not None
+                         else service.count_tokens(text) for reply, text in answers)
+        return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                "total_tokens": prompt_tokens + completion}
 
-        def chunk(delta: dict[str, Any], finish: str | None = None, extra: dict[str, Any] | None = None) -> str:
+    async def _sse(choices, model: str, created: int, prompt: str, include_usage: bool):
+        message_id, finished = None, {}
+
+        def chunk(index: int | None, delta: dict[str, Any], finish: str | None = None,
+                  extra: dict[str, Any] | None = None) -> str:
             body = {"id": message_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+                    "choices": [] if index is None else [{"index": index, "delta": delta, "finish_reason": finish,
+                                                          "logprobs": None}]}
+            if include_usage:
+                body["usage"] = None
             if extra:
                 body.update(extra)
             return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
-        async for event in events:
-            if event["type"] == "meta":
-                message_id = event["reply"].message_id
-                yield chunk({"role": "assistant", "content": ""}, extra={"kefu": event["reply"].meta()})
-            elif event["type"] == "delta":
-                yield chunk({"content": event["text"]})
-            elif event["type"] == "done":
-                yield chunk({}, "stop", extra={"kefu": event["reply"].meta()})
-        yield "data: [DONE]\n\n"
+        try:
+            async for indexes, item in choices:
+                if item[0] == "meta":
+                    message_id = message_id or item[1].message_id
+                    for i in indexes:
+                        yield chunk(i, {"role": "assistant", "content": ""}, extra={"kefu": item[1].meta()})
+                elif item[0] == "delta":
+                    for i in indexes:
+                        yield chunk(i, {"content": item[1]})
+                elif item[0] == "done":
+                    for i in indexes:
+                        finished[i] = (item[1], item[3])
+                        yield chunk(i, {}, item[2], extra={"kefu": item[1].meta()})
+            if include_usage and finished:
+                yield chunk(None, {}, extra={"usage": _usage(finished[0][0], prompt,
+                                                             [finished[i] for i in sorted(finished)])})
+            yield "data: [DONE]\n\n"
+        finally:
+            await choices.aclose()
 
-    @app.post("/v1/feedback")
+    @app.post("/v1/feedback", openapi_extra=_operation("FeedbackRequest", "FeedbackResponse", AUTH + BODY))
     async def feedback(request: Request):
         who = caller(request, "feedback:write")
-        raw = await read_json(request)
-        if not isinstance(raw, dict):
-            raise ApiError(400, "request body must be a JSON object")
-        try:
-            req = FeedbackRequest.model_validate(raw)
-        except ValidationError as exc:
-            message, loc = _validation_message(exc)
-            raise ApiError(400, message, param=loc) from exc
+        req = parse(FeedbackRequest, await read_json(request))
         data = req.model_dump()
         source = data.pop("source")
         from starlette.concurrency import run_in_threadpool
@@ -268,24 +423,31 @@ def create_app(service: ChatService, *, auth: Authenticator | None = None,
         metrics.requests.labels("/v1/feedback", req.kind, "ok").inc()
         return {"id": feedback_id, "object": "feedback", "status": "stored"}
 
-    @app.post("/v1/adapters")
+    @app.post("/v1/adapters", openapi_extra=_operation("AdapterRequest", "AdapterResponse", AUTH + BODY))
     async def load_adapter(request: Request):
         """Hot-load (or replace) a LoRA adapter while serving; needs ``model:deploy``; audited."""
         who = caller(request, "model:deploy")
-        raw = await read_json(request)
-        try:
-            req = AdapterRequest.model_validate(raw)
-        except ValidationError as exc:
-            message, loc = _validation_message(exc)
-            raise ApiError(400, message, param=loc) from exc
+        req = parse(AdapterRequest, await read_json(request))
         engine = service.engine
         if not hasattr(engine, "load_adapter"):
             raise ApiError(400, f"the {getattr(engine, 'name', '?')} engine cannot load adapters; load them on the "
                                 "remote server (vLLM --lora-modules)")
         from starlette.concurrency import run_in_threadpool
 
-        config = await run_in_threadpool(check_adapter, req.path, getattr(engine.model, "base_model", engine.model))
-        await run_in_threadpool(engine.load_adapter, req.name, req.path)
+        try:
+            config = await run_in_threadpool(check_adapter, req.path, getattr(engine.model, "base_model",
+                                                                              engine.model))
+        except KefuError as exc:  # no adapter_config.json, an adapter for another base model...
+            raise ApiError(400, str(exc), param="path", code="invalid_adapter") from exc
+        except (OSError, ValueError) as exc:  # a name too long, a NUL byte, no permission...
+            raise ApiError(400, f"path: cannot read an adapter at this path: {type(exc).__name__}: "
+                                f"{getattr(exc, 'strerror', None) or exc}", param="path",
+                           code="invalid_adapter") from exc
+        try:
+            await run_in_threadpool(engine.load_adapter, req.name, req.path)
+        except Exception as exc:  # the files the client pointed at are unreadable/corrupt: its error, not ours
+            raise ApiError(400, f"path: cannot load the adapter's weights from {req.path}: {type(exc).__name__}: "
+                                f"{str(exc)[:300]}", param="path", code="invalid_adapter") from exc
         audit.record("serve.adapter.load", req.name, actor=f"key:{who.id}:{who.name}",
                      details={"path": req.path}, digest=audit.sha256_file(config.folder / ADAPTER_CONFIG))
         return {"object": "adapter", "name": req.name, "models": service.models()}
@@ -294,7 +456,7 @@ def create_app(service: ChatService, *, auth: Authenticator | None = None,
     async def index():
         return HTMLResponse(_static("index.html"))
 
-    @app.get("/static/{name}")
+    @app.get("/static/{name}", openapi_extra=_operation(None, None, (404,)))
     async def static(name: str):
         if name not in ("app.js", "style.css"):
             raise ApiError(404, f"no static file {name!r}", code="not_found")

@@ -22,7 +22,7 @@ import re
 import time
 import uuid
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, AsyncIterator, Callable, Iterable, Iterator
 
 from kefu.kg.prompt import model_messages, system_prompt
@@ -144,6 +144,14 @@ class Turn:
     temperature: float
     started: float
     context: str = ""  # the product under discussion when this turn names none (cache context, follow-ups)
+    stop: tuple[str, ...] = ()  # the request's stop strings (the engine cuts the draft at the first one)
+    sample: bool = False  # another sample of a turn already recorded (the API's n > 1 at temperature > 0)
+
+    @property
+    def shareable(self) -> bool:
+        """Whether this turn's model answer may be cached or given to the same question in flight: not a sample (it
+        must differ), not one cut at the request's own stop strings."""
+        return not self.sample and not self.stop
 
     def elapsed(self) -> float:
         """Seconds since the request arrived."""
@@ -318,11 +326,14 @@ class ChatService:
     # -- the turn -------------------------------------------------------------------------------------------------
     async def respond(self, messages: list[dict[str, str]], *, caller_id: str = "local", session_id: str | None = None,
                       customer_id: str | None = None, model: str | None = None, max_tokens: int | None = None,
-                      temperature: float = 0.0) -> AsyncIterator[dict[str, Any]]:
+                      temperature: float = 0.0, stop: list[str] | None = None,
+                      sample: bool = False) -> AsyncIterator[dict[str, Any]]:
         """Yield ``{"type": "meta", "reply": Reply}``, then ``{"type": "delta", "text"}``..., then
-        ``{"type": "done", "reply": Reply}`` (final text included)."""
+        ``{"type": "done", "reply": Reply}`` (final text included). ``stop``: extra stop strings for the model's
+        draft. ``sample``: another sample of the turn this session has just recorded (the API's ``n``): the session
+        is read, not changed, and the answer is neither taken from nor put in the cache."""
         turn = self.route(messages, caller_id=caller_id, session_id=session_id, customer_id=customer_id,
-                          model=model, max_tokens=max_tokens, temperature=temperature)
+                          model=model, max_tokens=max_tokens, temperature=temperature, stop=stop, sample=sample)
         early = self.shortcut(turn)
         if early is not None:
             for event in early:
@@ -363,7 +374,7 @@ class ChatService:
 
     def route(self, messages: list[dict[str, str]], *, caller_id: str, session_id: str | None,
               customer_id: str | None, model: str | None, max_tokens: int | None,
-              temperature: float) -> Turn:
+              temperature: float, stop: list[str] | None = None, sample: bool = False) -> Turn:
         """Step 1, route: record the question in its session (failure signals, entities, intent) and ask the router, once,
         where the turn goes."""
         started = time.perf_counter()
@@ -372,24 +383,30 @@ class ChatService:
         masked = mask_text(text)
         sid = self.session_key(caller_id, session_id, customer_id, messages)
         session = self.sessions.get(caller_id, sid, customer_id)
+        if sample:  # a detached copy as the first sample left it: this one changes nothing the store keeps
+            session = replace(session, turns=list(session.turns), intents=list(session.intents),
+                              entities={k: list(v) for k, v in session.entities.items()})
         ents = key_entities(text)
         previous_skus = list(session.entities.get("sku", []))
         prev_q = next((t["content"] for t in reversed(session.turns) if t["role"] == "user"), None)
-        if self.router.is_failure_signal(text) or (prev_q is not None and normalise(prev_q) == normalise(masked)):
-            session.failures += 1
-        for kind, values in (("order_no", ents.order_nos), ("sku", ents.skus), ("size", ents.sizes),
-                             ("color", ents.colors)):
-            if values:
-                session.remember(kind, values)
+        if not sample:
+            if self.router.is_failure_signal(text) or (prev_q is not None and normalise(prev_q) == normalise(masked)):
+                session.failures += 1
+            for kind, values in (("order_no", ents.order_nos), ("sku", ents.skus), ("size", ents.sizes),
+                                 ("color", ents.colors)):
+                if values:
+                    session.remember(kind, values)
         route = self.router.route(text, failures=session.failures, known_order=session.last("order_no"))
         # the intent's length budget; the client may ask for less, never more (cost/latency amplification)
         max_tokens = token_budget(self.config, route.intent, max_tokens)
-        session.intents.append(route.intent)
-        session.add_turn("user", masked, self.sessions.max_turns)
+        if not sample:
+            session.intents.append(route.intent)
+            session.add_turn("user", masked, self.sessions.max_turns)
         reply = Reply("", "light", "", route.intent, sid, "chatcmpl-" + uuid.uuid4().hex[:24], model)
         return Turn(messages, text, masked, ents, session, route, reply, caller_id, customer_id, model, max_tokens,
                     temperature, started,
-                    context="" if ents.skus or not previous_skus else previous_skus[-1])
+                    context="" if ents.skus or not previous_skus else previous_skus[-1],
+                    stop=tuple(s for s in (stop or ()) if s), sample=sample)
 
     def shortcut(self, turn: Turn) -> Iterable[dict[str, Any]] | None:
         """The events of a turn that ends before its facts are fetched: a handoff the router decided, the
@@ -404,7 +421,7 @@ class ChatService:
             self.metrics.injections.inc()
             return self._single(turn, refusal)
         self.cache.set_kg_version(self.kg_version())
-        if not turn.route.order_tool:
+        if not turn.route.order_tool and not turn.sample:
             hit = self.cache.get(turn.text, model=turn.model, context=turn.context)
             if hit is not None:
                 return self._shared(turn, hit.answer, f"cached {hit.path} answer")
@@ -474,6 +491,8 @@ class ChatService:
         instead. The same question already on its way through the model (several customers asking a popular
         question at once) is not generated again: this turn waits for that answer."""
         flight = self.cache.shared_key(turn.text, model=turn.model, context=turn.context, personal=found.personal)
+        if not turn.shareable:
+            flight = None
         if flight is not None and flight in self._in_flight:
             shared = await asyncio.shield(self._in_flight[flight])
             if shared is not None:
@@ -572,9 +591,10 @@ class ChatService:
         if constrained:
             block = (block + "\n" if block else "") + CONSTRAINT_NOTE
         history = self.model_messages(turn.messages, block, turn.session.turns)
+        extra = {"stop": list(turn.stop)} if turn.stop else {}
         return self.engine.stream(history, model=turn.model if turn.model != self.base_model else None,
                                   max_new_tokens=max(16, turn.max_tokens // 2) if constrained else turn.max_tokens,
-                                  temperature=0.0 if constrained else turn.temperature)
+                                  temperature=0.0 if constrained else turn.temperature, **extra)
 
     async def verify(self, turn: Turn, found: Found, stream: SentenceStream, deltas: AsyncIterator[str],
                      sent: list[str]) -> AsyncIterator[str]:
@@ -634,7 +654,7 @@ class ChatService:
         self.metrics.grounding_fixes.inc(len(stream.fixes))
         self.metrics.compliance_fixes.inc(len(stream.violations))
         final = "".join(pieces)
-        if not found.personal:
+        if not found.personal and turn.shareable:
             self.cache.put(turn.text, final, "full", model=turn.model, context=turn.context)
         self._log(reply, turn.caller_id, turn.masked, turn.started)
         yield self._finish(turn, final)
