@@ -178,3 +178,79 @@ def test_ddp_two_gloo_processes_equal_one_process(tiny_model_dir, data, tmp_path
     report = json.loads((tmp_path / "ddp" / "train_report.json").read_text())
     assert report["world_size"] == 2
     _assert_same_adapter(_adapter(tmp_path / "single"), _adapter(tmp_path / "ddp"), atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------- time estimate and progress
+def _registered(data):
+    consent.register(data / "train.jsonl", source="tests", legal_basis="contract", consent=True)
+    return data
+
+
+def test_estimate_is_printed_before_the_first_step_and_corrected_after_step_two(tiny_model_dir, data, tmp_path,
+                                                                               kefu_home, capsys):
+    report = train(_config(tiny_model_dir), _registered(data), tmp_path / "run", progress=False)
+    err = capsys.readouterr().err
+    timing = report["time_estimate"]
+    before, measured = timing["before"], timing["measured"]
+    # the loader's counts, the steps this run takes, and an expected time, before any step
+    assert "kefu train: estimate (prior for cpu fp32, 1 thread; corrected after step 2)" in err
+    assert (f"per epoch: {report['examples']:,} examples, {report['data_tokens']:,} tokens, "
+            f"{report['data_supervised_tokens']:,} supervised tokens") in err
+    assert "this run: 4 steps of 8 examples" in err and "expected time: " in err
+    assert err.index("kefu train: estimate") < err.index("kefu train: measured on step 2")
+    assert before["steps"] == 4 and before["examples_per_epoch"] == report["examples"]
+    assert before["tokens"] == round(report["data_tokens"] * 4 * 8 / report["examples"]) and before["seconds"] >= 0
+    assert measured["throughput"] == "measured on step 2" and measured["flops"] == before["flops"]
+    # measured on one step, the estimate of the run is the right order of magnitude (tiny runs are noisy)
+    assert 0.1 * timing["actual_train_seconds"] < measured["seconds"] < 10 * timing["actual_train_seconds"]
+    assert report["tokens"] / 3 < measured["tokens"] < report["tokens"] * 3
+    assert "WARNING" not in err and timing["warned"] is False and timing["warn_after_s"] == 3600
+
+
+def test_warning_with_shorter_settings_over_the_threshold(tiny_model_dir, data, tmp_path, kefu_home, capsys):
+    config = _config(tiny_model_dir, max_steps=None, epochs=3.0, max_len=128)
+    report = train(config, _registered(data), tmp_path / "run", progress=False, warn_after_s=1e-6)
+    err = capsys.readouterr().err
+    timing = report["time_estimate"]
+    assert "kefu train: WARNING: this run is expected to take" in err and "It goes on" in err
+    flags = [offer["flags"] for offer in timing["suggestions"]]
+    assert flags[0] == "--max-steps 1" and "--epochs 1" in flags
+    assert any(f.startswith("--last-turn-only") for f in flags)
+    assert all(f"  {f} " in err for f in flags) and timing["warned"] is True
+    assert report["steps"] == timing["before"]["steps"] and (tmp_path / "run" / "adapter").is_dir()  # not blocked
+
+
+def test_suggestions_fit_the_target_on_a_jddc_sized_run():
+    from kefu.train.estimate import Cost, Workload, prior_rate, suggestions, warning_lines
+
+    # the JDDC sample prepared with the defaults (batch 32, 1,024-token rows), Gemma 3 270M's shapes
+    work = Workload(examples=728, tokens=171_830, supervised_tokens=88_717, steps=23, batch_size=32)
+    cost = Cost.of_shapes(body_params=100_000_000, vocab_hidden=262_144 * 640)
+    rate = prior_rate("cpu", "bf16", threads=2) / 10  # a slow machine: the epoch is over an hour
+    assert work.seconds(cost, rate) > 3600
+    offers = suggestions(work, cost, rate, 1800, max_len=1024)
+    assert [o["flags"].rsplit(" ", 1)[0] for o in offers] == ["--max-steps", "--batch-size 8 --max-len 512 --max-steps"]
+    assert all(o["seconds"] <= 1800 for o in offers)
+    lines = warning_lines({"seconds": work.seconds(cost, rate)}, 3600, "cpu", offers)
+    assert "over 1:00:00" in lines[0] and "or train on a GPU" in lines[-1]
+
+
+def test_cli_prints_plain_progress_lines_when_stderr_is_a_file(tiny_model_dir, data, tmp_path, kefu_home):
+    import subprocess
+    import sys
+
+    _registered(data)
+    log = tmp_path / "train.log"
+    env = {**os.environ, "KEFU_HOME": str(kefu_home), "OMP_NUM_THREADS": "1", "KEFU_ACTOR": ""}
+    with open(log, "w") as stderr:
+        done = subprocess.run([sys.executable, "-m", "kefu.cli", "train", "--data", str(data), "--out",
+                               str(tmp_path / "run"), "--model", str(tiny_model_dir), "--max-steps", "3",
+                               "--batch-size", "8", "--max-len", "128", "--precision", "fp32"],
+                              stdout=subprocess.PIPE, stderr=stderr, env=env, text=True, timeout=300)
+    text = log.read_text()
+    assert done.returncode == 0, text
+    lines = [line for line in text.splitlines() if line.startswith("train: ")]
+    assert [line.split()[1] for line in lines] == ["1/3", "2/3", "3/3"]
+    assert all(" eta " in line and " loss " in line and line.endswith(" tok/s") for line in lines)
+    assert text.index("kefu train: estimate") < text.index("train: 1/3")
+    assert "time: estimated" in text and '"steps": 3' in done.stdout

@@ -6,19 +6,17 @@ written are in ``done`` and the caller skips them; a last line cut off by the ki
 the predictions depend on: data file, run, turn selection...) are kept beside the file (``<name>.settings.json``) and
 a resume under other settings is refused, so one file never mixes two setups.
 
-``Progress(total)`` reports progress with an ETA on stderr: Rich's bar on a terminal, and a plain line every
-``every_n`` samples or ``every_s`` seconds when stderr is a file or a pipe (where Rich's bar shows nothing).
+``Progress`` (progress with an ETA that works without a terminal) lives in ``kefu.progress``; it is re-exported here.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
-import time
 from pathlib import Path
 from typing import Any, Iterator, TextIO
 
+from kefu.progress import Progress
 from kefu.types import KefuError
 
 __all__ = ["PredictionWriter", "Progress", "read_predictions"]
@@ -109,84 +107,6 @@ class PredictionWriter:
             self._handle = None
 
     def __enter__(self) -> "PredictionWriter":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-class Progress:
-    """Progress with an ETA on ``stream`` (stderr): Rich's bar on a terminal, plain lines otherwise.
-
-    ``advance()`` after each sample; ``done`` samples already finished before this run (a resume) count toward the
-    total but not toward the rate."""
-
-    def __init__(self, total: int, label: str = "eval", *, done: int = 0, every_n: int | None = None,
-                 every_s: float = 10.0, stream: TextIO | None = None, enabled: bool = True, rich: bool | None = None):
-        self.total, self.label, self.enabled = total, label, enabled
-        self.count = done
-        self.start_count = done
-        self.every_n = every_n or max(1, total // 10)
-        self.every_s = every_s
-        self.stream = stream if stream is not None else sys.stderr
-        self.started = self._last = time.monotonic()
-        self._last_count = done
-        self._bar = None
-        is_tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        if enabled and (rich if rich is not None else is_tty):
-            from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
-
-            self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeElapsedColumn(), TimeRemainingColumn(),
-                                     console=Console(file=self.stream), transient=False)
-            self._task = self._bar.add_task(label, total=total, completed=done)
-            self._bar.start()
-
-    def eta_s(self) -> float | None:
-        """Seconds left at this run's rate so far (None before the first sample)."""
-        made = self.count - self.start_count
-        if made <= 0:
-            return None
-        return (time.monotonic() - self.started) / made * max(0, self.total - self.count)
-
-    def line(self) -> str:
-        eta = self.eta_s()
-        elapsed = time.monotonic() - self.started
-        pct = 100.0 * self.count / self.total if self.total else 100.0
-        return (f"{self.label}: {self.count}/{self.total} ({pct:.0f}%) elapsed {_duration(elapsed)} "
-                f"eta {_duration(eta) if eta is not None else '?'}")
-
-    def advance(self, n: int = 1) -> None:
-        self.count += n
-        if not self.enabled:
-            return
-        if self._bar is not None:
-            self._bar.update(self._task, advance=n)
-            return
-        now = time.monotonic()
-        if (self.count - self._last_count >= self.every_n or now - self._last >= self.every_s
-                or self.count >= self.total):
-            print(self.line(), file=self.stream, flush=True)
-            self._last, self._last_count = now, self.count
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
-
-    def __enter__(self) -> "Progress":
-        if self.enabled and self._bar is None and self.start_count:
-            print(f"{self.label}: resuming, {self.start_count}/{self.total} already done", file=self.stream,
-                  flush=True)
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -55,7 +55,8 @@ from kefu.clock import SHOP_TIME_ENV
 from kefu.eval.baseline import baseline_metrics, train_data_of_run
 from kefu.eval.business import kg_facts, last_user_message, normalize_fact
 from kefu.eval.metrics import lf_bleu4, lf_rouge, score_predictions
-from kefu.eval.predictions import PredictionWriter, Progress, read_predictions
+from kefu.eval.predictions import PredictionWriter, read_predictions
+from kefu.progress import Progress
 from kefu.eval.records import samples_from_dialogue
 from kefu.eval.report import write_report
 from kefu.kg.prompt import HISTORY

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from kefu.config import load_config
+from kefu.progress import duration
 from kefu.safety.consent import require_consent
 from kefu.safety.keys import authorize_cli
 from kefu.train.data import find_data
@@ -55,7 +56,12 @@ def register(app: typer.Typer) -> None:
                                              "the loss's backward product (default 2^-16; 0: exact gradients)."),
         save_steps: Optional[int] = typer.Option(None, "--save-steps", help="Checkpoint every N steps (0: never)."),
         seed: Optional[int] = typer.Option(None, "--seed"),
-        no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+        no_progress: bool = typer.Option(False, "--no-progress", help="No progress (a bar on a terminal, else a "
+                                         "plain line every ~30 s)."),
+        warn_after_hours: Optional[float] = typer.Option(
+            None, "--warn-after-hours", min=0.0,
+            help="Warn, with shorter settings, when the run is expected to take longer than this (default: 1 on "
+                 "CPU, 8 on a GPU). The estimate is printed before the first step either way; nothing is blocked."),
         dp: bool = typer.Option(False, "--dp", help="Differentially private training (DP-SGD, Opacus)."),
         epsilon: Optional[float] = typer.Option(None, "--epsilon", help="DP budget ε (default safety.dp.epsilon)."),
         delta: Optional[float] = typer.Option(None, "--delta", help="DP δ (default safety.dp.delta)."),
@@ -96,10 +102,18 @@ def register(app: typer.Typer) -> None:
                               progress=not no_progress)
             Console().print_json(json.dumps(report, ensure_ascii=False))
             return
-        report = train(settings, data, out, resume=resume, progress=not no_progress)
+        report = train(settings, data, out, resume=resume, progress=not no_progress,
+                       warn_after_s=warn_after_hours * 3600 if warn_after_hours is not None else None)
         summary = {k: report[k] for k in ("steps", "final_loss", "val_loss", "supervised_tokens",
                                           "supervised_tokens_per_s", "train_seconds", "split", "truncated",
                                           "skipped_no_agent", "adapter")}
         Console().print_json(json.dumps(summary, ensure_ascii=False))
+        timing = report.get("time_estimate") or {}
+        if timing.get("before"):
+            measured = timing.get("measured") or {}
+            Console(stderr=True).print(
+                f"[dim]time: estimated {duration(timing['before']['seconds'])} before the first step"
+                + (f", {duration(measured['seconds'])} once measured" if measured else "")
+                + f"; took {duration(timing['actual_train_seconds'])} (train_report.json: time_estimate)[/]")
         if report.get("license"):
             Console(stderr=True).print(f"[dim]base model: {report['license']}[/]")

@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,11 +33,14 @@ from kefu.artifacts.run import (ADAPTER_CONFIG, ADAPTER_DIR, ADAPTER_INFO, ADAPT
                                is_adapter)
 from kefu.heap import large_allocations_kept
 from kefu.kg.replies import ReplyIndex
+from kefu.progress import Progress
 from kefu.safety import audit
 from kefu.train.attention import row_segments, use_packed_attention
 from kefu.train.config import TrainConfig
 from kefu.train.data import Example, check_data, collate, load_examples, pack, step_indices
 from kefu.train.dropout import use_bits_dropout
+from kefu.train.estimate import (Cost, Workload, estimate, estimate_lines, last_turn_workload, measured_line,
+                                 prior_rate, suggestions, warn_after_default, warning_lines)
 from kefu.train.fastlora import use_fused_lora
 from kefu.train.loss import linear_cross_entropy, output_mean
 from kefu.train.models import check_adapter, license_note, load_model, resolve_model
@@ -236,16 +240,6 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
-
-    return Progress(TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]} tok/s"),
-                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled,
-                    transient=False)
-
-
 def _tensorboard(folder: Path, enabled: bool):
     if not enabled:
         return None
@@ -259,17 +253,24 @@ def _tensorboard(folder: Path, enabled: bool):
 # -------------------------------------------------------------------------------------------------------- train
 def train(config: TrainConfig, data: str | Path, out: str | Path, *, resume: bool = False,
           progress: bool = True, on_step: Callable[[int, dict], None] | None = None,
-          device: str | torch.device | None = None) -> dict[str, Any]:
+          device: str | torch.device | None = None, warn_after_s: float | None = None) -> dict[str, Any]:
     """Fine-tune a LoRA adapter on ``data`` (the prepare stage's folder or a train.jsonl) into ``out``.
 
     Writes ``out/adapter`` (PEFT, loadable by vLLM ``--lora-modules``), ``config.yaml``, ``metrics.jsonl``,
     ``train_report.json`` and checkpoints; returns the report. ``resume`` continues from the last checkpoint in
     ``out``. ``on_step(step, metrics)`` is called after every optimizer step (and after its checkpoint).
+
+    Before the first step the expected time goes to stderr (``kefu.train.estimate``), corrected after the first
+    steps are timed, with a warning and shorter settings when it is over ``warn_after_s`` (default: an hour on CPU,
+    eight on a GPU); the report keeps both estimates and the actual time (``time_estimate``). ``progress``: a bar
+    on a terminal, a plain line every ~30 s otherwise (``kefu.progress``).
+
     """
     device = torch.device(device) if device is not None else _default_device()
     # a CPU step frees and reallocates the same large activations: the heap keeps them while training (kefu.heap)
     with large_allocations_kept(device.type == "cpu"):
-        recipe = _LoRARecipe(config, data, out, resume=resume, progress=progress, on_step=on_step, device=device)
+        recipe = _LoRARecipe(config, data, out, resume=resume, progress=progress, on_step=on_step, device=device,
+                             warn_after_s=warn_after_s)
         recipe.setup()
         return recipe.run()
 
@@ -292,10 +293,13 @@ class _LoRARecipe:
     """
 
     def __init__(self, config: TrainConfig, data: str | Path, out: str | Path, *, resume: bool, progress: bool,
-                 on_step: Callable[[int, dict], None] | None, device: torch.device):
+                 on_step: Callable[[int, dict], None] | None, device: torch.device,
+                 warn_after_s: float | None = None):
         self.config, self.data, self.resume, self.device = config, data, resume, device
         self.run_dir = TrainRun(out)
         self.progress, self.on_step = progress, on_step
+        self.warn_after_s = warn_after_s if warn_after_s is not None else warn_after_default(device.type)
+        self.time_estimate: dict[str, Any] | None = None
         self.started = time.time()
         self.start_step = 0
         self.totals = _Totals()
@@ -506,10 +510,17 @@ class _LoRARecipe:
         config = self.config
         final_loss = None
         last_metrics: dict[str, Any] = {}
-        with _progress(self.progress and self.main) as bar:
-            task = bar.add_task("train", total=self.total_steps, completed=self.start_step, loss="-", tps="-")
+        self._seconds_before = self.totals.train_seconds  # a resumed run's earlier steps
+        if self.main:
+            self._estimate_before()
+        timed: list[dict[str, Any]] = []
+        with Progress(self.total_steps, "train", done=self.start_step, every_n=max(1, self.total_steps // 20),
+                      every_s=30.0, enabled=self.progress and self.main) as bar:
             for step in range(self.start_step, self.total_steps):
                 metrics, final_loss, tps = self.train_step(step)
+                if self.main and len(timed) < 2:
+                    timed.append(metrics)
+                    self._estimate_measured(timed)
                 if config.eval_steps and (step + 1) % config.eval_steps == 0 and self.val_examples:
                     metrics["val_loss"] = self.validation_loss()
                 last_metrics = metrics
@@ -517,7 +528,7 @@ class _LoRARecipe:
                     self._log_step(step, metrics)
                 if dist.is_initialized():
                     dist.barrier()
-                bar.update(task, advance=1, loss=f"{final_loss:.4f}", tps=f"{tps:,.0f}")
+                bar.advance(info=f"loss {final_loss:.4f} {tps:,.0f} tok/s")
                 if self.on_step is not None:
                     self.on_step(step + 1, metrics)
         val_loss = self.validation_loss() if self.val_examples else None
@@ -527,6 +538,63 @@ class _LoRARecipe:
         if dist.is_initialized():
             dist.barrier()
         return report
+
+    # ------------------------------------------------------------------------------------------------ estimate
+    def _cost(self) -> Cost:
+        """FLOPs per token and per supervised token of this model (``kefu.train.estimate``)."""
+        embed = self.model.get_input_embeddings().weight
+        body = sum(p.numel() for p in self.wrapper.body.parameters() if p is not embed)
+        return Cost.of_shapes(body, self.wrapper.lm_head.weight.numel(), self.gradient_checkpointing)
+
+    def _workload(self) -> Workload:
+        stats = self.stats
+        return Workload(len(self.train_examples), stats.tokens, stats.supervised_tokens,
+                        self.total_steps - self.start_step, self.config.batch_size)
+
+    def _say(self, lines: list[str]) -> None:
+        print("\n".join(lines), file=sys.stderr, flush=True)
+
+    def _warn_if_long(self, est: dict[str, Any], cost: Cost, rate: float) -> bool:
+        if est["seconds"] <= self.warn_after_s:
+            return False
+        work = self._workload()
+        offers = suggestions(work, cost, rate, self.warn_after_s / 2, max_len=self.config.max_len,
+                             last_turn=last_turn_workload(self.train_examples, work),
+                             train_on_last=self.config.train_on == "last_assistant")
+        self._say(warning_lines(est, self.warn_after_s, self.device.type, offers))
+        self.time_estimate["warned"] = True
+        self.time_estimate["suggestions"] = offers
+        return True
+
+    def _estimate_before(self) -> None:
+        """Print the run's expected time from the device class's prior throughput (main process)."""
+        cost, precision = self._cost(), self.precision
+        threads = torch.get_num_threads() if self.device.type == "cpu" else 1
+        rate = prior_rate(self.device.type, precision, threads) * self.world
+        where = f"{threads} thread{'s' if threads > 1 else ''}" if self.device.type == "cpu" else self.device.type
+        if self.world > 1:
+            where += f" x {self.world} processes"
+        first = min(2, self.total_steps - self.start_step) + self.start_step
+        source = f"prior for {self.device.type} {precision}, {where}; corrected after step {first}"
+        est = estimate(self._workload(), cost, rate, source)
+        self.time_estimate = {"before": est, "measured": None, "warn_after_s": self.warn_after_s, "warned": False,
+                              "suggestions": []}
+        self._say(estimate_lines(est))
+        self._warn_if_long(est, cost, rate)
+
+    def _estimate_measured(self, timed: list[dict[str, Any]]) -> None:
+        """After the first step of a run of one, else after the second (the first carries one-off costs): the
+        expected time from the throughput measured on it, printed with a warning if it is over the threshold."""
+        remaining = self.total_steps - self.start_step
+        if self.time_estimate is None or len(timed) < min(2, remaining):
+            return
+        step = timed[-1]
+        cost = self._cost()
+        rate = cost.flops(step["tokens"], step["supervised_tokens"]) / max(step["seconds"], 1e-9)
+        est = estimate(self._workload(), cost, rate, f"measured on step {step['step']}")
+        self.time_estimate["measured"] = est
+        self._say([measured_line(est, self.time_estimate["before"])])
+        self._warn_if_long(est, cost, rate)
 
     def _report(self, final_loss: float | None, val_loss: float | None, last_metrics: dict) -> dict[str, Any]:
         config, stats, totals = self.config, self.stats, self.totals
@@ -544,6 +612,9 @@ class _LoRARecipe:
             "data_supervised_tokens": stats.supervised_tokens, "world_size": self.world, "device": self.device.type,
             "precision": self.precision, "last_metrics": last_metrics, "adapter": str(self.run_dir.adapter_dir),
             "grounding": stats.grounding,
+            "time_estimate": None if self.time_estimate is None else {
+                **self.time_estimate, "actual_train_seconds": round(seconds - self._seconds_before, 3),
+                "actual_wall_seconds": round(time.time() - self.started, 3)},
         }
 
     def _finish(self, report: dict[str, Any], final_loss: float | None) -> None:
