@@ -16,7 +16,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 ROOT = SRC / "kefu"
-SHARED = ("types", "paths", "heap", "clock", "progress", "text", "artifacts")
+SHARED = ("types", "paths", "heap", "clock", "files", "progress", "text", "artifacts")
 STAGE_ORDER = ("safety", "data", "kg", "train", "eval", "loop", "serve")
 ENTRY_POINTS = ("cli", "demo", "testing", "__init__", "__main__")
 # third-party packages slow or large enough at import time that a command which does not need them should not load

@@ -8,11 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from kefu.data.config import PrepareConfig
 from kefu.eval.config import EvalConfig
+from kefu.files import read_yaml_mapping
 from kefu.kg.config import KGConfig
 from kefu.loop.config import LoopConfig
 from kefu.safety.config import SafetyConfig
@@ -47,12 +47,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     if path and not source.exists():
         raise KefuError(f"{source}: config file not found")
     if source.exists():
-        try:
-            data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise KefuError(f"{source}: not valid YAML: {exc}") from exc
-        if not isinstance(data, dict):
-            raise KefuError(f"{source}: the top level must be a mapping of stage names to settings")
+        data = read_yaml_mapping(source, holds="stage names to settings")
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue

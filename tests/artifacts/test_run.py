@@ -33,7 +33,7 @@ def test_layout_record_and_base_model(tmp_path):
     with pytest.raises(KefuError, match="config.yaml: not valid YAML"):
         run.record()
     run.record_file.write_text("- a list\n", encoding="utf-8")
-    with pytest.raises(KefuError, match="expected a mapping"):
+    with pytest.raises(KefuError, match="must be a mapping"):
         run.record()
 
 

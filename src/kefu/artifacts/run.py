@@ -26,6 +26,7 @@ from typing import Any, Iterator
 
 import yaml
 
+from kefu.files import read_yaml_mapping
 from kefu.paths import kefu_home
 from kefu.types import KefuError
 
@@ -156,16 +157,8 @@ class TrainRun:
 
     def record(self) -> dict[str, Any]:
         """The run record ``config.yaml``; KefuError naming the file when it is missing or malformed."""
-        path = self.record_file
-        if not path.is_file():
-            raise KefuError(f"{path}: missing (the run record `kefu train` writes; it names the base model)")
-        try:
-            record = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise KefuError(f"{path}: not valid YAML: {exc}") from exc
-        if not isinstance(record, dict):
-            raise KefuError(f"{path}: expected a mapping")
-        return record
+        return read_yaml_mapping(self.record_file, holds="run settings",
+                                 missing="missing (the run record `kefu train` writes; it names the base model)")
 
     def base_model(self) -> str:
         """The base model the adapter was trained on, as given to ``kefu train --model`` (``train.model``)."""

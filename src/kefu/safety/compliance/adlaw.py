@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
-
+from kefu.files import read_yaml_mapping
 from kefu.safety.compliance.lexicon import lexicon
 from kefu.safety.compliance.violation import ART_ABSOLUTE, ART_BANNED, ART_FALSE, Violation, _protected
 from kefu.types import KefuError
@@ -80,14 +79,8 @@ class ComplianceRules:
         if path is None:
             return rules
         source = Path(path)
-        if not source.exists():
-            raise KefuError(f"{source}: compliance rules file not found")
-        try:
-            data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise KefuError(f"{source}: not valid YAML: {exc}") from exc
-        if not isinstance(data, dict):
-            raise KefuError(f"{source}: the top level must be a mapping (absolute, allow, promises, banned, disable)")
+        data = read_yaml_mapping(source, holds="rules (absolute, allow, promises, banned, disable)",
+                                 missing="compliance rules file not found")
         unknown = set(data) - {"absolute", "allow", "promises", "banned", "disable"}
         if unknown:
             raise KefuError(f"{source}: unknown key(s) {sorted(unknown)}; expected absolute, allow, promises, banned, "
