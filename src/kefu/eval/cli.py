@@ -43,15 +43,18 @@ def _judge(url: Optional[str], model: Optional[str]) -> dict:
 
 
 def _print_summary(metrics: dict, out: Path) -> None:
-    table = Table(title=f"kefu eval → {out}")
+    Console().print(_metrics_table(f"kefu eval → {out}", metrics, SUMMARY_KEYS))
+
+
+def _metrics_table(title: str, metrics: dict, keys) -> Table:
+    """The metrics named in ``keys`` that ``metrics`` holds, as a two-column table."""
+    table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in SUMMARY_KEYS:
+    for key in keys:
         if metrics.get(key) is not None:
             table.add_row(key, fmt(metrics[key]))
-    Console().print(table)
-    if metrics.get("skipped_checks"):
-        Console(stderr=True).print(f"[yellow]skipped:[/] {metrics['skipped_checks']}")
+    return table
 
 
 @eval_app.callback()
@@ -173,12 +176,7 @@ def system_cmd(
     metrics = evaluate_system(data, out, run=run, kg=kg or parent.get("kg"), config=cfg, max_samples=max_samples,
                               last_turn_only=last_turn_only, sample_time=sample_time, progress=progress,
                               baseline_data=train_data or parent.get("train_data"))
-    table = Table(title=f"kefu eval system → {out}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key in SYSTEM_KEYS:
-        if metrics.get(key) is not None:
-            table.add_row(key, fmt(metrics[key]))
+    table = _metrics_table(f"kefu eval system → {out}", metrics, SYSTEM_KEYS)
     table.add_row("path_mix", ", ".join(f"{k} {v:.0%}" for k, v in metrics["path_mix"].items()))
     table.add_row("replacements", ", ".join(f"{k} {v}" for k, v in metrics["replacements"].items()) or "none")
     Console().print(table)

@@ -15,7 +15,7 @@ SECTIONS = {
                        "human_bar_met"),
     "Business": ("key_fact_accuracy", "key_fact_error_rate", "key_fact_samples", "intent_accuracy", "intent_source",
                  "resolution_rate", "handoff_rate", "reference_handoff_rate", "latency_mean_ms", "latency_p50_ms",
-                 "latency_p95_ms", "compliance_violation_rate", "compliance_hits", "pii_echo_rate", "skipped_checks"),
+                 "latency_p95_ms", "compliance_violation_rate", "compliance_hits", "pii_echo_rate"),
     "Experience": ("perplexity", "distinct_1", "distinct_2", "repeat_4gram_rate", "len_mean", "len_p50", "len_p95",
                    "ref_len_mean", "len_ratio", "empty_rate", "judge_satisfaction", "judge_n"),
 }

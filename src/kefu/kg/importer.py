@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from kefu.kg.promotions import PROMOTION_TYPES, Promotion
 from kefu.kg.records import (FAQ, PLAYBOOK_TYPES, RELATIONS, Order, OrderItem, Playbook, Policy, Product, Relation,
@@ -313,14 +313,20 @@ def parse_promotions(path: Path, problems: Problems) -> list[Promotion]:
 
 
 # ---------------------------------------------------------------------------------------------- policies, playbooks
+def _json_objects(path: Path, problems: Problems) -> Iterator[tuple[str, dict]]:
+    """``(where, object)`` for each item of a JSON list file; an item that is not an object is a problem."""
+    for k, data in enumerate(_read_json_list(path, problems)):
+        where = f"{path}[{k}]"
+        if isinstance(data, dict):
+            yield where, data
+        else:
+            problems.add(where, "must be a JSON object")
+
+
 def parse_policies(path: Path, problems: Problems) -> list[Policy]:
     policies = []
     seen: set[str] = set()
-    for k, data in enumerate(_read_json_list(path, problems)):
-        where = f"{path}[{k}]"
-        if not isinstance(data, dict):
-            problems.add(where, "must be a JSON object")
-            continue
+    for where, data in _json_objects(path, problems):
         before = len(problems.items)
         category = _str(data.get("category"), where, problems, "category")
         if category in seen:
@@ -341,11 +347,7 @@ def parse_policies(path: Path, problems: Problems) -> list[Policy]:
 def parse_playbooks(path: Path, problems: Problems) -> list[Playbook]:
     playbooks = []
     seen: set[str] = set()
-    for k, data in enumerate(_read_json_list(path, problems)):
-        where = f"{path}[{k}]"
-        if not isinstance(data, dict):
-            problems.add(where, "must be a JSON object")
-            continue
+    for where, data in _json_objects(path, problems):
         before = len(problems.items)
         ptype = _str(data.get("type"), where, problems, "type")
         if ptype and ptype not in PLAYBOOK_TYPES:
@@ -437,11 +439,7 @@ def parse_orders(path: Path, problems: Problems) -> list[Order]:
 
 def parse_faq(path: Path, problems: Problems) -> list[FAQ]:
     faq = []
-    for k, data in enumerate(_read_json_list(path, problems)):
-        where = f"{path}[{k}]"
-        if not isinstance(data, dict):
-            problems.add(where, "must be a JSON object")
-            continue
+    for where, data in _json_objects(path, problems):
         question = _str(data.get("question"), where, problems, "question")
         answer = _str(data.get("answer"), where, problems, "answer")
         if question and answer:
