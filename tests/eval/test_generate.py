@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 
 import httpx
 import pytest
 
-from kefu.eval.generate import GenResult, decoding_settings, generate_replies, generate_via_endpoint
+from kefu.eval.experience import perplexity
+from kefu.eval.generate import (GenResult, decoding_settings, encode, fit_prompt, generate_replies,
+                                generate_via_endpoint, reply_perplexity, token_batches)
 from kefu.types import KefuError
 
 
@@ -33,6 +36,51 @@ def test_batched_generation_preserves_order(tiny):
     assert len({r.text for r in single}) > 1  # the prompts lead to different replies: order is observable
     assert all(r.latency_ms > 0 and 0 < r.new_tokens <= 8 for r in batched)
     assert generate_replies(model, tok, [], batch_size=4) == []
+
+
+def test_batches_by_rows_and_by_padded_tokens():
+    lengths = [100, 900, 50, 1000, 300, 20]
+    assert token_batches(lengths, 4) == [[3, 1, 4, 0], [2, 5]]  # longest first, batch_size rows
+    # 2 rows of the 1,000-token prompt + 64 new tokens fit 2,200 tokens; a third row would not
+    assert token_batches(lengths, 8, max_batch_tokens=2200, max_new_tokens=64) == [[3, 1], [4, 0, 2, 5]]
+    assert token_batches([5000, 10], 8, max_batch_tokens=1000) == [[0], [1]]  # too long for the budget: alone
+    with pytest.raises(KefuError):
+        token_batches([1], 0)
+
+
+def test_long_prompts_are_cut_at_old_messages(tiny):
+    _, tok = tiny
+    history = [{"role": r, "content": f"第{k}句你好在吗"} for k in range(30) for r in ("user", "assistant")]
+    messages = [{"role": "system", "content": "你是客服"}] + history + [{"role": "user", "content": "什么时候发货"}]
+    full = encode(tok, messages)
+    ids, kept = fit_prompt(tok, messages, 120)
+    assert len(ids) <= 120 < len(full) and ids == encode(tok, kept)
+    assert kept[0] == messages[0] and kept[-1] == messages[-1] and kept[1]["role"] == "user"
+    assert kept[1:] == messages[len(messages) - len(kept) + 1:]  # the newest messages, in order
+    assert fit_prompt(tok, messages, None) == (full, messages) and fit_prompt(tok, messages, 10)[0] == full[-10:]
+
+
+def test_reply_perplexity_equals_the_full_logits_one_and_asks_only_for_reply_logits(tiny):
+    model, tok = tiny
+    prompts = [encode(tok, [{"role": "user", "content": "你好在吗" * k}]) for k in (1, 6, 2)]
+    replies = ["亲，在的", "48小时内发货哦", ""]
+    _, expected = perplexity(model, tok, prompts, replies, batch_size=3)
+    calls = []
+    original = type(model).forward
+
+    @functools.wraps(original)
+    def spy(self, *args, **kwargs):
+        calls.append(kwargs.get("logits_to_keep"))
+        return original(self, *args, **kwargs)
+
+    type(model).forward = spy
+    try:
+        got = reply_perplexity(model, tok, prompts, replies)
+    finally:
+        type(model).forward = original
+    assert [g[0] for g in got[:2]] == pytest.approx(expected[:2], rel=1e-4) and got[2] == (None, 0.0, 0)
+    assert got[1][2] == len(tok(replies[1], add_special_tokens=False)["input_ids"])
+    assert calls == [max(g[2] for g in got) + 1]  # logits for the replies' positions only, one batch
 
 
 def test_decoding_settings_recorded():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import httpx
 import pytest
@@ -188,7 +189,7 @@ def test_eval_without_arguments_shows_help():
     assert result.exit_code == 0 and "score" in result.output and "compare" in result.output
 
 
-def test_eval_run_folder_base_plus_adapter(tmp_path):
+def test_eval_run_folder_base_plus_adapter(tmp_path, monkeypatch):
     """`kefu eval --run RUN`: the base model named in RUN/config.yaml (as the trainer writes it) + RUN/adapter."""
     from peft import LoraConfig, get_peft_model  # deferred: heavy (torch)
 
@@ -210,6 +211,14 @@ def test_eval_run_folder_base_plus_adapter(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["model"] == str(base_dir) and metrics["adapter"] == str(run / "adapter")
     assert metrics["perplexity_model"] == "base (adapter disabled)" and metrics["decoding_max_new_tokens"] == 4
+    with monkeypatch.context() as patch:  # a rerun of a finished eval rescores the file: no model is loaded
+        patch.setattr(eval_runner, "load_local_model", lambda *a, **kw: pytest.fail("model loaded"))
+        again = CliRunner().invoke(app, ["eval", "--run", str(run), "--data", str(data), "--out", str(out),
+                                         "--max-new-tokens", "4", "--batch-size", "2", "--no-progress"])
+        assert again.exit_code == 0, again.output
+    rescored = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert rescored["bleu4"] == metrics["bleu4"] and rescored["resumed_predictions"] == rescored["n_samples"]
+    assert rescored["adapter"] == str(run / "adapter") and rescored["perplexity"] == metrics["perplexity"]
     result = CliRunner().invoke(app, ["eval", "--run", str(run), "--base-only", "--data", str(data), "--out",
                                       str(tmp_path / "base_eval"), "--max-new-tokens", "4", "--no-progress"])
     assert result.exit_code == 0, result.output
@@ -267,3 +276,53 @@ def test_score_against_a_reference_file_by_id(tmp_path):
     refs = _preds(tmp_path, "refs.jsonl", [{"id": "a", "references": ["好的"]}, {"references": ["好"]}])
     assert "refs.jsonl:2: missing field 'id'" in _error(["eval", "score", str(short), "--references", str(refs),
                                                         "--out", str(tmp_path / "o")])
+
+
+def test_single_and_multi_reference_figures_are_named(tmp_path):
+    """`*_single_ref`: against the first reference (how JDDC's human agreement is measured); `*_multi_ref`: over all
+    references (NLTK multi-reference BLEU-4, the best ROUGE-L). `bleu4` is the multi-reference one, `rougeL` the
+    single-reference one, as before."""
+    rows = [{"id": "a", "prediction": "满300减50哦", "references": ["满300元减50元，可以和店铺券叠加。", "满300减50哦"]},
+            {"id": "b", "prediction": "支持7天无理由退货", "references": ["支持7天无理由退货哦"]}]
+    result = CliRunner().invoke(app, ["eval", "score", str(_preds(tmp_path, "p.jsonl", rows)), "--out",
+                                      str(tmp_path / "e")])
+    assert result.exit_code == 0, result.output
+    m = json.loads((tmp_path / "e" / "metrics.json").read_text(encoding="utf-8"))
+    assert m["bleu4_multi_ref"] == m["bleu4"] and m["rougeL_single_ref"] == m["rougeL"]
+    assert m["bleu4_single_ref"] < m["bleu4_multi_ref"] and m["rougeL_single_ref"] < m["rougeL_multi_ref"]
+    scored = {r["id"]: r for r in map(json.loads, (tmp_path / "e" / "predictions.jsonl").read_text("utf-8").splitlines())}
+    assert scored["a"]["rougeL_multi_ref"] == 100.0 and scored["a"]["bleu4_single_ref"] < 100.0
+    assert "rougeL_multi_ref" not in scored["b"]
+    result = CliRunner().invoke(app, ["eval", "score", str(_preds(tmp_path, "one.jsonl", rows[1:])), "--out",
+                                      str(tmp_path / "one")])
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text(encoding="utf-8"))
+    assert one["bleu4_single_ref"] == one["bleu4"] and "bleu4_multi_ref" not in one  # one reference each
+
+
+def test_cli_eval_kg_grounds_the_samples(tmp_path, monkeypatch, shop_time):
+    """`kefu eval --kg SHOP_FOLDER`: prompts carry the shop's facts; predictions record the raw and filled text."""
+    from kefu.kg.prompt import FACTS_HEADER
+
+    shop = Path(__file__).resolve().parents[2] / "examples" / "shop"
+    if not (shop / "products.csv").exists():
+        pytest.skip("sample shop not generated")
+    lines = [json.loads(line) for line in (shop / "dialogues.jsonl").read_text("utf-8").splitlines()[:4]]
+    data = write_jsonl(tmp_path / "test.jsonl", lines)
+    systems = []
+
+    def handler(request):
+        systems.append(json.loads(request.content)["messages"][0])
+        return httpx.Response(200, json={"choices": [{"message": {"content": "您的订单[订单状态]"}}]})
+
+    real = eval_runner.generate_via_endpoint
+    monkeypatch.setattr(eval_runner, "generate_via_endpoint",
+                        lambda *a, **kw: real(*a, **dict(kw, transport=httpx.MockTransport(handler))))
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, ["eval", "--endpoint", "http://serve.local/v1", "--data", str(data), "--out",
+                                      str(out), "--kg", str(shop), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert all(s["role"] == "system" for s in systems) and any(FACTS_HEADER in s["content"] for s in systems)
+    m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert m["grounded"] is True and m["kg"] == str(shop) and "unfilled_slot_rate" in m
+    rows = {r["id"]: r for r in map(json.loads, (out / "predictions.jsonl").read_text("utf-8").splitlines())}
+    assert rows["d0003#1"]["prediction"] == "您的订单已发货" and rows["d0003#1"]["raw_prediction"] == "您的订单[订单状态]"

@@ -10,6 +10,16 @@
    Multi-reference choice: LLaMA-Factory has one label per sample. With one reference we match it exactly. With
    several, BLEU-4 passes all of them to ``sentence_bleu`` (NLTK's own multi-reference BLEU: clipped counts against
    the best reference, closest reference length) and ROUGE uses the first reference only.
+
+   Named by reference use (the same scorers):
+
+   - ``bleu4_single_ref`` / ``rougeL_single_ref`` (and ``rouge1_single_ref``, ``rouge2_single_ref``): against the
+     first reference only — how JDDC's human-vs-human agreement (BLEU-4 24.92, ROUGE-L 38.26: first human reply
+     against the second) is computed, so these are the figures to set beside it.
+   - ``bleu4_multi_ref`` / ``rougeL_multi_ref`` (only when some sample has several references): NLTK's
+     multi-reference BLEU-4 over all references, and the best ROUGE-L over them.
+   - the unsuffixed keys stay as they were: ``bleu4`` = ``bleu4_multi_ref`` (= ``bleu4_single_ref`` when every sample
+     has one reference), ``rouge1``/``rouge2``/``rougeL`` = the ``*_single_ref`` ones.
 2. Corpus-level sacreBLEU (``tokenize="zh"``) and chrF over all references of each turn (keys ``sacrebleu``,
    ``chrf``): the numbers comparable across papers.
 
@@ -126,6 +136,30 @@ def similarity_scores(predictions: Sequence[str], references: Sequence[Sequence[
     return summary, per_sample
 
 
+def reference_named(predictions: Sequence[str], references: Sequence[Sequence[str]],
+                    per_sample: Sequence[dict[str, float]]) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """BLEU-4 and ROUGE named by how the references are used (see the module docstring): ``(summary, per-sample)``.
+    ``per_sample`` are the :func:`lf_sample_scores` of the same samples (reused: ROUGE there is the first
+    reference's)."""
+    rows: list[dict[str, float]] = []
+    for pred, refs, lf in zip(predictions, references, per_sample):
+        row = {"bleu4_single_ref": lf["bleu4"] if len(refs) <= 1 else lf_bleu4(pred, refs[:1])}
+        if len(refs) > 1:
+            row["bleu4_multi_ref"] = lf["bleu4"]
+            row["rougeL_multi_ref"] = max([lf["rougeL"]] + [lf_rouge(pred, r)["rougeL"] for r in refs[1:]])
+        rows.append(row)
+    n = len(rows)
+    if not n:
+        return {}, rows
+    summary = {"bleu4_single_ref": sum(r["bleu4_single_ref"] for r in rows) / n}
+    for key in ("rouge1", "rouge2", "rougeL"):
+        summary[f"{key}_single_ref"] = float(mean(s[key] for s in per_sample))
+    if any(len(r) > 1 for r in references):
+        summary["bleu4_multi_ref"] = float(mean(s["bleu4"] for s in per_sample))
+        summary["rougeL_multi_ref"] = sum(r.get("rougeL_multi_ref", s["rougeL"]) for r, s in zip(rows, per_sample)) / n
+    return summary, rows
+
+
 def human_agreement(predictions: Sequence[str], references: Sequence[Sequence[str]], bar: float = 0.85
                     ) -> dict[str, Any]:
     """Human-vs-human agreement and the model's share of it, on the turns with ≥2 references.
@@ -198,15 +232,18 @@ def score_predictions(records: list[dict], *, kg: Any = None, config: Any = None
     metrics: dict[str, Any] = {"n_samples": len(records), "n_references": sum(len(r) for r in refs),
                                "multi_reference_turns": sum(1 for r in refs if len(r) > 1)}
     metrics.update(summary)
+    named, named_rows = reference_named(preds, refs, per_sample)
+    metrics.update(named)
     metrics.update(human_agreement(preds, refs, bar=config.human_bar))
     biz, biz_rows = business.business_metrics(records, kg=kg)
     metrics.update(biz)
     exp, exp_rows = experience.experience_metrics(preds, refs)
     metrics.update(exp)
     if per_sample_out is not None:
-        for rec, lf, b, e in zip(records, per_sample, biz_rows, exp_rows):
+        for rec, lf, nr, b, e in zip(records, per_sample, named_rows, biz_rows, exp_rows):
             row = {k: v for k, v in rec.items() if not k.startswith("_")}
             row.update(lf)
+            row.update(nr)
             row.update(b)
             row.update(e)
             per_sample_out.append(row)
