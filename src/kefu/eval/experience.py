@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import httpx
 
 from kefu.eval.business import percentile
+from kefu.eval.generate import reply_perplexity
 from kefu.text import iter_ngrams
 from kefu.types import KefuError
 
@@ -60,54 +61,14 @@ def experience_metrics(predictions: Sequence[str], references: Sequence[Sequence
 
 def perplexity(model: Any, tokenizer: Any, prompt_ids: Sequence[Sequence[int]], predictions: Sequence[str],
                batch_size: int = 8) -> tuple[float | None, list[float | None]]:
-    """Perplexity of each prediction given its prompt token ids, and of all prediction tokens together.
+    """Perplexity of each prediction given its prompt token ids, and of all prediction tokens together (pooled).
 
-    Only prediction tokens are scored (prompt tokens are labelled -100). Empty predictions get ``None``. When the
-    model carries a PEFT adapter it is disabled, so fluency is judged by the base model.
-    """
-    import contextlib
-
-    import torch
-
-    disable = getattr(model, "disable_adapter", None)
-    ctx = disable() if callable(disable) and hasattr(model, "peft_config") else contextlib.nullcontext()
-    items = []
-    for i, (p_ids, pred) in enumerate(zip(prompt_ids, predictions)):
-        p_ids = list(p_ids)
-        r_ids = tokenizer(pred, add_special_tokens=False)["input_ids"] if pred.strip() else []
-        if r_ids:
-            items.append((i, p_ids, r_ids))
-    per: list[float | None] = [None] * len(predictions)
-    total_nll, total_tok = 0.0, 0
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    with ctx, torch.no_grad():
-        for start in range(0, len(items), batch_size):
-            batch = items[start:start + batch_size]
-            width = max(len(p) + len(r) for _, p, r in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            labels = torch.full((len(batch), width), -100, dtype=torch.long)
-            for row, (_, p, r) in enumerate(batch):
-                seq = p + r
-                ids[row, :len(seq)] = torch.tensor(seq)
-                mask[row, :len(seq)] = 1
-                labels[row, len(p):len(seq)] = torch.tensor(r)
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)
-            target = labels[:, 1:].to(device)
-            valid = target != -100
-            nll = -logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * valid
-            for row, (i, _, r) in enumerate(batch):
-                s, k = float(nll[row].sum()), int(valid[row].sum())
-                per[i] = math.exp(s / k) if k else None
-                total_nll += s
-                total_tok += k
-    if was_training:
-        model.train()
-    return (math.exp(total_nll / total_tok) if total_tok else None), per
+    Only prediction tokens are scored; empty predictions get ``None``; a PEFT adapter is disabled, so fluency is
+    judged by the base model. Computed by ``kefu.eval.generate.reply_perplexity`` (memory bounded by the batch);
+    ``batch_size`` is kept for callers and bounds rows per batch through the token budget."""
+    rows = reply_perplexity(model, tokenizer, prompt_ids, predictions)
+    nll, tokens = sum(r[1] for r in rows), sum(r[2] for r in rows)
+    return (math.exp(nll / tokens) if tokens else None), [r[0] for r in rows]
 
 
 def _judge_messages(context: str, prediction: str) -> list[dict]:
