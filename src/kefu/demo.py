@@ -48,9 +48,8 @@ def main(out: Path = Path("demo_out"), train_steps: int | None = None, eval_samp
     raw = SHOP / "dialogues.jsonl"
     consent.register(raw, source="kefu sample shop (synthetic, written by the kefu authors)",
                      legal_basis="legitimate-interest", consent=False, privacy_notice=True)
+    # prepare passes the record on to train/val/test.jsonl, and train checks it, as for every caller
     report = prepare([raw], out / "prepared", config.prepare, catalogue=SHOP / "products.csv")
-    for split in ("train", "val", "test"):
-        consent.inherit(out / "prepared" / f"{split}.jsonl", [raw])
     console.print(f"report: {out / 'prepared' / 'report.md'}  "
                   f"(records_in {report['records_in']} = kept {report['kept']} + rejected {report['rejected']} + "
                   f"filtered {sum(report['filtered'].values())} + duplicates {report['duplicates']})")
@@ -67,7 +66,6 @@ def main(out: Path = Path("demo_out"), train_steps: int | None = None, eval_samp
 
     _step(f"3/5 train: LoRA on {DEFAULT_MODEL} for {train_steps} steps (CPU)")
     console.print(f"[dim]{license_note(DEFAULT_MODEL)}[/]")
-    consent.require_consent([out / "prepared" / "train.jsonl"])
     # a short CPU run: small batches of whole dialogues, a higher learning rate so a dozen steps show
     train_config = config.train.model_copy(update={"max_steps": train_steps, "save_steps": 0, "batch_size": 8,
                                                    "max_len": 512, "learning_rate": 5e-4, "warmup_ratio": 0.1})

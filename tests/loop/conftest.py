@@ -19,7 +19,8 @@ def tiny_run(tmp_path_factory, tiny_model) -> Path:
     root = tmp_path_factory.mktemp("loop_run")
     data = write_jsonl(root / "data" / "train.jsonl", make_dialogues(16, seed=1))
     train(TrainConfig(model=str(tiny_model), max_steps=3, batch_size=4, max_len=128, save_steps=0,
-                      learning_rate=5e-3, tensorboard=False), data, root / "run", progress=False)
+                      learning_rate=5e-3, tensorboard=False), data, root / "run", progress=False,
+          consent_override="tests: synthetic dialogues (kefu.testing), no consent record")
     return root / "run"
 
 

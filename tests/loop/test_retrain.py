@@ -61,7 +61,8 @@ def test_monthly_round_end_to_end(tmp_path, tiny_model, tiny_run):
                   "tensorboard": False},
         "loop": {"eval_max_samples": 4, "eval_max_new_tokens": 4, "tolerance": 0.0},
     })
-    summary = run_round(old, tmp_path / "round", config=config)
+    # feedback-derived data has no consent record of its own: training on it needs an audited reason
+    summary = run_round(old, tmp_path / "round", config=config, consent_override="test: simulated feedback")
     assert summary["feedback"] == 24 and summary["failures"] >= 12 and summary["dataset"]["kept"] > 0
     result = summary["retrain"]
     # the gate decides on the scores it reports: promoted exactly when no gate metric fell below the serving one
@@ -77,6 +78,6 @@ def test_monthly_round_end_to_end(tmp_path, tiny_model, tiny_run):
     # a gate that cannot be met rejects the next candidate and keeps v2 serving
     strict = config.model_copy(update={"loop": config.loop.model_copy(update={"tolerance": 0.0,
                                                                               "gate_metrics": ["no_such_metric"]})})
-    second = run_round(old, tmp_path / "round2", config=strict)
+    second = run_round(old, tmp_path / "round2", config=strict, consent_override="test: simulated feedback")
     assert not second["retrain"]["promoted"] and registry.current()["version"] == "v2"
     assert registry.get("v3")["status"] == "rejected"

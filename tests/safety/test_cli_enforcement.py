@@ -4,7 +4,7 @@ from typer.testing import CliRunner
 
 from kefu.cli import app
 from kefu.safety import audit
-from kefu.safety.keys import KeyStore
+from kefu.safety.keys import KeyStore, acting_as, local_principal
 
 runner = CliRunner()
 
@@ -13,8 +13,9 @@ def test_mask_and_prepare_need_data_permissions(tmp_path, monkeypatch):
     # fresh install: the OS user may act (bootstrap rule)
     assert runner.invoke(app, ["mask"], input="电话13812345678\n").exit_code == 0
     store = KeyStore.open()
-    agent_key, _ = store.create("agent", "front-desk")
-    engineer_key, engineer = store.create("data-engineer", "etl")
+    agent_key, _ = store.create("agent", "front-desk")  # fresh install: the OS user may create the first key
+    with acting_as(local_principal()):  # from now on managing keys needs keys:admin
+        engineer_key, engineer = store.create("data-engineer", "etl")
 
     monkeypatch.delenv("KEFU_KEY", raising=False)
     result = runner.invoke(app, ["mask"], input="x\n")

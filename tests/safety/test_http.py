@@ -3,7 +3,7 @@ from fastapi.testclient import TestClient
 
 from kefu.safety import audit
 from kefu.safety.http import bearer_key, require_permission
-from kefu.safety.keys import KeyStore, Principal
+from kefu.safety.keys import KeyStore, Principal, acting_as
 
 
 def _client():
@@ -27,8 +27,9 @@ def test_bearer_parsing():
 
 def test_401_403_200():
     store = KeyStore.open()
-    app_key, _ = store.create("customer-app", "web")
-    admin_key, _ = store.create("admin", "root")
+    admin_key, admin = store.create("admin", "root")
+    with acting_as(admin):
+        app_key, _ = store.create("customer-app", "web")
     client = _client()
     missing = client.post("/chat")
     assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
@@ -37,7 +38,8 @@ def test_401_403_200():
     denied = client.post("/deploy", headers={"Authorization": f"Bearer {app_key}"})
     assert denied.status_code == 403 and "model:deploy" in denied.json()["detail"]
     assert client.post("/deploy", headers={"Authorization": f"Bearer {admin_key}"}).status_code == 200
-    store.revoke(store.authenticate(app_key).key_id)
+    with acting_as(admin):
+        store.revoke(store.authenticate(app_key).key_id)
     assert client.post("/chat", headers={"Authorization": f"Bearer {app_key}"}).status_code == 401
     assert "access.denied" in [e["action"] for e in audit.entries()]
 

@@ -6,7 +6,9 @@ from typer.testing import CliRunner
 from kefu.cli import app
 from kefu.safety import audit
 from kefu.safety.keys import (PERMISSION_MATRIX, PERMISSIONS, ROLES, KeyStore, PermissionDenied, Principal,
-                              cli_principal, keys_path, require)
+                              acting_as, cli_principal, keys_path, local_principal, require)
+
+ADMIN = local_principal()  # tests act as an admin where keys exist and they manage more of them
 
 
 def test_matrix_covers_roles_and_separates_duties():
@@ -30,7 +32,8 @@ def test_create_authenticate_revoke_and_hashed_at_rest():
     secret = key.split("_", 2)[2]
     raw = b"".join(row[0].encode() for row in sqlite3.connect(keys_path()).execute("select digest from api_keys"))
     assert secret.encode() not in raw and secret.encode() not in keys_path().read_bytes()
-    store.revoke(principal.key_id)
+    with acting_as(ADMIN):  # a key exists now: managing keys needs keys:admin
+        store.revoke(principal.key_id)
     assert store.authenticate(key) is None
     assert store.list()[0]["revoked_at"] is not None and store.list(include_revoked=False) == []
     actions = [e["action"] for e in audit.entries()]
@@ -69,8 +72,9 @@ def test_cli_principal_bootstrap_then_keys_required(monkeypatch):
         cli_principal()
     # Revoking every key does not reopen the bootstrap door.
     store = KeyStore.open()
-    for row in store.list():
-        store.revoke(row["key_id"])
+    with acting_as(ADMIN):
+        for row in store.list():
+            store.revoke(row["key_id"])
     monkeypatch.delenv("KEFU_KEY")
     with pytest.raises(PermissionDenied):
         cli_principal("data:read")
@@ -83,7 +87,8 @@ def test_seed_from_env_is_idempotent(monkeypatch):
     first = store.seed_from_env()
     assert first.role == "customer-app" and store.seed_from_env() == first
     assert store.authenticate("sk-shop-frontend-0123456789") == first
-    store.revoke(first.key_id)
+    with acting_as(ADMIN):
+        store.revoke(first.key_id)
     with pytest.raises(Exception, match="revoked"):
         store.seed_from_env()
     monkeypatch.setenv("KEFU_API_KEY", "short")
@@ -106,8 +111,8 @@ def test_keys_cli_create_list_revoke_audited(monkeypatch):
     aud_id = [row["key_id"] for row in KeyStore.open().list() if row["name"] == "aud"][0]
     assert second.exit_code == 0 and runner.invoke(app, ["keys", "revoke", aud_id]).exit_code == 0
     actions = [e["action"] for e in audit.entries()]
-    assert actions == ["keys.create", "keys.list", "keys.create", "keys.revoke"]
-    assert all(e["actor"].startswith("key:") for e in list(audit.entries())[1:])
+    assert actions == ["keys.create", "access.denied", "keys.list", "keys.create", "keys.revoke"]
+    assert all(e["actor"].startswith("key:") for e in list(audit.entries())[2:])
 
 
 def test_authenticate_odd_strings_never_raise():
@@ -167,7 +172,8 @@ def test_keys_bound_to_a_customer_act_for_that_customer_only():
     assert acting_customer(bound, None) == "C0001" and acting_customer(bound, "C0001") == "C0001"
     with pytest.raises(PermissionDenied, match="C0001 only"):
         acting_customer(bound, "C0002")
-    backend_key, backend = store.create("customer-app", "shop-backend")
+    with acting_as(ADMIN):
+        backend_key, backend = store.create("customer-app", "shop-backend")
     assert store.authenticate(backend_key).customer_id is None
     assert acting_customer(backend, "C0002") == "C0002"
     assert {r["key_id"]: r["customer_id"] for r in store.list()}[bound.key_id] == "C0001"

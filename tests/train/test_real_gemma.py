@@ -43,6 +43,7 @@ def test_gemma_converts_once_and_trains_one_step(monkeypatch, tmp_path):
 
     write_jsonl(tmp_path / "data" / "train.jsonl", [{"id": f"d{i}", "messages": messages[1:]} for i in range(2)])
     report = train(TrainConfig(batch_size=2, max_steps=1, max_len=128, save_steps=0, tensorboard=False),
-                   tmp_path / "data", tmp_path / "run", progress=False)
+                   tmp_path / "data", tmp_path / "run", progress=False,
+                   consent_override="tests: a synthetic dialogue, no consent record")
     assert report["steps"] == 1 and report["final_loss"] > 0 and "Gemma" in report["license"]
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()

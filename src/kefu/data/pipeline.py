@@ -40,8 +40,9 @@ from kefu.data.readers.common import raw_text
 from kefu.data.readers.dataset_info import dataset_info_files
 from kefu.data.report import build_report, render_markdown
 from kefu.data.split import assign_split
-from kefu.safety import audit
+from kefu.safety import audit, consent
 from kefu.safety.audit import sha256_file
+from kefu.safety.keys import authorized
 from kefu.text.pii import mask_many
 from kefu.types import Dialogue, Entity, KefuError, Reject, Turn
 
@@ -287,6 +288,7 @@ def _workers(config: PrepareConfig, total_bytes: int) -> int:
     return max(1, min(cores, 4))
 
 
+@authorized("data:write")
 def prepare(inputs: list[Path], out_dir: Path, config: PrepareConfig, catalogue: Path | None = None, *,
             progress: Progress | None = None, skip_bad_files: bool = False) -> dict[str, Any]:
     """Read ``inputs`` (files or folders), write ``out_dir``/{train,val,test,rejects}.jsonl and report.{json,md}.
@@ -295,6 +297,9 @@ def prepare(inputs: list[Path], out_dir: Path, config: PrepareConfig, catalogue:
     ``bad_files``, tier/split/intent/entity/PII counts ...). Raises :class:`KefuError` on unusable input under
     ``on_error="fail"``, and when an input file cannot be read at all (naming every such file) unless
     ``skip_bad_files``; outputs are written to temporary files and only replace earlier ones when the run succeeds.
+
+    Needs ``data:write`` (``kefu.safety.keys.authorize``); audited as that key. When every input has a valid
+    consent/provenance record, the splits inherit it (``consent.carry``), so training accepts them.
     """
     started = time.monotonic()
     out_dir = Path(out_dir)
@@ -425,6 +430,7 @@ def prepare(inputs: list[Path], out_dir: Path, config: PrepareConfig, catalogue:
     (out_dir / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     (out_dir / "report.md").write_text(render_markdown(report), encoding="utf-8")
     _audit(files, out_dir, report)
+    consent.carry(inputs, [out_dir / f"{split}.jsonl" for split in ("train", "val", "test")])
     report = dict(report)
     report["elapsed_s"] = round(time.monotonic() - started, 3)
     report["workers"] = n_workers

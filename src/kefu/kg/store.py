@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,6 +27,7 @@ from kefu.kg.promotions import Promotion
 from kefu.kg.records import FAQ, Order, Playbook, Policy, Product, Relation
 from kefu.paths import state_path
 from kefu.safety import audit
+from kefu.safety.keys import acting_as, authorize
 from kefu.types import KefuError
 
 EMPTY_VERSION = "0" * 16
@@ -182,6 +185,7 @@ class KnowledgeGraph:
         self.url = url
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
+        self._scratch: Path | None = None  # the private folder of a ``scratch()`` graph
 
     @classmethod
     def open(cls, url: str | None = None) -> "KnowledgeGraph":
@@ -194,8 +198,20 @@ class KnowledgeGraph:
             raise KefuError(f"cannot open the knowledge graph at {url}: {exc}") from exc
         return cls(engine, url)
 
+    @classmethod
+    def scratch(cls) -> "KnowledgeGraph":
+        """A throwaway graph in a new private temporary SQLite file, removed by ``close()``: for a process that
+        needs a shop folder's facts for itself (training as you serve, an evaluation). Importing into it changes
+        no shared state, so it needs no ``kg:write``; it cannot be pointed at another database."""
+        folder = Path(tempfile.mkdtemp(prefix="kefu-kg-"))
+        graph = cls.open(f"sqlite:///{folder / 'kg.db'}")
+        graph._scratch = folder
+        return graph
+
     def close(self) -> None:
         self.engine.dispose()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
 
     # -------------------------------------------------------------------------------------------------- import
     def import_path(self, *paths: Path, replace: bool = False) -> ImportReport:
@@ -205,7 +221,16 @@ class KnowledgeGraph:
         ``replace=True`` first empties the tables of the kinds being imported. Every problem — unknown SKU in a
         promotion, unsorted or overlapping tiers, negative price, bad dates, end before start, duplicate SKU … — is
         reported with its file and row/field, and nothing is written. Records an audit entry.
+
+        Needs ``kg:write`` (``kefu.safety.keys.authorize``: ``$KEFU_KEY``, or the OS user on a fresh install) unless
+        this is a ``scratch()`` graph; the audit entry names the key. A refused caller changes nothing.
         """
+        if self._scratch is not None:
+            return self._import(paths, replace)
+        with acting_as(authorize("kg:write")):
+            return self._import(paths, replace)
+
+    def _import(self, paths: tuple[Path, ...], replace: bool) -> ImportReport:
         files = collect_files(tuple(Path(p) for p in paths))
         problems = Problems()
         parsed = parse_files(files, problems)

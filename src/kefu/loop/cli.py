@@ -19,7 +19,7 @@ from kefu.loop.monthly import run_round
 from kefu.loop.registry import Registry
 from kefu.loop.retrain import retrain
 from kefu.safety import audit
-from kefu.safety.keys import authorize_cli
+from kefu.safety.keys import acting_as, authorize
 from kefu.types import KefuError
 
 console = Console()
@@ -42,12 +42,13 @@ def feedback_analyze(out: Path = typer.Option(Path("feedback_report"), "--out", 
                      db: Optional[str] = typer.Option(None, "--db", help="feedback store URL"),
                      config: Optional[Path] = typer.Option(None, "--config", "-c")):
     """Group failures by intent, entity and type; top reasons with examples; trend; HTML report."""
-    authorize_cli("feedback:read")
-    cfg = _config(config).loop
-    records = FeedbackStore.open(db).list(_since(days))
-    result = analyze(records, min_rating_ok=cfg.min_rating_ok)
-    page = write_report(result, out)
-    audit.record("feedback.read", str(db or "feedback.db"), details={"records": result["records"], "report": str(page)})
+    with acting_as(authorize("feedback:read")):  # reads feedback, changes nothing: checked and audited here
+        cfg = _config(config).loop
+        records = FeedbackStore.open(db).list(_since(days))
+        result = analyze(records, min_rating_ok=cfg.min_rating_ok)
+        page = write_report(result, out)
+        audit.record("feedback.read", str(db or "feedback.db"),
+                     details={"records": result["records"], "report": str(page)})
     table = Table("failure type", "count", title=f"{result['records']} feedback records")
     for key, value in result["by_failure_type"].items():
         table.add_row(key, str(value))
@@ -61,9 +62,8 @@ def feedback_dataset(out: Path = typer.Option(..., "--out", "-o", help="folder f
                      days: Optional[int] = typer.Option(None, "--days"),
                      db: Optional[str] = typer.Option(None, "--db")):
     """Turn corrections and resolved handoffs into a deduplicated tier-2 training set."""
-    authorize_cli("feedback:read")
+    authorize("feedback:read")  # before the store is read; build_dataset checks again and audits
     counts = build_dataset(FeedbackStore.open(db).list(_since(days)), out, previous=previous)
-    audit.record("feedback.dataset", str(out), details=counts)
     console.print_json(json.dumps(counts))
 
 
@@ -84,21 +84,18 @@ def models_list():
 def models_register(adapter: Path, base: str = typer.Option(..., "--base", help="base model name or folder"),
                     note: str = typer.Option("", "--note")):
     """Add an adapter folder to the registry as a candidate."""
-    authorize_cli("model:deploy")
     console.print(Registry().register(adapter, base_model=base, note=note)["version"])
 
 
 @models_app.command("promote")
 def models_promote(version: str, reason: str = typer.Option("", "--reason")):
     """Serve ``version`` from now on (a running server picks it up without downtime)."""
-    authorize_cli("model:deploy")
     console.print(f"serving {Registry().promote(version, reason)['version']}")
 
 
 @models_app.command("rollback")
 def models_rollback():
     """Go back to the previously served version."""
-    authorize_cli("model:deploy")
     console.print(f"serving {Registry().rollback()['version']}")
 
 
@@ -106,12 +103,13 @@ def retrain_command(new: Path = typer.Option(..., "--new", help="new prepared da
                     old: Path = typer.Option(..., "--old", help="previous prepared data (folder with train/test)"),
                     out: Path = typer.Option(..., "--out", "-o"),
                     max_steps: Optional[int] = typer.Option(None, "--max-steps"),
+                    consent_override: Optional[str] = typer.Option(
+                        None, "--consent-override", help="Train on data without a consent record; the reason is "
+                                                         "audited."),
                     config: Optional[Path] = typer.Option(None, "--config", "-c")):
     """Fine-tune from the serving adapter on new + replayed data; promote only if the gate passes."""
-    authorize_cli("model:train")
-
     cfg = _config(config, {"train.max_steps": max_steps})
-    result = retrain(new, old, out, train_config=cfg.train, loop_config=cfg.loop)
+    result = retrain(new, old, out, train_config=cfg.train, loop_config=cfg.loop, consent_override=consent_override)
     console.print_json(json.dumps(result, ensure_ascii=False))
     if not result["promoted"]:
         raise typer.Exit(3)
@@ -129,8 +127,7 @@ def export_command(run: Path = typer.Option(..., "--run", help="a train run fold
     """Export a run: merged model, INT8 CPU model, or a vLLM adapter with its serve command."""
     import kefu.loop.export as export  # deferred: heavy (torch)
 
-    authorize_cli("model:deploy")
-
+    authorize("model:deploy")  # fail before loading anything; each export function checks again and audits
     if not (merge or int8 or vllm or trim_vocab):
         raise KefuError("choose at least one of --merge, --int8, --vllm NAME, --trim-vocab DATA")
     cfg = _config(config).loop
@@ -164,12 +161,13 @@ def loop_monthly(old: Path = typer.Option(..., "--old", help="the prepared data 
                  work: Path = typer.Option(..., "--work", help="folder for this round's files"),
                  days: int = typer.Option(31, "--days"),
                  max_steps: Optional[int] = typer.Option(None, "--max-steps"),
+                 consent_override: Optional[str] = typer.Option(
+                     None, "--consent-override", help="Reason (audited) to train on this round's feedback-derived "
+                                                      "data, which has no consent record of its own."),
                  config: Optional[Path] = typer.Option(None, "--config", "-c")):
     """One unattended round: feedback → analyze → dataset → retrain → gate → promote."""
-    authorize_cli("model:train")
-
     cfg = _config(config, {"train.max_steps": max_steps})
-    result = run_round(old, work, days=days, config=cfg)
+    result = run_round(old, work, days=days, config=cfg, consent_override=consent_override)
     console.print_json(json.dumps(result, ensure_ascii=False, default=str))
 
 

@@ -14,6 +14,8 @@ from typing import Any, Iterable, Iterator
 
 from kefu.artifacts.dialogues import read_dialogues, write_dialogues
 from kefu.data.dedup import Deduplicator, MinHasher, exact_key, shingle_text
+from kefu.safety import audit
+from kefu.safety.keys import authorized
 from kefu.text.pii import mask
 from kefu.loop.feedback import FeedbackRecord
 from kefu.types import Dialogue, Turn
@@ -37,9 +39,12 @@ def _dialogue_from(record: FeedbackRecord) -> Dialogue | None:
                           "session_id": record.session_id})
 
 
+@authorized("feedback:read")
 def build_dataset(records: Iterable[FeedbackRecord], out: Path, *, previous: Iterable[Path] = (),
                   seed_dedup_threshold: float = 0.85) -> dict[str, Any]:
-    """Write ``out/train.jsonl`` from feedback; dialogues already present in ``previous`` files are dropped."""
+    """Write ``out/train.jsonl`` from feedback; dialogues already present in ``previous`` files are dropped.
+
+    Needs ``feedback:read``; audited as ``feedback.dataset`` in that key's name."""
     hasher = MinHasher()
     dedup = Deduplicator(threshold=seed_dedup_threshold)
     known = 0
@@ -66,4 +71,5 @@ def build_dataset(records: Iterable[FeedbackRecord], out: Path, *, previous: Ite
     out.mkdir(parents=True, exist_ok=True)
     write_dialogues(out / "train.jsonl", kept())
     (out / "report.json").write_text(json.dumps(counts, indent=2), encoding="utf-8")
+    audit.record("feedback.dataset", str(out), details=counts)
     return counts

@@ -10,6 +10,8 @@
 - ``trim_vocab``: the tokens the shop's prepared data uses (``kefu.train.vocab``), with a quality check of the run's
   model decoding over them against the full vocabulary on held-out prompts, and the decode speed-up; ``kefu serve
   --trim-vocab`` loads the result.
+
+Each export needs ``model:deploy`` (``kefu.safety.keys.authorize``); its audit entry names the key.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from kefu.artifacts.run import AdapterConfig, TrainRun
 from kefu.eval.records import load_test_samples
 from kefu.eval.trim import trim_quality
 from kefu.safety import audit
+from kefu.safety.keys import authorized
 from kefu.train.models import license_note, load_model, resolve_model
 from kefu.train.quant import quantize_int8_weights
 from kefu.train.template import render_prompt
@@ -68,6 +71,7 @@ def _dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+@authorized("model:deploy")
 def merge(run: str | Path, out: str | Path, *, atol: float = 1e-3) -> dict[str, Any]:
     """Merge RUN's adapter into its base, check parity, save to ``out``; returns the export report."""
     base, adapter = run_parts(run)
@@ -131,6 +135,7 @@ def _decode_ms_per_token(model, batch: dict[str, torch.Tensor], steps: int = 8) 
     return (time.perf_counter() - start) * 1000 / steps
 
 
+@authorized("model:deploy")
 def int8(merged_dir: str | Path, out: str | Path, *, min_agreement: float = 0.9) -> dict[str, Any]:
     """Quantise a merged export for CPU serving; measure size, decode latency and agreement with fp32.
 
@@ -168,6 +173,7 @@ def int8(merged_dir: str | Path, out: str | Path, *, min_agreement: float = 0.9)
     return report
 
 
+@authorized("model:deploy")
 def trim_vocab(run: str | Path, data: str | Path, out: str | Path, *, min_agreement: float = 0.9,
                max_prompts: int = 32, max_new_tokens: int = 32) -> dict[str, Any]:
     """Build the vocabulary trim of a shop from its prepared data (train + val), check it with the run's model on
@@ -205,6 +211,7 @@ def trim_vocab(run: str | Path, data: str | Path, out: str | Path, *, min_agreem
     return report
 
 
+@authorized("model:deploy")
 def vllm_adapter(run: str | Path, out: str | Path, name: str = "shop") -> dict[str, Any]:
     """Copy the adapter for vLLM multi-LoRA serving and write the command that serves it."""
     base, adapter = run_parts(run)

@@ -13,13 +13,17 @@ from kefu.loop.dataset import build_dataset
 from kefu.loop.feedback import FeedbackStore
 from kefu.loop.retrain import retrain
 from kefu.safety import audit
+from kefu.safety.keys import authorized
 
 
+@authorized("model:train")
 def run_round(old: Path, work: Path, *, days: int = 31, config: KefuConfig | None = None,
-              feedback_url: str | None = None) -> dict[str, Any]:
+              feedback_url: str | None = None, consent_override: str | None = None) -> dict[str, Any]:
     """Feedback of the last ``days`` → analysis report → tier-2 data → gated retrain. Returns the round's summary.
 
     A round with no usable new dialogues stops after the analysis (nothing to learn), which is not an error.
+    Needs ``model:train`` (and ``feedback:read``, which every role with ``model:train`` has). Feedback-derived data
+    has no consent record of its own: ``consent_override`` (audited) is passed to ``retrain``.
     """
     config = config or KefuConfig()
     work = Path(work)
@@ -35,6 +39,6 @@ def run_round(old: Path, work: Path, *, days: int = 31, config: KefuConfig | Non
         summary["retrain"] = "skipped: no new dialogues"
     else:
         summary["retrain"] = retrain(work / "new", old, work / "retrain", train_config=config.train,
-                                     loop_config=config.loop, progress=False)
+                                     loop_config=config.loop, progress=False, consent_override=consent_override)
     (work / "round.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
     return summary

@@ -3,6 +3,11 @@
 A JSON document under ``$KEFU_HOME/registry.json``, rewritten atomically under a file lock. ``current`` is the
 promoted version the server loads; ``history`` records every promotion so ``rollback`` can return to the previous
 one. Adapters are copied into ``$KEFU_HOME/adapters/<version>/`` so a registered version never changes under us.
+
+Changing the registry (``register``, ``promote``, ``rollback``, ``set_status``) needs ``model:deploy``
+(``kefu.safety.keys.authorize``), and the audit entries name that key. Gated retraining (``kefu.loop.retrain``,
+authorised with ``model:train``) registers its candidate and promotes it only when the gate passes, through the
+unchecked ``_register``/``_promote``/``_set_status``: there the gate, not a person, decides.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any, Iterator
 from kefu.artifacts.run import AdapterConfig
 from kefu.paths import state_path
 from kefu.safety import audit
+from kefu.safety.keys import authorized
 from kefu.types import KefuError
 
 STATUSES = ("candidate", "promoted", "rejected", "retired")
@@ -73,10 +79,17 @@ class Registry:
         return next((v for v in doc["versions"] if v["version"] == doc["current"]), None)
 
     # ---------------------------------------------------------------- changes
+    @authorized("model:deploy")
     def register(self, adapter: str | Path, *, base_model: str, metrics: dict[str, Any] | None = None,
                  config: dict[str, Any] | None = None, data_hashes: dict[str, str] | None = None,
                  parent: str | None = None, note: str = "") -> dict[str, Any]:
         """Copy ``adapter`` into the registry as a new candidate version and return its entry."""
+        return self._register(adapter, base_model=base_model, metrics=metrics, config=config,
+                              data_hashes=data_hashes, parent=parent, note=note)
+
+    def _register(self, adapter: str | Path, *, base_model: str, metrics: dict[str, Any] | None = None,
+                  config: dict[str, Any] | None = None, data_hashes: dict[str, str] | None = None,
+                  parent: str | None = None, note: str = "") -> dict[str, Any]:
         adapter = AdapterConfig.read(adapter).folder  # KefuError unless a PEFT adapter folder
         with self._locked() as doc:
             version = f"v{len(doc['versions']) + 1}"
@@ -92,7 +105,11 @@ class Registry:
         audit.record("model.register", version, details={"adapter": str(adapter), "base_model": base_model})
         return entry
 
+    @authorized("model:deploy")
     def set_status(self, version: str, status: str, reason: str = "") -> None:
+        self._set_status(version, status, reason)
+
+    def _set_status(self, version: str, status: str, reason: str = "") -> None:
         if status not in STATUSES:
             raise KefuError(f"status must be one of {STATUSES}, not {status!r}")
         with self._locked() as doc:
@@ -101,8 +118,12 @@ class Registry:
             if reason:
                 entry["status_reason"] = reason
 
+    @authorized("model:deploy")
     def promote(self, version: str, reason: str = "") -> dict[str, Any]:
         """Make ``version`` the serving adapter; the previous one is retired (and remembered for rollback)."""
+        return self._promote(version, reason)
+
+    def _promote(self, version: str, reason: str = "") -> dict[str, Any]:
         with self._locked() as doc:
             entry = _find(doc, version)
             if entry["status"] == "rejected" and not reason:
@@ -117,6 +138,7 @@ class Registry:
         audit.record("model.promote", version, details={"from": previous, "reason": reason})
         return entry
 
+    @authorized("model:deploy")
     def rollback(self) -> dict[str, Any]:
         """Return to the version that served before the current one."""
         doc = self._read()
@@ -126,8 +148,8 @@ class Registry:
         previous = next((h["from"] for h in reversed(doc["history"]) if h["to"] == current and h["from"]), None)
         if previous is None:
             raise KefuError(f"{current} is the first promoted version: no earlier version to roll back to")
-        entry = self.promote(previous, reason=f"rollback from {current}")
-        self.set_status(current, "retired", reason="rolled back")
+        entry = self._promote(previous, reason=f"rollback from {current}")
+        self._set_status(current, "retired", reason="rolled back")
         return entry
 
 

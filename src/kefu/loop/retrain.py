@@ -20,7 +20,9 @@ from kefu.eval.config import EvalConfig
 from kefu.eval.runner import evaluate
 from kefu.loop.config import LoopConfig
 from kefu.loop.registry import Registry
+from kefu.safety import consent
 from kefu.safety.audit import sha256_file
+from kefu.safety.keys import authorized
 from kefu.train.config import TrainConfig
 from kefu.train.models import load_model
 from kefu.types import KefuError
@@ -61,13 +63,18 @@ def gate(current: dict[str, dict], candidate: dict[str, dict], metrics: list[str
     return not reasons, reasons
 
 
+@authorized("model:train")
 def retrain(new_data: Path, old_data: Path, out: Path, *, train_config: TrainConfig | None = None,
             loop_config: LoopConfig | None = None, registry: Registry | None = None,
-            progress: bool = True) -> dict[str, Any]:
+            progress: bool = True, consent_override: str | None = None) -> dict[str, Any]:
     """Run one gated retraining round; returns (and writes to ``out/retrain_report.json``) what happened.
 
     ``new_data`` and ``old_data`` are prepared folders (``train.jsonl``, optional ``test.jsonl``) or train files.
     The serving version comes from the registry; with none, the base model is the bar to clear.
+
+    Needs ``model:train``; the candidate is registered, and promoted when the gate passes, in that key's name. The
+    mixed training file inherits the consent record of its sources when they all have one; otherwise training
+    refuses it unless ``consent_override`` gives a reason (audited), as ``train`` does.
     """
     from kefu.train.trainer import train  # deferred: heavy (torch)
 
@@ -85,8 +92,9 @@ def retrain(new_data: Path, old_data: Path, out: Path, *, train_config: TrainCon
         raise KefuError(f"no test.jsonl in {old_data} or {new_data}: the gate needs at least one test set")
     mixed = out / "data" / "train.jsonl"
     mix = mix_training_data(new_train, old_train, mixed, replay_ratio=loop_config.replay_ratio, seed=config.seed)
+    consent.carry([p for p in (new_train, old_train) if p.is_file()], [mixed])
     run = TrainRun(out / "run")
-    report = train(config, mixed, run.path, progress=progress)
+    report = train(config, mixed, run.path, progress=progress, consent_override=consent_override)
     candidate = run.require_finished().adapter_dir
 
     eval_config = EvalConfig(max_samples=loop_config.eval_max_samples, max_new_tokens=loop_config.eval_max_new_tokens,
@@ -99,15 +107,15 @@ def retrain(new_data: Path, old_data: Path, out: Path, *, train_config: TrainCon
                              eval_config)
     passed, reasons = gate(before, after, loop_config.gate_metrics, loop_config.tolerance)
     pick = lambda scores: {k: scores[k] for k in loop_config.gate_metrics if k in scores}  # noqa: E731
-    entry = registry.register(candidate, base_model=config.model,
+    entry = registry._register(candidate, base_model=config.model,
                               metrics={name: pick(scores) for name, scores in after.items()},
                               config=config.model_dump(mode="json"), parent=current["version"] if current else None,
                               data_hashes={"train": sha256_file(mixed),
                                            **{f"test_{n}": sha256_file(p) for n, p in tests.items()}})
     if passed:
-        registry.promote(entry["version"], reason="passed the retrain gate")
+        registry._promote(entry["version"], reason="passed the retrain gate")
     else:
-        registry.set_status(entry["version"], "rejected", reason="; ".join(reasons))
+        registry._set_status(entry["version"], "rejected", reason="; ".join(reasons))
     result = {"version": entry["version"], "promoted": passed, "reasons": reasons, "data": mix,
               "serving_version": current["version"] if current else None,
               "serving": {n: pick(s) for n, s in before.items()}, "candidate": {n: pick(s) for n, s in after.items()},

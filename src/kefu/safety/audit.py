@@ -17,6 +17,8 @@ import getpass
 import hashlib
 import json
 import os
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,9 +63,25 @@ def _count_lines(handle) -> int:
     return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
 
 
+# Who the code running in this context acts for (``keys.acting_as`` sets it after authorising a key); a ContextVar,
+# so each thread / asyncio task / request has its own and nothing leaks into the process environment.
+_acting_actor: ContextVar[str | None] = ContextVar("kefu_audit_actor", default=None)
+
+
+@contextmanager
+def acting(actor: str | None) -> Iterator[None]:
+    """Make ``actor`` the default actor of every entry recorded inside this block (in this context only)."""
+    token = _acting_actor.set(actor)
+    try:
+        yield
+    finally:
+        _acting_actor.reset(token)
+
+
 def default_actor() -> str:
-    """Who is acting: ``$KEFU_ACTOR`` when set (services set it per request), else the OS user."""
-    return os.environ.get("KEFU_ACTOR") or f"user:{getpass.getuser()}"
+    """Who is acting: the actor set by ``acting``/``keys.acting_as`` for this context (an authorised key), else
+    ``$KEFU_ACTOR`` (older callers), else the OS user."""
+    return _acting_actor.get() or os.environ.get("KEFU_ACTOR") or f"user:{getpass.getuser()}"
 
 
 def _digest(entry: dict[str, Any]) -> str:

@@ -1,8 +1,9 @@
 """CLI commands of the safety stage; `register` adds them to the root `kefu` app.
 
 ``kefu keys create|list|revoke``, ``kefu audit verify|show``, ``kefu consent register|list|check``,
-``kefu compliance check|report``. Every command runs as ``cli_principal(...)`` (``$KEFU_KEY``, or the OS user on a
-fresh install) and is audited with that actor.
+``kefu compliance check|report``. Commands that change state (keys create/revoke, consent register) call the API,
+which authorises ``$KEFU_KEY`` (or the OS user on a fresh install) and audits in its name
+(``kefu.safety.keys.authorize``); read-only commands check their permission here.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from kefu.config import load_config
 from kefu.safety import audit, report
 from kefu.safety import consent as consent_mod
 from kefu.safety.compliance import ComplianceRules, rewrite
-from kefu.safety.keys import KeyStore, cli_principal
+from kefu.safety.keys import KeyStore, authorize
 from kefu.types import KefuError
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys and roles (RBAC).")
@@ -31,7 +32,7 @@ out = Console(soft_wrap=True)
 
 
 def _principal(permission: str):
-    return cli_principal(permission)
+    return authorize(permission)
 
 
 # ---------------------------------------------------------------------------------------------------------- keys
@@ -42,8 +43,7 @@ def keys_create(role: str = typer.Option(..., "--role", help="admin, data-engine
                 customer: Optional[str] = typer.Option(None, "--customer",
                                                        help="Bind the key to one customer (a key inside their app).")):
     """Create a key; the plaintext is printed once and never stored."""
-    principal = _principal("keys:admin")
-    key, created = KeyStore.open().create(role, name, actor=principal.actor, customer_id=customer)
+    key, created = KeyStore.open().create(role, name, customer_id=customer)  # needs keys:admin
     out.print(f"key id [bold]{created.key_id}[/] role {created.role} name {created.name}")
     out.print("store this key now, it is not shown again:")
     print(key)
@@ -65,15 +65,14 @@ def keys_list(active: bool = typer.Option(False, "--active", help="Hide revoked 
 @keys_app.command("revoke")
 def keys_revoke(key_id: str = typer.Argument(..., help="The key id from `kefu keys list`.")):
     """Revoke a key at once."""
-    principal = _principal("keys:admin")
-    KeyStore.open().revoke(key_id, actor=principal.actor)
+    KeyStore.open().revoke(key_id)  # needs keys:admin
     out.print(f"revoked {key_id}")
 
 
 @keys_app.command("whoami")
 def keys_whoami():
     """Who this shell acts as ($KEFU_KEY, or the OS user on a fresh install) and its permissions."""
-    principal = cli_principal()
+    principal = authorize()
     out.print(f"{principal.actor} role {principal.role}: {', '.join(sorted(principal.permissions))}")
 
 
@@ -126,9 +125,8 @@ def consent_register(path: Path = typer.Argument(..., help="Dataset file or fold
                                                          help="Were they given a privacy notice?"),
                      note: Optional[str] = typer.Option(None, "--note")):
     """Record a dataset's provenance and legal basis (audited)."""
-    principal = _principal("data:write")
-    row = consent_mod.register(path, source=source, legal_basis=legal_basis, consent=consent,
-                               privacy_notice=privacy_notice, note=note, actor=principal.actor)
+    row = consent_mod.register(path, source=source, legal_basis=legal_basis, consent=consent,  # needs data:write
+                               privacy_notice=privacy_notice, note=note)
     problem = consent_mod.problem(row, path)
     out.print(f"registered {row['path']} (record {row['id']}, sha256 {row['digest'][:12]}…)"
               + (f" — [yellow]will be refused for training: {problem}[/]" if problem else ""))

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 
 from kefu.paths import state_path
 from kefu.safety import audit
+from kefu.safety.keys import acting_as, authorize, authorized, require
 from kefu.types import KefuError
 
 LEGAL_BASES: tuple[str, ...] = ("consent", "contract", "legitimate-interest")
@@ -80,10 +81,19 @@ def _validate(legal_basis: str, consent: bool) -> None:
     # consent basis without consent may be recorded (it documents the situation); require_consent refuses it.
 
 
+@authorized("data:write")
 def register(path: str | Path, *, source: str, legal_basis: str, consent: bool, privacy_notice: bool = False,
              note: str | None = None, actor: str | None = None, derived_from: list[int] | None = None
              ) -> dict[str, Any]:
-    """Record a dataset's provenance and legal basis; audited as ``consent.register``. Returns the record."""
+    """Record a dataset's provenance and legal basis; audited as ``consent.register``. Returns the record.
+
+    Needs ``data:write`` (``keys.authorize``): the record is what lets data be trained on."""
+    return _register(path, source=source, legal_basis=legal_basis, consent=consent, privacy_notice=privacy_notice,
+                     note=note, actor=actor, derived_from=derived_from)
+
+
+def _register(path: str | Path, *, source: str, legal_basis: str, consent: bool, privacy_notice: bool,
+              note: str | None, actor: str | None, derived_from: list[int] | None) -> dict[str, Any]:
     _validate(legal_basis, consent)
     if not source or not source.strip():
         raise KefuError("--source is required: say where the data came from (e.g. 'taobao-export-2026-10')")
@@ -166,12 +176,33 @@ def require_consent(paths: Iterable[str | Path], override_reason: str | None = N
 
 def inherit(output: str | Path, sources: Iterable[str | Path], *, actor: str | None = None) -> dict[str, Any]:
     """Register a derived dataset (e.g. the prepare stage's cleaned JSONL) with the most restrictive terms of its
-    sources: consent only if all consented, privacy notice only if all had one. Sources must pass the check."""
+    sources: consent only if all consented, privacy notice only if all had one. Sources must pass the check.
+
+    Needs ``data:write`` or ``model:train``: the stages that derive datasets (prepare; retraining's mixed data) call
+    it; it can only pass on terms the sources already have."""
+    principal = authorize()
+    if not (principal.can("data:write") or principal.can("model:train")):
+        require(principal, "data:write")
+    with acting_as(principal):
+        return _inherit(output, sources, actor=actor)
+
+
+def _inherit(output: str | Path, sources: Iterable[str | Path], *, actor: str | None) -> dict[str, Any]:
     records_ = require_consent(list(sources), actor=actor)
     bases = {r["legal_basis"] for r in records_ if r}
     basis = next(b for b in LEGAL_BASES if b in bases)  # consent is the narrowest: it carries its limits over
-    return register(output, source="derived:" + ",".join(sorted({r["source"] for r in records_ if r})),
+    return _register(output, source="derived:" + ",".join(sorted({r["source"] for r in records_ if r})),
                     legal_basis=basis,
                     consent=all(r["consent"] for r in records_ if r and r["legal_basis"] == "consent"),
                     privacy_notice=all(r["privacy_notice"] for r in records_ if r), actor=actor,
                     derived_from=[r["id"] for r in records_ if r], note="derived")
+
+
+def carry(sources: Iterable[str | Path], outputs: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """Give each existing file of ``outputs`` its ``sources``' consent/provenance record (``inherit``) when every
+    source has a valid one; otherwise nothing (training then asks for a record, or an audited override). Returns the
+    new records. The prepare stage and retraining call it on what they write, so their callers need not."""
+    sources = [Path(p) for p in sources]
+    if not sources or not all(problem(lookup(p), p) is None for p in sources):
+        return []
+    return [inherit(out, sources) for out in map(Path, outputs) if out.is_file()]

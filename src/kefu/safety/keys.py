@@ -6,9 +6,16 @@ one HMAC (microseconds), unlike scrypt/PBKDF2 which would cost ~50 ms per reques
 hash is safe here (no dictionary to attack). The pepper lives in ``$KEFU_HOME/keys.pepper`` (mode 0600) or
 ``$KEFU_KEY_PEPPER``.
 
-Bootstrap rule: while the store has never held a key (fresh install), local CLI use is allowed as the OS user with
-admin rights, so the first admin key can be created. From the first ``kefu keys create`` on, CLI stages that touch raw
-data require ``KEFU_KEY`` with the needed permission; revoking every key does not reopen the store.
+Bootstrap rule: while the store has never held a key (fresh install), local use is allowed as the OS user with
+admin rights, so the first admin key can be created. From the first ``kefu keys create`` on, every state-changing
+operation requires ``KEFU_KEY`` with the needed permission; revoking every key does not reopen the store.
+
+Enforcement lives in the Python API, not in the CLI: each state-changing function (``KnowledgeGraph.import_path``,
+``data.pipeline.prepare``, ``train.trainer.train``, the registry, exports, retraining, consent registration, key
+management) starts with ``authorize(permission)`` — usually through the ``@authorized(permission)`` decorator — which
+resolves the caller (``acting_as`` principal of this context, else ``$KEFU_KEY``, else the OS user on a fresh
+install), refuses it without the permission, and makes it the actor of every audit entry written during the call.
+A service that authenticates its callers per request (HTTP) wraps the work in ``with acting_as(principal):``.
 """
 
 from __future__ import annotations
@@ -19,11 +26,14 @@ import hmac
 import os
 import re
 import secrets
+import functools
 import threading
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, TypeVar
 
 from sqlalchemy import Column, MetaData, String, Table, create_engine, func, insert, select, update
 from sqlalchemy.engine import Engine
@@ -34,11 +44,11 @@ from kefu.types import KefuError
 
 ROLES: tuple[str, ...] = ("admin", "data-engineer", "trainer", "agent", "customer-app", "auditor")
 PERMISSIONS: tuple[str, ...] = ("data:read", "data:write", "model:train", "model:deploy", "chat", "feedback:read",
-                                "feedback:write", "audit:read", "keys:admin")
+                                "feedback:write", "audit:read", "keys:admin", "kg:write")
 # Least privilege, and separation of duties: trainers train but do not deploy; auditors read the log but no data.
 PERMISSION_MATRIX: dict[str, set[str]] = {
     "admin": set(PERMISSIONS),
-    "data-engineer": {"data:read", "data:write", "feedback:read"},
+    "data-engineer": {"data:read", "data:write", "feedback:read", "kg:write"},
     "trainer": {"data:read", "model:train", "feedback:read"},
     "agent": {"chat", "feedback:read", "feedback:write"},
     "customer-app": {"chat", "feedback:write"},
@@ -93,6 +103,80 @@ def require(principal: Principal | None, permission: str) -> None:
         raise PermissionDenied(f"key {principal.key_id} ({principal.name}) has role {principal.role}, which lacks "
                                f"{permission}; roles with it: "
                                f"{', '.join(r for r in ROLES if permission in PERMISSION_MATRIX[r])}")
+
+
+_acting_principal: ContextVar[Principal | None] = ContextVar("kefu_acting_principal", default=None)
+
+
+@contextmanager
+def acting_as(principal: Principal) -> Iterator[Principal]:
+    """Act as ``principal`` inside this block (this thread/task only): ``authorize`` checks its permissions instead
+    of reading ``$KEFU_KEY``, and ``audit.record`` names it as the actor. Servers wrap each request in it."""
+    token = _acting_principal.set(principal)
+    try:
+        with audit.acting(principal.actor):
+            yield principal
+    finally:
+        _acting_principal.reset(token)
+
+
+def current_principal() -> Principal | None:
+    """The principal set by an enclosing ``acting_as``, if any."""
+    return _acting_principal.get()
+
+
+def _refuse(reason: str, permission: str | None, details: dict[str, Any]) -> PermissionDenied:
+    """Audit a refused caller (no key / unknown key: the OS user is all we know) and build the error."""
+    audit.record("access.denied", permission or "-", actor=f"user:{getpass.getuser()}",
+                 details={"reason": reason, **details})
+    return PermissionDenied(reason + (f" (permission {permission} needed)" if permission else ""))
+
+
+def authorize(permission: str | None = None, *, env: str = "KEFU_KEY") -> Principal:
+    """Who is calling, refused unless it holds ``permission``: the principal of an enclosing ``acting_as``, else the
+    key in ``$KEFU_KEY`` (an unknown or revoked key is refused, also on a fresh install), else — only while no key
+    was ever created in this ``$KEFU_HOME`` (bootstrap rule) — the local OS user as admin.
+
+    Every state-changing API function calls this first (``@authorized``); refusals raise PermissionDenied (a
+    KefuError: the CLI prints one line and exits 2) and are audited as ``access.denied``.
+    """
+    if permission is not None and permission not in PERMISSIONS:
+        raise KefuError(f"unknown permission {permission!r}; known: {', '.join(PERMISSIONS)}")
+    principal = _acting_principal.get()
+    if principal is None:
+        key = os.environ.get(env)
+        if key:
+            principal = KeyStore.open().authenticate(key) if keys_path().exists() else None
+            if principal is None:
+                match = _KEY_RE.match(key.strip())
+                raise _refuse(f"${env} holds an unknown or revoked API key", permission,
+                              {"key_id": match.group(1) if match else None})
+        elif not KeyStore.exists():
+            principal = local_principal()
+        else:
+            raise _refuse(f"this kefu home has API keys: set ${env} to a key"
+                          + (f" with {permission}" if permission else ""), None, {"permission": permission})
+    if permission:
+        require(principal, permission)
+    return principal
+
+
+cli_principal = authorize  # the name CLI commands used before enforcement moved into the API
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def authorized(permission: str) -> Callable[[F], F]:
+    """Decorator for a state-changing API function: ``authorize(permission)`` first, then run the function
+    ``acting_as`` that principal, so its audit entries name the key that did it."""
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with acting_as(authorize(permission)):
+                return fn(*args, **kwargs)
+        call.permission = permission  # type: ignore[attr-defined]
+        return call  # type: ignore[return-value]
+    return wrap
 
 
 _metadata = MetaData()
@@ -192,6 +276,7 @@ class KeyStore:
             return m.group(1), m.group(2)
         return "env" + self._mac("id:" + key)[:9], key
 
+    @authorized("keys:admin")
     def create(self, role: str, name: str, *, actor: str | None = None,
                customer_id: str | None = None) -> tuple[str, Principal]:
         """A new key for ``role`` (bound to ``customer_id`` when given); returns (plaintext key — shown once, never
@@ -255,6 +340,7 @@ class KeyStore:
             return None
         return Principal(key_id, row.name, row.role, row.customer_id)
 
+    @authorized("keys:admin")
     def revoke(self, key_id: str, *, actor: str | None = None) -> None:
         """Revoke a key at once (kept for the record); unknown ids are an error."""
         with self.engine.begin() as conn:
@@ -280,27 +366,6 @@ def local_principal() -> Principal:
     return Principal(LOCAL_KEY_ID, f"user:{getpass.getuser()}", "admin")
 
 
-def cli_principal(permission: str | None = None, *, env: str = "KEFU_KEY") -> Principal:
-    """Who runs this CLI command: the key in ``$KEFU_KEY``, or the OS user while no key was ever created.
-
-    With ``permission``, also enforce it (raises PermissionDenied). Stages call this before touching raw data, e.g.
-    ``principal = cli_principal("data:write")``, then pass ``actor=principal.actor`` to ``audit.record``.
-    """
-    key = os.environ.get(env)
-    if key:
-        principal = KeyStore.open().authenticate(key)
-        if principal is None:
-            raise PermissionDenied(f"${env} holds an unknown or revoked API key")
-    elif not KeyStore.exists():
-        principal = local_principal()
-    else:
-        raise PermissionDenied(f"this kefu home has API keys: set ${env} to a key"
-                               + (f" with {permission}" if permission else ""))
-    if permission:
-        require(principal, permission)
-    return principal
-
-
 def acting_customer(principal: Principal, requested: str | None) -> str | None:
     """The customer a request may act for: a bound key's own customer (naming another is refused), else the
     customer the (trusted, unbound) caller names."""
@@ -311,13 +376,3 @@ def acting_customer(principal: Principal, requested: str | None) -> str | None:
                      details={"reason": "key bound to another customer"})
         raise PermissionDenied(f"this key acts for customer {principal.customer_id} only")
     return principal.customer_id
-
-
-def authorize_cli(permission: str) -> Principal:
-    """Enforce ``permission`` for this CLI process and make its principal the actor of every audit entry it writes.
-
-    Called first by each stage that reads raw data or changes models; see ``cli_principal`` for the bootstrap rule.
-    """
-    principal = cli_principal(permission)
-    os.environ["KEFU_ACTOR"] = principal.actor
-    return principal

@@ -9,9 +9,6 @@ import typer
 
 from kefu.config import load_config
 from kefu.progress import duration
-from kefu.safety.consent import require_consent
-from kefu.safety.keys import authorize_cli
-from kefu.train.data import find_data
 from kefu.types import KefuError
 
 
@@ -77,9 +74,6 @@ def register(app: typer.Typer) -> None:
 
         from kefu.train.trainer import train  # deferred: heavy (torch)
 
-        authorize_cli("model:train")
-        require_consent([find_data(data)[0]], override_reason=consent_override)
-
         overrides = {
             "train.model": model, "train.max_steps": max_steps, "train.epochs": epochs,
             "train.batch_size": batch_size, "train.micro_batch_rows": micro_batch_rows, "train.max_len": max_len,
@@ -99,11 +93,12 @@ def register(app: typer.Typer) -> None:
                 raise KefuError("--dp runs cannot --resume (the privacy accountant would restart)")
             report = train_dp(settings, data, out, epsilon=epsilon or full.safety.dp.epsilon,
                               delta=delta or full.safety.dp.delta, max_grad_norm=full.safety.dp.max_grad_norm,
-                              progress=not no_progress)
+                              progress=not no_progress, consent_override=consent_override)
             Console().print_json(json.dumps(report, ensure_ascii=False))
             return
         report = train(settings, data, out, resume=resume, progress=not no_progress,
-                       warn_after_s=warn_after_hours * 3600 if warn_after_hours is not None else None)
+                       warn_after_s=warn_after_hours * 3600 if warn_after_hours is not None else None,
+                       consent_override=consent_override)
         summary = {k: report[k] for k in ("steps", "final_loss", "val_loss", "supervised_tokens",
                                           "supervised_tokens_per_s", "train_seconds", "split", "truncated",
                                           "skipped_no_agent", "adapter")}

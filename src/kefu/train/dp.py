@@ -17,8 +17,10 @@ import torch
 
 from kefu.artifacts.run import TrainRun
 from kefu.safety import audit
+from kefu.safety.consent import require_consent
+from kefu.safety.keys import authorized
 from kefu.train.config import TrainConfig
-from kefu.train.data import check_data, collate, load_examples
+from kefu.train.data import check_data, collate, find_data, load_examples
 from kefu.train.models import load_model, resolve_model
 from kefu.types import KefuError
 
@@ -36,9 +38,15 @@ class _Rows(torch.utils.data.Dataset):
         return {k: v[i] for k, v in self.batch.items()}
 
 
+@authorized("model:train")
 def train_dp(config: TrainConfig, data: str | Path, out: str | Path, *, epsilon: float, delta: float,
-             max_grad_norm: float = 1.0, progress: bool = True) -> dict[str, Any]:
-    """Train a LoRA adapter on ``data`` with DP-SGD spending at most (``epsilon``, ``delta``); returns the report."""
+             max_grad_norm: float = 1.0, progress: bool = True, consent_override: str | None = None
+             ) -> dict[str, Any]:
+    """Train a LoRA adapter on ``data`` with DP-SGD spending at most (``epsilon``, ``delta``); returns the report.
+
+    Needs ``model:train`` and a consent/provenance record for the data (or an audited ``consent_override``
+    reason), as ``kefu.train.trainer.train``."""
+    require_consent([find_data(data)[0]], override_reason=consent_override)
     from peft import get_peft_model
     from rich.progress import Progress
 

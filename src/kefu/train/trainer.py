@@ -35,9 +35,11 @@ from kefu.heap import large_allocations_kept
 from kefu.kg.replies import ReplyIndex
 from kefu.progress import Progress
 from kefu.safety import audit
+from kefu.safety.consent import require_consent
+from kefu.safety.keys import authorized
 from kefu.train.attention import row_segments, use_packed_attention
 from kefu.train.config import TrainConfig
-from kefu.train.data import Example, check_data, collate, load_examples, pack, step_indices
+from kefu.train.data import Example, check_data, collate, find_data, load_examples, pack, step_indices
 from kefu.train.dropout import use_bits_dropout
 from kefu.train.estimate import (Cost, Workload, estimate, estimate_lines, last_turn_workload, measured_line,
                                  prior_rate, suggestions, warn_after_default, warning_lines)
@@ -251,9 +253,11 @@ def _tensorboard(folder: Path, enabled: bool):
 
 
 # -------------------------------------------------------------------------------------------------------- train
+@authorized("model:train")
 def train(config: TrainConfig, data: str | Path, out: str | Path, *, resume: bool = False,
           progress: bool = True, on_step: Callable[[int, dict], None] | None = None,
-          device: str | torch.device | None = None, warn_after_s: float | None = None) -> dict[str, Any]:
+          device: str | torch.device | None = None, warn_after_s: float | None = None,
+          consent_override: str | None = None) -> dict[str, Any]:
     """Fine-tune a LoRA adapter on ``data`` (the prepare stage's folder or a train.jsonl) into ``out``.
 
     Writes ``out/adapter`` (PEFT, loadable by vLLM ``--lora-modules``), ``config.yaml``, ``metrics.jsonl``,
@@ -265,7 +269,11 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, *, resume: boo
     eight on a GPU); the report keeps both estimates and the actual time (``time_estimate``). ``progress``: a bar
     on a terminal, a plain line every ~30 s otherwise (``kefu.progress``).
 
+    Needs ``model:train`` (``kefu.safety.keys.authorize``; the audit entries name that key), and refuses training
+    data without a valid consent/provenance record unless ``consent_override`` gives a reason, which is audited
+    (``kefu.safety.consent.require_consent``) — both before anything is loaded.
     """
+    require_consent([find_data(data)[0]], override_reason=consent_override)
     device = torch.device(device) if device is not None else _default_device()
     # a CPU step frees and reallocates the same large activations: the heap keeps them while training (kefu.heap)
     with large_allocations_kept(device.type == "cpu"):
