@@ -457,6 +457,7 @@ class Server:
     home: Path
     log: Path
     command: list[str] = field(default_factory=list)
+    health: dict[str, Any] = field(default_factory=dict)  # /healthz once ready (engine, models, kg_version)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -511,6 +512,10 @@ def start_server(home: Path, env: dict[str, str], run: str | None, serve_args: l
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
                 if resp.status == 200:
+                    try:
+                        server.health = json.loads(resp.read().decode("utf-8"))
+                    except ValueError:
+                        pass
                     return server
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             pass
@@ -623,7 +628,8 @@ def docs_section(report: dict[str, Any]) -> str:
         "## Shop question set (`bench/shop_questions.py`)", "",
         (f"Machine: {report['machine']}, {report['date']}, kefu {report['commit']}. Command: "
          f"`{report['command']}`. Server: "
-         f"`{' '.join(report['serve_command'])}` (model `{report['model']}`, run: {report['run'] or 'none'}), "
+         f"`{' '.join(report['serve_command'])}` (model name `{report['model']}`, engine "
+         f"{report.get('engine') or 'none'}, run: {report['run'] or 'none'}), "
          f"server clock {report['server_now'][:16]}."), "",
         (f"{s['total']['n']} customer questions with gold facts derived from the shop files "
          f"(examples/shop_questions.jsonl). Right = every gold fact in the reply and no forbidden one (a handoff or "
@@ -708,7 +714,8 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
         now = datetime.now(timezone.utc)
         report = {"command": command, "serve_command": [Path(server.command[0]).name] + server.command[1:],
-                  "model": model, "run": args.run, "machine": machine(), "date": f"{now:%Y-%m-%d}",
+                  "model": model, "engine": server.health.get("engine"), "health": server.health, "run": args.run,
+                  "machine": machine(), "date": f"{now:%Y-%m-%d}",
                   "commit": git_state(), "server_now": now.isoformat(), "questions": str(args.questions)}
         log = server.log
         if not args.keep_home and not args.kefu_home:
