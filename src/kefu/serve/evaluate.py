@@ -41,8 +41,6 @@ import asyncio
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -85,10 +83,9 @@ class _NoEngine:
 
 
 # -- building the service ------------------------------------------------------------------------------------------
-def open_kg(spec: str | Path | None, config: ServeConfig | None = None, workdir: Path | None = None
-            ) -> tuple[KnowledgeGraph, str]:
-    """The knowledge graph to evaluate against and how it was found: a shop folder (imported into a fresh SQLite
-    graph under ``workdir``), a ``.db`` file, a SQLAlchemy URL, or (None) the serve config's ``kg_url`` / the
+def open_kg(spec: str | Path | None, config: ServeConfig | None = None) -> tuple[KnowledgeGraph, str]:
+    """The knowledge graph to evaluate against and how it was found: a shop folder (imported into a private scratch
+    graph, removed when closed), a ``.db`` file, a SQLAlchemy URL, or (None) the serve config's ``kg_url`` / the
     default graph under ``$KEFU_HOME``."""
     if spec is None:
         url = (config or ServeConfig()).kg_url
@@ -97,14 +94,8 @@ def open_kg(spec: str | Path | None, config: ServeConfig | None = None, workdir:
     if "://" in text:
         return KnowledgeGraph.open(text), text
     path = Path(text)
-    if path.is_dir():
-        if workdir is None:
-            workdir = Path(tempfile.mkdtemp(prefix="kefu-eval-kg-"))
-        workdir.mkdir(parents=True, exist_ok=True)
-        db = workdir / "kg.db"
-        if db.exists():
-            db.unlink()
-        kg = KnowledgeGraph.open(f"sqlite:///{db.resolve()}")
+    if path.is_dir():  # a private scratch graph: changes no shared state, so it needs no kg:write
+        kg = KnowledgeGraph.scratch()
         kg.import_path(path, replace=True)
         return kg, f"{path} (imported)"
     if path.is_file():
@@ -265,11 +256,10 @@ def evaluate_system(data: str | Path, out: str | Path, *, run: str | None = None
     config = config or ServeConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    kg_label, scratch = "given", None
+    kg_label = "given"
     if service is None:
         if not isinstance(kg, KnowledgeGraph):
-            scratch = out / ".kg"  # a shop folder is imported here for the run, removed after it
-            kg, kg_label = open_kg(kg, config, workdir=scratch)
+            kg, kg_label = open_kg(kg, config)  # a shop folder is imported into a scratch graph for the run
         service = build_eval_service(config, run=run, kg=kg, engine=engine)
     else:
         kg = service.kg
@@ -299,9 +289,8 @@ def evaluate_system(data: str | Path, out: str | Path, *, run: str | None = None
         if service.engine is not None and hasattr(service.engine, "close"):
             loop.run_until_complete(service.engine.close())
         loop.close()
-        if scratch is not None and isinstance(kg, KnowledgeGraph) and kg_label.endswith("(imported)"):
-            kg.close()
-            shutil.rmtree(scratch, ignore_errors=True)
+        if isinstance(kg, KnowledgeGraph) and kg_label.endswith("(imported)"):
+            kg.close()  # removes the scratch graph
     info = {"source": "system", "data": str(data), "run": str(run) if run else None,
             "model": (getattr(service.engine, "base_name", None) or service.base_model) if service.engine is not None
             else "none (light path and handoff only)",

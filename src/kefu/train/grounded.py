@@ -17,8 +17,6 @@ figures through slots (``kefu.kg.slots``) that synthesis fills. Training on the 
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -122,14 +120,12 @@ def open_kg(spec: str | Path | KnowledgeGraph) -> Iterator[KnowledgeGraph]:
         finally:
             kg.close()
         return
-    folder = Path(tempfile.mkdtemp(prefix="kefu-kg-"))
-    kg = KnowledgeGraph.open(f"sqlite:///{folder / 'kg.db'}")
+    kg = KnowledgeGraph.scratch()  # private: importing a shop folder for this run needs no kg:write
     try:
         kg.import_path(path)
         yield kg
     finally:
         kg.close()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------------------------- one turn
