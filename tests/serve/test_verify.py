@@ -156,3 +156,13 @@ def test_the_shops_past_reply_answers_a_near_identical_question_with_this_turns_
     # a figure from the past that no fact of this turn backs is not repeated: a person answers instead
     cheaper = ask(service, "能便宜点吗")
     assert "99" not in cheaper.text and cheaper.path == "handoff"
+
+
+def test_loops_are_back_to_back_repeats_not_lists():
+    assert looping("折叠，折叠，折叠") and looping("哈哈哈哈哈哈")
+    policy = "定制款不支持7天无理由退货；内裤拆封后不支持7天无理由退货；刻字款不支持7天无理由退货；袜子不支持7天无理由退货"
+    assert not looping(policy) and not looping("价格区间500-5000000")
+
+
+def test_the_facts_header_is_an_echo():
+    assert echoes("【店铺知识】\n- X1标价¥599", "") and echoes("已知事实：X1", "")

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from typing import Any, Callable, Iterable
 
+from kefu.kg.prompt import FACTS_HEADER
+from kefu.kg.retrieval.facts import BLOCK_HEADER
 from kefu.kg.slots import SLOT, SLOTS
 from kefu.text.claims import claims, evidence_keys
 from kefu.text.pii import PLACEHOLDERS, find_pii
@@ -29,8 +31,10 @@ from kefu.text.pii import PLACEHOLDERS, find_pii
 REASONS = ("invented", "slot", "loop", "echo", "pii", "empty")
 CATALOGUE_KINDS = ("product", "color", "size")
 _MASKS = frozenset(PLACEHOLDERS.values())
-ECHO_CHARS = 12  # a run this long copied from the system prompt is an echo, not an answer
+ECHO_CHARS = 12
+PROMPT_MARKERS = (BLOCK_HEADER, FACTS_HEADER)  # a run this long copied from the system prompt is an echo, not an answer
 _CLAUSE = re.compile(r"[^，,。！？!?；;、\n]+")
+_REPEAT = re.compile(r"(.{2,24}?)\1{2,}")
 _NOISE = re.compile(r"[\s，。！？、,.!?~～：:；;“”\"'（）()…—-]+")
 
 
@@ -87,23 +91,24 @@ class Verdict:
 
 
 def looping(text: str) -> bool:
-    """A reply that repeats itself: a clause (≥ 3 characters) said three times, or a 6-character run four times."""
-    clauses = [_NOISE.sub("", s) for s in _CLAUSE.findall(text)]
-    clauses = [c for c in clauses if len(c) >= 3]
-    if clauses and max(clauses.count(c) for c in set(clauses)) >= 3:
-        return True
+    """A reply that repeats itself back to back: a run of 2–24 characters with a letter in it said three times in a
+    row ("尺码是尺码，尺码是尺码，尺码是尺码", "请问还有其他可以帮到您的吗?" ×3), or the same clause three times
+    in a row. A phrase that recurs apart (each exception ending 不支持7天无理由退货) is a list, not a loop; digit
+    runs (5000000) are figures, judged as figures."""
     flat = _NOISE.sub("", text)
-    grams: dict[str, int] = {}
-    for i in range(len(flat) - 5):
-        gram = flat[i:i + 6]
-        grams[gram] = grams.get(gram, 0) + 1
-        if grams[gram] >= 4:
+    for m in _REPEAT.finditer(flat):
+        if any(not ch.isdigit() for ch in m.group(1)):
             return True
-    return False
+    clauses = [_NOISE.sub("", c) for c in _CLAUSE.findall(text)]
+    clauses = [c for c in clauses if c]
+    return any(clauses[i] == clauses[i + 1] == clauses[i + 2] for i in range(len(clauses) - 2))
 
 
 def echoes(text: str, system_prompt: str) -> bool:
-    """Whether ``text`` copies a run of ``ECHO_CHARS`` or more characters from the system prompt."""
+    """Whether ``text`` copies a run of ``ECHO_CHARS`` or more characters from the system prompt, or a header of
+    what the model is given (【店铺知识】, 已知事实：)."""
+    if any(marker in text for marker in PROMPT_MARKERS):
+        return True
     if not system_prompt or len(text) < ECHO_CHARS:
         return False
     a, b = _NOISE.sub("", text), _NOISE.sub("", system_prompt)

@@ -21,6 +21,7 @@ from kefu.safety.injection import detect
 from kefu.text.numbers import format_fen
 from kefu.types import KefuError
 
+BLOCK_HEADER = "【店铺知识】"  # opens the facts block the model is given; never part of an answer
 PLAYBOOK_NAMES = {"delay": "物流延迟", "lost": "快递丢件", "damaged": "商品破损", "address_change": "修改地址",
                   "refused": "拒收"}
 PLAYBOOK_CUES = {
@@ -362,6 +363,10 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
             label = "全店默认" if category == "*" else category
             facts.append(_fact("policy", category, f"售后·{label}（{policy.category if policy.category != '*' else '默认'}"
                                f"政策）：{policy.summary()}", **policy.to_dict()))
+        if not categories:  # the shop-wide answer names every category's exceptions: they are facts of this turn
+            excluded = list(dict.fromkeys(e for p in snap.policies.values() for e in p.exceptions))
+            if excluded:
+                facts.append(_fact("policy", "*", "售后·各品类例外：" + "；".join(excluded), exceptions=excluded))
         if not orders:
             line = light.policy_answer(snap, list(dict.fromkeys(categories)), text, products)
             if line:
@@ -429,5 +434,5 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
         answer = "".join(piece for kind in order_kinds for piece in parts.get(kind, [])) or None
     elif not parts and faq_answer and not products and not orders:
         answer = faq_answer
-    block = "【店铺知识】\n" + "\n".join(f"- {f['text']}" for f in facts) if facts else ""
+    block = BLOCK_HEADER + "\n" + "\n".join(f"- {f['text']}" for f in facts) if facts else ""
     return Facts(entities=entities, facts=facts, prompt_block=block, answer=answer)
