@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 from kefu.data.annotate import RuleAnnotator
 from kefu.kg.retrieval import retrieve
+from kefu.kg.retrieval.answers import policy_fields
 from kefu.safety.compliance import check as compliance_check
 from kefu.text.claims import DATE, date_parts
 from kefu.text.numbers import NUMBER, cn_number, money_mentions
@@ -217,7 +218,10 @@ def kg_facts(kg: Any, record: dict) -> list[dict]:
             kwargs["at"] = moment
     result = retrieve(kg, query, **kwargs)
     raw = result.get("facts") if isinstance(result, dict) else getattr(result, "facts", None)
-    return key_facts_from_kg(raw or [])
+    facts = key_facts_from_kg(raw or [])
+    if not policy_fields(query):  # a return window is a key fact of a question about windows, not of every 退款
+        facts = [f for f in facts if f["type"] != "days"]
+    return facts
 
 
 _PLACEHOLDER_RE = re.compile(r"\[[^\[\]\s]{1,12}\]")  # already masked: [手机号], JDDC's [电话x], [PHONE]

@@ -151,7 +151,7 @@ def samples_from_dialogue(dialogue: Dialogue, last_turn_only: bool = False, wher
                 sample["customer_id"] = rendered.customer_id
         if turn_facts:
             sample["facts"] = turn_facts
-        for key in ("customer_id", "date"):
+        for key in ("customer_id", "date", "refs"):  # refs: what masked spans stood for (an order number)
             if meta.get(key):
                 sample[key] = meta[key]
         samples.append(sample)

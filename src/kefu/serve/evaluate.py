@@ -41,6 +41,7 @@ import asyncio
 import json
 import math
 import os
+import re
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -54,21 +55,22 @@ from kefu.eval.baseline import baseline_metrics, train_data_of_run
 from kefu.eval.business import kg_facts, last_user_message, normalize_fact
 from kefu.eval.metrics import lf_bleu4, lf_rouge, score_predictions
 from kefu.eval.predictions import PredictionWriter, read_predictions
-from kefu.progress import Progress
 from kefu.eval.records import samples_from_dialogue
 from kefu.eval.report import write_report
 from kefu.kg.prompt import HISTORY
 from kefu.kg.replies import ReplyIndex
-from kefu.kg.retrieval import link
+from kefu.kg.retrieval import CUES, link
 from kefu.kg.store import KnowledgeGraph
+from kefu.progress import Progress
 from kefu.serve.build import build_service
 from kefu.serve.config import ServeConfig
+from kefu.serve.gateway import mask_text
 from kefu.serve.pipeline import ChatService, Found
 from kefu.serve.sessions import SessionStore
-from kefu.serve.gateway import mask_text
 from kefu.serve.text import key_entities, normalise
 from kefu.serve.verify import CATALOGUE_KINDS, Evidence, fact_texts
 from kefu.text.claims import claims
+from kefu.train.grounded import asking_customer
 from kefu.types import KefuError
 
 __all__ = ["open_kg", "build_eval_service", "iter_samples", "count_samples", "unbacked", "evaluate_system",
@@ -133,6 +135,9 @@ def count_samples(data: str | Path, *, last_turn_only: bool = False, max_samples
     return n
 
 
+MASKED_ORDER = re.compile(r"\[(?:订单号|物流单号|订单x)\]")  # where prepare masked the number the customer typed
+
+
 def _prime(service: ChatService, session, context: list[dict[str, str]], max_turns: int) -> None:
     """What the session of this conversation would hold before the turn: the earlier turns (masked), the entities the
     customer named (order numbers, products, sizes, colours) and the failure signals."""
@@ -192,10 +197,14 @@ def unbacked(text: str, evidence: Evidence, link_fn: Callable[[str], list[dict]]
 async def _answer(service: ChatService, sample: dict, *, kg: Any, sample_time: bool) -> dict:
     """One sample through the pipeline; the prediction line."""
     context = sample["context"]
-    customer_id = sample.get("customer_id")
+    customer_id, order_no = sample.get("customer_id"), None
+    if kg is not None:  # the asking customer, as the shop's backend would assert it, and the order a masked
+        customer_id, order_no = asking_customer(kg, context, sample)  # [订单号] in the logs stood for
     session_id = f"eval-{sample['id']}"
     session = service.sessions.get(CALLER, session_id, customer_id)
     _prime(service, session, context, service.sessions.max_turns)
+    if order_no:
+        session.remember("order_no", [order_no])
     captured: list[Found] = []
     original = service.fetch_facts
 
@@ -222,7 +231,11 @@ async def _answer(service: ChatService, sample: dict, *, kg: Any, sample_time: b
                 source = "kg"
             key_facts = [f for f in (normalize_fact(x) for x in sample.get("facts") or []) if f is not None]
             if kg is not None:  # at the moment the pipeline answered
-                key_facts += kg_facts(kg, sample if sample_time else {k: v for k, v in sample.items() if k != "date"})
+                asked = dict(sample, customer_id=customer_id)
+                last = context[-1]["content"] if context else ""
+                if order_no and (MASKED_ORDER.search(last) or CUES["order"].search(last)):  # the order under discussion
+                    asked["context"] = context[:-1] + [dict(context[-1], content=MASKED_ORDER.sub(order_no, last))]
+                key_facts += kg_facts(kg, asked if sample_time else {k: v for k, v in asked.items() if k != "date"})
     finally:
         del service.fetch_facts
     invented, entities = unbacked(reply.text, evidence, link_fn)
