@@ -529,7 +529,7 @@ def ask_all(server: Server, questions: list[dict[str, Any]], model: str | None, 
     import openai
 
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{server.port}/v1", api_key=server.key, timeout=timeout,
-                           max_retries=0)
+                           max_retries=4)  # a 429 is retried after its Retry-After, as a shop client would
     model = model or client.models.list().data[0].id
     nonce = uuid.uuid4().hex[:8]
     deadline = time.monotonic() + total_timeout
@@ -630,21 +630,26 @@ def docs_section(report: dict[str, Any]) -> str:
          f"`{report['command']}`. Server: "
          f"`{' '.join(report['serve_command'])}` (model name `{report['model']}`, engine "
          f"{report.get('engine') or 'none'}, run: {report['run'] or 'none'}), "
-         f"server clock {report['server_now'][:16]}."), "",
+         f"server clock: {report['server_now'][:40]}."), "",
         (f"{s['total']['n']} customer questions with gold facts derived from the shop files "
          f"(examples/shop_questions.jsonl). Right = every gold fact in the reply and no forbidden one (a handoff or "
-         f"refusal also counts where the question allows it). The server prices at its own clock, not at the "
-         f"question's time: {len(shifted)} questions whose answer differs between the two are counted separately "
-         f"(\"date-stable\" leaves them out; the next column recomputes the cart totals at the server's clock)."), "",
+         f"refusal also counts where the question allows it). "
+         + ("Each question goes to a server whose shop clock ($KEFU_SHOP_TIME) is the question's time, so the "
+            "promotions in force are the question's." if report.get("server_clocks") and
+            not str(report["server_now"])[:1].isdigit() else
+            f"The server prices at its own clock, not at the question's time: {len(shifted)} questions whose answer "
+            "differs between the two are counted separately (\"date-stable\" leaves them out; the next column "
+            "recomputes the cart totals at the server's clock).")), "",
         table(s, "category"), "", table(s, "path"), ""])
 
 
 def scored(questions: list[dict[str, Any]], answers: list[dict[str, Any]], shop: Shop,
-           now: datetime) -> list[dict[str, Any]]:
+           now: datetime | dict[str, datetime]) -> list[dict[str, Any]]:
+    """Score each answer; ``now`` is the server's clock, one for all or per question id (``$KEFU_SHOP_TIME``)."""
     prompt = system_prompt_text()
     results = []
     for q, a in zip(questions, answers):
-        verdict = score(q, a["reply"], a["meta"], shop, now, prompt)
+        verdict = score(q, a["reply"], a["meta"], shop, now[q["id"]] if isinstance(now, dict) else now, prompt)
         if a["error"]:
             verdict["right"] = verdict["right_at_server_clock"] = verdict["right_clean"] = False
         results.append({"id": q["id"], "category": q["category"], "question": q["question"],
@@ -676,6 +681,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models-dir", type=Path, help="converted-model cache shared across runs (default: "
                         "$KEFU_MODELS_DIR, else $KEFU_HOME/models of the calling user)")
     parser.add_argument("--keep-home", action="store_true", help="keep the temp KEFU_HOME (server log, audit)")
+    parser.add_argument("--server-clock", action="store_true", help="run one server on the real clock instead of "
+                        "one per question time (KEFU_SHOP_TIME set to the questions' `at`)")
     parser.add_argument("--rescore", type=Path, help="score the replies of an earlier --out file again (no server; "
                         "its server clock is kept)")
     args = parser.parse_args(argv)
@@ -687,7 +694,9 @@ def main(argv: list[str] | None = None) -> int:
         by_id = {q["id"]: q for q in questions}
         answers = [r for r in earlier["results"] if r["id"] in by_id]
         questions = [by_id[r["id"]] for r in answers]
-        now = datetime.fromisoformat(earlier["server_now"])
+        now = ({k: datetime.fromisoformat(v) for k, v in earlier["server_clocks"].items()}
+               if earlier.get("server_clocks") and not earlier["server_now"][:1].isdigit()
+               else datetime.fromisoformat(earlier["server_now"]))
         report = {k: v for k, v in earlier.items() if k not in ("summary", "results")}
         report["rescored"] = command
     else:
@@ -695,33 +704,52 @@ def main(argv: list[str] | None = None) -> int:
             questions = [q for q in questions if q["category"] in args.only]
         if args.limit:
             questions = questions[:args.limit]
-        home = args.kefu_home or Path(tempfile.mkdtemp(prefix="kefu-shopq-"))
-        home.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, KEFU_HOME=str(home))
-        env.pop("KEFU_KEY", None)
-        env.pop("KEFU_API_KEY", None)
-        env["KEFU_MODELS_DIR"] = str(args.models_dir or os.environ.get("KEFU_MODELS_DIR")
-                                     or Path(os.environ.get("KEFU_HOME") or Path.home() / ".kefu") / "models")
-        print(f"KEFU_HOME={home}; starting kefu serve ...", flush=True)
-        t0 = time.perf_counter()
-        server = start_server(home, env, args.run, serve_args, args.startup_timeout)
-        print(f"ready on port {server.port} after {time.perf_counter() - t0:.0f}s; asking {len(questions)} "
-              "questions", flush=True)
-        try:
-            model, answers = ask_all(server, questions, args.model, args.timeout, args.total_timeout,
-                                     args.max_tokens)
-        finally:
-            server.stop()
-        now = datetime.now(timezone.utc)
+        # the shop's clock: one server per question time (KEFU_SHOP_TIME), so promotions are those in force when
+        # each question is asked; --server-clock keeps one server on the real clock
+        groups: dict[str | None, list[dict[str, Any]]] = {}
+        for q in questions:
+            groups.setdefault(None if args.server_clock else q["at"], []).append(q)
+        by_id: dict[str, dict[str, Any]] = {}
+        clocks: dict[str, datetime] = {}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        for at, group in groups.items():
+            home = args.kefu_home / (at or "now").replace(":", "") if args.kefu_home else \
+                Path(tempfile.mkdtemp(prefix="kefu-shopq-"))
+            home.mkdir(parents=True, exist_ok=True)
+            env = dict(os.environ, KEFU_HOME=str(home))
+            for name in ("KEFU_KEY", "KEFU_API_KEY", "KEFU_SHOP_TIME"):
+                env.pop(name, None)
+            if at:
+                env["KEFU_SHOP_TIME"] = at
+            env["KEFU_MODELS_DIR"] = str(args.models_dir or os.environ.get("KEFU_MODELS_DIR")
+                                         or Path(os.environ.get("KEFU_HOME") or Path.home() / ".kefu") / "models")
+            print(f"KEFU_HOME={home}; shop clock {at or 'real time'}; starting kefu serve ...", flush=True)
+            t0 = time.perf_counter()
+            server = start_server(home, env, args.run, serve_args, args.startup_timeout)
+            print(f"ready on port {server.port} after {time.perf_counter() - t0:.0f}s; asking {len(group)} "
+                  "questions", flush=True)
+            try:
+                model, got = ask_all(server, group, args.model, args.timeout, args.total_timeout, args.max_tokens)
+            finally:
+                server.stop()
+            for q, a in zip(group, got):
+                by_id[q["id"]] = a
+                clocks[q["id"]] = datetime.fromisoformat(at) if at else datetime.now(timezone.utc)
+            if not args.keep_home and not args.kefu_home:
+                log = shutil.copy(server.log, args.out.with_suffix(f".{len(by_id)}.serve.log"))
+                shutil.rmtree(home, ignore_errors=True)
+            else:
+                log = server.log
+        answers = [by_id[q["id"]] for q in questions]
+        now = clocks if not args.server_clock else next(iter(clocks.values()))
+        today = datetime.now(timezone.utc)
         report = {"command": command, "serve_command": [Path(server.command[0]).name] + server.command[1:],
                   "model": model, "engine": server.health.get("engine"), "health": server.health, "run": args.run,
-                  "machine": machine(), "date": f"{now:%Y-%m-%d}",
-                  "commit": git_state(), "server_now": now.isoformat(), "questions": str(args.questions)}
-        log = server.log
-        if not args.keep_home and not args.kefu_home:
-            log = shutil.copy(server.log, args.out.with_suffix(".serve.log"))
-            shutil.rmtree(home, ignore_errors=True)
-        report["serve_log"] = str(log)
+                  "machine": machine(), "date": f"{today:%Y-%m-%d}", "commit": git_state(),
+                  "server_now": ("per question (KEFU_SHOP_TIME = its time)" if isinstance(now, dict)
+                                 else now.isoformat()),
+                  "server_clocks": {k: v.isoformat() for k, v in clocks.items()}, "questions": str(args.questions),
+                  "serve_log": str(log)}
     results = scored(questions, answers, shop, now)
     report.update(summary=summarise(results), results=results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
