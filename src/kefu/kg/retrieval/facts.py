@@ -49,7 +49,7 @@ FOREIGN = re.compile(r"(?<![A-Za-z0-9])C\d{4,}(?!\d)|所有(?:顾客|客户|人|
 AVAILABILITY = re.compile(r"有吗|有没|有的吗|有不|还有|能买|可以买|有.{0,8}[吗么]")
 STOCK_ONLY = re.compile(r"有货|库存|缺货|现货|补货|断码|卖完")  # "六折清仓还有吗" asks about the promotion, not stock
 SHIPPED_STATUSES = ("已发货", "已签收", "已完成")
-FACT_PRIORITY = {"order_not_found": 0, "order": 1, "logistics": 2, "playbook": 3, "price": 4, "coupon": 4, "stock": 5,
+FACT_PRIORITY = {"order_not_found": 0, "order": 1, "logistics": 2, "playbook": 3, "price": 4, "coupon": 4, "quote": 4, "stock": 5,
                  "color": 6, "size": 7, "attribute": 7, "policy": 8, "product": 9, "promotion_status": 9,
                  "relation": 10, "recommendation": 10, "promotion": 11, "faq": 12}
 
@@ -309,7 +309,8 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
             facts.append(_fact("promotion", promotion.id, f"活动「{promotion.name}」：{promotion.rule_text()}，范围"
                                f"{promotion.scope_text()}，至{promotion.ends_at:%m-%d %H:%M}", **promotion.to_dict()))
         amount = light.amount_quote(snap, text, at) if re.search(r"满减|能减|减多少|优惠多少|便宜多少", text) else None
-        if amount:
+        if amount:  # the promotion engine's arithmetic on the amount asked about is a fact of this turn
+            facts.append(_fact("quote", "cart", amount.rstrip("。")))
             say("promotion", amount)
         elif shown and re.search(r"什么|哪些|有没有|有吗|还有", text):
             say("promotion", "当前进行中的" + ("优惠券" if coupon_asked else "活动") + "："
