@@ -26,6 +26,7 @@ from kefu.kg.prompt import FACTS_HEADER
 from kefu.kg.retrieval.facts import BLOCK_HEADER
 from kefu.kg.slots import SLOT, SLOTS
 from kefu.text.claims import claims, evidence_keys
+from kefu.text.numbers import format_fen
 from kefu.text.pii import PLACEHOLDERS, find_pii
 
 REASONS = ("invented", "slot", "loop", "echo", "pii", "empty")
@@ -64,15 +65,34 @@ class Evidence:
 
 def fact_texts(facts: Any, tool_result: dict | None) -> list[str]:
     """The lines a request's facts say (the KG's fact lines and their data, the tool result), for ``Evidence``; the
-    light path's composed answer is not evidence, it is checked like any reply."""
+    light path's composed answer is not evidence, it is checked like any reply. Money in the data (``*_fen``
+    fields, integer fen by the shop's convention) is written as money, so ``cap_fen: 10000`` backs "最多减¥100"."""
     out = [str(getattr(facts, "prompt_block", "") or "")]
     for fact in getattr(facts, "facts", None) or []:
         if isinstance(fact, dict):
             out.append(str(fact.get("text", "")))
-            out.append(json.dumps(fact.get("data") or {}, ensure_ascii=False, default=str))
+            data = fact.get("data") or {}
+            out.append(json.dumps(data, ensure_ascii=False, default=str))
+            out.extend(_money_fields(data))
     if isinstance(tool_result, dict):
         out.append(json.dumps(tool_result, ensure_ascii=False, default=str))
+        out.extend(_money_fields(tool_result))
     return out
+
+
+def _money_fields(data: Any) -> list[str]:
+    """``¥…`` for every integer ``*_fen`` value anywhere in ``data``."""
+    found: list[str] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if str(key).endswith("_fen") and isinstance(value, int) and not isinstance(value, bool):
+                found.append(f"¥{format_fen(value)}")
+            else:
+                found.extend(_money_fields(value))
+    elif isinstance(data, list):
+        for item in data:
+            found.extend(_money_fields(item))
+    return found
 
 
 @dataclass
