@@ -174,7 +174,8 @@ def test_money_in_fact_data_backs_the_same_amount_written_as_money():
     from kefu.serve.verify import fact_texts
 
     facts = SimpleNamespace(prompt_block="", facts=[{"type": "promotion", "text": "每满200减20，最多减100",
-                                                      "data": {"per_threshold_fen": 20000, "cap_fen": 10000}}])
+                                                      "data": {"per_threshold_fen": 20000, "per_reduction_fen": 2000,
+                                                               "cap_fen": 10000}}])
     evidence = Evidence.gather(fact_texts(facts, None), [])
     assert verify_reply("每满200元减20元，最多减¥100.00", evidence).ok
     assert verify_reply("最多减¥150", evidence).reason == "invented"
