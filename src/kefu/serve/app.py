@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gc
 import json
+import os
+import re
 import time
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -452,18 +454,64 @@ def create_app(service: ChatService, *, auth: Authenticator | None = None,
                      details={"path": req.path}, digest=audit.sha256_file(config.folder / ADAPTER_CONFIG))
         return {"object": "adapter", "name": req.name, "models": service.models()}
 
-    @app.get("/", response_class=HTMLResponse)
+    # ---- pages (docs/pages.md): / a landing page, /widget the customer chat a shop embeds (static/widget.js puts it
+    # in an iframe), /operator the staff console. Scripts and styles only from this origin (no inline code, no CDN,
+    # no web fonts); only /widget may be framed, by the origins in $KEFU_WIDGET_FRAME_ANCESTORS.
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index():
-        return HTMLResponse(_static("index.html"))
+        return _page("index.html", "'none'")
+
+    @app.get("/widget", response_class=HTMLResponse, include_in_schema=False)
+    async def widget():
+        return _page("widget.html", widget_frame_ancestors(config))
+
+    @app.get("/operator", response_class=HTMLResponse, include_in_schema=False)
+    async def operator():
+        return _page("operator.html", "'none'")
 
     @app.get("/static/{name}", openapi_extra=_operation(None, None, (404,)))
     async def static(name: str):
-        if name not in ("app.js", "style.css"):
+        media = STATIC_FILES.get(name)
+        if media is None:
             raise ApiError(404, f"no static file {name!r}", code="not_found")
-        media = "application/javascript" if name.endswith(".js") else "text/css"
-        return Response(_static(name), media_type=f"{media}; charset=utf-8")
+        return Response(_static(name), media_type=f"{media}; charset=utf-8", headers=STATIC_HEADERS)
 
     return app
+
+
+STATIC_FILES = {"app.js": "text/javascript", "widget.js": "text/javascript", "operator.js": "text/javascript",
+                "widget.css": "text/css", "operator.css": "text/css"}
+# widget.js runs on the shop's pages: CORP lets a shop that sets Cross-Origin-Embedder-Policy load it too
+STATIC_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache",
+                  "Cross-Origin-Resource-Policy": "cross-origin"}
+_FRAME_SOURCE = re.compile(r"^(?:\*|https?://(?:\*\.)?[A-Za-z0-9.-]+(?::[0-9]{1,5})?)$")
+
+
+def widget_frame_ancestors(config: Any) -> str:
+    """Who may frame /widget: this origin plus the shop origins listed (space or comma separated) in
+    ``serve.widget_frame_ancestors`` or ``$KEFU_WIDGET_FRAME_ANCESTORS`` (``https://shop.example``,
+    ``https://*.shop.example``, ``*``); anything else in the list is ignored (it cannot inject a directive)."""
+    raw = getattr(config, "widget_frame_ancestors", None) or os.environ.get("KEFU_WIDGET_FRAME_ANCESTORS", "")
+    if isinstance(raw, (list, tuple)):
+        raw = " ".join(str(x) for x in raw)
+    shops = [s for s in str(raw).replace(",", " ").split() if _FRAME_SOURCE.match(s)]
+    return " ".join(["'self'"] + list(dict.fromkeys(shops)))
+
+
+def page_headers(frame_ancestors: str) -> dict[str, str]:
+    """A page's security headers: CSP (scripts, styles, fetches only from this origin; framing by
+    ``frame_ancestors``), no MIME sniffing, no referrer."""
+    csp = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+           f"connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors {frame_ancestors}")
+    headers = {"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+               "Permissions-Policy": "camera=(), microphone=(), geolocation=()", "Cache-Control": "no-cache"}
+    if frame_ancestors == "'none'":
+        headers["X-Frame-Options"] = "DENY"
+    return headers
+
+
+def _page(name: str, frame_ancestors: str) -> HTMLResponse:
+    return HTMLResponse(_static(name), headers=page_headers(frame_ancestors))
 
 
 def _static(name: str) -> str:
