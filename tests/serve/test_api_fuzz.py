@@ -30,6 +30,7 @@ OPERATIONS: dict[tuple[str, str], tuple[str | None, list[str]]] = {
     ("/v1/chat/completions", "post"): ("ChatCompletionRequest", AUTH_ERRORS + BODY_ERRORS + ["404"]),
     ("/v1/feedback", "post"): ("FeedbackRequest", AUTH_ERRORS + BODY_ERRORS),
     ("/v1/adapters", "post"): ("AdapterRequest", AUTH_ERRORS + BODY_ERRORS),
+    ("/v1/customer_tokens", "post"): ("CustomerTokenRequest", AUTH_ERRORS + BODY_ERRORS),
     ("/v1/models", "get"): (None, AUTH_ERRORS),
     ("/healthz", "get"): (None, []),
     ("/static/{name}", "get"): (None, ["404"]),

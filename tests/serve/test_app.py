@@ -20,6 +20,13 @@ def chat(client, content, **extra):
     return client.post("/v1/chat/completions", json=body)
 
 
+def session_of(response) -> str:
+    """The server-made session id of an answer (sessions are no longer named by the client: issue 19)."""
+    sid = response.headers["x-kefu-session"]
+    assert sid.startswith("sess_") and response.json()["kefu"]["session_id"] == sid
+    return sid
+
+
 # ---------------------------------------------------------------------------------------------- OpenAI client
 def test_official_openai_client_against_live_uvicorn(live_server):
     openai = pytest.importorskip("openai")
@@ -29,10 +36,12 @@ def test_official_openai_client_against_live_uvicorn(live_server):
     assert plain.choices[0].message.content == "山岚冲锋衣的价格是¥399。"
     assert plain.choices[0].finish_reason == "stop"
     stream = client.chat.completions.create(model="tiny", stream=True,
-                                            messages=[{"role": "user", "content": "帮我推荐一款冲锋衣"}],
-                                            extra_body={"session_id": "s-stream"})
+                                            messages=[{"role": "user", "content": "帮我推荐一款冲锋衣"}])
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
+    # the server made the session (a client-named id it never issued would be 404 session_not_found)
+    assert chunks[0].model_extra["kefu"]["session_id"].startswith("sess_")
+    assert stream.response.headers["x-kefu-session"] == chunks[0].model_extra["kefu"]["session_id"]
     # the tiny model's 8-token budget cuts its answer: "length", as the pipeline's reply says
     assert chunks[-1].choices[0].finish_reason == chunks[-1].model_extra["kefu"]["finish_reason"] == "length"
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
@@ -126,24 +135,42 @@ def test_key_store_keys_are_accepted(tiny, kefu_home):
 
 # ------------------------------------------------------------------------------------------ pipeline via HTTP
 def test_paths_cache_and_handoff_summary(client):
-    r1 = chat(client, "SL-10001多少钱", session_id="s1")
-    r2 = chat(client, "SL-10001 多少钱？", session_id="s1")
+    r1 = chat(client, "SL-10001多少钱")  # the server makes the session; the client continues it
+    s1 = session_of(r1)
+    r2 = chat(client, "SL-10001 多少钱？", session_id=s1)
     assert r1.json()["kefu"]["path"] == "light" and r2.json()["kefu"]["path"] == "cache"
     assert r1.json()["choices"][0]["message"]["content"] == r2.json()["choices"][0]["message"]["content"]
-    assert chat(client, "SL-10002多少钱", session_id="s1").json()["choices"][0]["message"]["content"].endswith("¥599。")
-    r = chat(client, "我要投诉！！！你们太过分了", session_id="s1")
+    assert chat(client, "SL-10002多少钱", session_id=s1).json()["choices"][0]["message"]["content"].endswith("¥599。")
+    r = chat(client, "我要投诉！！！你们太过分了", session_id=s1)
     kefu = r.json()["kefu"]
     assert kefu["path"] == "handoff" and "complaint" in kefu["handoff"]["intents"]
     assert kefu["handoff"]["last_question"].startswith("我要投诉")
 
 
-def test_order_answers_are_per_customer_and_never_shared(client):
-    a = chat(client, "订单1234567890123456到哪了", customer_id="C0001", session_id="a")
-    b = chat(client, "订单1234567890123456到哪了", customer_id="C0002", session_id="b")
+def test_order_answers_are_per_customer_and_never_shared(tiny):
+    """A key that may assert customers (the shop's server) names them; each sees only their own order. (Was an
+    $KEFU_API_KEY key naming customer_id: such a key no longer unlocks orders, see test_customer_tokens.py.)"""
+    from fastapi.testclient import TestClient
+
+    from kefu.serve.app import create_app  # deferred: heavy (fastapi)
+
+    backend, _ = KeyStore.open().create("shop-backend", "shop-server")
+    with TestClient(create_app(make_service(tiny), auth=Authenticator([]))) as c:
+        c.headers["Authorization"] = f"Bearer {backend}"
+        a = chat(c, "订单1234567890123456到哪了", customer_id="C0001")
+        b = chat(c, "订单1234567890123456到哪了", customer_id="C0002")
     assert "已发货" in a.json()["choices"][0]["message"]["content"]
     assert "已发货" not in b.json()["choices"][0]["message"]["content"]
     assert "不属于" in b.json()["choices"][0]["message"]["content"]
     assert b.json()["kefu"]["path"] == "light" and not b.json()["kefu"]["cached"]
+
+
+def test_an_unbound_key_naming_a_customer_gets_no_order(client):
+    """customer_id from a key that may not assert customers is a claim: the answer asks the customer to log in."""
+    for field in ("customer_id", "user"):
+        r = chat(client, "订单1234567890123456到哪了", **{field: "C0001"})
+        text = r.json()["choices"][0]["message"]["content"]
+        assert "已发货" not in text and "登录" in text, text
 
 
 def test_sessions_are_isolated_between_api_keys(tiny):
@@ -154,9 +181,15 @@ def test_sessions_are_isolated_between_api_keys(tiny):
     service = make_service(tiny)
     app = create_app(service, auth=Authenticator([API_KEY, "second-key-0123456789"], use_store=False))
     with TestClient(app) as c:
-        for key, text in ((API_KEY, "订单1234567890123456呢"), ("second-key-0123456789", "你好")):
-            c.post("/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                   json={"model": "tiny", "session_id": "same", "messages": [{"role": "user", "content": text}]})
+        first = c.post("/v1/chat/completions", headers={"Authorization": f"Bearer {API_KEY}"},
+                       json={"model": "tiny", "messages": [{"role": "user", "content": "订单1234567890123456呢"}]})
+        same = session_of(first)
+        # the second key cannot continue the first key's session, even knowing its id (404, not "exists")
+        stolen = c.post("/v1/chat/completions", headers={"Authorization": "Bearer second-key-0123456789"},
+                        json={"model": "tiny", "session_id": same, "messages": [{"role": "user", "content": "你好"}]})
+        assert stolen.status_code == 404 and stolen.json()["error"]["code"] == "session_not_found"
+        c.post("/v1/chat/completions", headers={"Authorization": "Bearer second-key-0123456789"},
+               json={"model": "tiny", "messages": [{"role": "user", "content": "你好"}]})
     owners = {owner for owner, _, _ in service.sessions._data}
     assert len(owners) == 2
     seen = [s for s in service.sessions._data.values()]
@@ -165,10 +198,10 @@ def test_sessions_are_isolated_between_api_keys(tiny):
 
 
 def test_pii_is_masked_in_logs_and_sessions(client, app):
-    chat(client, "我的手机是13812345678，帮我推荐一款帐篷", session_id="pii")
+    sid = session_of(chat(client, "我的手机是13812345678，帮我推荐一款帐篷"))
     service = app.state.service
     assert all("13812345678" not in json.dumps(e, ensure_ascii=False) for e in service.request_log)
-    session = next(s for s in service.sessions._data.values() if s.id == "pii")
+    session = next(s for s in service.sessions._data.values() if s.id == sid)
     assert all("13812345678" not in t["content"] for t in session.turns)
 
 
@@ -246,20 +279,20 @@ def test_remote_engine_down_answers_with_fallback(tiny):
 
 # ------------------------------------------------------------------------------------------ feedback, metrics
 def test_feedback_endpoint_stores_masked_conversation(client, app):
-    chat(client, "我叫张三，电话13812345678，帮我推荐一款帐篷", session_id="fb")
+    fb = session_of(chat(client, "我叫张三，电话13812345678，帮我推荐一款帐篷"))
     ids = [client.post("/v1/feedback", json=body).json()["id"] for body in (
-        {"kind": "rating", "rating": -1, "session_id": "fb"},
-        {"kind": "correction", "correction": "推荐SL-10001，¥399", "session_id": "fb", "source": "web"},
-        {"kind": "handoff", "outcome": "resolved", "session_id": "fb"})]
+        {"kind": "rating", "rating": -1, "session_id": fb},
+        {"kind": "correction", "correction": "推荐SL-10001，¥399", "session_id": fb, "source": "web"},
+        {"kind": "handoff", "outcome": "resolved", "session_id": fb})]
     assert len(set(ids)) == 3
-    rows = app.state.service.feedback.list(session_id="fb")
+    rows = app.state.service.feedback.list(session_id=fb)
     assert [r.kind for r in rows] == ["rating", "correction", "handoff"]
     assert rows[1].source == "web"
     assert len(rows[0].conversation) == 2 and "13812345678" not in json.dumps(rows[0].conversation,
                                                                               ensure_ascii=False)
-    bad = client.post("/v1/feedback", json={"kind": "rating", "rating": 9, "session_id": "fb"})
+    bad = client.post("/v1/feedback", json={"kind": "rating", "rating": 9, "session_id": fb})
     assert bad.status_code == 400 and "rating" in bad.json()["error"]["message"]
-    assert client.post("/v1/feedback", json={"kind": "x", "session_id": "fb"}).status_code == 400
+    assert client.post("/v1/feedback", json={"kind": "x", "session_id": fb}).status_code == 400
 
 
 def test_metrics_and_health(client):
@@ -319,8 +352,8 @@ def test_adapter_hot_load_endpoint_needs_deploy_permission(tiny, tmp_path, kefu_
 
 
 def test_follow_up_turn_is_about_the_product_under_discussion(client):
-    chat(client, "SL-10002怎么样", session_id="fu")
-    r = chat(client, "那它多少钱", session_id="fu")
+    fu = session_of(chat(client, "SL-10002怎么样"))
+    r = chat(client, "那它多少钱", session_id=fu)
     assert r.json()["choices"][0]["message"]["content"] == "轻量羽绒服的价格是¥599。"
 
 

@@ -1,8 +1,10 @@
 """Customer isolation and prompt-injection defence through the real HTTP app, on the sample shop's knowledge graph.
 
-Two shop apps (API keys with the ``customer-app`` role) act for two customers who each own a shipped order in
-examples/shop/orders.json. The app identifies the customer by the request's ``customer_id`` (or ``user``) field and
-scopes sessions by (key, customer, session id); order tools only return orders of that customer.
+Two customers each own a shipped order in examples/shop/orders.json. Since issue 19 a request acts for a customer
+only when that is vouched for: a customer token minted by the shop's server (a ``shop-backend`` key), or a key bound
+to the customer. Two shop apps (unbound ``customer-app`` keys) that name a customer in ``customer_id``/``user`` get
+no customer data. Sessions are made by the server and bound to (key, customer); order tools only return orders of
+the verified customer.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 import pytest
 
 from kefu.kg.store import KnowledgeGraph
+from kefu.safety import audit
 from kefu.kg.tools import SQLiteOrderBackend, ToolBox
 from kefu.safety.injection import SAFE_REFUSAL
 from kefu.safety.keys import KeyStore, acting_as, local_principal
@@ -62,7 +65,7 @@ def keys():
     made, ids = {}, {}
     with acting_as(local_principal()):  # managing keys needs keys:admin once the first exists
         for name, role in (("app-a", "customer-app"), ("app-b", "customer-app"), ("auditor", "auditor"),
-                           ("data", "data-engineer"), ("agent", "agent")):
+                           ("data", "data-engineer"), ("agent", "agent"), ("shop", "shop-backend")):
             made[name], principal = store.create(role, name)
             ids[name] = principal.key_id
         # a key shipped inside Alice's own app: bound to her
@@ -86,6 +89,18 @@ def http(service, keys):
 
     with TestClient(create_app(service, auth=Authenticator([], use_store=True))) as client:
         yield client
+
+
+def token_for(http, keys, customer: str) -> str:
+    """A customer token from the shop's server (its shop-backend key), as the widget would get it."""
+    r = http.post("/v1/customer_tokens", json={"customer_id": customer},
+                  headers={"Authorization": f"Bearer {keys['shop']}"})
+    assert r.status_code == 200, r.text
+    return r.json()["token"]
+
+
+def denied() -> list[dict]:
+    return [e for e in audit.entries() if e["action"] == "access.denied"]
 
 
 def chat(http, key: str | None, text: str, *, customer: str | None, stream: bool = False, **extra):
@@ -123,11 +138,24 @@ def assert_no_leak(text: str, keys: dict, service, asked: str = "") -> None:
 
 
 # -- orders ------------------------------------------------------------------------------------------------------
-def test_a_customer_gets_their_own_order(http, keys):
-    """Positive control: the order path works, so the refusals below mean something."""
-    text = reply_text(chat(http, keys["app-a"], f"订单{ALICE['order_no']}的物流到哪了", customer=ALICE["customer_id"]))
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_customer_gets_their_own_order(http, keys, stream):
+    """Positive control: with a customer token the order path works, so the refusals below mean something."""
+    token = token_for(http, keys, ALICE["customer_id"])
+    text = reply_text(chat(http, token, f"订单{ALICE['order_no']}的物流到哪了", customer=None, stream=stream))
     assert ALICE["status"] in text and ALICE["shipment"]["carrier"] in text
     assert ALICE["shipment"]["events"][-1]["location"] in text
+
+
+@pytest.mark.parametrize("field", ["customer_id", "user"])
+def test_an_unbound_app_key_naming_a_customer_reads_no_order(http, keys, service, field):
+    """Issue 19: an unbound customer-app key set customer_id/user to any customer and read their carrier and
+    tracking number. A name is not an identity: no order data, and the answer asks the customer to log in."""
+    asked = f"订单{ALICE['order_no']}的物流到哪了，快递单号多少"
+    r = chat(http, keys["app-a"], asked, customer=None, **{field: ALICE["customer_id"]})
+    text = reply_text(r)
+    assert ALICE["shipment"]["carrier"] not in text and ALICE["shipment"]["tracking_no"] not in text
+    assert ALICE["shipment"]["events"][-1]["location"] not in text and "登录" in text, text
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -139,15 +167,38 @@ def test_another_customers_order_is_not_disclosed_in_chat(http, keys, service, s
     assert_no_leak(text, keys, service, asked)
 
 
-def test_another_key_with_the_same_session_id_does_not_inherit_the_order(http, keys, service):
-    """Alice's session remembers her order number; Bob's app reusing her session id must not reach it."""
-    r = chat(http, keys["app-a"], f"订单{ALICE['order_no']}到哪了", customer=ALICE["customer_id"], session_id="s-1")
+def test_another_key_or_customer_cannot_continue_a_session(http, keys, service):
+    """Alice's session remembers her order number; any other key or customer sending her session id gets 404 (the
+    same as for an id that never existed), and each attempt is audited with the caller's key id."""
+    alice = token_for(http, keys, ALICE["customer_id"])
+    r = chat(http, alice, f"订单{ALICE['order_no']}到哪了", customer=None)
     assert ALICE["shipment"]["carrier"] in reply_text(r)
-    for key, customer in ((keys["app-b"], BOB["customer_id"]), (keys["app-a"], BOB["customer_id"]),
-                          (keys["app-b"], None), (keys["app-a"], None)):
-        text = reply_text(chat(http, key, "我的快递到哪了", customer=customer, session_id="s-1"))
-        for secret in secrets_of(ALICE):
-            assert secret not in text, (key[:12], customer, text)
+    sid = r.headers["x-kefu-session"]
+    assert sid.startswith("sess_") and r.json()["kefu"]["session_id"] == sid
+    bob = token_for(http, keys, BOB["customer_id"])
+    # (the shop key that minted Alice's token may itself act for Alice, so with her id it is the same (key, customer)
+    # and may continue; with another customer's it may not)
+    others = [(bob, None), (keys["app-a"], ALICE["customer_id"]), (keys["app-b"], None), (keys["alice-app"], None),
+              (keys["shop"], BOB["customer_id"]), (keys["shop"], None)]
+    before = len(denied())
+    for stream in (False, True):
+        for key, customer in others:
+            r = chat(http, key, "我的快递到哪了", customer=customer, session_id=sid, stream=stream)
+            assert r.status_code == 404 and r.json()["error"]["code"] == "session_not_found", (key[:12], r.text)
+            for secret in secrets_of(ALICE):
+                assert secret not in r.text
+    unknown = chat(http, alice, "我的快递到哪了", customer=None, session_id="sess_" + "x" * 32)
+    assert unknown.status_code == 404 and unknown.json() == r.json()  # a foreign id looks like an unknown one
+    entries = denied()[before:]
+    assert len(entries) == 2 * len(others) + 1
+    assert all(e["details"]["status"] == 404 and e["details"]["path"] == "/v1/chat/completions" for e in entries)
+    assert sum(e["details"]["reason"] == "session of another key or customer" for e in entries) == 2 * len(others)
+    assert entries[-1]["details"]["reason"] == "unknown or expired session"
+    assert {e["details"]["key_id"] for e in entries} >= {keys["_ids"]["app-a"], keys["_ids"]["alice-app"]}
+    assert sid not in json.dumps(entries)  # the audit keeps a digest of the id, not the id
+    # Alice herself continues it
+    again = chat(http, alice, "我的快递到哪了", customer=None, session_id=sid)
+    assert again.status_code == 200 and ALICE["shipment"]["carrier"] in reply_text(again)
 
 
 def test_tool_calls_cannot_reach_another_customers_order(http, keys, service, shop_kg):
@@ -232,6 +283,44 @@ def test_a_revoked_key_gets_401(http, keys):
     assert chat(http, keys["app-b"], "在吗", customer=BOB["customer_id"]).status_code == 401
 
 
+def test_every_401_and_403_is_audited(http, keys):
+    """Issue 19: 0 of 12 HTTP 403s reached the audit log. Each refusal writes one access.denied entry naming the path,
+    the key id when one is known (never the secret) and the reason."""
+    chat_body = {"model": MODEL, "messages": [{"role": "user", "content": "在吗"}]}
+    refusals = [  # (credential, method, path, body, status)
+        (None, "post", "/v1/chat/completions", chat_body, 401),
+        ("kefu_0123456789ab_" + "x" * 43, "post", "/v1/chat/completions", chat_body, 401),
+        ("not-a-key-at-all-123", "get", "/v1/models", None, 401),
+        (keys["auditor"], "post", "/v1/chat/completions", chat_body, 403),
+        (keys["data"], "get", "/v1/models", None, 403),
+        (keys["data"], "post", "/v1/feedback", {"kind": "rating", "session_id": "s", "rating": 1}, 403),
+        (keys["app-a"], "post", "/v1/adapters", {"name": "x", "path": "/tmp"}, 403),
+        (keys["app-a"], "post", "/v1/customer_tokens", {"customer_id": ALICE["customer_id"]}, 403),
+        (keys["agent"], "post", "/v1/customer_tokens", {"customer_id": ALICE["customer_id"]}, 403),
+        (keys["alice-app"], "post", "/v1/chat/completions", {**chat_body, "customer_id": BOB["customer_id"]}, 403),
+    ]
+    before = len(denied())
+    for key, method, path, body, status in refusals:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        r = http.request(method, path, json=body, headers=headers)
+        assert r.status_code == status, (path, r.text)
+    entries = denied()[before:]
+    assert len(entries) == len(refusals)
+    for entry, (key, method, path, _, status) in zip(entries, refusals):
+        assert entry["details"]["status"] == status and entry["details"]["path"] == path
+        assert entry["object"] == f"{method.upper()} {path}" and entry["details"]["reason"]
+        text = json.dumps(entry)
+        for name, secret in keys.items():
+            if not name.startswith("_"):
+                assert secret.rsplit("_", 1)[-1] not in text  # never a key's secret
+    assert entries[1]["details"]["key_id"] == "0123456789ab" and entries[1]["actor"] == "key:0123456789ab"
+    assert entries[0]["actor"] == "anonymous" and entries[0]["details"]["key_id"] is None
+    assert entries[3]["details"]["key_id"] == keys["_ids"]["auditor"]
+    assert entries[3]["actor"] == f"key:{keys['_ids']['auditor']}:auditor"
+    assert entries[3]["details"]["reason"] == "lacks chat"
+    assert audit.verify().ok
+
+
 def test_a_key_without_chat_gets_403(http, keys):
     for name in ("auditor", "data"):
         r = chat(http, keys[name], "在吗", customer=ALICE["customer_id"])
@@ -254,16 +343,17 @@ def test_adapters_need_model_deploy(http, keys):
 
 
 def test_feedback_cannot_attach_another_keys_conversation(http, keys, service):
-    """Feedback stores the session's masked conversation; another key naming the same session id gets none."""
-    chat(http, keys["app-a"], f"订单{ALICE['order_no']}到哪了", customer=ALICE["customer_id"], session_id="s-9")
-    for key, customer in ((keys["app-b"], ALICE["customer_id"]), (keys["app-a"], BOB["customer_id"])):
-        r = http.post("/v1/feedback", json={"kind": "rating", "session_id": "s-9", "rating": -1,
+    """Feedback stores the session's masked conversation; another key or customer naming the same session id gets
+    none."""
+    alice = token_for(http, keys, ALICE["customer_id"])
+    sid = chat(http, alice, f"订单{ALICE['order_no']}到哪了", customer=None).headers["x-kefu-session"]
+    for key, customer in ((keys["app-b"], ALICE["customer_id"]), (keys["app-a"], ALICE["customer_id"])):
+        r = http.post("/v1/feedback", json={"kind": "rating", "session_id": sid, "rating": -1,
                                             "customer_id": customer}, headers={"Authorization": f"Bearer {key}"})
         assert r.status_code == 200
-    r = http.post("/v1/feedback", json={"kind": "rating", "session_id": "s-9", "rating": 1,
-                                        "customer_id": ALICE["customer_id"]},
-                  headers={"Authorization": f"Bearer {keys['app-a']}"})
-    records = service.feedback.list(session_id="s-9")
+    r = http.post("/v1/feedback", json={"kind": "rating", "session_id": sid, "rating": 1},
+                  headers={"Authorization": f"Bearer {alice}"})
+    records = service.feedback.list(session_id=sid)
     assert [bool(rec.conversation) for rec in records] == [False, False, True]
 
 

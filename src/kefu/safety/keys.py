@@ -20,6 +20,8 @@ A service that authenticates its callers per request (HTTP) wraps the work in ``
 
 from __future__ import annotations
 
+import base64
+import contextvars
 import getpass
 import hashlib
 import hmac
@@ -28,6 +30,7 @@ import re
 import secrets
 import functools
 import threading
+import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -42,9 +45,9 @@ from kefu.paths import state_path
 from kefu.safety import audit
 from kefu.types import KefuError
 
-ROLES: tuple[str, ...] = ("admin", "data-engineer", "trainer", "agent", "customer-app", "auditor")
+ROLES: tuple[str, ...] = ("admin", "data-engineer", "trainer", "agent", "customer-app", "shop-backend", "auditor")
 PERMISSIONS: tuple[str, ...] = ("data:read", "data:write", "model:train", "model:deploy", "chat", "feedback:read",
-                                "feedback:write", "audit:read", "keys:admin", "kg:write")
+                                "feedback:write", "audit:read", "keys:admin", "kg:write", "customer:assert")
 # Least privilege, and separation of duties: trainers train but do not deploy; auditors read the log but no data.
 PERMISSION_MATRIX: dict[str, set[str]] = {
     "admin": set(PERMISSIONS),
@@ -52,6 +55,8 @@ PERMISSION_MATRIX: dict[str, set[str]] = {
     "trainer": {"data:read", "model:train", "feedback:read"},
     "agent": {"chat", "feedback:read", "feedback:write"},
     "customer-app": {"chat", "feedback:write"},
+    # the shop's own server: it has logged its customer in, so it may say who the customer is (customer tokens)
+    "shop-backend": {"chat", "feedback:write", "customer:assert"},
     "auditor": {"audit:read", "feedback:read"},
 }
 
@@ -68,9 +73,10 @@ class PermissionDenied(KefuError):
 class Principal:
     """Who is calling: the key's id and name, and its role.
 
-    ``customer_id`` binds a key to one customer (a key shipped inside a customer's app): it may act for that
-    customer only. An unbound ``customer-app`` key belongs to the shop's backend, which authenticates its customers
-    itself and names them per request.
+    ``customer_id`` binds a key to one customer (a key shipped inside a customer's app, or a customer token): it
+    may act for that customer only. An unbound key names no customer: only a key with ``customer:assert`` (admin,
+    shop-backend: the shop's server, which logged its customer in) may say who the customer is, by naming them or by
+    minting a customer token (``KeyStore.mint_customer_token``).
     """
 
     key_id: str
@@ -118,6 +124,15 @@ def acting_as(principal: Principal) -> Iterator[Principal]:
             yield principal
     finally:
         _acting_principal.reset(token)
+
+
+def acting_context(principal: Principal) -> contextvars.Context:
+    """A copy of the current context in which ``principal`` acts (as inside ``acting_as``): for work that runs in
+    steps outside one ``with`` block, such as a streamed HTTP answer (``asyncio.create_task(step, context=...)``)."""
+    context = contextvars.copy_context()
+    # entered and never exited: the copy is private to the caller and dropped with it
+    context.run(lambda: acting_as(principal).__enter__())
+    return context
 
 
 def current_principal() -> Principal | None:
@@ -177,6 +192,35 @@ def authorized(permission: str) -> Callable[[F], F]:
         call.permission = permission  # type: ignore[attr-defined]
         return call  # type: ignore[return-value]
     return wrap
+
+
+# -- customer tokens: how a shop's server says who the customer is ------------------------------------------------
+CUSTOMER_TOKEN_PREFIX = "kct1"
+CUSTOMER_TOKEN_TTL_S = 3600
+CUSTOMER_TOKEN_MIN_TTL_S = 60
+CUSTOMER_TOKEN_MAX_TTL_S = 86400
+_TOKEN_KEY_LABEL = b"kefu customer token v1"  # the signing key is HMAC(pepper, label): never a key digest's key
+
+
+class CustomerTokenError(PermissionDenied):
+    """A customer token that is malformed, forged, expired, or minted by a key that is revoked or may no longer
+    assert customers. ``reason`` says which (for the audit log); ``key_id`` is the minting key named in it, if any."""
+
+    def __init__(self, message: str, *, reason: str, key_id: str | None = None):
+        super().__init__(message)
+        self.reason, self.key_id = reason, key_id
+
+
+def is_customer_token(value: str | None) -> bool:
+    return bool(value) and value.startswith(CUSTOMER_TOKEN_PREFIX + ".")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 _metadata = MetaData()
@@ -339,6 +383,68 @@ class KeyStore:
         if not hmac.compare_digest(row.digest, self._mac(secret)):
             return None
         return Principal(key_id, row.name, row.role, row.customer_id)
+
+    def _token_mac(self, body: str) -> str:
+        key = hmac.new(self._pepper, _TOKEN_KEY_LABEL, hashlib.sha256).digest()
+        return _b64(hmac.new(key, body.encode("utf-8"), hashlib.sha256).digest())
+
+    @authorized("customer:assert")
+    def mint_customer_token(self, customer_id: str, *, ttl_s: int = CUSTOMER_TOKEN_TTL_S,
+                            now: float | None = None) -> tuple[str, int]:
+        """A signed, expiring token saying "the caller's key vouches that this is customer ``customer_id``":
+        ``kct1.<key id>.<base64url customer id>.<expiry, unix s>.<base64url HMAC-SHA256>``, signed with a key
+        derived from the store's pepper. Needs ``customer:assert`` (admin, shop-backend); audited as
+        ``customer_token.create``. Returns (token, expiry in unix seconds)."""
+        principal = current_principal()
+        assert principal is not None  # set by @authorized
+        if not isinstance(customer_id, str) or not customer_id.strip() or len(customer_id) > 128:
+            raise KefuError("a customer token needs a customer id of 1 to 128 characters")
+        try:
+            encoded = customer_id.encode("utf-8")
+        except UnicodeEncodeError:
+            raise KefuError("the customer id is not valid Unicode text") from None
+        if not CUSTOMER_TOKEN_MIN_TTL_S <= int(ttl_s) <= CUSTOMER_TOKEN_MAX_TTL_S:
+            raise KefuError(f"ttl_s must be {CUSTOMER_TOKEN_MIN_TTL_S}..{CUSTOMER_TOKEN_MAX_TTL_S} seconds")
+        expires = int(time.time() if now is None else now) + int(ttl_s)
+        body = f"{CUSTOMER_TOKEN_PREFIX}.{principal.key_id}.{_b64(encoded)}.{expires}"
+        audit.record("customer_token.create", f"customer:{customer_id}", actor=principal.actor,
+                     details={"key_id": principal.key_id, "expires_at": expires, "ttl_s": int(ttl_s)})
+        return f"{body}.{self._token_mac(body)}", expires
+
+    def verify_customer_token(self, token: str, *, now: float | None = None, check_key: bool = True) -> Principal:
+        """The principal a valid customer token stands for: a ``customer-app`` principal bound to the token's
+        customer, under the minting key's id. Raises ``CustomerTokenError`` for a malformed, forged or expired
+        token, or (``check_key``) one whose minting key is unknown, revoked or lacks ``customer:assert``."""
+        parts = token.strip().split(".") if isinstance(token, str) and len(token) <= 1024 else []
+        if len(parts) != 5 or parts[0] != CUSTOMER_TOKEN_PREFIX:
+            raise CustomerTokenError("malformed customer token", reason="malformed")
+        key_id, customer_b64, expires_text, signature = parts[1:]
+        key_id = key_id if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", key_id) else None
+        body = ".".join(parts[:4])
+        if key_id is None or not hmac.compare_digest(signature.encode("ascii", "replace"),
+                                                     self._token_mac(body).encode("ascii")):
+            raise CustomerTokenError("invalid customer token (bad signature)", reason="bad signature", key_id=key_id)
+        try:  # signed by us: these parse unless the signing key leaked
+            expires = int(expires_text)
+            customer = _unb64(customer_b64).decode("utf-8")
+        except ValueError:
+            raise CustomerTokenError("malformed customer token", reason="malformed", key_id=key_id) from None
+        if expires <= (time.time() if now is None else now):
+            raise CustomerTokenError("customer token expired: get a new one from the shop's server",
+                                     reason="expired", key_id=key_id)
+        name = "local"
+        if check_key:
+            with self.engine.connect() as conn:
+                row = conn.execute(select(_keys.c.name, _keys.c.role, _keys.c.revoked_at)
+                                   .where(_keys.c.key_id == key_id)).first()
+            if row is None or row.revoked_at is not None:
+                raise CustomerTokenError("invalid customer token (its key is revoked or unknown)",
+                                         reason="minting key revoked or unknown", key_id=key_id)
+            if "customer:assert" not in PERMISSION_MATRIX.get(row.role, set()):
+                raise CustomerTokenError("invalid customer token (its key may not assert customers)",
+                                         reason="minting key lacks customer:assert", key_id=key_id)
+            name = row.name
+        return Principal(key_id, f"{name}/customer-token", "customer-app", customer)
 
     @authorized("keys:admin")
     def revoke(self, key_id: str, *, actor: str | None = None) -> None:

@@ -1,12 +1,19 @@
-"""The HTTP app: OpenAI-compatible chat completions (plain and SSE streaming), models, feedback, adapters, health,
-metrics, and the web chat page. Request and response bodies are the typed models of ``kefu.serve.protocol``; the
-published OpenAPI document (``/openapi.json``) declares every body, error and the Bearer key. Errors use OpenAI's
-JSON shape so the official client raises its usual exceptions.
+"""The HTTP app: OpenAI-compatible chat completions (plain and SSE streaming), models, feedback, adapters, customer
+tokens, health, metrics, and the web chat page. Request and response bodies are the typed models of
+``kefu.serve.protocol``; the published OpenAPI document (``/openapi.json``) declares every body, error and the Bearer
+key. Errors use OpenAI's JSON shape so the official client raises its usual exceptions.
+
+Security (docs/security.md): every 401 and 403, and the 404 for a session that is not the caller's, is written to
+the audit log (``access.denied``: the path, the key id when one is known -- never a secret -- and the reason); a chat
+turn runs ``acting_as`` its caller, so what it audits (tool calls) names the key; sessions are made by the server and
+bound to (key, customer); customer data needs a verified customer (a customer token, a customer-bound key, or a key
+with ``customer:assert`` naming the customer).
 """
 
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import os
 import re
@@ -22,11 +29,12 @@ from pydantic import BaseModel, ValidationError
 
 from kefu.artifacts.run import ADAPTER_CONFIG
 from kefu.safety import audit
+from kefu.safety.keys import CUSTOMER_TOKEN_TTL_S, acting_as
 from kefu.serve.engine.base import StopText
-from kefu.serve.gateway import Authenticator, Caller, TokenBucketLimiter
+from kefu.serve.gateway import AuthFailure, Authenticator, Caller, TokenBucketLimiter
 from kefu.serve.pipeline import ChatService
-from kefu.serve.protocol import (ALLOWED_ROLES, AdapterRequest, ChatCompletionRequest, FeedbackRequest,
-                                 openapi_components)
+from kefu.serve.protocol import (ALLOWED_ROLES, AdapterRequest, ChatCompletionRequest, CustomerTokenRequest,
+                                 FeedbackRequest, openapi_components)
 from kefu.train.models import check_adapter
 from kefu.types import KefuError
 
@@ -36,11 +44,32 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class ApiError(Exception):
+    """An OpenAI-shaped error response. ``audit``: what the audit log records about a refusal (``reason``,
+    ``key_id``, ``actor``...); every 401 and 403 is audited, with or without it."""
+
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, headers: dict[str, str] | None = None):
+                 code: str | None = None, headers: dict[str, str] | None = None,
+                 audit: dict[str, Any] | None = None):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
         self.headers = headers or {}
+        self.audit = audit
+
+
+AUDITED = (401, 403)
+
+
+def audit_refusal(request: Request, exc: ApiError) -> dict[str, Any]:
+    """The ``access.denied`` entry of a refused request: the method and path, the status, the key id when known (a
+    key's id is not secret; its secret never reaches this point), the reason and the client's address."""
+    info = dict(exc.audit or {})
+    actor = info.pop("actor", None)
+    key_id = info.pop("key_id", None)
+    details = {"status": exc.status, "path": request.url.path, "method": request.method, "key_id": key_id,
+               "reason": info.pop("reason", exc.message), "code": exc.code,
+               "client": request.client.host if request.client else None, **info}
+    return audit.record("access.denied", f"{request.method} {request.url.path}",
+                        actor=actor or (f"key:{key_id}" if key_id else "anonymous"), details=details)
 
 
 def error_response(status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
@@ -146,9 +175,11 @@ def _operation(body: str | None, ok: str | None, errors: tuple[int, ...], *, str
     return op
 
 
-_ERRORS = {400: "invalid request (the parameter is named in error.param)", 401: "missing or unknown API key",
+_ERRORS = {400: "invalid request (the parameter is named in error.param)",
+           401: "missing or unknown API key, or an invalid or expired customer token",
            403: "the key lacks the permission, or may not act for this customer",
-           404: "no such model (model_not_found) or file", 413: "request body over the size limit",
+           404: "no such model (model_not_found), session (session_not_found: not this key's and customer's) or file",
+           413: "request body over the size limit",
            429: "rate limit exceeded (Retry-After)"}
 AUTH = (401, 403, 429)
 BODY = (400, 413)
@@ -246,7 +277,12 @@ def create_app(service: ChatService, *, auth: Authenticator | None = None,
     app.state.service, app.state.auth, app.state.limiter = service, auth, limiter
 
     @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, exc: ApiError):
+    async def _api_error(request: Request, exc: ApiError):
+        if exc.status in AUDITED or exc.audit is not None:
+            from starlette.concurrency import run_in_threadpool
+
+            metrics.requests.labels(request.url.path, "none", str(exc.status)).inc()
+            await run_in_threadpool(audit_refusal, request, exc)  # fsync: off the event loop
         return error_response(exc.status, exc.message, type=exc.type, param=exc.param, code=exc.code,
                               headers=exc.headers)
 
@@ -255,16 +291,17 @@ def create_app(service: ChatService, *, auth: Authenticator | None = None,
         return error_response(400, str(exc))
 
     def caller(request: Request, permission: str) -> Caller:
-        who = auth.authenticate(request.headers.get("authorization"))
-        if who is None:
-            metrics.requests.labels(request.url.path, "none", "401").inc()
-            raise ApiError(401, "Incorrect or missing API key: send 'Authorization: Bearer <key>' with a key from "
-                                "$KEFU_API_KEY or `kefu keys create`.", code="invalid_api_key",
-                           headers={"WWW-Authenticate": "Bearer"})
+        try:
+            who = auth.check(request.headers.get("authorization"))
+        except AuthFailure as exc:
+            raise ApiError(401, exc.message, code=exc.code, headers={"WWW-Authenticate": "Bearer"},
+                           audit={"reason": exc.reason, "key_id": exc.key_id}) from None
         if not who.can(permission):
-            raise ApiError(403, f"this key ({who.name}) lacks the permission {permission}", type="permission_error",
-                           code="permission_denied")
-        wait = limiter.acquire(who.id)
+            raise ApiError(403, f"this {'customer token' if who.token else 'key'} ({who.name}) lacks the permission "
+                                f"{permission}", type="permission_error", code="permission_denied",
+                           audit={"reason": f"lacks {permission}", "key_id": who.id, "actor": who.acting.actor,
+                                  "permission": permission})
+        wait = limiter.acquire(who.rate_key)
         if wait > 0:
             metrics.rate_limited.inc()
             metrics.requests.labels(request.url.path, "none", "429").inc()
@@ -337,29 +374,29 @@ def create_app(service: ChatService, *, auth: Authenticator | None = None,
         if req.model not in service.models():
             raise ApiError(404, f"The model {req.model!r} does not exist; available: {', '.join(service.models())}",
                            param="model", code="model_not_found")
-        try:
-            customer = who.customer(req.customer_id or req.user)
-        except PermissionError as exc:
-            raise ApiError(403, str(exc), type="permission_error", param="customer_id") from exc
+        customer = customer_of(who, req.customer_id or req.user)
+        session_id = session_of(request, who, req.session_id, customer)
         messages, stops, n = req.texts(), req.stops(), req.n or 1
         temperature = req.temperature or 0.0
 
         def start(sample: bool) -> AsyncIterator[dict[str, Any]]:
-            return service.respond(messages, caller_id=who.id, session_id=req.session_id, customer_id=customer,
+            return service.respond(messages, caller_id=who.id, session_id=session_id, customer_id=customer,
                                    model=req.model, max_tokens=req.max_completion_tokens or req.max_tokens,
                                    temperature=temperature, stop=stops or None, sample=sample)
 
         choices = _choices(start, n, temperature > 0, stops)
         prompt = "\n".join(m["content"] for m in messages)
         created = int(time.time())
+        session_header = {"X-Kefu-Session": quote(session_id, safe="")}
         if req.stream:
             usage = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(_sse(choices, req.model, created, prompt, usage), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return StreamingResponse(_sse(choices, req.model, created, prompt, usage, who), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **session_header})
         done: dict[int, tuple] = {}
-        async for indexes, item in choices:
-            if item[0] == "done":
-                done.update((i, item) for i in indexes)
+        with acting_as(who.acting):  # what the turn audits (tool calls) names this key
+            async for indexes, item in choices:
+                if item[0] == "done":
+                    done.update((i, item) for i in indexes)
         first = done[0][1]
         return JSONResponse({
             "id": first.message_id, "object": "chat.completion", "created": created, "model": req.model,
@@ -367,7 +404,31 @@ def create_app(service: ChatService, *, auth: Authenticator | None = None,
                          "finish_reason": done[i][2], "logprobs": None} for i in range(n)],
             "usage": _usage(first, prompt, [(done[i][1], done[i][3]) for i in range(n)]),
             "kefu": first.meta(),
-        }, headers={"X-Kefu-Path": first.path, "X-Kefu-Session": quote(first.session_id, safe="")})
+        }, headers={"X-Kefu-Path": first.path, **session_header})
+
+    def customer_of(who: Caller, requested: str | None) -> str | None:
+        """The verified customer of a request (``Caller.customer``); a bound key or token naming another: 403."""
+        try:
+            return who.customer(requested)
+        except PermissionError as exc:
+            raise ApiError(403, str(exc), type="permission_error", param="customer_id", code="customer_mismatch",
+                           audit={"reason": "names another customer than its own", "key_id": who.id,
+                                  "actor": who.acting.actor}) from exc
+
+    def session_of(request: Request, who: Caller, requested: str | None, customer: str | None) -> str:
+        """The request's session id: a new server-made session when none is sent; the one sent when it is this
+        key's and this customer's, else 404 -- the same answer for unknown, expired and someone else's sessions,
+        so an id reveals nothing -- written to the audit log."""
+        if not requested:
+            return service.sessions.create(who.id, customer).id
+        if service.sessions.find(who.id, requested, customer) is not None:
+            return requested
+        elsewhere = service.sessions.held_elsewhere(who.id, requested, customer)
+        raise ApiError(404, "no such session for this key and customer (it may have expired): leave session_id out "
+                            "to start a new one", param="session_id", code="session_not_found",
+                       audit={"reason": "session of another key or customer" if elsewhere
+                              else "unknown or expired session", "key_id": who.id, "actor": who.acting.actor,
+                              "session": hashlib.sha256(requested.encode("utf-8", "replace")).hexdigest()[:16]})
 
     def _usage(first, prompt: str, answers: list[tuple[Any, str]]) -> dict[str, int]:
         """Token counts: the engine's for a model answer, else the served tokenizer's count of the request's
@@ -378,7 +439,7 @@ def create_app(service: ChatService, *, auth: Authenticator | None = None,
         return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
                 "total_tokens": prompt_tokens + completion}
 
-    async def _sse(choices, model: str, created: int, prompt: str, include_usage: bool):
+    async def _sse(choices, model: str, created: int, prompt: str, include_usage: bool, who: Caller):
         message_id, finished = None, {}
 
         def chunk(index: int | None, delta: dict[str, Any], finish: str | None = None,
@@ -392,23 +453,26 @@ def create_app(service: ChatService, *, auth: Authenticator | None = None,
                 body.update(extra)
             return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
+        # the stream runs in the server's response task, after the route returned: the turn acts as its caller here
+        # (this generator is driven by that one task from start to close, so the context is set and reset there)
         try:
-            async for indexes, item in choices:
-                if item[0] == "meta":
-                    message_id = message_id or item[1].message_id
-                    for i in indexes:
-                        yield chunk(i, {"role": "assistant", "content": ""}, extra={"kefu": item[1].meta()})
-                elif item[0] == "delta":
-                    for i in indexes:
-                        yield chunk(i, {"content": item[1]})
-                elif item[0] == "done":
-                    for i in indexes:
-                        finished[i] = (item[1], item[3])
-                        yield chunk(i, {}, item[2], extra={"kefu": item[1].meta()})
-            if include_usage and finished:
-                yield chunk(None, {}, extra={"usage": _usage(finished[0][0], prompt,
-                                                             [finished[i] for i in sorted(finished)])})
-            yield "data: [DONE]\n\n"
+            with acting_as(who.acting):
+                async for indexes, item in choices:
+                    if item[0] == "meta":
+                        message_id = message_id or item[1].message_id
+                        for i in indexes:
+                            yield chunk(i, {"role": "assistant", "content": ""}, extra={"kefu": item[1].meta()})
+                    elif item[0] == "delta":
+                        for i in indexes:
+                            yield chunk(i, {"content": item[1]})
+                    elif item[0] == "done":
+                        for i in indexes:
+                            finished[i] = (item[1], item[3])
+                            yield chunk(i, {}, item[2], extra={"kefu": item[1].meta()})
+                if include_usage and finished:
+                    yield chunk(None, {}, extra={"usage": _usage(finished[0][0], prompt,
+                                                                 [finished[i] for i in sorted(finished)])})
+                yield "data: [DONE]\n\n"
         finally:
             await choices.aclose()
 
@@ -418,12 +482,32 @@ def create_app(service: ChatService, *, auth: Authenticator | None = None,
         req = parse(FeedbackRequest, await read_json(request))
         data = req.model_dump()
         source = data.pop("source")
+        data["customer_id"] = customer_of(who, req.customer_id)  # the session is looked up as the chat made it
         from starlette.concurrency import run_in_threadpool
 
         # the durable commit (fsync) runs off the event loop so streaming answers are not held up
         feedback_id = await run_in_threadpool(service.add_feedback, data, caller_id=who.id, source=source)
         metrics.requests.labels("/v1/feedback", req.kind, "ok").inc()
         return {"id": feedback_id, "object": "feedback", "status": "stored"}
+
+    @app.post("/v1/customer_tokens", openapi_extra=_operation("CustomerTokenRequest", "CustomerTokenResponse",
+                                                              AUTH + BODY))
+    async def customer_token(request: Request):
+        """The shop's server says who its logged-in customer is: a signed token (HMAC-SHA256 with the key store's
+        secret; default 1 h) that the customer's widget sends as ``Authorization: Bearer <token>``. Needs
+        ``customer:assert`` (admin, shop-backend); audited as ``customer_token.create``."""
+        who = caller(request, "customer:assert")
+        req = parse(CustomerTokenRequest, await read_json(request))
+        ttl = req.ttl_s or CUSTOMER_TOKEN_TTL_S
+        from starlette.concurrency import run_in_threadpool
+
+        def mint() -> tuple[str, int]:
+            with acting_as(who.acting):
+                return auth.token_store().mint_customer_token(req.customer_id, ttl_s=ttl)
+
+        token, expires = await run_in_threadpool(mint)  # the audit entry's fsync: off the event loop
+        return {"object": "customer_token", "token": token, "token_type": "Bearer", "customer_id": req.customer_id,
+                "expires_at": expires, "expires_in": ttl}
 
     @app.post("/v1/adapters", openapi_extra=_operation("AdapterRequest", "AdapterResponse", AUTH + BODY))
     async def load_adapter(request: Request):

@@ -1,18 +1,28 @@
-"""Gateway pieces: API-key authentication, per-key token-bucket rate limits, PII masking for logs and caches."""
+"""Gateway pieces: API-key and customer-token authentication, per-key token-bucket rate limits, PII masking for logs
+and caches.
+
+Who the customer is (docs/security.md, "Customer identity"): a request acts for a customer only when that is
+vouched for -- a key bound to one customer, a customer token minted by the shop's server (``customer:assert``), or
+a key that itself holds ``customer:assert`` naming the customer. A ``customer_id``/``user`` field sent with any other
+key is not an identity: such a request gets no customer data.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import os
+import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kefu.loop.feedback import mask_text
-from kefu.safety.keys import KeyStore
+from kefu.safety.keys import LOCAL_KEY_ID, CustomerTokenError, KeyStore, Principal, is_customer_token
 
-__all__ = ["Caller", "Authenticator", "TokenBucketLimiter", "mask_text"]
+__all__ = ["AuthFailure", "Caller", "Authenticator", "TokenBucketLimiter", "mask_text"]
+
+_KEY_ID = re.compile(r"^kefu_([a-z0-9]{12})_")
 
 
 @dataclass(frozen=True)
@@ -22,23 +32,53 @@ class Caller:
     id: str
     name: str
     permissions: frozenset[str]
-    customer_id: str | None = None  # a key bound to one customer acts for that customer only
+    customer_id: str | None = None  # a key bound to one customer, or a customer token: that customer only
+    principal: Principal | None = field(default=None, compare=False)  # what ``acting_as`` names in the audit log
+    token: bool = False  # authenticated by a customer token (not a key)
 
     def can(self, permission: str) -> bool:
         return permission in self.permissions
 
+    @property
+    def rate_key(self) -> str:
+        """The rate-limit bucket: the key's, or per customer for customer tokens (one shop key mints them all)."""
+        if self.token and self.customer_id is not None:
+            return f"{self.id}/" + hashlib.sha256(self.customer_id.encode("utf-8")).hexdigest()[:16]
+        return self.id
+
+    @property
+    def acting(self) -> Principal:
+        return self.principal or Principal(self.id, self.name, "customer-app", self.customer_id)
+
     def customer(self, requested: str | None) -> str | None:
-        """The customer this request acts for: a bound key's own (naming another is refused), else the one named
-        by the (trusted) caller. Raises ``PermissionError`` for a bound key naming someone else."""
-        if self.customer_id is None:
+        """The verified customer this request acts for: a bound key's or a token's own (naming another raises
+        ``PermissionError``); the one named by a caller that may assert customers (``customer:assert``: the shop's
+        server, admin, ``--no-auth``); else None -- a name sent by any other key is a claim, not an identity, and
+        unlocks no customer data."""
+        if self.customer_id is not None:
+            if requested not in (None, "", self.customer_id):
+                raise PermissionError(f"this {'token' if self.token else 'key'} acts for customer "
+                                      f"{self.customer_id} only")
+            return self.customer_id
+        if requested and self.can("customer:assert"):
             return requested
-        if requested not in (None, "", self.customer_id):
-            raise PermissionError(f"this key acts for customer {self.customer_id} only")
-        return self.customer_id
+        return None
+
+
+class AuthFailure(Exception):
+    """Why a request is not authenticated (401): ``reason`` for the audit log, ``key_id`` when the credential names
+    one (never the secret), ``code`` for the API error."""
+
+    def __init__(self, message: str, *, reason: str, key_id: str | None = None, code: str = "invalid_api_key"):
+        super().__init__(message)
+        self.message, self.reason, self.key_id, self.code = message, reason, key_id, code
 
 
 ENV_PERMISSIONS = frozenset({"chat", "feedback:write"})
-LOCAL = Caller("local", "local-dev (--no-auth)", frozenset({"chat", "feedback:write", "feedback:read"}))
+LOCAL = Caller("local", "local-dev (--no-auth)", frozenset({"chat", "feedback:write", "feedback:read", "customer:assert"}),
+               principal=Principal(LOCAL_KEY_ID, "local-dev (--no-auth)", "shop-backend"))
+MISSING_KEY = ("Incorrect or missing API key: send 'Authorization: Bearer <key>' with a key from $KEFU_API_KEY or "
+               "`kefu keys create`, or a customer token from the shop's server.")
 
 
 class Authenticator:
@@ -54,6 +94,7 @@ class Authenticator:
         self._env = {hashlib.sha256(k.encode("utf-8")).hexdigest(): k for k in keys}
         self.use_store = use_store and enabled
         self._store = None
+        self._signer: KeyStore | None = None  # the store opened only to sign/verify customer tokens
 
     def _key_store(self):
         """The safety stage's key store once it holds a key (keys created while serving count at once)."""
@@ -66,25 +107,56 @@ class Authenticator:
     def configured(self) -> bool:
         return bool(self._env) or self._key_store() is not None
 
+    def token_store(self) -> KeyStore:
+        """The key store whose pepper signs customer tokens (opened on demand, also under ``--no-auth``)."""
+        store = self._key_store()
+        if store is None:
+            if self._signer is None:
+                self._signer = KeyStore.open()
+            store = self._signer
+        return store
+
     def authenticate(self, authorization: str | None) -> Caller | None:
+        """The caller, or None when not authenticated (``check`` says why)."""
+        try:
+            return self.check(authorization)
+        except AuthFailure:
+            return None
+
+    def check(self, authorization: str | None) -> Caller:
+        """The caller of a request's ``Authorization`` header: a key (``$KEFU_API_KEY`` or the key store) or a
+        customer token; raises ``AuthFailure`` with the reason otherwise. ``--no-auth``: everyone is the local
+        developer, except that a customer token still stands for its customer (so the widget flow works locally)."""
+        scheme, _, credential = (authorization or "").partition(" ")
+        credential = credential.strip()
+        if scheme.lower() != "bearer" or not credential:
+            if not self.enabled:
+                return LOCAL
+            raise AuthFailure(MISSING_KEY, reason="no bearer credential" if not authorization else
+                              "not a bearer credential")
+        if is_customer_token(credential):
+            try:
+                principal = self.token_store().verify_customer_token(credential, check_key=self.enabled)
+            except CustomerTokenError as exc:
+                raise AuthFailure(str(exc), reason=f"customer token: {exc.reason}", key_id=exc.key_id,
+                                  code="customer_token_expired" if exc.reason == "expired"
+                                  else "invalid_customer_token") from None
+            return Caller(principal.key_id, principal.name, frozenset(principal.permissions), principal.customer_id,
+                          principal, token=True)
         if not self.enabled:
             return LOCAL
-        if not authorization or not authorization.lower().startswith("bearer "):
-            return None
-        key = authorization[7:].strip()
-        if not key:
-            return None
-        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+        digest = hashlib.sha256(credential.encode("utf-8", "replace")).hexdigest()
         for known_digest in self._env:
             if hmac.compare_digest(known_digest, digest):
                 return Caller("env-" + digest[:10], "env:KEFU_API_KEY", ENV_PERMISSIONS)
         store = self._key_store()
         if store is not None:
-            principal = store.authenticate(key)
+            principal = store.authenticate(credential)
             if principal is not None:
                 return Caller(principal.key_id, principal.name, frozenset(principal.permissions),
-                              principal.customer_id)
-        return None
+                              principal.customer_id, principal)
+        match = _KEY_ID.match(credential)
+        raise AuthFailure(MISSING_KEY, reason="unknown or revoked API key", key_id=match.group(1) if match else None)
 
 
 class TokenBucketLimiter:

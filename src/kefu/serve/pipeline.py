@@ -47,6 +47,8 @@ log = logging.getLogger("kefu.serve.requests")
 
 HANDOFF_TEXT = "好的，已为您转接人工客服，请稍候，客服同事会根据您之前的描述继续为您处理。"
 BUSY_HANDOFF_TEXT = "抱歉，系统暂时繁忙，已为您转接人工客服，请稍候。"
+# an order question from a request that names no verified customer (no customer token, no bound key)
+LOGIN_TEXT = "查询订单需要先登录您的账号，请登录后再问我；也可以转人工客服核实身份后为您查询。"
 FOLLOW_UP = re.compile(r"^(?:那|这|它|还|有没有|换)|这款|这件|这个|那款|那件|同款|它")
 PERSONAL_FACTS = ("order", "logistics", "order_not_found")  # per-customer answers: never cached
 MIN_RETRY_S = 3.0  # a constrained retry needs at least this much of the deadline left
@@ -258,15 +260,14 @@ class ChatService:
             self._promo_cache = (version, promos)
         return self._promo_cache[1]
 
-    @staticmethod
-    def session_key(caller_id: str, session_id: str | None, customer_id: str | None,
-                    messages: list[dict[str, str]]) -> str:
-        """The session id given, else one derived from the first user message (clients resend the history)."""
+    def session_for(self, caller_id: str, session_id: str | None, customer_id: str | None) -> Session:
+        """The turn's session: the one named (this key's and customer's; made when absent, for in-process callers
+        that name their own), else a new one with a server-made random id. Never derived from the messages: two
+        customers who open with the same words must not share a session (issue 19). The HTTP API makes or finds the
+        session itself (404 for another key's or customer's) and passes its id."""
         if session_id:
-            return session_id
-        first = next((m["content"] for m in messages if m["role"] == "user"), "")
-        raw = f"{caller_id}\x1f{customer_id or ''}\x1f{first}"
-        return "auto-" + hashlib.sha256(raw.encode("utf-8")).hexdigest()[:16]
+            return self.sessions.get(caller_id, session_id, customer_id)
+        return self.sessions.create(caller_id, customer_id)
 
     def _retrieve(self, text: str, customer_id: str | None):
         if self.kg is None:
@@ -381,8 +382,8 @@ class ChatService:
         model = model or self.base_model
         text = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         masked = mask_text(text)
-        sid = self.session_key(caller_id, session_id, customer_id, messages)
-        session = self.sessions.get(caller_id, sid, customer_id)
+        session = self.session_for(caller_id, session_id, customer_id)
+        sid = session.id
         if sample:  # a detached copy as the first sample left it: this one changes nothing the store keeps
             session = replace(session, turns=list(session.turns), intents=list(session.intents),
                               entities={k: list(v) for k, v in session.entities.items()})
@@ -431,8 +432,10 @@ class ChatService:
         """Step 2, fetch facts: the order tools (when the route wants them and an order number is known) and the KG's facts; a
         follow-up ("那黑色的呢", "这款有XL吗") is looked up with the product under discussion."""
         order_no = turn.entities.order_nos[-1] if turn.entities.order_nos else turn.session.last("order_no")
-        tool_result = (self.order_lookup(order_no, turn.customer_id, turn.text)
-                       if (turn.route.order_tool and order_no) else None)
+        tool_result = None
+        if turn.route.order_tool and order_no:  # orders only for a verified customer (docs/security.md)
+            tool_result = (self.order_lookup(order_no, turn.customer_id, turn.text) if turn.customer_id
+                           else {"error": LOGIN_TEXT})
         tool_text = format_order(tool_result) if tool_result is not None else None
         lookup = turn.text
         if turn.context and FOLLOW_UP.search(turn.text):

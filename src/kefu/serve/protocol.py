@@ -129,7 +129,13 @@ _HAS_USER_TEXT = {"type": "object", "required": ["role", "content"], "properties
 
 class ChatCompletionRequest(BaseModel):
     """``POST /v1/chat/completions``. kefu extensions (``extra_body`` in the openai client): ``session_id`` and
-    ``customer_id`` (else the standard ``user``)."""
+    ``customer_id`` (else the standard ``user``).
+
+    ``session_id``: leave it out to start a conversation -- the server makes a session and returns its id (the
+    ``kefu.session_id`` of the answer and the ``X-Kefu-Session`` header); send it back to continue. A session
+    belongs to the key and the customer it was made for; any other id is 404 ``session_not_found``.
+    ``customer_id``/``user`` unlock the customer's orders only when the caller may vouch for them (a key with
+    ``customer:assert``); a customer token or a customer-bound key acts for its own customer."""
 
     model_config = ConfigDict(extra="forbid")
     model: str = Field(description="one of the served models (GET /v1/models)")
@@ -142,8 +148,10 @@ class ChatCompletionRequest(BaseModel):
     n: int | None = Field(1, ge=1, le=MAX_N, description="choices to return (greedy answers are the same text)")
     stop: Stop = Field(None, description=f"up to {MAX_STOP} strings: the answer ends before the first one")
     user: str | None = Field(None, max_length=128)
-    session_id: str | None = Field(None, max_length=128)
-    customer_id: str | None = Field(None, max_length=128)
+    session_id: str | None = Field(None, max_length=128, description="a session id this server returned (kefu."
+                                      "session_id / X-Kefu-Session) to continue it; leave out to start a new one")
+    customer_id: str | None = Field(None, max_length=128, description="the customer, for a key with "
+                                       "customer:assert; ignored for customer data otherwise (use a customer token)")
     # OpenAI parameters kefu does not implement: only their "off" values are accepted.
     top_p: unsupported("top_p", (None, 1), "the engines sample from the whole distribution; use temperature") = None
     tools: unsupported("tools", (None, []), "the shop's tools are called by the server, not by the client") = None
@@ -232,6 +240,16 @@ class AdapterRequest(BaseModel):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     path: str = Field(min_length=1, max_length=4096, description="a folder on the server holding "
                                                                  "adapter_config.json and the adapter's weights")
+
+
+class CustomerTokenRequest(BaseModel):
+    """``POST /v1/customer_tokens`` (permission ``customer:assert``: the shop's server): a signed token saying who
+    the customer is, for the customer's widget to send as ``Authorization: Bearer <token>``."""
+
+    model_config = ConfigDict(extra="forbid")
+    customer_id: str = Field(min_length=1, max_length=128, pattern=NOT_BLANK,
+                             description="the customer the shop's server has logged in")
+    ttl_s: int | None = Field(None, ge=60, le=86400, description="lifetime in seconds (default 3600)")
 
 
 # -------------------------------------------------------------------------------------------------- responses
@@ -331,6 +349,15 @@ class AdapterResponse(BaseModel):
     models: list[str]
 
 
+class CustomerTokenResponse(BaseModel):
+    object: Literal["customer_token"] = "customer_token"
+    token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    customer_id: str
+    expires_at: int = Field(description="unix seconds")
+    expires_in: int = Field(description="seconds")
+
+
 class HealthResponse(BaseModel):
     model_config = ConfigDict(extra="allow")
     status: Literal["ok"]
@@ -338,9 +365,9 @@ class HealthResponse(BaseModel):
     models: list[str]
 
 
-REQUESTS = (ChatCompletionRequest, FeedbackRequest, AdapterRequest)
+REQUESTS = (ChatCompletionRequest, FeedbackRequest, AdapterRequest, CustomerTokenRequest)
 RESPONSES = (ChatCompletionResponse, ChatCompletionChunk, ModelList, ErrorResponse, FeedbackResponse,
-             AdapterResponse, HealthResponse)
+             AdapterResponse, CustomerTokenResponse, HealthResponse)
 
 
 def openapi_components() -> dict[str, dict[str, Any]]:

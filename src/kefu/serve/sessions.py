@@ -1,11 +1,15 @@
-"""Multi-turn state per (API key, session id): masked history, intents, entities, failures; bounded LRU.
+"""Multi-turn state per (API key, customer, session id): masked history, intents, entities, failures; bounded LRU.
 
-Sessions of different keys or ids never see each other's turns. A handoff to a human carries a rule-based summary
+Sessions are made by the server (``SessionStore.create``: a random, unguessable id the API returns to the client)
+and bound to the key and the customer they were made for; a client continues one only by sending its id with the
+same key and customer (``find``; the HTTP API answers 404 otherwise). Sessions of different keys, customers or ids
+never see each other's turns. A handoff to a human carries a rule-based summary
 (intents seen, entities mentioned, the last question) so the agent does not have to reread the chat.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -59,6 +63,14 @@ class Session:
                 "turns": len(self.turns), "failures": self.failures, "text": "\n".join(lines)}
 
 
+SESSION_PREFIX = "sess_"
+
+
+def new_session_id() -> str:
+    """A fresh session id: 192 random bits, URL-safe (it travels in a header and in JSON)."""
+    return SESSION_PREFIX + secrets.token_urlsafe(24)
+
+
 class SessionStore:
     """At most ``max_sessions`` live sessions (least recently used dropped first), idle ones expire.
 
@@ -72,7 +84,36 @@ class SessionStore:
         self._data: OrderedDict[tuple[str, str, str], Session] = OrderedDict()
         self._lock = threading.Lock()
 
+    def create(self, owner: str, customer_id: str | None = None) -> Session:
+        """A new session with a server-made id, bound to ``owner`` (the API key) and ``customer_id``."""
+        return self.get(owner, new_session_id(), customer_id)
+
+    def find(self, owner: str, session_id: str, customer_id: str | None = None) -> Session | None:
+        """The live session ``session_id`` of this key and customer, or None (unknown, expired, or another key's or
+        customer's: the caller cannot tell which). Never creates one."""
+        now = time.monotonic()
+        key = (owner, customer_id or "", session_id)
+        with self._lock:
+            session = self._data.get(key)
+            if session is None:
+                return None
+            if now - session.last_seen > self.idle_ttl_s:
+                del self._data[key]
+                return None
+            session.last_seen = now
+            self._data.move_to_end(key)
+        return session
+
+    def held_elsewhere(self, owner: str, session_id: str, customer_id: str | None = None) -> bool:
+        """Whether another key or customer holds a session with this id (for the audit log only; a scan, so call
+        it on the refusal path only)."""
+        mine = (owner, customer_id or "", session_id)
+        with self._lock:
+            return any(key[2] == session_id and key != mine for key in self._data)
+
     def get(self, owner: str, session_id: str, customer_id: str | None = None) -> Session:
+        """The session ``session_id`` of this key and customer, made when absent or expired: for in-process callers
+        that name their own sessions (evaluation, benches); the HTTP API uses ``create`` and ``find``."""
         now = time.monotonic()
         key = (owner, customer_id or "", session_id)
         with self._lock:
