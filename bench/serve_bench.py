@@ -402,8 +402,9 @@ async def http_load(url: str, requests: list[dict], clients: int, *, duration_s:
                     req = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
+            # no session id: each request is a new customer, the server starts (and returns) a session for it
             body = {"model": req["model"], "messages": [{"role": "user", "content": req["text"]}],
-                    "customer_id": req.get("customer_id"), "session_id": req.get("session_id")}
+                    "customer_id": req.get("customer_id")}
             start = time.perf_counter()
             try:
                 resp = await client.post("/v1/chat/completions", json=body)

@@ -1,7 +1,7 @@
 """The shop's own judge set (examples/shop_questions.jsonl), asked through a real ``kefu serve``, the way a shop would.
 
 Starts ``kefu serve`` on 127.0.0.1 (a free port) in a fresh ``$KEFU_HOME``: imports examples/shop into its knowledge
-graph (``kefu kg import``), creates a ``customer-app`` key (``kefu keys create``: the shop's backend, which names the
+graph (``kefu kg import``), creates a ``shop-backend`` key (``kefu keys create``: the shop's backend, which asserts the
 customer per request), waits for ``/healthz``, asks every question with the official ``openai`` client (one new
 session per question; the asking customer as the ``user`` field and kefu's ``customer_id`` extension), then scores
 each reply against the question's gold facts:
@@ -489,10 +489,10 @@ def tail(path: Path, n: int = 40) -> str:
 
 def start_server(home: Path, env: dict[str, str], run: str | None, serve_args: list[str],
                  startup_timeout: float) -> Server:
-    """A fresh ``$KEFU_HOME`` with the shop imported and a customer-app key, then ``kefu serve`` until healthy."""
+    """A fresh ``$KEFU_HOME`` with the shop imported and a shop-backend key, then ``kefu serve`` until healthy."""
     kefu = kefu_cmd()
     subprocess.run(kefu + ["kg", "import", str(SHOP)], env=env, check=True, capture_output=True, timeout=300)
-    made = subprocess.run(kefu + ["keys", "create", "--role", "customer-app", "--name", "shop-questions-bench"],
+    made = subprocess.run(kefu + ["keys", "create", "--role", "shop-backend", "--name", "shop-questions-bench"],
                           env=env, check=True, capture_output=True, text=True, timeout=120)
     m = re.search(r"kefu_[a-z0-9]{12}_[A-Za-z0-9_-]{20,}", made.stdout + made.stderr)
     if not m:
@@ -540,7 +540,7 @@ def ask_all(server: Server, questions: list[dict[str, Any]], model: str | None, 
             rec["error"] = "skipped: total timeout reached"
             answers.append(rec)
             continue
-        extra: dict[str, Any] = {"session_id": f"shopq-{nonce}-{q['id']}"}
+        extra: dict[str, Any] = {}  # no session id: the server starts a new conversation per question
         kwargs: dict[str, Any] = {}
         if q.get("customer_id"):
             extra["customer_id"] = q["customer_id"]
@@ -560,6 +560,40 @@ def ask_all(server: Server, questions: list[dict[str, Any]], model: str | None, 
         answers.append(rec)
         print(f"  {q['id']:<12} {rec['latency_s']:>7.2f}s  {(rec['error'] or rec['reply'])[:70]!r}", flush=True)
     return model, answers
+
+
+def burst(server: Server, questions: list[dict[str, Any]], n: int, model: str | None, timeout: float,
+          budget_s: float = 10.0) -> dict[str, Any]:
+    """``n`` customers asking at once (the first ``n`` questions, cycled): each one's wall time, and how many got an
+    answer or a handoff within ``budget_s`` (the serving contract's bounded wait)."""
+    import openai
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{server.port}/v1", api_key=server.key, timeout=timeout,
+                           max_retries=0)
+    model = model or client.models.list().data[0].id
+    asked = [questions[i % len(questions)] for i in range(n)]
+
+    def one(q: dict[str, Any]) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            resp = client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": q["question"]}], temperature=0,
+                extra_body={"customer_id": q["customer_id"]} if q.get("customer_id") else {})
+            meta = (resp.model_extra or {}).get("kefu") or {}
+            return {"id": q["id"], "s": time.perf_counter() - started, "path": meta.get("path"),
+                    "answered": bool(resp.choices[0].message.content), "error": None}
+        except Exception as exc:  # a refused or failed request: no answer
+            return {"id": q["id"], "s": time.perf_counter() - started, "path": None, "answered": False,
+                    "error": f"{type(exc).__name__}: {exc}"[:200]}
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        rows = list(pool.map(one, asked))
+    walls = sorted(r["s"] for r in rows)
+    return {"n": n, "budget_s": budget_s, "within_budget": sum(r["answered"] and r["s"] <= budget_s for r in rows),
+            "max_s": round(walls[-1], 2), "p50_s": round(walls[len(walls) // 2], 2),
+            "paths": {p: sum(r["path"] == p for r in rows) for p in {r["path"] for r in rows}},
+            "errors": [r["error"] for r in rows if r["error"]][:5]}
 
 
 # ------------------------------------------------------------------------------------------------- report
@@ -640,7 +674,10 @@ def docs_section(report: dict[str, Any]) -> str:
             f"The server prices at its own clock, not at the question's time: {len(shifted)} questions whose answer "
             "differs between the two are counted separately (\"date-stable\" leaves them out; the next column "
             "recomputes the cart totals at the server's clock).")), "",
-        table(s, "category"), "", table(s, "path"), ""])
+        table(s, "category"), "", table(s, "path"), ""]
+        + ([f"Burst: {b['n']} customers asking at once: {b['within_budget']}/{b['n']} answered or handed off "
+            f"within {b['budget_s']:g} s (p50 {b['p50_s']} s, max {b['max_s']} s; paths {b['paths']}).", ""]
+           if (b := report.get("burst")) else []))
 
 
 def scored(questions: list[dict[str, Any]], answers: list[dict[str, Any]], shop: Shop,
@@ -681,6 +718,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models-dir", type=Path, help="converted-model cache shared across runs (default: "
                         "$KEFU_MODELS_DIR, else $KEFU_HOME/models of the calling user)")
     parser.add_argument("--keep-home", action="store_true", help="keep the temp KEFU_HOME (server log, audit)")
+    parser.add_argument("--burst", type=int, default=0, help="then ask this many questions at once (bounded waits: "
+                        "each answered or handed off within 10 s)")
     parser.add_argument("--server-clock", action="store_true", help="run one server on the real clock instead of "
                         "one per question time (KEFU_SHOP_TIME set to the questions' `at`)")
     parser.add_argument("--rescore", type=Path, help="score the replies of an earlier --out file again (no server; "
@@ -711,6 +750,7 @@ def main(argv: list[str] | None = None) -> int:
             groups.setdefault(None if args.server_clock else q["at"], []).append(q)
         by_id: dict[str, dict[str, Any]] = {}
         clocks: dict[str, datetime] = {}
+        bursts: dict[str, Any] | None = None
         args.out.parent.mkdir(parents=True, exist_ok=True)
         for at, group in groups.items():
             home = args.kefu_home / (at or "now").replace(":", "") if args.kefu_home else \
@@ -730,6 +770,9 @@ def main(argv: list[str] | None = None) -> int:
                   "questions", flush=True)
             try:
                 model, got = ask_all(server, group, args.model, args.timeout, args.total_timeout, args.max_tokens)
+                if args.burst and at == next(iter(groups)):
+                    bursts = burst(server, group, args.burst, args.model, args.timeout)
+                    print(f"burst of {args.burst}: {bursts}", flush=True)
             finally:
                 server.stop()
             for q, a in zip(group, got):
@@ -749,7 +792,7 @@ def main(argv: list[str] | None = None) -> int:
                   "server_now": ("per question (KEFU_SHOP_TIME = its time)" if isinstance(now, dict)
                                  else now.isoformat()),
                   "server_clocks": {k: v.isoformat() for k, v in clocks.items()}, "questions": str(args.questions),
-                  "serve_log": str(log)}
+                  "serve_log": str(log), "burst": bursts}
     results = scored(questions, answers, shop, now)
     report.update(summary=summarise(results), results=results)
     args.out.parent.mkdir(parents=True, exist_ok=True)

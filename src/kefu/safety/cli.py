@@ -38,7 +38,7 @@ def _principal(permission: str):
 # ---------------------------------------------------------------------------------------------------------- keys
 @keys_app.command("create")
 def keys_create(role: str = typer.Option(..., "--role", help="admin, data-engineer, trainer, agent, customer-app, "
-                                                             "auditor"),
+                                                             "shop-backend, auditor"),
                 name: str = typer.Option(..., "--name", help="Who or what uses the key."),
                 customer: Optional[str] = typer.Option(None, "--customer",
                                                        help="Bind the key to one customer (a key inside their app).")):
