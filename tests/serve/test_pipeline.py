@@ -90,3 +90,11 @@ def test_the_steps_carry_one_route_through_the_turn(tiny):
     events = list(service.light_answer(turn, found, decision))
     assert [e["type"] for e in events] == ["meta", "delta", "done"]
     assert events[-1]["reply"].text == "山岚冲锋衣的价格是¥399。"
+
+
+def test_reply_meta_shows_the_facts_to_staff_only():
+    from kefu.serve.pipeline import Reply
+
+    reply = Reply("¥599", "light", "KG answer", "price_inquiry", "sess_x", "chatcmpl-x", "m", facts=["X1 标价¥599"])
+    assert reply.meta(staff=True)["facts"] == ["X1 标价¥599"]
+    assert "facts" not in reply.meta() and "text" not in reply.meta(staff=True)

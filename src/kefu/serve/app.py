@@ -403,7 +403,7 @@ def create_app(service: ChatService, *, auth: Authenticator | None = None,
             "choices": [{"index": i, "message": {"role": "assistant", "content": done[i][3]},
                          "finish_reason": done[i][2], "logprobs": None} for i in range(n)],
             "usage": _usage(first, prompt, [(done[i][1], done[i][3]) for i in range(n)]),
-            "kefu": first.meta(),
+            "kefu": first.meta(staff=who.can("feedback:read")),
         }, headers={"X-Kefu-Path": first.path, **session_header})
 
     def customer_of(who: Caller, requested: str | None) -> str | None:
@@ -455,20 +455,22 @@ def create_app(service: ChatService, *, auth: Authenticator | None = None,
 
         # the stream runs in the server's response task, after the route returned: the turn acts as its caller here
         # (this generator is driven by that one task from start to close, so the context is set and reset there)
+        staff = who.can("feedback:read")  # operators see the facts an answer rests on; customers do not
         try:
             with acting_as(who.acting):
                 async for indexes, item in choices:
                     if item[0] == "meta":
                         message_id = message_id or item[1].message_id
                         for i in indexes:
-                            yield chunk(i, {"role": "assistant", "content": ""}, extra={"kefu": item[1].meta()})
+                            yield chunk(i, {"role": "assistant", "content": ""},
+                                        extra={"kefu": item[1].meta(staff=staff)})
                     elif item[0] == "delta":
                         for i in indexes:
                             yield chunk(i, {"content": item[1]})
                     elif item[0] == "done":
                         for i in indexes:
                             finished[i] = (item[1], item[3])
-                            yield chunk(i, {}, item[2], extra={"kefu": item[1].meta()})
+                            yield chunk(i, {}, item[2], extra={"kefu": item[1].meta(staff=staff)})
                 if include_usage and finished:
                     yield chunk(None, {}, extra={"usage": _usage(finished[0][0], prompt,
                                                                  [finished[i] for i in sorted(finished)])})

@@ -83,12 +83,17 @@ class Reply:
     verification: list[str] = field(default_factory=list)  # what failed verification, per attempt (empty: passed)
     replaced: str | None = None  # why the model's reply was replaced (a verification reason), None when it was not
     finish_reason: str = "stop"  # "length" when the model's answer was cut by its token budget
+    facts: list[str] = field(default_factory=list)  # the fact lines this turn's answer rests on (for operators)
     prompt_tokens: int | None = None  # counted by the engine for a model answer (None: count them with count_tokens)
     completion_tokens: int | None = None
 
-    def meta(self) -> dict[str, Any]:
+    def meta(self, staff: bool = False) -> dict[str, Any]:
+        """The reply's metadata for the API; the facts it used only for shop staff (``staff``): a customer sees
+        the answer, an operator also sees what it rests on."""
         data = asdict(self)
         data.pop("text")
+        if not staff:
+            data.pop("facts")
         return data
 
 
@@ -449,6 +454,9 @@ class ChatService:
         evidence = Evidence.gather(fact_texts(facts, tool_result), customer, system_prompt=self.system_prompt,
                                    link=self._link)
         found = Found(facts, tool_result, tool_text, grounding, personal, evidence, slot_values(facts, tool_result))
+        turn.reply.facts = [str(f.get("text", "")) for f in (getattr(facts, "facts", None) or []) if isinstance(f, dict)]
+        if tool_text:
+            turn.reply.facts.append(tool_text)
         found.past_reply = self.past_reply(turn, found)
         return found
 
