@@ -569,17 +569,35 @@ def burst(server: Server, questions: list[dict[str, Any]], n: int, model: str | 
     import openai
     from concurrent.futures import ThreadPoolExecutor
 
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{server.port}/v1", api_key=server.key, timeout=timeout,
-                           max_retries=0)
-    model = model or client.models.list().data[0].id
+    base = f"http://127.0.0.1:{server.port}/v1"
+    shop = openai.OpenAI(base_url=base, api_key=server.key, timeout=timeout, max_retries=0)
+    model = model or shop.models.list().data[0].id
     asked = [questions[i % len(questions)] for i in range(n)]
+    # each customer chats through the widget with its own token, minted by the shop's backend (rate limits are per
+    # customer, as in production); minted before the burst so only the questions are timed
+    tokens = []
+    for i, q in enumerate(asked):
+        request = urllib.request.Request(
+            f"{base}/customer_tokens", method="POST",
+            data=json.dumps({"customer_id": q.get("customer_id") or f"burst-{i}"}).encode("utf-8"),
+            headers={"Authorization": f"Bearer {server.key}", "Content-Type": "application/json"})
+        for attempt in range(20):  # the shop key's own rate limit: wait as Retry-After says
+            try:
+                with urllib.request.urlopen(request, timeout=timeout) as resp:
+                    tokens.append(json.loads(resp.read().decode("utf-8"))["token"])
+                break
+            except urllib.error.HTTPError as exc:
+                if exc.code != 429 or attempt == 19:
+                    raise
+                time.sleep(float(exc.headers.get("Retry-After") or 1))
 
-    def one(q: dict[str, Any]) -> dict[str, Any]:
+    def one(job: tuple[dict[str, Any], str]) -> dict[str, Any]:
+        q, token = job
+        client = openai.OpenAI(base_url=base, api_key=token, timeout=timeout, max_retries=0)
         started = time.perf_counter()
         try:
             resp = client.chat.completions.create(
-                model=model, messages=[{"role": "user", "content": q["question"]}], temperature=0,
-                extra_body={"customer_id": q["customer_id"]} if q.get("customer_id") else {})
+                model=model, messages=[{"role": "user", "content": q["question"]}], temperature=0)
             meta = (resp.model_extra or {}).get("kefu") or {}
             return {"id": q["id"], "s": time.perf_counter() - started, "path": meta.get("path"),
                     "answered": bool(resp.choices[0].message.content), "error": None}
@@ -588,7 +606,7 @@ def burst(server: Server, questions: list[dict[str, Any]], n: int, model: str | 
                     "error": f"{type(exc).__name__}: {exc}"[:200]}
 
     with ThreadPoolExecutor(max_workers=n) as pool:
-        rows = list(pool.map(one, asked))
+        rows = list(pool.map(one, zip(asked, tokens)))
     walls = sorted(r["s"] for r in rows)
     return {"n": n, "budget_s": budget_s, "within_budget": sum(r["answered"] and r["s"] <= budget_s for r in rows),
             "max_s": round(walls[-1], 2), "p50_s": round(walls[len(walls) // 2], 2),
