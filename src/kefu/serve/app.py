@@ -565,7 +565,7 @@ def create_app(service: ChatService, *, auth: Authenticator | None = None,
     return app
 
 
-STATIC_FILES = {"app.js": "text/javascript", "widget.js": "text/javascript", "operator.js": "text/javascript",
+STATIC_FILES = {"sse.js": "text/javascript", "app.js": "text/javascript", "widget.js": "text/javascript", "operator.js": "text/javascript",
                 "widget.css": "text/css", "operator.css": "text/css"}
 # widget.js runs on the shop's pages: CORP lets a shop that sets Cross-Origin-Embedder-Policy load it too
 STATIC_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache",

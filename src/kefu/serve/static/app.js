@@ -158,30 +158,17 @@
       if (sessionId) request.session_id = sessionId;
       const r = await api("/v1/chat/completions", { method: "POST", body: JSON.stringify(request) });
       if (!r.ok) { const e = new Error("http"); e.status = r.status; throw e; }
-      const reader = r.body.getReader(); const decoder = new TextDecoder();
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += decoder.decode(value, { stream: true }).replace(/\r\n/g, "\n");
-        let idx;
-        while ((idx = buffer.indexOf("\n\n")) >= 0) {
-          const event = buffer.slice(0, idx); buffer = buffer.slice(idx + 2);
-          if (!event.startsWith("data:")) continue;
-          const data = event.slice(5).trim();
-          if (data === "[DONE]") continue;
-          const chunk = JSON.parse(data);
-          if (chunk.id) messageId = chunk.id;
-          if (chunk.kefu) { meta = chunk.kefu; keepSession(meta); }
-          const choice = chunk.choices && chunk.choices[0];
-          const piece = (choice && choice.delta && choice.delta.content) || "";
-          if (!piece) continue;
-          if (!started) {
-            started = true; div.classList.remove("typing"); div.classList.add("streaming");
-            body.removeAttribute("aria-label");
-          }
-          answer += piece; body.textContent = answer; scrollDown();
+      for await (const chunk of chatChunks(r)) {
+        if (chunk.id) messageId = chunk.id;
+        if (chunk.kefu) { meta = chunk.kefu; keepSession(meta); }
+        const choice = chunk.choices && chunk.choices[0];
+        const piece = (choice && choice.delta && choice.delta.content) || "";
+        if (!piece) continue;
+        if (!started) {
+          started = true; div.classList.remove("typing"); div.classList.add("streaming");
+          body.removeAttribute("aria-label");
         }
+        answer += piece; body.textContent = answer; scrollDown();
       }
       if (!started) throw new Error("empty answer");
       history.push({ role: "assistant", content: answer });

@@ -142,27 +142,14 @@
       if (sessionId) request.session_id = sessionId;
       const r = await fetch("/v1/chat/completions", { method: "POST", headers: headers(), body: JSON.stringify(request) });
       if (!r.ok) throw new Error(await errorText(r));
-      const reader = r.body.getReader(); const decoder = new TextDecoder();
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += decoder.decode(value, { stream: true }).replace(/\r\n/g, "\n");
-        let idx;
-        while ((idx = buffer.indexOf("\n\n")) >= 0) {
-          const event = buffer.slice(0, idx); buffer = buffer.slice(idx + 2);
-          if (!event.startsWith("data:")) continue;
-          const data = event.slice(5).trim();
-          if (data === "[DONE]") continue;
-          const chunk = JSON.parse(data);
-          if (chunk.id) messageId = chunk.id;
-          if (chunk.kefu) { meta = chunk.kefu; if (meta.session_id) sessionId = meta.session_id; }
-          const choice = chunk.choices && chunk.choices[0];
-          const piece = (choice && choice.delta && choice.delta.content) || "";
-          if (!piece) continue;
-          msg.classList.remove("typing");
-          answer += piece; msg.textContent = answer; log.scrollTop = log.scrollHeight;
-        }
+      for await (const chunk of chatChunks(r)) {
+        if (chunk.id) messageId = chunk.id;
+        if (chunk.kefu) { meta = chunk.kefu; if (meta.session_id) sessionId = meta.session_id; }
+        const choice = chunk.choices && chunk.choices[0];
+        const piece = (choice && choice.delta && choice.delta.content) || "";
+        if (!piece) continue;
+        msg.classList.remove("typing");
+        answer += piece; msg.textContent = answer; log.scrollTop = log.scrollHeight;
       }
       msg.classList.remove("typing");
       msg.textContent = answer;
