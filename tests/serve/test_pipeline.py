@@ -98,3 +98,34 @@ def test_reply_meta_shows_the_facts_to_staff_only():
     reply = Reply("¥599", "light", "KG answer", "price_inquiry", "sess_x", "chatcmpl-x", "m", facts=["X1 标价¥599"])
     assert reply.meta(staff=True)["facts"] == ["X1 标价¥599"]
     assert "facts" not in reply.meta() and "text" not in reply.meta(staff=True)
+
+
+def test_model_answers_are_counted_as_vllm_counts_them(tiny):
+    """Prompt and generation tokens, time per output token and the finish reason of a model answer, from the engine."""
+    from dataclasses import replace
+
+    from kefu.serve.engine.base import Finished, Generation
+
+    class Counting:
+        name = "counting"
+
+        def models(self):
+            return ["tiny"]
+
+        def stream(self, messages, **kwargs):
+            async def items():
+                yield "好的，"
+                yield "马上为您查询。"
+                yield Finished("length", 12, 5)
+            return Generation(items())
+
+    service = make_service(tiny, engine=Counting())
+    original = service.router.route
+    service.router.route = lambda text, **kw: replace(original(text, **kw), light_path=False)
+    reply = asyncio.run(service.answer([{"role": "user", "content": "你们店在哪个城市"}]))
+    assert reply.path == "full" and reply.finish_reason == "length"
+    assert (reply.prompt_tokens, reply.completion_tokens) == (12, 5)
+    metrics = service.metrics.render().decode()
+    assert "kefu_prompt_tokens_total 12.0" in metrics and "kefu_generation_tokens_total 5.0" in metrics
+    assert 'kefu_request_finish_reasons_total{reason="length"} 1.0' in metrics
+    assert "kefu_time_per_output_token_seconds_count 1.0" in metrics

@@ -37,6 +37,13 @@ class Metrics:
                                "client gone)", ["reason"], registry=r)
         self.model_turns = Gauge("kefu_model_requests_in_flight", "Turns on the model path now (running and waiting "
                                  "in the engine)", registry=r)
+        self.prompt_tokens = Counter("kefu_prompt_tokens", "Prompt tokens of model answers (engine counts)", registry=r)
+        self.generation_tokens = Counter("kefu_generation_tokens", "Tokens the model generated", registry=r)
+        self.time_per_output_token = Histogram("kefu_time_per_output_token_seconds", "Seconds per generated token "
+                                               "after the first", registry=r,
+                                               buckets=(0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0))
+        self.finish_reasons = Counter("kefu_request_finish_reasons", "Why model answers ended (stop, length)",
+                                      ["reason"], registry=r)
         self.replacements = Counter("kefu_replacements", "Replies replaced after verification failed twice "
                                     "(by the light-path answer or a handoff), by reason", ["reason"], registry=r)
 

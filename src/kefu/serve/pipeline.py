@@ -151,6 +151,7 @@ class Turn:
     temperature: float
     started: float
     context: str = ""  # the product under discussion when this turn names none (cache context, follow-ups)
+    first_token_at: float | None = None  # when the first verified piece of a model answer went out
     stop: tuple[str, ...] = ()  # the request's stop strings (the engine cuts the draft at the first one)
     sample: bool = False  # another sample of a turn already recorded (the API's n > 1 at temperature > 0)
 
@@ -535,6 +536,7 @@ class ChatService:
                     reply.finish_reason = finish_reason(generation) or "stop"
                     reply.prompt_tokens = getattr(generation, "prompt_tokens", None)
                     reply.completion_tokens = getattr(generation, "completion_tokens", None)
+                    self._count_generation(turn, reply)
                     verdict = None
                     break
                 except Rejected as exc:
@@ -562,6 +564,18 @@ class ChatService:
                 if not leader.done():
                     leader.set_result(None)  # failed or the client left: the waiting ones generate themselves
                 self._in_flight.pop(flight, None)
+
+    def _count_generation(self, turn: Turn, reply: Reply) -> None:
+        """vLLM's request metrics for a finished model answer: tokens in and out, time per output token (after the
+        first), why it ended."""
+        self.metrics.finish_reasons.labels(reply.finish_reason).inc()
+        if reply.prompt_tokens:
+            self.metrics.prompt_tokens.inc(reply.prompt_tokens)
+        if reply.completion_tokens:
+            self.metrics.generation_tokens.inc(reply.completion_tokens)
+            if reply.completion_tokens > 1 and turn.first_token_at is not None:
+                self.metrics.time_per_output_token.observe(
+                    (time.perf_counter() - turn.first_token_at) / (reply.completion_tokens - 1))
 
     def _time_left(self, turn: Turn) -> float:
         """Seconds left of this turn's answer deadline (infinite when there is none)."""
@@ -627,6 +641,7 @@ class ChatService:
                     out = checked(piece)
                     if first:
                         self.metrics.ttft.labels("full").observe(turn.elapsed())
+                        turn.first_token_at = time.perf_counter()
                         first = False
                     yield out
             for piece in stream.flush():
