@@ -179,3 +179,9 @@ def test_money_in_fact_data_backs_the_same_amount_written_as_money():
     evidence = Evidence.gather(fact_texts(facts, None), [])
     assert verify_reply("每满200元减20元，最多减¥100.00", evidence).ok
     assert verify_reply("最多减¥150", evidence).reason == "invented"
+
+
+def test_a_short_sentence_copied_from_the_system_prompt_is_an_echo():
+    prompt = "你是「本店」的在线客服。回答简洁、礼貌、准确；价格、库存、订单状态和日期只能依据下面给出的事实。"
+    assert echoes("你是「本店」的在线客服。", prompt) and not echoes("亲，本店在线客服为您服务。", prompt)
+    assert not echoes("好的，马上为您查询。", prompt)

@@ -129,11 +129,12 @@ def echoes(text: str, system_prompt: str) -> bool:
     what the model is given (【店铺知识】, 已知事实：)."""
     if any(marker in text for marker in PROMPT_MARKERS):
         return True
-    if not system_prompt or len(text) < ECHO_CHARS:
+    if not system_prompt:
         return False
     a, b = _NOISE.sub("", text), _NOISE.sub("", system_prompt)
     match = SequenceMatcher(None, a, b, autojunk=False).find_longest_match(0, len(a), 0, len(b))
-    return match.size >= ECHO_CHARS
+    # a long copied run, or a short reply that is mostly a piece of the prompt ("你是「本店」的在线客服。")
+    return match.size >= ECHO_CHARS or (match.size >= 6 and match.size >= 0.8 * len(a))
 
 
 def verify_reply(text: str, evidence: Evidence, *, link: Callable[[str], list[dict]] | None = None) -> Verdict:
