@@ -185,3 +185,9 @@ def test_a_short_sentence_copied_from_the_system_prompt_is_an_echo():
     prompt = "你是「本店」的在线客服。回答简洁、礼貌、准确；价格、库存、订单状态和日期只能依据下面给出的事实。"
     assert echoes("你是「本店」的在线客服。", prompt) and not echoes("亲，本店在线客服为您服务。", prompt)
     assert not echoes("好的，马上为您查询。", prompt)
+
+
+def test_a_reply_that_says_the_customers_words_back_is_an_echo():
+    evidence = Evidence.gather([], ["我这单你保证明天一定送到吗"])
+    assert verify_reply("我这单你保证明天一定送到吗icional", evidence).reason == "echo"
+    assert verify_reply("亲，明天能否送到要看物流，我帮您催一下。", evidence).ok

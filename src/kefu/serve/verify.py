@@ -137,6 +137,16 @@ def echoes(text: str, system_prompt: str) -> bool:
     return match.size >= ECHO_CHARS or (match.size >= 6 and match.size >= 0.8 * len(a))
 
 
+def parrots(text: str, customer_text: str) -> bool:
+    """Whether ``text`` is mostly the customer's own words said back ("我这单你保证明天一定送到吗…"); stray Latin
+    letters (a small model's "icional") do not count towards the reply."""
+    a, b = re.sub(r"[A-Za-z]+", "", _NOISE.sub("", text)), _NOISE.sub("", customer_text)
+    if len(a) < 6 or not b:
+        return False
+    match = SequenceMatcher(None, a, b, autojunk=False).find_longest_match(0, len(a), 0, len(b))
+    return match.size >= 0.8 * len(a)
+
+
 def verify_reply(text: str, evidence: Evidence, *, link: Callable[[str], list[dict]] | None = None) -> Verdict:
     """Check ``text`` against ``evidence``; slots must already be filled (an unfilled one fails)."""
     problems: list[str] = []
@@ -156,6 +166,8 @@ def verify_reply(text: str, evidence: Evidence, *, link: Callable[[str], list[di
         problems.append("loop: the reply repeats itself")
     if echoes(text, evidence.system_prompt):
         problems.append("echo: the reply repeats the system prompt")
+    elif parrots(text, evidence.customer_text):
+        problems.append("echo: the reply repeats the customer's words")
     for span in find_pii(text):
         if span.text not in evidence.fact_text:  # fact_text holds the customer's words too
             problems.append(f"pii: {span.type}")
