@@ -40,3 +40,13 @@ def shop_time(monkeypatch) -> str:
     """Fix the shop's clock (``$KEFU_SHOP_TIME``) inside the sample shop's promotion month."""
     monkeypatch.setenv("KEFU_SHOP_TIME", SHOP_TIME)
     return SHOP_TIME
+
+
+@pytest.fixture(scope="module")
+def shop_kg(tmp_path_factory):
+    """The bundled sample shop (examples/shop) imported into a fresh SQLite knowledge graph, one per test module."""
+    from kefu.kg.store import KnowledgeGraph
+
+    kg = KnowledgeGraph.open(f"sqlite:///{tmp_path_factory.mktemp('kg') / 'kg.db'}")
+    kg.import_path(SHOP)
+    return kg

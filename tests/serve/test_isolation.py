@@ -14,7 +14,6 @@ import re
 
 import pytest
 
-from kefu.kg.store import KnowledgeGraph
 from kefu.safety import audit
 from kefu.kg.tools import SQLiteOrderBackend, ToolBox
 from kefu.safety.injection import SAFE_REFUSAL
@@ -49,13 +48,6 @@ def secrets_of(order: dict) -> list[str]:
     """Strings that must never reach another customer: tracking no, order number and its tail, last location."""
     ship = order["shipment"]
     return [ship["tracking_no"], order["order_no"], f"尾号{order['order_no'][-4:]}", ship["events"][-1]["location"]]
-
-
-@pytest.fixture(scope="module")
-def shop_kg(tmp_path_factory):
-    kg = KnowledgeGraph.open(f"sqlite:///{tmp_path_factory.mktemp('kg') / 'kg.db'}")
-    kg.import_path(REPO_SHOP)
-    return kg
 
 
 @pytest.fixture

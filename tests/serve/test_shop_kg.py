@@ -12,15 +12,6 @@ from serve_support import REPO_SHOP, make_service
 pytestmark = pytest.mark.skipif(not (REPO_SHOP / "products.csv").exists(), reason="sample shop not generated")
 
 
-@pytest.fixture(scope="module")
-def shop_kg(tmp_path_factory):
-    from kefu.kg.store import KnowledgeGraph
-
-    kg = KnowledgeGraph.open(f"sqlite:///{tmp_path_factory.mktemp('kg') / 'kg.db'}")
-    kg.import_path(REPO_SHOP)
-    return kg
-
-
 @pytest.fixture(autouse=True)
 def _in_the_promotion_month(shop_time):
     """Prices below are the sample shop's in November 2026, whatever today's date."""

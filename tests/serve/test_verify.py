@@ -15,15 +15,6 @@ pytestmark = pytest.mark.skipif(not (REPO_SHOP / "products.csv").exists(), reaso
 ORDER, OWNER, CARRIER, TRACKING = "2611217918058887", "C0127", "圆通速递", "YT8780175989834"
 
 
-@pytest.fixture(scope="module")
-def shop_kg(tmp_path_factory):
-    from kefu.kg.store import KnowledgeGraph
-
-    kg = KnowledgeGraph.open(f"sqlite:///{tmp_path_factory.mktemp('kg') / 'kg.db'}")
-    kg.import_path(REPO_SHOP)
-    return kg
-
-
 @pytest.fixture(autouse=True)
 def _in_the_promotion_month(shop_time):
     """The sample shop's promotions run in November 2026."""

@@ -26,12 +26,8 @@ DATE = "2026-11-20T10:00:00+08:00"
 
 
 @pytest.fixture(scope="module")
-def kg(tmp_path_factory):
-    from kefu.kg.store import KnowledgeGraph
-
-    graph = KnowledgeGraph.open(f"sqlite:///{tmp_path_factory.mktemp('kg') / 'kg.db'}")
-    graph.import_path(SHOP)
-    return graph
+def kg(shop_kg):
+    return shop_kg
 
 
 @pytest.fixture(autouse=True)
