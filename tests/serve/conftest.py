@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import socket
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from kefu.serve.gateway import Authenticator  # noqa: E402
-from serve_support import API_KEY, make_service, tiny_model, tiny_tokenizer  # noqa: E402,F401
+from serve_support import API_KEY, live_uvicorn, make_service, tiny_model, tiny_tokenizer  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")
@@ -43,25 +40,8 @@ def client(app):
         yield c
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def live_server(app):
     """The app on a real uvicorn at 127.0.0.1:<free port>, in a thread."""
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 10
-    while not server.started and time.time() < deadline:
-        time.sleep(0.02)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=5)
+    with live_uvicorn(app) as url:
+        yield url

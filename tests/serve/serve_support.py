@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from kefu.loop.feedback import FeedbackStore
 from kefu.serve.config import ServeConfig
@@ -97,3 +101,25 @@ def make_service(tiny, *, engine=None, config_overrides: dict | None = None, fee
                        base_model="tiny", **kwargs)
 
 
+
+
+@contextmanager
+def live_uvicorn(app) -> Iterator[str]:
+    """``app`` on a real uvicorn at 127.0.0.1:<free port>, in a thread; yields its base URL."""
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 10
+    while not server.started and time.time() < deadline:
+        time.sleep(0.02)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)

@@ -18,12 +18,10 @@ import os
 import re
 import shutil
 import subprocess
-import threading
-import time
 from pathlib import Path
 
 import pytest
-from serve_support import API_KEY, make_service
+from serve_support import API_KEY, live_uvicorn, make_service
 
 from kefu.serve.gateway import Authenticator
 
@@ -290,25 +288,10 @@ def test_widget_is_not_framed_by_an_unlisted_shop(browser, live_server, monkeypa
 @pytest.fixture
 def no_auth_server(tiny):
     """``kefu serve --no-auth``: the app without keys, on a live uvicorn."""
-    import socket
-
-    import uvicorn
-
     from kefu.serve.app import create_app
 
-    app = create_app(make_service(tiny), auth=Authenticator(enabled=False, use_store=False))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 10
-    while not server.started and time.time() < deadline:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=5)
+    with live_uvicorn(create_app(make_service(tiny), auth=Authenticator(enabled=False, use_store=False))) as url:
+        yield url
 
 
 def test_widget_dev_mode_without_a_token(browser, no_auth_server):
