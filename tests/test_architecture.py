@@ -1,7 +1,7 @@
 """The import graph of ``src/kefu`` keeps the layering that docs/architecture.md describes.
 
 Layers, lowest first: the shared layer (``types``, ``paths``, ``heap``, ``clock``, ``progress``, ``text``,
-``artifacts``), the configuration schemas (``kefu.config`` and each ``<stage>/config.py``), the stages in
+``artifacts``, ``state``), the configuration schemas (``kefu.config`` and each ``<stage>/config.py``), the stages in
 :data:`STAGE_ORDER`, and the entry points (``kefu.cli``, ``kefu.demo``, ``kefu.testing`` and each
 ``<stage>/cli.py``). A module imports only from its own layer or below; stages import only earlier stages, so no
 two stage folders can form a cycle. A kefu import inside a
@@ -16,7 +16,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 ROOT = SRC / "kefu"
-SHARED = ("types", "paths", "heap", "clock", "files", "progress", "text", "artifacts")
+SHARED = ("types", "paths", "heap", "clock", "files", "progress", "text", "artifacts", "state")
 STAGE_ORDER = ("safety", "data", "kg", "train", "eval", "loop", "serve")
 ENTRY_POINTS = ("cli", "demo", "testing", "__init__", "__main__")
 # third-party packages slow or large enough at import time that a command which does not need them should not load

@@ -17,6 +17,7 @@ from kefu.kg.config import KGConfig
 from kefu.loop.config import LoopConfig
 from kefu.safety.config import SafetyConfig
 from kefu.serve.config import ServeConfig
+from kefu.state import StateConfig, configure
 from kefu.train.config import TrainConfig
 from kefu.types import KefuError
 
@@ -35,12 +36,14 @@ class KefuConfig(BaseModel):
     serve: ServeConfig = ServeConfig()
     safety: SafetyConfig = SafetyConfig()
     loop: LoopConfig = LoopConfig()
+    state: StateConfig = StateConfig()
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> KefuConfig:
     """Read ``path`` (or ``./kefu.yaml`` when present), apply ``overrides`` (``{"prepare.seed": 7}`` style), validate.
 
-    Errors name the file and the field.
+    Errors name the file and the field. The ``state:`` section becomes this process's state backend
+    (``kefu.state.configure``), so every store opened after loading the config uses it.
     """
     data: dict[str, Any] = {}
     source = Path(path) if path else Path(DEFAULT_CONFIG_FILE)
@@ -57,7 +60,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             node = node.setdefault(key, {})
         node[leaf] = value
     try:
-        return KefuConfig.model_validate(data)
+        config = KefuConfig.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise KefuError(f"{source}: invalid config: {problems}") from exc
+    configure(config.state)
+    return config
