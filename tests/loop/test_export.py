@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import pytest
@@ -39,8 +40,31 @@ def test_merge_parity_int8_and_vllm(tiny_run, tmp_path):
 
     v = export.vllm_adapter(tiny_run, tmp_path / "vllm", name="shop")
     assert "--enable-lora" in v["command"] and "shop=" in v["command"]
-    assert f"--max-lora-rank {max(8, TrainRun(tiny_run).adapter_config().rank)} " in v["command"]
+    rank = TrainRun(tiny_run).adapter_config().rank
+    assert f"--max-lora-rank {export.vllm_max_lora_rank(rank)} " in v["command"]
+    assert f"--served-model-name {v['base_model']} " in v["command"]  # the name `kefu serve --engine remote` asks for
     assert (tmp_path / "vllm" / "shop" / "adapter_config.json").is_file()
+    assert v["command"] in (tmp_path / "vllm" / "serve_vllm.sh").read_text(encoding="utf-8")
+
+
+def test_vllm_max_lora_rank_rounds_up_to_a_rank_vllm_accepts():
+    assert [export.vllm_max_lora_rank(r) for r in (1, 4, 8, 9, 12, 16, 17, 64, 200, 300, 320, 321, 512)] == \
+        [8, 8, 8, 16, 16, 16, 32, 64, 256, 320, 320, 512, 512]
+    with pytest.raises(KefuError, match="above the largest rank vLLM serves"):
+        export.vllm_max_lora_rank(513)
+
+
+def test_vllm_export_refuses_dora(tiny_run, tmp_path):
+    run = tmp_path / "dora_run"
+    shutil.copytree(tiny_run, run)
+    config_file = run / "adapter" / "adapter_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config_file.write_text(json.dumps({**config, "use_dora": True, "r": 12}), encoding="utf-8")
+    with pytest.raises(KefuError, match="DoRA"):
+        export.vllm_adapter(run, tmp_path / "vllm")
+    assert not (tmp_path / "vllm").exists()
+    config_file.write_text(json.dumps({**config, "use_dora": False, "r": 12}), encoding="utf-8")
+    assert "--max-lora-rank 16 " in export.vllm_adapter(run, tmp_path / "vllm")["command"]
 
 
 def test_trim_vocab_export_checks_quality_and_serves(tiny_run, prepared_old, tmp_path):

@@ -211,21 +211,46 @@ def trim_vocab(run: str | Path, data: str | Path, out: str | Path, *, min_agreem
     return report
 
 
+# The values vLLM's ``--max-lora-rank`` accepts (``vllm.config.lora.MaxLoRARanks``; newer releases add 1, which 8
+# covers), ascending.
+VLLM_MAX_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def vllm_max_lora_rank(rank: int) -> int:
+    """The smallest ``--max-lora-rank`` vLLM accepts that holds an adapter of ``rank`` (r=12 → 16)."""
+    for allowed in VLLM_MAX_LORA_RANKS:
+        if rank <= allowed:
+            return allowed
+    raise KefuError(f"LoRA rank {rank} is above the largest rank vLLM serves ({VLLM_MAX_LORA_RANKS[-1]}); "
+                    "retrain with a smaller lora.r or export --merge")
+
+
 @authorized("model:deploy")
 def vllm_adapter(run: str | Path, out: str | Path, name: str = "shop") -> dict[str, Any]:
-    """Copy the adapter for vLLM multi-LoRA serving and write the command that serves it."""
+    """Copy the adapter for vLLM multi-LoRA serving and write the command that serves it.
+
+    vLLM serves the base under ``--served-model-name`` (the run's base model name, the name ``kefu serve --engine
+    remote`` asks for) and the adapter under ``name``; DoRA adapters are refused (vLLM serves plain LoRA only)."""
     base, adapter = run_parts(run)
+    config = AdapterConfig.read(adapter)
+    if config.dora:
+        raise KefuError(f"{adapter}: a DoRA adapter (use_dora in adapter_config.json); vLLM does not serve DoRA — "
+                        "export --merge and serve the merged model, or retrain with lora.dora off")
+    max_rank = vllm_max_lora_rank(config.rank or 16)
     out = Path(out)
     target = out / name
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(adapter, target)
     base_path = resolve_model(base)
-    rank = AdapterConfig.read(adapter).rank or 16
-    command = (f"vllm serve {base_path} --enable-lora --max-lora-rank {max(8, rank)} "
+    command = (f"vllm serve {base_path} --served-model-name {base} --enable-lora --max-lora-rank {max_rank} "
                f"--lora-modules {name}={target.resolve()}")
+    gateway = (f"kefu serve --engine remote --remote-url http://127.0.0.1:8000 --model {base} "
+               f"--adapter {name}={target.resolve()}")
     (out / "serve_vllm.sh").write_text(f"#!/usr/bin/env bash\n# Serve the base model with the shop adapter; "
-                                       f"clients select it with model=\"{name}\".\n{command}\n", encoding="utf-8")
-    report = {"kind": "vllm", "adapter": str(target), "command": command}
+                                       f"clients select it with model=\"{name}\".\n# The gateway in front of it: "
+                                       f"{gateway}\n{command}\n", encoding="utf-8")
+    report = {"kind": "vllm", "adapter": str(target), "base_model": base, "max_lora_rank": max_rank,
+              "command": command, "gateway_command": gateway}
     audit.record("export.vllm", str(out), details=report)
     return report
