@@ -1,6 +1,8 @@
 """An OpenAI-compatible server as the engine (vLLM, TGI, llama.cpp server ...): httpx, timeouts, retries.
 
-vLLM with ``--enable-lora`` picks the adapter by model name, so per-request adapters work as they do locally. Stop
+vLLM with ``--enable-lora`` picks the adapter by model name (``--lora-modules NAME=PATH``), so the request's model is
+sent as it is (the base under ``base_name``, which ``kefu export --vllm`` serves as ``--served-model-name``) and a name
+the engine was not given is refused before any request, as the local engine refuses it. Stop
 strings (``TURN_STOPS`` plus the request's ``stop``) are applied here, on the streamed text, as the local engine does,
 and the response is closed at the first one. ``repetition_penalty`` is sent only with ``sampling_extras`` (vLLM's
 extra field, which counts prompt tokens too; OpenAI's API rejects unknown fields); ``no_repeat_ngram_size`` is the
@@ -55,6 +57,8 @@ class RemoteEngine:
     async def _generate(self, body: dict, stops: tuple[str, ...]) -> AsyncIterator[str | Finished]:
         import httpx
 
+        if body["model"] not in self.models():  # raised where the answer is read, as the local engine does
+            raise EngineError(f"unknown adapter {body['model']!r}")
         last: Exception | None = None
         for attempt in range(self.retries + 1):
             emitted = False
