@@ -26,16 +26,6 @@ def test_embedded_model_needs_its_pinned_package(monkeypatch):
         resolve_model(DEFAULT_MODEL)
 
 
-def test_converted_folder_is_reused_without_touching_the_package(monkeypatch, tmp_path, tiny_model_dir):
-    import shutil
-
-    monkeypatch.setenv("KEFU_MODELS_DIR", str(tmp_path))
-    target = tmp_path / models.EMBEDDED[DEFAULT_MODEL].gguf_sha256
-    shutil.copytree(tiny_model_dir, target)
-    monkeypatch.setattr(models, "_convert", lambda *a: pytest.fail("must not convert again"))
-    assert resolve_model(DEFAULT_MODEL) == target
-
-
 def test_wrong_gguf_sha_is_refused(monkeypatch, tmp_path):
     bad = tmp_path / "x.gguf"
     bad.write_bytes(b"not a model")

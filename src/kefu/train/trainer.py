@@ -123,6 +123,21 @@ def _dist_setup() -> tuple[int, int]:
     return 0, 1
 
 
+def resolve_on_rank0_first(model: str) -> Path:
+    """The base model's folder, resolved (an embedded model converted, once) by rank 0 while the other ranks wait
+    at a barrier, so that a fresh machine's ranks do not all load and convert the GGUF; the others then find the
+    cache complete (or, on another node with its own cache, build it one at a time behind the cache's file lock)."""
+    if not dist.is_initialized():
+        return resolve_model(model)
+    if dist.get_rank() == 0:
+        try:
+            return resolve_model(model)
+        finally:  # the others go on even when rank 0 fails: they meet the same error instead of hanging
+            dist.barrier()
+    dist.barrier()
+    return resolve_model(model)
+
+
 def _default_device() -> torch.device:
     """This process's GPU (``LOCAL_RANK`` under torchrun/accelerate, else the first) or the CPU."""
     if not torch.cuda.is_available():
@@ -340,7 +355,7 @@ class _LoRARecipe:
             raise KefuError(f"{run.path}: already holds a finished run (adapter/); choose another --out or pass "
                             "--resume")
         check_data(self.data)  # malformed or empty data fails here, before the model is loaded
-        self.model_path = resolve_model(config.model)
+        self.model_path = resolve_on_rank0_first(config.model)
         if config.init_adapter and not is_adapter(config.init_adapter):
             raise KefuError(f"{config.init_adapter}: --init-adapter is not a PEFT adapter folder (no "
                             "adapter_config.json)")
