@@ -193,11 +193,21 @@ def test_stock_by_colour_and_size_when_the_catalogue_has_it(tmp_path):
     assert retrieve(kg, "雪线黑的M码有货吗", at=AT).answer == "「雪线羽绒服」曜石黑/M：缺货；有货的还有：曜石黑/L（5件）。"
 
 
-def test_two_questions_get_no_canned_answer(kg):
+def test_an_order_and_its_return_windows_are_answered_from_the_data(kg):
+    """"我的订单X能退吗" asks two things the shop settles: the order's status and the windows of what it holds; the
+    answer states both, in pieces a caller with a live order tool can reuse (``parts``)."""
     facts = retrieve(kg, "我的订单2026111012345678能退吗", customer_id="C0001", at=AT)
-    assert facts.answer is None
     assert {"order", "policy"} <= set(types(facts))
     assert next(f for f in facts.facts if f["type"] == "policy")["subject"] == "冲锋衣"
+    assert set(facts.parts) == {"order", "after_sales"}
+    assert "当前状态：已发货" in facts.parts["order"] and "7天无理由退货" in facts.parts["after_sales"]
+    assert facts.answer == facts.parts["order"] + facts.parts["after_sales"]
+    # what it paid is not a question about windows: no policy answered
+    paid = retrieve(kg, "我的订单2026111012345678实付多少", customer_id="C0001", at=AT)
+    assert set(paid.parts) == {"order"} and "退货" not in paid.answer
+    # another customer's order: nothing of it, and no windows of what it holds
+    foreign = retrieve(kg, "订单2026111012345678能退吗", customer_id="C0002", at=AT)
+    assert "2026111012345678当前状态" not in (foreign.answer or "") and "after_sales" not in foreign.parts
 
 
 def test_repeated_number_is_looked_up_once(kg):

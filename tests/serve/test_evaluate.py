@@ -125,6 +125,24 @@ def test_key_facts_and_invented_facts_on_hand_made_samples(tmp_path, shop_time):
     kg.close()
 
 
+def test_key_facts_follow_the_order_under_discussion(tmp_path, shop_time):
+    """"显示签收了但我没收到啊" after the customer named order …1149 is still about …1149, not about the same
+    customer's newer order …8887: the turn's key fact is that order's status, which the system's answer states."""
+    orders = {o["order_no"]: o for o in json.loads((SHOP / "orders.json").read_text(encoding="utf-8"))}
+    named, newer = orders["2611037885261149"], orders["2611217918058887"]
+    assert named["customer_id"] == newer["customer_id"] and named["status"] != newer["status"]
+    data = tmp_path / "test.jsonl"
+    row = _dialogue("lost", "2026-11-24T10:00:00+08:00", "[物流单号]，物流信息帮我看看", "亲，已经签收了哦。",
+                    "显示签收了但我没收到啊", "亲别着急，麻烦先问下家人/门卫/快递柜。")
+    row["meta"].update(customer_id=named["customer_id"], refs={"order_no": named["order_no"]})
+    data.write_text(json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
+    metrics = evaluate_system(data, tmp_path / "eval", kg=SHOP, progress=False)
+    second = {r["id"]: r for r in read_predictions(tmp_path / "eval" / "predictions.jsonl")}["lost#3"]
+    statuses = [f["value"] for f in second["facts"] if f["type"] == "status"]
+    assert statuses == [named["status"]] and named["order_no"][-4:] in second["prediction"]
+    assert second["fact_verdicts"] == ["correct"] and metrics["key_fact_accuracy"] == 1.0
+
+
 def test_unbacked_claims_against_evidence():
     evidence = Evidence.gather(["「城市软壳冲锋衣」标价¥399.00，到手¥997.20"], ["买3件"])
     assert unbacked("3件到手997.20元，标价399元", evidence) == ([], [])

@@ -57,6 +57,19 @@ def test_orders_are_answered_only_for_their_customer(tiny, shop_kg):
     assert order["status"] not in other.text and "没有查到" in other.text
 
 
+def test_a_return_request_gets_the_live_order_and_the_windows_of_what_it_holds(tiny, shop_kg):
+    """"我要退货 订单X": the order tool's live status, then the return windows of the order's categories from the
+    KG — every fact from the shop, none from a model."""
+    order = next(o for o in json.loads((REPO_SHOP / "orders.json").read_text("utf-8")) if o["status"] == "已签收")
+    service = svc(tiny, shop_kg, DraftEngine("亲，30天内都可以退哦。"))
+    reply = ask(service, f"我要退货 订单{order['order_no']}", customer_id=order["customer_id"])
+    assert reply.path == "light" and reply.reason == "order tool"
+    assert reply.text.startswith(f"您的订单（尾号{order['order_no'][-4:]}）当前状态：已签收")
+    assert "天无理由退货" in reply.text and "30天" not in reply.text
+    other = ask(service, f"我要退货 订单{order['order_no']}", customer_id="C9999")
+    assert "没有查到" in other.text and "已签收" not in other.text and "无理由" not in other.text
+
+
 def test_wrong_price_in_a_draft_is_replaced_by_the_kg_fact(tiny, shop_kg):
     engine = DraftEngine("这款珠峰800蓬鹅绒羽绒服现在只要999元，是全网最好的羽绒服。")
     service = svc(tiny, shop_kg, engine)

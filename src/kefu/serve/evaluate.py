@@ -69,7 +69,7 @@ from kefu.serve.pipeline import ChatService, Found
 from kefu.serve.sessions import SessionStore
 from kefu.serve.text import key_entities, normalise
 from kefu.serve.verify import CATALOGUE_KINDS, Evidence, fact_texts
-from kefu.text.claims import claims
+from kefu.text.claims import claims, order_numbers
 from kefu.train.grounded import asking_customer
 from kefu.types import KefuError
 
@@ -234,7 +234,9 @@ async def _answer(service: ChatService, sample: dict, *, kg: Any, sample_time: b
                 asked = dict(sample, customer_id=customer_id)
                 last = context[-1]["content"] if context else ""
                 if order_no and (MASKED_ORDER.search(last) or CUES["order"].search(last)):  # the order under discussion
-                    asked["context"] = context[:-1] + [dict(context[-1], content=MASKED_ORDER.sub(order_no, last))]
+                    named = MASKED_ORDER.search(last) or order_numbers(last)  # "显示签收了但我没收到": still that order
+                    about = MASKED_ORDER.sub(order_no, last) if named else f"{last}（订单{order_no}）"
+                    asked["context"] = context[:-1] + [dict(context[-1], content=about)]
                 key_facts += kg_facts(kg, asked if sample_time else {k: v for k, v in asked.items() if k != "date"})
     finally:
         del service.fetch_facts

@@ -31,7 +31,7 @@ from kefu.kg.retrieval import link, retrieve
 from kefu.kg.slots import fill_slots, slot_values
 from kefu.kg.tools import TOOL_SCHEMAS, ToolBox
 from kefu.safety.injection import guard
-from kefu.serve.cache import ResponseCache
+from kefu.serve.cache import ResponseCache, SingleFlight
 from kefu.serve.config import ServeConfig
 from kefu.serve.engine import EngineError, finish_reason, token_budget
 from kefu.serve.gateway import mask_text
@@ -186,8 +186,13 @@ class Found:
 
     @property
     def light_text(self) -> str | None:
-        """The light path's answer: the order tool's, else the KG's direct one, else the shop's past reply."""
-        return self.tool_text or self.kg_answer or self.past_reply
+        """The light path's answer: the order tool's (with what else the KG settled for the turn: "我要退货" gets the
+        order's return windows), else the KG's direct one, else the shop's past reply."""
+        if self.tool_text:
+            found = isinstance(self.tool_result, dict) and not self.tool_result.get("error")
+            parts = (getattr(self.facts, "parts", None) or {}) if found and self.kg_answer else {}
+            return self.tool_text + "".join(v for k, v in parts.items() if k != "order")
+        return self.kg_answer or self.past_reply
 
     def prompt_block(self) -> str | None:
         """The facts the full model is given in its system prompt."""
@@ -203,14 +208,14 @@ class ChatService:
                  promotions: list[dict[str, Any]] | None = None, base_model: str = "base",
                  retriever: Callable[[str, str | None], Any] | None = None,
                  order_lookup: Callable[[str, str | None, str], dict[str, Any] | None] | None = None,
-                 replies: ReplyIndex | None = None):
+                 replies: ReplyIndex | None = None, flights: SingleFlight | None = None):
         """``retriever(text, customer_id) -> Facts`` and ``order_lookup(order_no, customer_id, text) -> dict`` default
         to the KG stage's ``retrieve`` and ``ToolBox``; tests and other deployments may inject their own."""
         self.config = config or ServeConfig()
         self.engine = engine
         self.metrics = metrics or Metrics()
         self.router = router or Router(handoff_after_failures=self.config.handoff_after_failures)
-        self._in_flight: dict[str, asyncio.Future] = {}  # cache key -> answer being generated (single flight)
+        self.flights = flights or SingleFlight()  # cache key -> answer being generated (single flight)
         self.model_turns = 0  # turns on the full path right now (admission control)
         self.max_model_turns = self.config.max_model_requests or 2 * self.config.max_batch_size
         self.cache = cache or ResponseCache(self.config.cache_ttl_s, self.config.cache_max_entries,
@@ -505,17 +510,13 @@ class ChatService:
         flight = self.cache.shared_key(turn.text, model=turn.model, context=turn.context, personal=found.personal)
         if not turn.shareable:
             flight = None
-        if flight is not None and flight in self._in_flight:
-            shared = await asyncio.shield(self._in_flight[flight])
+        leading, finished = False, False
+        if flight is not None:
+            leading, shared = await self.flights.join(flight)
             if shared is not None:
                 for event in self._shared(turn, shared, "shared the answer of the same question in flight"):
                     yield event
                 return
-            flight = None  # that generation failed: this one does not lead others
-        leader, finished = None, False
-        if flight is not None:
-            leader = asyncio.get_running_loop().create_future()
-            self._in_flight[flight] = leader
         try:
             reply = turn.reply
             reply.path, reply.reason = "full", decision.reason
@@ -554,16 +555,15 @@ class ChatService:
             for event in self.synthesise(turn, found, stream, pieces, error, verdict):
                 if event["type"] == "done":
                     finished = True
-                    if error is None and verdict is None and leader is not None and not leader.done():
-                        leader.set_result(turn.reply.text)  # the customers who asked the same meanwhile get it
+                    if error is None and verdict is None and leading:
+                        self.flights.finish(flight, turn.reply.text)  # those who asked the same meanwhile get it
+                        leading = False
                 yield event
         finally:
             if not finished:  # the client went away: the draft was closed with the generator, so the engine stopped
                 self.metrics.aborted.labels("client gone").inc()
-            if leader is not None:
-                if not leader.done():
-                    leader.set_result(None)  # failed or the client left: the waiting ones generate themselves
-                self._in_flight.pop(flight, None)
+            if leading:
+                self.flights.finish(flight, None)  # failed or the client left: the waiting ones generate themselves
 
     def _count_generation(self, turn: Turn, reply: Reply) -> None:
         """vLLM's request metrics for a finished model answer: tokens in and out, time per output token (after the

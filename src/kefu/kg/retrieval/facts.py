@@ -58,17 +58,21 @@ FACT_PRIORITY = {"order_not_found": 0, "order": 1, "logistics": 2, "playbook": 3
 class Facts:
     """``entities``: what was linked (type, text, start, end, value); ``facts``: dicts with ``type``, ``subject``,
     ``text`` (one Chinese line) and ``data``; ``prompt_block``: the facts for the system prompt; ``answer``: a direct,
-    fully grounded reply when the facts settle every question in the turn, else None."""
+    fully grounded reply when the facts settle every question in the turn, else None; ``parts``: that answer's
+    pieces by the kind of question they settle (``order``, ``price``, ``after_sales``...), so that a caller which
+    states the order from a live tool can add the rest."""
 
     entities: list[dict] = field(default_factory=list)
     facts: list[dict] = field(default_factory=list)
     prompt_block: str = ""
     answer: str | None = None
+    parts: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (datetimes in fact data become ISO strings)."""
         return json.loads(json.dumps({"entities": self.entities, "facts": self.facts,
-                                      "prompt_block": self.prompt_block, "answer": self.answer},
+                                      "prompt_block": self.prompt_block, "answer": self.answer,
+                                      "parts": self.parts},
                                      ensure_ascii=False, default=str))
 
 
@@ -372,6 +376,11 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
             line = light.policy_answer(snap, list(dict.fromkeys(categories)), text, products)
             if line:
                 say("after_sales", line)
+        elif fields and not PAID.search(text):  # "我要退货 订单X": the windows of what that order holds
+            for category in list(dict.fromkeys(categories))[:3]:
+                line = light.policy_answer(snap, [category], text, products)
+                if line:
+                    say("after_sales", line)
 
     # --- logistics-exception playbooks
     for kind in exceptions:
@@ -425,15 +434,16 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
         parts["promotion"] = []  # every named promotion was applied in the quoted price
     facts.sort(key=lambda f: FACT_PRIORITY.get(f["type"], 50))  # stable: keeps order inside a kind
     facts = facts[:max_facts]
-    answer = None
+    answer, pieces = None, {}
     quiet = detect(text).attack or (FOREIGN.search(text.replace(customer_id or "\0", "")) is not None)
     delay_only = exceptions == ["delay"] and orders and all(o.status not in SHIPPED_STATUSES for o in orders)
     if quiet or (exceptions and not delay_only):
         answer = None  # an attack or an exception needs judgement (the playbook), not a canned line
     elif parts and asked <= set(parts) and len(parts.get("order", [])) <= 1 and len(parts.get("stock", [])) <= 1:
         order_kinds = ("promotion", "price", "order", "stock", "attribute", "after_sales")
-        answer = "".join(piece for kind in order_kinds for piece in parts.get(kind, [])) or None
+        pieces = {kind: "".join(parts[kind]) for kind in order_kinds if parts.get(kind)}
+        answer = "".join(pieces.values()) or None
     elif not parts and faq_answer and not products and not orders:
         answer = faq_answer
     block = BLOCK_HEADER + "\n" + "\n".join(f"- {f['text']}" for f in facts) if facts else ""
-    return Facts(entities=entities, facts=facts, prompt_block=block, answer=answer)
+    return Facts(entities=entities, facts=facts, prompt_block=block, answer=answer, parts=pieces)
