@@ -4,7 +4,53 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+# ---- serve.ray: `kefu serve --ray` (kefu.serve.ray_app), the gateway and the engine as autoscaled Ray Serve
+# deployments (policy: kefu.serve.autoscale) ----------------------------------------------------------------------
+class RayDeploymentConfig(BaseModel):
+    """One Ray Serve deployment's replicas: bounds, the ongoing requests one replica takes, and how long a scaling
+    decision must hold before Ray acts on it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_replicas: int = Field(1, ge=1)
+    max_replicas: int = Field(4, ge=1)
+    capacity: int = Field(8, ge=1)  # ongoing requests one replica takes (its max_ongoing_requests): load 1.0
+    num_cpus: float = Field(1.0, ge=0)  # Ray CPUs reserved per replica
+    upscale_delay_s: float = Field(10.0, ge=0)
+    downscale_delay_s: float = Field(60.0, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> RayDeploymentConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas {self.min_replicas} > max_replicas {self.max_replicas}")
+        return self
+
+
+class RayServeConfig(BaseModel):
+    """``serve.ray``: load = ongoing requests / (replicas x capacity); above ``up_at`` a deployment gains
+    ``up_step`` replicas, below ``down_at`` it loses ``down_step``, within its bounds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = None  # a running Ray cluster ("auto", "ray://host:10001"); None starts one here
+    gateway: RayDeploymentConfig = Field(default_factory=lambda: RayDeploymentConfig(capacity=32, num_cpus=0.5))
+    engine: RayDeploymentConfig = Field(default_factory=RayDeploymentConfig)
+    up_at: float = Field(0.8, gt=0)
+    down_at: float = Field(0.3, ge=0)
+    up_step: int = Field(2, ge=1)
+    down_step: int = Field(1, ge=1)
+    metrics_interval_s: float = Field(1.0, gt=0)  # how often replicas report their ongoing requests
+    look_back_period_s: float = Field(5.0, gt=0)  # the window the reported load is averaged over
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> RayServeConfig:
+        if self.down_at >= self.up_at:
+            raise ValueError(f"down_at {self.down_at} must be below up_at {self.up_at}")
+        return self
+# ---- end of serve.ray ----------------------------------------------------------------------------------------------
 
 
 class ServeConfig(BaseModel):
@@ -67,3 +113,5 @@ class ServeConfig(BaseModel):
     handoff_after_failures: int = Field(2, ge=1)
     # router
     router_target_full_share: float = Field(0.3, ge=0, le=1)
+    # serve.ray (see RayServeConfig above)
+    ray: RayServeConfig = Field(default_factory=RayServeConfig)
