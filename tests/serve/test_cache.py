@@ -117,7 +117,7 @@ def test_customers_asking_the_same_at_once_share_one_generation(tiny):
     assert engine.calls == 1
     assert sorted(r.path for r in replies) == ["cache", "cache", "cache", "full"]
     assert len({r.text for r in replies}) == 1 and "冲锋衣" in replies[0].text
-    assert not service._in_flight  # nothing left behind
+    assert not len(service.flights)  # nothing left behind
 
 
 def test_when_the_shared_generation_fails_the_others_generate_themselves(tiny):
@@ -126,7 +126,7 @@ def test_when_the_shared_generation_fails_the_others_generate_themselves(tiny):
     replies = _ask_together(service, QUESTION, 3)
     assert [r.fallback for r in replies].count(True) == 1  # only the one whose generation failed
     assert engine.calls >= 2 and all("冲锋衣" in r.text for r in replies if not r.fallback)
-    assert not service._in_flight
+    assert not len(service.flights)
 
 
 def test_when_the_leading_customer_leaves_the_waiting_one_generates_itself(tiny):
@@ -147,4 +147,4 @@ def test_when_the_leading_customer_leaves_the_waiting_one_generates_itself(tiny)
 
     reply = asyncio.run(run())
     assert reply.path == "full" and not reply.fallback and "冲锋衣" in reply.text
-    assert not service._in_flight
+    assert not len(service.flights)

@@ -35,6 +35,7 @@ from kefu.serve.gateway import AuthFailure, Authenticator, Caller, TokenBucketLi
 from kefu.serve.pipeline import ChatService
 from kefu.serve.protocol import (ALLOWED_ROLES, AdapterRequest, ChatCompletionRequest, CustomerTokenRequest,
                                  FeedbackRequest, openapi_components)
+from kefu.serve.shared_state import rate_limiter
 from kefu.train.models import check_adapter
 from kefu.types import KefuError
 
@@ -257,10 +258,11 @@ async def _choices(start: Callable[[bool], AsyncIterator[dict[str, Any]]], n: in
 
 def create_app(service: ChatService, *, auth: Authenticator | None = None,
                limiter: TokenBucketLimiter | None = None) -> FastAPI:
-    """The FastAPI app around ``service``. ``auth=None`` means keys from ``$KEFU_API_KEY``/the key store."""
+    """The FastAPI app around ``service``. ``auth=None`` means keys from ``$KEFU_API_KEY``/the key store;
+    ``limiter=None`` the state backend's rate limits (in process, or global across replicas in Redis)."""
     config = service.config
     auth = auth or Authenticator(enabled=config.auth)
-    limiter = limiter or TokenBucketLimiter(config.rate_limit_per_s, config.rate_limit_burst)
+    limiter = limiter or rate_limiter(config)
     metrics = service.metrics
 
     @asynccontextmanager

@@ -13,8 +13,10 @@ from kefu.kg.tools import SQLiteOrderBackend
 from kefu.loop.feedback import FeedbackStore
 from kefu.serve.config import ServeConfig
 from kefu.serve.engine import LocalEngine, RemoteEngine
+from kefu.serve.metrics import Metrics
 from kefu.serve.pipeline import ChatService
 from kefu.serve.router import Router, RouterModel, default_router_path
+from kefu.serve.shared_state import serving_state
 from kefu.train.models import DEFAULT_MODEL, load_model
 from kefu.types import KefuError
 
@@ -69,7 +71,9 @@ def serves_base_model_only(config: ServeConfig, *, run: str | None, adapters: di
 
 def build_service(config: ServeConfig, *, run: str | None = None, adapters: dict[str, str] | None = None,
                   feedback_url: str | None = None, kg=None, engine=None, registry: bool = False):
-    """Everything ``kefu serve`` runs. ``engine`` may be injected (tests, bench).
+    """Everything ``kefu serve`` runs. ``engine`` may be injected (tests, bench). Sessions, the response cache and
+    its single flight are in process, or in Redis with the postgres state backend (``kefu.state``) so that replicas
+    share them.
 
     ``run`` (a folder or a name under ``$KEFU_HOME/runs``) must be a finished training run: its adapter is served
     under the run's name, and its base model is the one served unless ``config.model`` names another. With no run,
@@ -113,9 +117,11 @@ def build_service(config: ServeConfig, *, run: str | None = None, adapters: dict
                                  no_repeat_ngram_size=config.no_repeat_ngram_size)
     if kg is None:
         kg = KnowledgeGraph.open(config.kg_url)
+    metrics = Metrics()
     return ChatService(engine, config=config, router=load_router(config, run_dir),
                        feedback=FeedbackStore.open(feedback_url), kg=kg, order_backend=SQLiteOrderBackend(kg),
-                       base_model=str(base), replies=load_replies(config, run_dir))
+                       base_model=str(base), replies=load_replies(config, run_dir), metrics=metrics,
+                       **serving_state(config, metrics))
 
 
 def load_replies(config: ServeConfig, run_dir: Path | None) -> ReplyIndex | None:

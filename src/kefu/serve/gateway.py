@@ -1,5 +1,5 @@
-"""Gateway pieces: API-key and customer-token authentication, per-key token-bucket rate limits, PII masking for logs
-and caches.
+"""Gateway pieces: API-key and customer-token authentication, per-key token-bucket rate limits (in process, or in
+Redis so that several replicas share one limit), PII masking for logs and caches.
 
 Who the customer is (docs/security.md, "Customer identity"): a request acts for a customer only when that is
 vouched for -- a key bound to one customer, a customer token minted by the shop's server (``customer:assert``), or
@@ -17,10 +17,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import redis
+
 from kefu.loop.feedback import mask_text
 from kefu.safety.keys import LOCAL_KEY_ID, CustomerTokenError, KeyStore, Principal, is_customer_token
 
-__all__ = ["AuthFailure", "Caller", "Authenticator", "TokenBucketLimiter", "mask_text"]
+__all__ = ["AuthFailure", "Caller", "Authenticator", "TokenBucketLimiter", "RedisTokenBucketLimiter", "mask_text"]
 
 _KEY_ID = re.compile(r"^kefu_([a-z0-9]{12})_")
 
@@ -184,3 +186,37 @@ class TokenBucketLimiter:
                 for stale in sorted(self._buckets, key=lambda k: self._buckets[k][1])[: self.max_keys // 10]:
                     del self._buckets[stale]
             return (cost - tokens) / self.rate
+
+
+# KEYS: the bucket. ARGV: rate (tokens/s), burst, cost. Redis's own clock, so replicas' clocks do not matter; the
+# bucket expires once it would be full again (a full bucket and no bucket are the same). Returns the wait as a string
+# (a Lua number would come back truncated to an integer).
+_ACQUIRE = """
+local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'last')
+local tokens, last = tonumber(bucket[1]) or burst, tonumber(bucket[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - last) * rate)
+local wait = 0
+if tokens >= cost then tokens = tokens - cost else wait = (cost - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'last', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
+return tostring(wait)
+"""
+
+
+class RedisTokenBucketLimiter(TokenBucketLimiter):
+    """``TokenBucketLimiter`` held in Redis: one bucket per key for every replica together (``<prefix>:ratelimit:
+    <key>``), taken and refilled atomically by one Lua script, so a key's burst and rate are the same with one
+    replica or ten. Memory stays bounded without ``max_keys``: a bucket expires once it would be full again."""
+
+    def __init__(self, client: redis.Redis, prefix: str, rate: float, burst: int):
+        super().__init__(rate, burst)
+        self.client = client
+        self.prefix = prefix
+        self._acquire = client.register_script(_ACQUIRE)
+
+    def acquire(self, key: str, cost: float = 1.0) -> float:
+        """0.0 when allowed, else the seconds to wait before retrying."""
+        return float(self._acquire(keys=[f"{self.prefix}:ratelimit:{key}"], args=[self.rate, self.burst, cost]))

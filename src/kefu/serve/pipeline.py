@@ -213,14 +213,20 @@ class ChatService:
         to the KG stage's ``retrieve`` and ``ToolBox``; tests and other deployments may inject their own."""
         self.config = config or ServeConfig()
         self.engine = engine
+        if (engine is not None and not self.config.allow_base_model and len(engine.models()) > 1
+                and hasattr(engine, "retire_base")):  # a trained adapter is served: the base model answers no one
+            engine.retire_base()  # (the local engine merges a lone adapter into the weights)
         self.metrics = metrics or Metrics()
         self.router = router or Router(handoff_after_failures=self.config.handoff_after_failures)
-        self.flights = flights or SingleFlight()  # cache key -> answer being generated (single flight)
+        # stores passed in are used even when empty (``len`` 0); flights: answers being generated (single flight)
+        self.flights = flights if flights is not None else SingleFlight()
         self.model_turns = 0  # turns on the full path right now (admission control)
         self.max_model_turns = self.config.max_model_requests or 2 * self.config.max_batch_size
-        self.cache = cache or ResponseCache(self.config.cache_ttl_s, self.config.cache_max_entries,
-                                            on_hit=self.metrics.cache_hits.inc, on_miss=self.metrics.cache_misses.inc)
-        self.sessions = sessions or SessionStore(self.config.max_sessions, self.config.max_turns_per_session)
+        self.cache = cache if cache is not None else ResponseCache(
+            self.config.cache_ttl_s, self.config.cache_max_entries, on_hit=self.metrics.cache_hits.inc,
+            on_miss=self.metrics.cache_misses.inc)
+        self.sessions = sessions if sessions is not None else SessionStore(self.config.max_sessions,
+                                                                           self.config.max_turns_per_session)
         self.feedback = feedback
         self.kg = kg
         self.order_backend = order_backend
@@ -245,7 +251,15 @@ class ChatService:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def models(self) -> list[str]:
-        return self.engine.models() if self.engine is not None else [self.base_model]
+        """The models a request may name, the default first. Once a trained adapter is served the untuned base model
+        is not among them (unless ``serve.allow_base_model``): it must not answer customers."""
+        if self.engine is None:
+            return [self.base_model]
+        names = list(self.engine.models())
+        base = getattr(self.engine, "base_name", None)
+        if not self.config.allow_base_model and base in names and len(names) > 1:
+            names.remove(base)
+        return names
 
     def kg_version(self, max_age_s: float = 1.0) -> str | None:
         """The KG version, re-read at most once a second (a DB query; the cache is invalidated when it changes)."""
@@ -390,7 +404,7 @@ class ChatService:
         """Step 1, route: record the question in its session (failure signals, entities, intent) and ask the router, once,
         where the turn goes."""
         started = time.perf_counter()
-        model = model or self.base_model
+        model = model or self.models()[0]
         text = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         masked = mask_text(text)
         session = self.session_for(caller_id, session_id, customer_id)
