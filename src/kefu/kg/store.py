@@ -1,5 +1,6 @@
 """The shop knowledge graph: products and their relations, promotions, after-sales policies, logistics playbooks,
-demo orders and FAQ, stored through SQLAlchemy 2 (SQLite under ``$KEFU_HOME`` by default; a PostgreSQL URL works too).
+demo orders and FAQ, stored through SQLAlchemy 2 in ``kefu.state.database_url("kg")``: SQLite under ``$KEFU_HOME`` by
+default, the shared PostgreSQL database (schema kept by Alembic) with the postgres backend; any URL may be given.
 
 Reads of the catalogue side go through an in-memory snapshot rebuilt only when ``version`` changes, so a chat turn
 never scans tables; orders are read live (they change all the time) by primary key or index.
@@ -25,9 +26,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from kefu.kg.importer import Parsed, Problems, collect_files, order_from_dict, parse_files, promotion_from_dict
 from kefu.kg.promotions import Promotion
 from kefu.kg.records import FAQ, Order, Playbook, Policy, Product, Relation
-from kefu.paths import state_path
+from kefu import state
 from kefu.safety import audit
 from kefu.safety.keys import acting_as, authorize
+from kefu.state import database
 from kefu.types import KefuError
 
 EMPTY_VERSION = "0" * 16
@@ -152,7 +154,8 @@ class Snapshot:
 
 
 def default_url() -> str:
-    return f"sqlite:///{state_path('kg.db')}"
+    """The knowledge graph of the state backend in force."""
+    return state.database_url("kg")
 
 
 def _product_row(p: Product) -> ProductRow:
@@ -189,11 +192,12 @@ class KnowledgeGraph:
 
     @classmethod
     def open(cls, url: str | None = None) -> "KnowledgeGraph":
-        """Open (creating the tables if needed) the graph at ``url``; default ``sqlite:///$KEFU_HOME/kg.db``."""
+        """Open (creating the tables if needed) the graph at ``url``; default ``default_url()``
+        (``sqlite:///$KEFU_HOME/kg.db`` unless the backend is postgres)."""
         url = url or default_url()
         try:
             engine = create_engine(url, future=True)
-            Base.metadata.create_all(engine)
+            database.ensure_schema(engine, Base.metadata)
         except (SQLAlchemyError, ImportError) as exc:
             raise KefuError(f"cannot open the knowledge graph at {url}: {exc}") from exc
         return cls(engine, url)

@@ -1,8 +1,10 @@
 """Feedback store: ratings, corrections and handoff outcomes, with the (PII-masked) conversation they belong to.
 
-SQLite under ``$KEFU_HOME/feedback.db`` by default (WAL journal, ``synchronous=FULL`` so an acknowledged write is on
-disk before ``add`` returns and survives a crash), or any SQLAlchemy URL (PostgreSQL works the same). The loop stage
-reads it back with ``list`` to build the next training round.
+Table ``feedback`` of ``kefu.state.database_url("feedback")``: SQLite under ``$KEFU_HOME/feedback.db`` by default
+(WAL journal, ``synchronous=FULL`` so an acknowledged write is on disk before ``add`` returns and survives a crash),
+the shared PostgreSQL database with the postgres backend (its schema kept by Alembic; a commit there is durable when
+it returns), or any SQLAlchemy URL given to ``open``. The loop stage reads it back with ``list`` to build the next
+training round.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from sqlalchemy import (JSON, Column, DateTime, Integer, MetaData, String, Table
                         select)
 from sqlalchemy.engine import Engine
 
-from kefu.paths import state_path
+from kefu import state
+from kefu.state import database
 from kefu.text.pii import mask
 from kefu.types import KefuError
 
@@ -77,7 +80,8 @@ class FeedbackRecord:
 
 
 def default_url() -> str:
-    return f"sqlite:///{state_path('feedback.db')}"
+    """The feedback store of the state backend in force."""
+    return state.database_url("feedback")
 
 
 class FeedbackStore:
@@ -85,11 +89,11 @@ class FeedbackStore:
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        metadata.create_all(engine)
+        database.ensure_schema(engine, metadata)
 
     @classmethod
     def open(cls, url: str | None = None) -> "FeedbackStore":
-        """Open (creating if needed) the store at ``url`` (default: SQLite under ``$KEFU_HOME``)."""
+        """Open (creating if needed) the store at ``url`` (default: the backend's, ``default_url``)."""
         url = url or default_url()
         engine = create_engine(url, future=True)
         if engine.dialect.name == "sqlite":

@@ -1,8 +1,11 @@
 """Adapter registry: every trained adapter version with its data hashes, config and metrics, and which one serves.
 
-A JSON document under ``$KEFU_HOME/registry.json``, rewritten atomically under a file lock. ``current`` is the
-promoted version the server loads; ``history`` records every promotion so ``rollback`` can return to the previous
-one. Adapters are copied into ``$KEFU_HOME/adapters/<version>/`` so a registered version never changes under us.
+A JSON document under ``$KEFU_HOME/registry.json``, rewritten atomically under a file lock; with the postgres state
+backend, tables ``registry_versions`` and ``registry_promotions`` of the shared database
+(``kefu.state.database_url("registry")``), changed in one transaction under an advisory lock, so every replica sees
+one registry. ``current`` is the promoted version the server loads; ``history`` records every promotion so
+``rollback`` can return to the previous one. Adapters are copied into ``$KEFU_HOME/adapters/<version>/`` so a
+registered version never changes under us (replicas on several machines need that folder on a shared volume).
 
 Changing the registry (``register``, ``promote``, ``rollback``, ``set_status``) needs ``model:deploy``
 (``kefu.safety.keys.authorize``), and the audit entries name that key. Gated retraining (``kefu.loop.retrain``,
@@ -22,25 +25,67 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, Text, insert, select, text, update
+from sqlalchemy.engine import Connection, Engine
+
+from kefu import state
 from kefu.artifacts.run import AdapterConfig
 from kefu.paths import state_path
 from kefu.safety import audit
 from kefu.safety.keys import authorized
+from kefu.state import database
 from kefu.types import KefuError
 
 STATUSES = ("candidate", "promoted", "rejected", "retired")
 
+metadata = MetaData()
+versions_table = Table(
+    "registry_versions", metadata,
+    Column("position", Integer, primary_key=True, autoincrement=False),  # 1 for v1, 2 for v2...
+    Column("version", String(32), nullable=False, unique=True),
+    Column("entry", JSON, nullable=False),  # the version's whole entry, as in registry.json
+)
+promotions_table = Table(
+    "registry_promotions", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # 1, 2, 3... in promotion order
+    Column("time", String(40), nullable=False),
+    Column("from_version", String(32), nullable=True),
+    Column("to_version", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
+)
+
 
 class Registry:
-    """Versions ``v1``, ``v2``, ... of one shop's adapter."""
+    """Versions ``v1``, ``v2``, ... of one shop's adapter.
+
+    ``Registry()`` follows the state backend (the JSON file, or the shared database with postgres);
+    ``Registry(path)`` is the JSON file at ``path``."""
 
     def __init__(self, path: Path | None = None):
-        self.path = Path(path) if path else state_path("registry.json")
-        self.adapters_dir = self.path.parent / "adapters"
+        shared = path is None and state.is_shared()
+        self.path = None if shared else Path(path) if path else state_path("registry.json")
+        self.engine: Engine | None = database.engine(state.database_url("registry"), metadata) if shared else None
+        self.adapters_dir = self.path.parent / "adapters" if self.path else state_path("adapters")
+
+    @property
+    def where(self) -> str:
+        """Where the registry lives, for messages."""
+        if self.engine is not None:
+            return self.engine.url.render_as_string(hide_password=True)
+        return str(self.path)
 
     # ---------------------------------------------------------------- storage
     @contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
+        """The registry document, written back when the block ends without an error; one writer at a time."""
+        if self.engine is not None:
+            with self.engine.begin() as conn:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": database.advisory_key("registry")})
+                doc = _read_rows(conn)
+                stored = json.loads(json.dumps(doc))
+                yield doc
+                _write_rows(conn, stored, doc)
+            return
         lock_path = self.path.with_suffix(".lock")
         with open(lock_path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -57,6 +102,9 @@ class Registry:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _read(self) -> dict[str, Any]:
+        if self.engine is not None:
+            with self.engine.connect() as conn:
+                return _read_rows(conn)
         if not self.path.exists():
             return {"versions": [], "current": None, "history": []}
         try:
@@ -72,7 +120,7 @@ class Registry:
         for entry in self.versions():
             if entry["version"] == version:
                 return entry
-        raise KefuError(f"no model version {version!r} in {self.path}")
+        raise KefuError(f"no model version {version!r} in {self.where}")
 
     def current(self) -> dict[str, Any] | None:
         doc = self._read()
@@ -158,3 +206,24 @@ def _find(doc: dict[str, Any], version: str) -> dict[str, Any]:
         if entry["version"] == version:
             return entry
     raise KefuError(f"no model version {version!r} in the registry")
+
+
+def _read_rows(conn: Connection) -> dict[str, Any]:
+    """The registry document from the shared tables (``current`` is the last promotion's target)."""
+    versions = [row.entry for row in conn.execute(select(versions_table.c.entry).order_by(versions_table.c.position))]
+    history = [{"time": row.time, "from": row.from_version, "to": row.to_version, "reason": row.reason}
+               for row in conn.execute(select(promotions_table).order_by(promotions_table.c.id))]
+    return {"versions": versions, "current": history[-1]["to"] if history else None, "history": history}
+
+
+def _write_rows(conn: Connection, stored: dict[str, Any], doc: dict[str, Any]) -> None:
+    """Write what changed between ``stored`` (as read) and ``doc``: new and changed versions, new promotions."""
+    for position, entry in enumerate(doc["versions"], start=1):
+        if position > len(stored["versions"]):
+            conn.execute(insert(versions_table).values(position=position, version=entry["version"], entry=entry))
+        elif entry != stored["versions"][position - 1]:
+            conn.execute(update(versions_table).where(versions_table.c.position == position).values(entry=entry))
+    for number, promotion in enumerate(doc["history"][len(stored["history"]):], start=len(stored["history"]) + 1):
+        conn.execute(insert(promotions_table).values(id=number, time=promotion["time"],
+                                                     from_version=promotion["from"], to_version=promotion["to"],
+                                                     reason=promotion["reason"]))

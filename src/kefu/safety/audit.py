@@ -1,4 +1,5 @@
-"""Tamper-evident audit log: append-only JSON lines under ``$KEFU_HOME/audit.log``, each entry hash-chained.
+"""Tamper-evident audit log: append-only JSON lines under ``$KEFU_HOME/audit.log`` (or, with the postgres state
+backend, rows of the shared database), each entry hash-chained.
 
 Every entry carries ``prev`` (the previous entry's digest) and ``digest`` (sha256 of its own canonical JSON,
 ``prev`` included), so editing, inserting or deleting any entry breaks the chain at that point.
@@ -8,6 +9,11 @@ log (``{"count": N, "digest": <last digest>}``, written atomically under the log
 with the anchor: fewer entries than anchored means truncation; more means entries appended behind ``record``'s back.
 For protection against someone who can rewrite both files, ship the head digest elsewhere (``kefu audit verify``
 prints it) — a chain can only be checked against a digest kept out of the attacker's reach.
+
+With the postgres backend (``kefu.state``) every replica appends to one chain: table ``audit_log`` holds each entry's
+canonical JSON under its position ``seq``, and the one row of ``audit_head`` is the anchor. An append locks that row
+(``SELECT ... FOR UPDATE``), links to the digest it holds and moves it on in the same transaction, so concurrent
+writers from any number of processes are serialised and the chain never forks. ``path=`` still names a file log.
 """
 
 from __future__ import annotations
@@ -24,10 +30,35 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text, insert, select, update
+from sqlalchemy.engine import Engine
+
+from kefu import state
 from kefu.paths import state_path
+from kefu.state import database
 from kefu.types import KefuError
 
 GENESIS = "0" * 64
+HEAD_ROW = 1  # the id of audit_head's one row
+
+metadata = MetaData()
+log_table = Table(
+    "audit_log", metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),  # 1, 2, 3... in chain order
+    Column("digest", String(64), nullable=False),
+    Column("entry", Text, nullable=False),  # the entry's canonical JSON, exactly the text that was hashed
+)
+head_table = Table(
+    "audit_head", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("count", BigInteger, nullable=False),
+    Column("digest", String(64), nullable=False),
+)
+
+
+def _shared_engine() -> Engine | None:
+    """The shared database when the state backend is postgres, else None (the log is the local file)."""
+    return database.engine(state.database_url("audit"), metadata) if state.is_shared() else None
 
 
 def audit_path() -> Path:
@@ -114,6 +145,9 @@ def _clean(value: Any) -> Any:
 def record(action: str, object: str, *, actor: str | None = None, details: dict[str, Any] | None = None,
            digest: str | None = None, path: Path | None = None) -> dict[str, Any]:
     """Append one entry and return it. ``digest`` is the sha256 of the data touched, when there is one."""
+    shared = _shared_engine() if path is None else None
+    if shared is not None:
+        return _record_shared(shared, action, object, actor=actor, details=details, digest=digest)
     path = path or audit_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+b") as handle:
@@ -130,7 +164,7 @@ def record(action: str, object: str, *, actor: str | None = None, details: dict[
             entry["prev"] = _last_digest(handle)
             entry["digest"] = _digest(entry)
             handle.seek(0, os.SEEK_END)
-            handle.write((json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))
+            handle.write((_line(entry) + "\n").encode("utf-8"))
             handle.flush()
             os.fsync(handle.fileno())
             head = read_head(path)
@@ -141,7 +175,58 @@ def record(action: str, object: str, *, actor: str | None = None, details: dict[
     return entry
 
 
+def _line(entry: dict[str, Any]) -> str:
+    return json.dumps(entry, ensure_ascii=False, sort_keys=True)
+
+
+def _record_shared(engine: Engine, action: str, object: str, *, actor: str | None, details: dict[str, Any] | None,
+                   digest: str | None) -> dict[str, Any]:
+    """Append to the shared chain: lock the head row, link to it, insert, move the head — one transaction."""
+    with engine.begin() as conn:
+        head = conn.execute(select(head_table.c.count, head_table.c.digest)
+                            .where(head_table.c.id == HEAD_ROW).with_for_update()).first()
+        if head is None:
+            raise KefuError("the audit log's head row (audit_head) is missing: the log was tampered with; run "
+                            "`kefu audit verify`")
+        entry = _clean({
+            "time": datetime.now(timezone.utc).isoformat(),
+            "actor": actor or default_actor(),
+            "action": action,
+            "object": object,
+            "data_digest": digest,
+            "details": details or {},
+        })
+        entry["prev"] = head.digest
+        entry["digest"] = _digest(entry)
+        conn.execute(insert(log_table).values(seq=head.count + 1, digest=entry["digest"], entry=_line(entry)))
+        conn.execute(update(head_table).where(head_table.c.id == HEAD_ROW)
+                     .values(count=head.count + 1, digest=entry["digest"]))
+    return entry
+
+
+def _shared_rows(engine: Engine) -> Iterator[tuple[int, str]]:
+    """(seq, entry JSON) of the shared log in chain order, streamed."""
+    with engine.connect() as conn:
+        result = conn.execution_options(yield_per=1000).execute(
+            select(log_table.c.seq, log_table.c.entry).order_by(log_table.c.seq))
+        for seq, text in result:
+            yield int(seq), text
+
+
+def location() -> str:
+    """Where the log in force lives, for people: the file, or the shared database's table (password hidden)."""
+    if state.is_shared():
+        url = _shared_engine().url.render_as_string(hide_password=True)  # type: ignore[union-attr]
+        return f"{url} (table audit_log)"
+    return str(audit_path())
+
+
 def entries(path: Path | None = None) -> Iterator[dict[str, Any]]:
+    shared = _shared_engine() if path is None else None
+    if shared is not None:
+        for _seq, text in _shared_rows(shared):
+            yield json.loads(text)
+        return
     path = path or audit_path()
     if not path.exists():
         return
@@ -162,6 +247,9 @@ class VerifyResult:
 
 def verify(path: Path | None = None) -> VerifyResult:
     """Walk the chain; report the first line whose digest or link does not hold."""
+    shared = _shared_engine() if path is None else None
+    if shared is not None:
+        return _verify_shared(shared)
     path = path or audit_path()
     prev = GENESIS
     count = 0
@@ -196,6 +284,37 @@ def verify(path: Path | None = None) -> VerifyResult:
     if head["digest"] != prev:
         return VerifyResult(False, count, count, f"last digest differs from {head_path(path).name} (tail replaced)")
     return VerifyResult(True, count, head=prev)
+
+
+def _verify_shared(engine: Engine) -> VerifyResult:
+    """The shared chain: positions 1..N without gaps, every link and digest, and the head row equal to the tail."""
+    prev, count = GENESIS, 0
+    for seq, text in _shared_rows(engine):
+        count += 1
+        if seq != count:
+            return VerifyResult(False, count, count, f"entry {count} missing (next stored is {seq}: deleted)")
+        try:
+            entry = json.loads(text)
+        except json.JSONDecodeError:
+            return VerifyResult(False, count, count, "not valid JSON")
+        if entry.get("prev") != prev:
+            return VerifyResult(False, count, count, "link to the previous entry broken (inserted or deleted)")
+        if _digest(entry) != entry.get("digest"):
+            return VerifyResult(False, count, count, "digest mismatch (entry edited)")
+        prev = entry["digest"]
+    with engine.connect() as conn:
+        head = conn.execute(select(head_table.c.count, head_table.c.digest).where(head_table.c.id == HEAD_ROW)).first()
+    if head is None:
+        return VerifyResult(False, count, None, "head row (audit_head) missing: cannot rule out a truncated tail")
+    if count < head.count:
+        return VerifyResult(False, count, count + 1, f"log truncated: audit_head anchors {head.count} entries, "
+                                                     f"audit_log has {count}")
+    if count > head.count:
+        return VerifyResult(False, count, head.count + 1, f"entries after {head.count} are not anchored by "
+                                                          "audit_head (written outside kefu)")
+    if head.digest != prev:
+        return VerifyResult(False, count, count, "last digest differs from audit_head (tail replaced)")
+    return VerifyResult(True, count, head=prev if count else None)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

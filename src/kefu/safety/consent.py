@@ -8,6 +8,9 @@ Legal bases follow 《个人信息保护法》第十三条: ``consent`` (第（�
 (第（二）项, necessary to perform a contract with the person, e.g. answering their order). ``legitimate-interest`` is a
 GDPR basis with no PIPL counterpart; it is accepted (shops also serve EU customers) but flagged by the compliance
 report for legal review.
+
+Records live in table ``datasets`` of ``kefu.state.database_url("consent")``: ``$KEFU_HOME/consent.db`` by default,
+the shared PostgreSQL database with the postgres backend.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, create_engine, insert, select
+from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, insert, select
 from sqlalchemy.engine import Engine
 
-from kefu.paths import state_path
+from kefu import state
 from kefu.safety import audit
 from kefu.safety.keys import acting_as, authorize, authorized, require
+from kefu.state import database
 from kefu.types import KefuError
 
 LEGAL_BASES: tuple[str, ...] = ("consent", "contract", "legitimate-interest")
@@ -46,20 +50,11 @@ _datasets = Table(
     Column("note", String, nullable=True),
     Column("derived_from", String, nullable=True),  # JSON list of record ids
 )
-_engines: dict[str, Engine] = {}
-
-
-def consent_path() -> Path:
-    return state_path("consent.db")
 
 
 def _engine() -> Engine:
-    key = str(consent_path().resolve())
-    if key not in _engines:
-        engine = create_engine(f"sqlite:///{key}", future=True)
-        _metadata.create_all(engine)
-        _engines[key] = engine
-    return _engines[key]
+    """The consent records' database in force (``kefu.state.database_url("consent")``), tables ensured."""
+    return database.engine(state.database_url("consent"), _metadata)
 
 
 def dataset_digest(path: str | Path) -> str:

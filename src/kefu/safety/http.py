@@ -15,7 +15,7 @@ from typing import Callable
 
 from fastapi import Header, HTTPException
 
-from kefu.safety.keys import PERMISSIONS, KeyStore, keys_path, PermissionDenied, Principal, require
+from kefu.safety.keys import PERMISSIONS, KeyStore, keys_url, PermissionDenied, Principal, require
 from kefu.types import KefuError
 
 
@@ -33,12 +33,11 @@ _stores: dict[str, KeyStore] = {}
 
 
 def _store(store_path: str | Path | None) -> KeyStore:
-    """One KeyStore per database file (the pepper is read once); the path follows $KEFU_HOME."""
-    path = Path(store_path) if store_path else keys_path()
-    key = str(path.resolve())
+    """One KeyStore per database (the pepper is read once); the default follows $KEFU_HOME and the state backend."""
+    key = str(store_path or keys_url())
     store = _stores.get(key)
     if store is None:
-        store = _stores[key] = KeyStore.open(path)
+        store = _stores[key] = KeyStore.open(store_path or key)
     return store
 
 

@@ -1,10 +1,12 @@
 """API keys and role-based access control.
 
-Keys look like ``kefu_<key_id>_<secret>``. Only ``HMAC-SHA256(pepper, secret)`` is stored (SQLite under
-``$KEFU_HOME/keys.db``), so a stolen database does not yield usable keys, and a lookup is one primary-key read plus
+Keys look like ``kefu_<key_id>_<secret>``. Only ``HMAC-SHA256(pepper, secret)`` is stored (table ``api_keys`` in
+``kefu.state.database_url("keys")``: SQLite under ``$KEFU_HOME/keys.db`` by default, the shared PostgreSQL database
+with the postgres backend), so a stolen database does not yield usable keys, and a lookup is one primary-key read plus
 one HMAC (microseconds), unlike scrypt/PBKDF2 which would cost ~50 ms per request. Keys are 256-bit random, so a fast
 hash is safe here (no dictionary to attack). The pepper lives in ``$KEFU_HOME/keys.pepper`` (mode 0600) or
-``$KEFU_KEY_PEPPER``.
+``$KEFU_KEY_PEPPER``. Replicas on several machines sharing one PostgreSQL key store must share the pepper: give them
+all the same ``$KEFU_KEY_PEPPER``.
 
 Bootstrap rule: while the store has never held a key (fresh install), local use is allowed as the OS user with
 admin rights, so the first admin key can be created. From the first ``kefu keys create`` on, every state-changing
@@ -38,11 +40,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
-from sqlalchemy import Column, MetaData, String, Table, create_engine, func, insert, select, update
+from sqlalchemy import Column, MetaData, String, Table, func, insert, make_url, select, update
 from sqlalchemy.engine import Engine
 
+from kefu import state
 from kefu.paths import state_path
 from kefu.safety import audit
+from kefu.state import database
 from kefu.types import KefuError
 
 ROLES: tuple[str, ...] = ("admin", "data-engineer", "trainer", "agent", "customer-app", "shop-backend", "auditor")
@@ -161,7 +165,7 @@ def authorize(permission: str | None = None, *, env: str = "KEFU_KEY") -> Princi
     if principal is None:
         key = os.environ.get(env)
         if key:
-            principal = KeyStore.open().authenticate(key) if keys_path().exists() else None
+            principal = KeyStore.open().authenticate(key) if _present(keys_url()) else None
             if principal is None:
                 match = _KEY_RE.match(key.strip())
                 raise _refuse(f"${env} holds an unknown or revoked API key", permission,
@@ -236,31 +240,53 @@ _keys = Table(
     Column("customer_id", String, nullable=True),
 )
 
-_engines: dict[str, Engine] = {}
-_engines_lock = threading.Lock()
+_prepared: set[str] = set()  # SQLite key files this process has upgraded and made private
+_prepared_lock = threading.Lock()
 
 
 def keys_path() -> Path:
+    """The SQLite key file of the default backend (``$KEFU_HOME/keys.db``)."""
     return state_path("keys.db")
 
 
-def _engine(path: Path) -> Engine:
-    key = str(path.resolve())
-    with _engines_lock:
-        engine = _engines.get(key)
-        if engine is None:
-            engine = create_engine(f"sqlite:///{key}", future=True)
-            _metadata.create_all(engine)
-            with engine.begin() as conn:  # stores made before keys could be bound to a customer
-                columns = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(api_keys)")}
-                if "customer_id" not in columns:
-                    conn.exec_driver_sql("ALTER TABLE api_keys ADD COLUMN customer_id VARCHAR")
-            try:
-                os.chmod(path, 0o600)
-            except OSError:
-                pass
-            _engines[key] = engine
-        return engine
+def keys_url() -> str:
+    """The key store's database in force (``kefu.state.database_url("keys")``)."""
+    return state.database_url("keys")
+
+
+def _url(target: str | Path) -> str:
+    """A SQLAlchemy URL for a URL or a SQLite file path."""
+    return target if isinstance(target, str) and "://" in target else f"sqlite:///{Path(target).resolve()}"
+
+
+def _sqlite_file(url: str) -> Path | None:
+    parsed = make_url(url)
+    return Path(parsed.database) if parsed.get_backend_name() == "sqlite" and parsed.database else None
+
+
+def _present(url: str) -> bool:
+    """Whether there is a store to ask: a shared database always is; a SQLite file only once created (reading never
+    creates one)."""
+    file = _sqlite_file(url)
+    return file is None or file.exists()
+
+
+def _engine(url: str) -> Engine:
+    engine = database.engine(url, _metadata)
+    file = _sqlite_file(url)
+    if file is not None:
+        with _prepared_lock:
+            if url not in _prepared:
+                with engine.begin() as conn:  # stores made before keys could be bound to a customer
+                    columns = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(api_keys)")}
+                    if "customer_id" not in columns:
+                        conn.exec_driver_sql("ALTER TABLE api_keys ADD COLUMN customer_id VARCHAR")
+                try:
+                    os.chmod(file, 0o600)
+                except OSError:
+                    pass
+                _prepared.add(url)
+    return engine
 
 
 def _now() -> str:
@@ -270,29 +296,31 @@ def _now() -> str:
 class KeyStore:
     """The key database. Use ``KeyStore.open()``; all methods are safe to call from several threads."""
 
-    def __init__(self, path: Path):
-        self.path = path
-        self.engine = _engine(path)
+    def __init__(self, target: str | Path):
+        self.url = _url(target)
+        self.path = _sqlite_file(self.url)  # the SQLite file, None for a shared database
+        self.engine = _engine(self.url)
         self._pepper = self._load_pepper()
 
     @classmethod
-    def open(cls, path: str | Path | None = None) -> "KeyStore":
-        return cls(Path(path) if path else keys_path())
+    def open(cls, target: str | Path | None = None) -> "KeyStore":
+        """The store at ``target`` (a SQLAlchemy URL or a SQLite file); default: the backend's (``keys_url``)."""
+        return cls(target or keys_url())
 
     @staticmethod
-    def exists(path: str | Path | None = None) -> bool:
-        """True when a key store has ever held a key (the bootstrap rule's test); creates nothing."""
-        path = Path(path) if path else keys_path()
-        if not path.exists():
+    def exists(target: str | Path | None = None) -> bool:
+        """True when a key store has ever held a key (the bootstrap rule's test); creates no SQLite file."""
+        url = _url(target or keys_url())
+        if not _present(url):
             return False
-        with _engine(path).connect() as conn:
+        with _engine(url).connect() as conn:
             return bool(conn.execute(select(func.count()).select_from(_keys)).scalar())
 
     def _load_pepper(self) -> bytes:
         env = os.environ.get("KEFU_KEY_PEPPER")
         if env:
             return env.encode("utf-8")
-        pepper_file = self.path.with_suffix(".pepper")
+        pepper_file = self.path.with_suffix(".pepper") if self.path else state_path("keys.pepper")
         if not pepper_file.exists():
             # Write a private temp file, then hard-link it into place: atomic, and a concurrent creator loses cleanly.
             tmp = pepper_file.with_name(f".{pepper_file.name}.{os.getpid()}.{secrets.token_hex(4)}")
