@@ -76,3 +76,22 @@ def test_consent_register_and_check_in_the_shared_database(shared_state, kefu_ho
     """)
     assert seen == {"id": record["id"], "basis": "consent", "all": 1}
     assert [e["action"] for e in audit.entries()] == ["consent.register", "consent.check", "consent.check"]
+
+
+def test_a_replica_with_another_pepper_is_refused_and_one_with_the_shared_pepper_works(shared_state, kefu_home,
+                                                                                         tmp_path):
+    key, principal = KeyStore.open().create("agent", "desk")  # this home's pepper becomes the store's
+    probe = f"""
+        import json
+        from kefu.safety.keys import KeyStore
+        from kefu.types import KefuError
+        try:
+            print(json.dumps({{"name": KeyStore.open().authenticate({key!r}).name}}))
+        except KefuError as exc:
+            print(json.dumps({{"refused": str(exc)}}))
+    """
+    other_home = str(tmp_path / "other-machine")
+    refused = _in_new_process(probe, KEFU_HOME=other_home)  # its own, freshly generated pepper
+    assert "same $KEFU_KEY_PEPPER" in refused["refused"]
+    shared_pepper = (kefu_home / "keys.pepper").read_text(encoding="utf-8").strip()
+    assert _in_new_process(probe, KEFU_HOME=other_home, KEFU_KEY_PEPPER=shared_pepper) == {"name": principal.name}

@@ -65,6 +65,21 @@ def test_migrating_again_changes_nothing(postgres_url):
     engine.dispose()
 
 
+def test_a_database_at_the_first_revision_upgrades_to_head_keeping_its_rows(postgres_url):
+    assert database.migrate(postgres_url, "0001_initial") == "0001_initial"
+    engine = create_engine(postgres_url)
+    with engine.begin() as conn:
+        assert "api_key_settings" not in inspect(conn).get_table_names()
+        conn.execute(text("INSERT INTO api_keys (key_id, name, role, digest, created_at, created_by) "
+                          "VALUES ('k1', 'old', 'admin', 'd', 'now', 'test')"))
+    assert database.migrate(postgres_url) == database.head_revision() != "0001_initial"
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT name FROM api_keys")).scalars().all() == ["old"]
+        assert "api_key_settings" in inspect(conn).get_table_names()
+        assert database.current_revision(conn) == database.head_revision()
+    engine.dispose()
+
+
 def test_two_processes_migrating_at_once_both_succeed_and_migrate_once(postgres_url, tmp_path):
     go = tmp_path / "go"
     script = textwrap.dedent(f"""

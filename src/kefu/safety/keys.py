@@ -6,7 +6,8 @@ with the postgres backend), so a stolen database does not yield usable keys, and
 one HMAC (microseconds), unlike scrypt/PBKDF2 which would cost ~50 ms per request. Keys are 256-bit random, so a fast
 hash is safe here (no dictionary to attack). The pepper lives in ``$KEFU_HOME/keys.pepper`` (mode 0600) or
 ``$KEFU_KEY_PEPPER``. Replicas on several machines sharing one PostgreSQL key store must share the pepper: give them
-all the same ``$KEFU_KEY_PEPPER``.
+all the same ``$KEFU_KEY_PEPPER``; a shared store keeps a fingerprint of its pepper (``api_key_settings``) and a
+replica with another pepper refuses to open it rather than reject every key.
 
 Bootstrap rule: while the store has never held a key (fresh install), local use is allowed as the OS user with
 admin rights, so the first admin key can be created. From the first ``kefu keys create`` on, every state-changing
@@ -42,6 +43,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 from sqlalchemy import Column, MetaData, String, Table, func, insert, make_url, select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from kefu import state
 from kefu.paths import state_path
@@ -239,6 +241,13 @@ _keys = Table(
     Column("revoked_at", String, nullable=True),
     Column("customer_id", String, nullable=True),
 )
+_settings = Table(  # facts about the store itself; on a shared database, the pepper's fingerprint
+    "api_key_settings", _metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String, nullable=False),
+)
+_PEPPER_CHECK = "pepper_check"
+_PEPPER_CHECK_LABEL = b"kefu pepper check v1"  # the fingerprint is HMAC(pepper, label): it does not reveal the pepper
 
 _prepared: set[str] = set()  # SQLite key files this process has upgraded and made private
 _prepared_lock = threading.Lock()
@@ -301,6 +310,8 @@ class KeyStore:
         self.path = _sqlite_file(self.url)  # the SQLite file, None for a shared database
         self.engine = _engine(self.url)
         self._pepper = self._load_pepper()
+        if self.path is None:
+            self._check_pepper()
 
     @classmethod
     def open(cls, target: str | Path | None = None) -> "KeyStore":
@@ -337,6 +348,25 @@ class KeyStore:
             finally:
                 tmp.unlink()
         return pepper_file.read_bytes().strip()
+
+    def _check_pepper(self) -> None:
+        """A shared store remembers the fingerprint of the first pepper it was opened with; a replica with another
+        pepper would reject every key and mint customer tokens no other replica accepts, so it is refused here."""
+        fingerprint = hmac.new(self._pepper, _PEPPER_CHECK_LABEL, hashlib.sha256).hexdigest()
+        query = select(_settings.c.value).where(_settings.c.name == _PEPPER_CHECK)
+        with self.engine.connect() as conn:
+            stored = conn.execute(query).scalar()
+        if stored is None:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(insert(_settings).values(name=_PEPPER_CHECK, value=fingerprint))
+            except IntegrityError:  # another replica recorded its pepper first
+                pass
+            with self.engine.connect() as conn:
+                stored = conn.execute(query).scalar()
+        if not hmac.compare_digest(stored, fingerprint):
+            raise KefuError("this process's key pepper ($KEFU_KEY_PEPPER, else $KEFU_HOME/keys.pepper) is not the one "
+                            "the shared key store was set up with: give every replica the same $KEFU_KEY_PEPPER")
 
     def _mac(self, secret: str) -> str:
         return hmac.new(self._pepper, secret.encode("utf-8"), hashlib.sha256).hexdigest()

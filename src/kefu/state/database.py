@@ -61,20 +61,21 @@ def current_revision(connection: Connection) -> str | None:
     return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
 
 
-def upgrade(engine: Engine) -> str:
-    """Bring ``engine``'s PostgreSQL database to head in one transaction under an advisory lock: concurrent callers
-    wait, then find it done. Returns the head revision."""
-    head = head_revision()
+def upgrade(engine: Engine, revision: str | None = None) -> str:
+    """Bring ``engine``'s PostgreSQL database to ``revision`` (default: head) in one transaction under an advisory
+    lock: concurrent callers wait, then find it done. Returns the revision."""
+    target = revision or head_revision()
     with engine.begin() as conn:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key("migrate")})
-        if current_revision(conn) != head:
-            command.upgrade(_config(conn), "head")
-    return head
+        if current_revision(conn) != target:
+            command.upgrade(_config(conn), target)
+    return target
 
 
-def migrate(url: str | None = None) -> str:
-    """Create or upgrade the shared PostgreSQL database (default: the backend's, ``kefu.state.database_url``) to the
-    newest schema; safe to run again and from several processes at once. Returns the revision it is at."""
+def migrate(url: str | None = None, revision: str | None = None) -> str:
+    """Create or upgrade the shared PostgreSQL database (default: the backend's, ``kefu.state.database_url``) to
+    ``revision`` (default: the newest schema); safe to run again and from several processes at once. Returns the
+    revision it is at."""
     if url is None and not is_shared():
         raise KefuError("the state backend is sqlite: each store creates its tables when it opens; migrations are "
                         "for the shared PostgreSQL database (state: backend: postgres)")
@@ -83,12 +84,13 @@ def migrate(url: str | None = None) -> str:
     try:
         if engine.dialect.name != "postgresql":
             raise KefuError(f"migrations are for the shared PostgreSQL database, not {engine.url.drivername}")
-        revision = upgrade(engine)
+        reached = upgrade(engine, revision)
     finally:
         engine.dispose()
-    with _migrated_lock:
-        _migrated.add(str(url))
-    return revision
+    if reached == head_revision():
+        with _migrated_lock:
+            _migrated.add(str(url))
+    return reached
 
 
 def ensure_schema(engine: Engine, metadata: MetaData) -> None:
