@@ -341,13 +341,16 @@ def test_adapter_hot_load_endpoint_needs_deploy_permission(tiny, tmp_path, kefu_
         assert c.post("/v1/adapters", json=body, headers={"Authorization": f"Bearer {app_key}"}).status_code == 403
         r = c.post("/v1/adapters", json=body, headers={"Authorization": f"Bearer {admin}"})
         assert r.status_code == 200, r.text
-        assert r.json()["models"] == ["tiny", "shop-v2"]
+        assert r.json()["models"] == ["shop-v2"]  # a trained adapter is served: the base model is no longer offered
         bad = c.post("/v1/adapters", json={"name": "x", "path": str(tmp_path)},
                      headers={"Authorization": f"Bearer {admin}"})
         assert bad.status_code == 400 and "adapter_config.json" in bad.json()["error"]["message"]
         r = c.post("/v1/chat/completions", headers={"Authorization": f"Bearer {app_key}"},
                    json={"model": "shop-v2", "messages": [{"role": "user", "content": "帮我推荐一款帐篷"}]})
         assert r.status_code == 200 and r.json()["kefu"]["model"] == "shop-v2"
+        r = c.post("/v1/chat/completions", headers={"Authorization": f"Bearer {app_key}"},
+                   json={"model": "tiny", "messages": [{"role": "user", "content": "帮我推荐一款帐篷"}]})
+        assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
     assert any(e["action"] == "serve.adapter.load" and e["object"] == "shop-v2" for e in audit.entries())
 
 

@@ -230,6 +230,45 @@ def test_adapters_selected_by_model_name_and_hot_swapped(tiny, tmp_path):
     assert with_a != base
 
 
+def test_a_lone_adapter_is_merged_once_the_base_is_retired(tiny, tmp_path):
+    """With the base model retired (a trained run serves all traffic) the one adapter is merged into the weights:
+    greedy answers are those of the unmerged adapter, no step passes per-row adapters, the base is refused; loading
+    a second adapter takes the first back out so both are served side by side."""
+    import torch
+    from peft import PeftModel
+
+    _, tok = tiny
+    a, b = _make_adapter(tok, tmp_path / "a", 1), _make_adapter(tok, tmp_path / "b", 2)
+    questions = ["冲锋衣多少钱", "订单到哪了", "有XL码吗"]
+
+    async def answers(engine, model):
+        return [await collect(engine.stream(msgs(q), model=model)) for q in questions]
+
+    async def run():
+        unmerged = LocalEngine(tiny_model(tok), tok, base_name="base", adapters={"shop-a": str(a)}, max_new_tokens=8)
+        want = await answers(unmerged, "shop-a")
+        await unmerged.close()
+        engine = LocalEngine(tiny_model(tok), tok, base_name="base", adapters={"shop-a": str(a)}, max_new_tokens=8)
+        calls = []
+        forward = engine.model.forward
+        engine.model.forward = lambda *args, **kw: calls.append("adapter_names" in kw) or forward(*args, **kw)
+        engine.retire_base()
+        merged = (engine.merged, engine.models(), await answers(engine, "shop-a"), any(calls))
+        with pytest.raises(EngineError, match="not served"):
+            await collect(engine.stream(msgs("x"), model="base"))
+        engine.load_adapter("shop-b", str(b))
+        both = (engine.merged, engine.models(), await answers(engine, "shop-a"))
+        await engine.close()
+        return want, merged, both, engine
+
+    want, merged, both, engine = asyncio.run(run())
+    assert merged[0] == "shop-a" and merged[1] == ["shop-a"] and merged[2] == want and not merged[3]
+    assert both[0] is None and both[1] == ["shop-a", "shop-b"] and both[2] == want
+    assert isinstance(engine.model, PeftModel)
+    layer = engine.model.base_model.model.model.layers[0].self_attn.q_proj
+    assert not layer.merged and torch.is_tensor(layer.lora_A["shop-a"].weight)
+
+
 def test_int8_dynamic_quantisation_generates(tiny):
     _, tok = tiny
 

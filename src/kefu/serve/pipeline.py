@@ -213,8 +213,8 @@ class ChatService:
         to the KG stage's ``retrieve`` and ``ToolBox``; tests and other deployments may inject their own."""
         self.config = config or ServeConfig()
         self.engine = engine
-        if (engine is not None and not self.config.allow_base_model and len(engine.models()) > 1
-                and hasattr(engine, "retire_base")):  # a trained adapter is served: the base model answers no one
+        if (hasattr(engine, "retire_base") and not self.config.allow_base_model
+                and len(engine.models()) > 1):  # a trained adapter is served: the base model answers no one
             engine.retire_base()  # (the local engine merges a lone adapter into the weights)
         self.metrics = metrics or Metrics()
         self.router = router or Router(handoff_after_failures=self.config.handoff_after_failures)

@@ -101,6 +101,9 @@ class LocalEngine:
             tokenizer.pad_token = tokenizer.eos_token
         self.base_name = base_name
         self.adapters: dict[str, str] = {}
+        self.quantize = quantize
+        self.serve_base = True  # False once the untuned base model must not answer (``retire_base``)
+        self.merged: str | None = None  # the adapter merged into the weights, when one serves all traffic
         self.max_batch_size = max_batch_size
         self.batch_wait_s = batch_wait_ms / 1000.0
         self.max_new_tokens = max_new_tokens
@@ -126,13 +129,43 @@ class LocalEngine:
 
     # -- adapters -----------------------------------------------------------------------------------------------
     def models(self) -> list[str]:
-        return [self.base_name, *self.adapters]
+        return ([self.base_name] if self.serve_base else []) + list(self.adapters)
 
     def load_adapter(self, name: str, path: str) -> None:
-        """Load (or replace) a LoRA adapter while serving; requests naming ``name`` use it from their next step."""
+        """Load (or replace) a LoRA adapter while serving; requests naming ``name`` use it from their next step. A
+        merged adapter is taken back out of the weights first, and merged again when it is still the only one."""
         with self._model_lock:
+            self._unmerge()
             self.model = attach_adapter(self.model, name, path)
             self.adapters[name] = str(path)
+            self._merge_single()
+
+    def retire_base(self) -> None:
+        """Stop serving the untuned base model (it must not answer customers once a trained adapter is served): it
+        leaves ``models()``, and when one adapter then serves all traffic it is merged into the weights, so a decode
+        step pays no LoRA cost (PEFT's per-row ``adapter_names`` path splits each LoRA layer's batch by adapter)."""
+        if not self.adapters:
+            raise EngineError("retire_base: no adapter is loaded, so nothing would be served")
+        with self._model_lock:
+            self.serve_base = False
+            self._merge_single()
+
+    def _merge_single(self) -> None:
+        """Merge the one adapter into the weights when the base is not served (int8 weights cannot take it)."""
+        from peft import PeftModel
+
+        if (self.serve_base or self.merged or len(self.adapters) != 1 or self.quantize != "none"
+                or not isinstance(self.model, PeftModel)):
+            return
+        name = next(iter(self.adapters))
+        self.model.set_adapter(name)
+        self.model.merge_adapter()
+        self.merged = name
+
+    def _unmerge(self) -> None:
+        if self.merged:
+            self.model.unmerge_adapter()
+            self.merged = None
 
     # -- continuous batching ------------------------------------------------------------------------------------
     def _ensure_started(self) -> None:
@@ -213,7 +246,7 @@ class LocalEngine:
         """One model call; a PEFT model gets each row's adapter (``__base__`` for none), so rows mix adapters."""
         from peft import PeftModel
 
-        if isinstance(self.model, PeftModel):
+        if isinstance(self.model, PeftModel) and not self.merged:  # merged: every row is that adapter's
             inputs["adapter_names"] = [a or "__base__" for a in adapters]
         return self.model(use_cache=True, logits_to_keep=keep, **inputs)
 
@@ -368,6 +401,8 @@ class LocalEngine:
         adapter = None if model in (None, "", self.base_name) else model
         if adapter is not None and adapter not in self.adapters:
             raise EngineError(f"unknown adapter {model!r}")
+        if adapter is None and not self.serve_base:
+            raise EngineError(f"the base model {self.base_name!r} is not served; ask for one of {self.models()}")
         if temperature < 1e-3:  # a tiny temperature overflows logits/temperature: treat it as greedy
             temperature = 0.0
         penalty = self.repetition_penalty if repetition_penalty is None else repetition_penalty
