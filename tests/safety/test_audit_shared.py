@@ -3,6 +3,7 @@ chain, ``verify`` checks it and catches tampering, and an acknowledged entry is 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -10,7 +11,9 @@ import textwrap
 import time
 
 from sqlalchemy import create_engine, text
+from typer.testing import CliRunner
 
+from kefu.cli import app
 from kefu.safety import audit
 
 WRITERS = 4
@@ -68,8 +71,20 @@ def test_verify_catches_edits_deletions_truncation_and_foreign_rows(shared_state
     _sql(postgres_url, f"UPDATE audit_log SET entry = '{edited}' WHERE seq = 3")
     result = audit.verify()
     assert not result.ok and result.first_bad == 3 and "edited" in result.reason
+    bad = CliRunner().invoke(app, ["audit", "verify"])
+    assert bad.exit_code == 1 and "audit_log" in bad.output and "line 3" in bad.output
     _sql(postgres_url, f"UPDATE audit_log SET entry = '{original}' WHERE seq = 3")
     assert audit.verify().ok
+
+    last = list(audit.entries())[-1]
+    forged = {**last, "object": "forged", "prev": last["digest"]}
+    forged.pop("digest")
+    forged["digest"] = hashlib.sha256(json.dumps(forged, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+    line = json.dumps(forged, ensure_ascii=False, sort_keys=True).replace("'", "''")
+    _sql(postgres_url, f"INSERT INTO audit_log (seq, digest, entry) VALUES (6, '{forged['digest']}', '{line}')")
+    result = audit.verify()  # a well-linked entry written straight into the table is not anchored by the head
+    assert not result.ok and result.first_bad == 6 and "not anchored" in result.reason
+    _sql(postgres_url, "DELETE FROM audit_log WHERE seq = 6")
 
     _sql(postgres_url, "DELETE FROM audit_log WHERE seq = 5")  # the tail: the chain itself still links
     result = audit.verify()

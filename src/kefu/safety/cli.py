@@ -86,7 +86,7 @@ def audit_verify():
         out.print(f"audit log OK: {result.entries} entries, head {result.head or audit.GENESIS}")
         return
     where = f"line {result.first_bad}: " if result.first_bad else ""
-    Console(stderr=True).print(f"[bold red]audit log BROKEN[/] {audit.audit_path()}: {where}{result.reason}")
+    Console(stderr=True).print(f"[bold red]audit log BROKEN[/] {audit.location()}: {where}{result.reason}")
     sys.exit(1)
 
 
