@@ -48,8 +48,11 @@ def make_tokenizer(chat_template: str | None = None, gemma_markers: bool = True)
 
 
 def make_model(arch: str = "gemma3", vocab_size: int | None = None, seed: int = 0, layers: int = 2):
+    """A tiny random ``arch`` model: gemma3, llama, qwen2, or deepseek_v3 (multi-head latent attention; its first
+    layer dense, the others mixture-of-experts with 4 routed experts, 2 per token, and a shared one)."""
     import torch
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
+    from transformers import (DeepseekV3Config, DeepseekV3ForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig,
+                              LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM)
 
     torch.manual_seed(seed)
     n = vocab_size or len(vocab())
@@ -60,11 +63,26 @@ def make_model(arch: str = "gemma3", vocab_size: int | None = None, seed: int = 
                                   max_position_embeddings=512, pad_token_id=0, eos_token_id=1, bos_token_id=2,
                                   tie_word_embeddings=True)
         model = Gemma3ForCausalLM(config)
-    else:
+    elif arch == "qwen2":
+        config = Qwen2Config(vocab_size=n, hidden_size=48, intermediate_size=64, num_hidden_layers=layers,
+                             num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                             pad_token_id=0, eos_token_id=1, bos_token_id=2, tie_word_embeddings=False)
+        model = Qwen2ForCausalLM(config)
+    elif arch == "deepseek_v3":
+        config = DeepseekV3Config(vocab_size=n, hidden_size=32, intermediate_size=64, moe_intermediate_size=16,
+                                  num_hidden_layers=layers, first_k_dense_replace=1, n_routed_experts=4,
+                                  num_experts_per_tok=2, n_shared_experts=1, n_group=1, topk_group=1,
+                                  num_attention_heads=2, num_key_value_heads=2, q_lora_rank=16, kv_lora_rank=16,
+                                  qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8, max_position_embeddings=512,
+                                  pad_token_id=0, eos_token_id=1, bos_token_id=2)
+        model = DeepseekV3ForCausalLM(config)
+    elif arch == "llama":
         config = LlamaConfig(vocab_size=n, hidden_size=48, intermediate_size=64, num_hidden_layers=layers,
                              num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
                              pad_token_id=0, eos_token_id=1, bos_token_id=2)
         model = LlamaForCausalLM(config)
+    else:
+        raise ValueError(f"no tiny {arch!r} model: gemma3, llama, qwen2 or deepseek_v3")
     return model.float()
 
 

@@ -48,6 +48,9 @@ def register(app: typer.Typer) -> None:
             help="Recompute activations in backward (default: on for GPU, off for CPU). Off is ~1.45x faster on "
                  "a GPU where the activations fit (docs/benchmarks.md)."),
         lora_dropout: Optional[float] = typer.Option(None, "--lora-dropout", help="LoRA dropout (default 0.1)."),
+        lora_experts: Optional[bool] = typer.Option(
+            None, "--lora-experts/--no-lora-experts", help="Mixture-of-experts bases (DeepSeek V3): LoRA on the "
+            "routed experts too (needs --lora-dropout 0; serve the merged export)."),
         logit_grad_floor: Optional[float] = typer.Option(
             None, "--logit-grad-floor", help="CPU: leave vocabulary columns with probabilities below this out of "
                                              "the loss's backward product (default 2^-16; 0: exact gradients)."),
@@ -82,6 +85,7 @@ def register(app: typer.Typer) -> None:
             "train.precision": precision, "train.use_dora": use_dora, "train.use_rslora": use_rslora,
             "train.compile": compile, "train.save_steps": save_steps, "train.seed": seed,
             "train.gradient_checkpointing": gradient_checkpointing, "train.lora_dropout": lora_dropout,
+            "train.lora_experts": lora_experts,
             "train.logit_grad_floor": logit_grad_floor, "train.kg_url": kg, "train.shop_name": shop_name,
         }
         full = load_config(config, overrides)

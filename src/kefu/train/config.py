@@ -30,7 +30,11 @@ class TrainConfig(BaseModel):
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="leaf names of the layers LoRA adapts; all-linear: every attention and MLP "
+                                  "projection (MoE routers never; kefu.train.targets)")
+    lora_experts: bool = Field(False, description="mixture-of-experts models: LoRA on the fused routed experts too "
+                                                  "(needs lora_dropout 0; serve merged, kefu.train.targets)")
     use_rslora: bool = False
     use_dora: bool = False
     # optimisation

@@ -64,7 +64,7 @@ def train_dp(config: TrainConfig, data: str | Path, out: str | Path, *, epsilon:
     model, tokenizer = load_model(str(model_path), dtype=torch.float32, trainable=True)
     examples, _, stats = load_examples(data, tokenizer, config)
     torch.manual_seed(config.seed)
-    model = get_peft_model(model, lora_config(config))
+    model = get_peft_model(model, lora_config(config, model))
     model.train()
     wrapper = SupervisedLM(model)
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -46,6 +46,7 @@ from kefu.train.estimate import (Cost, Workload, estimate, estimate_lines, last_
 from kefu.train.fastlora import use_fused_lora
 from kefu.train.loss import linear_cross_entropy, output_mean
 from kefu.train.models import check_adapter, license_note, load_model, resolve_model
+from kefu.train.targets import lora_targets
 from kefu.train.template import IGNORE_INDEX, stop_strings, template_kind
 from kefu.types import KefuError
 
@@ -103,12 +104,14 @@ class SupervisedLM(nn.Module):
         return loss, keep.sum()
 
 
-def lora_config(config: TrainConfig):
+def lora_config(config: TrainConfig, model: nn.Module):
+    """PEFT's LoraConfig for ``config`` on ``model``, its layers resolved by ``kefu.train.targets``."""
     from peft import LoraConfig
 
+    targets = lora_targets(model, config)
     return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=config.target_modules, use_rslora=config.use_rslora, use_dora=config.use_dora,
-                      bias="none", task_type="CAUSAL_LM")
+                      target_modules=targets.modules, target_parameters=targets.parameters or None,
+                      use_rslora=config.use_rslora, use_dora=config.use_dora, bias="none", task_type="CAUSAL_LM")
 
 
 # --------------------------------------------------------------------------------------------- distributed setup
@@ -382,7 +385,7 @@ class _LoRARecipe:
                                 f"{str(exc).splitlines()[0][:300]}") from exc
         else:
             torch.manual_seed(config.seed)  # identical LoRA init on every process and in every rerun
-            model = get_peft_model(model, lora_config(config))
+            model = get_peft_model(model, lora_config(config, model))
         speed_up_lora(model, device, self.precision)
         gradient_checkpointing = config.gradient_checkpointing
         if gradient_checkpointing is None:
@@ -662,10 +665,9 @@ def _write_adapter(model, tokenizer, config: TrainConfig, folder: Path, model_pa
         model.save_pretrained(tmp)
         adapter_config = json.loads((tmp / ADAPTER_CONFIG).read_text(encoding="utf-8"))
         adapter_config["base_model_name_or_path"] = str(model_path)
-        targets = adapter_config.get("target_modules")
-        if config.target_modules == "all-linear" and isinstance(targets, list):
-            # PEFT writes every matched path; the leaf names mean the same here and are what vLLM's loader expects
-            adapter_config["target_modules"] = sorted({name.rsplit(".", 1)[-1] for name in targets})
+        for key in ("target_modules", "target_parameters"):  # PEFT writes its sets in any order: sorted, a rerun
+            if isinstance(adapter_config.get(key), list):      # writes the same file
+                adapter_config[key] = sorted(adapter_config[key])
         (tmp / ADAPTER_CONFIG).write_text(json.dumps(adapter_config, indent=2), encoding="utf-8")
         (tmp / ADAPTER_INFO).write_text(json.dumps({
             "base_model": config.model, "base_model_path": str(model_path), "template": template_kind(tokenizer),
