@@ -19,6 +19,7 @@ from kefu.kg import cli as kg_cli
 from kefu.loop import cli as loop_cli
 from kefu.safety import cli as safety_cli
 from kefu.serve import cli as serve_cli
+from kefu.state import database
 from kefu.train import cli as train_cli
 from kefu.types import KefuError
 
@@ -26,6 +27,8 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="kefu (客服): from customer-service chat logs to a shop's own fine-tuned model, in production.")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect the project configuration (kefu.yaml).")
 app.add_typer(config_app, name="config")
+state_app = typer.Typer(no_args_is_help=True, help="The state backend (kefu.yaml state:): the shared database's schema.")
+app.add_typer(state_app, name="state")
 console = Console(stderr=True)
 
 
@@ -34,6 +37,15 @@ def config_show(config: Optional[Path] = typer.Option(None, "--config", "-c", he
     """Print the effective configuration: defaults, then the file, then overrides."""
     effective = load_config(config).model_dump(mode="json")
     Console().print(Syntax(yaml.safe_dump(effective, allow_unicode=True, sort_keys=False), "yaml"))
+
+
+@state_app.command("migrate")
+def state_migrate(config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config file (default ./kefu.yaml)."),
+                  url: Optional[str] = typer.Option(None, "--url", help="Database URL (default: the backend's).")):
+    """Create or upgrade the shared PostgreSQL database to the newest schema; safe to repeat and to run while
+    replicas start (they migrate too, one at a time)."""
+    load_config(config)
+    Console().print(f"state database at revision {database.migrate(url)}")
 
 
 def _register_stages() -> None:

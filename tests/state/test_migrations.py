@@ -12,7 +12,9 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import MetaData, create_engine, inspect, text
+from typer.testing import CliRunner
 
+from kefu.cli import app
 from kefu.kg import store as kg_store
 from kefu.loop import feedback, registry
 from kefu.safety import audit, consent, keys
@@ -122,3 +124,13 @@ def test_migrate_refuses_the_sqlite_backend(monkeypatch, tmp_path):
         database.migrate()
     with pytest.raises(KefuError, match="PostgreSQL"):
         database.migrate(f"sqlite:///{tmp_path / 'x.db'}")
+
+
+def test_kefu_state_migrate_brings_the_configured_database_to_head(shared_state, postgres_url):
+    result = CliRunner().invoke(app, ["state", "migrate"])
+    assert result.exit_code == 0, result.output
+    assert database.head_revision() in result.output
+    engine = create_engine(postgres_url)
+    with engine.connect() as conn:
+        assert database.current_revision(conn) == database.head_revision()
+    engine.dispose()
