@@ -1,6 +1,7 @@
 """The remote engine against a real OpenAI-compatible backend: a second ``kefu serve`` process (tiny random model, a
-LoRA adapter named "shop") stands where vLLM stands on a GPU machine, so requests, streaming, usage and the choice of
-adapter by model name cross a real socket and a real server."""
+LoRA adapters "shop" and "other") stands where vLLM stands on a GPU machine, so requests, streaming, usage and the
+choice of adapter by model name cross a real socket and a real server. Like vLLM serving a shop's adapters, the
+backend does not let the untuned base model answer."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from kefu.serve.gateway import Authenticator
 from serve_support import API_KEY, live_uvicorn, make_service, tiny_model, tiny_tokenizer
 
 BACKEND_KEY = "backend-key-0123456789abcdef"
+ADAPTERS = ("shop", "other")
 QUESTION = [{"role": "user", "content": "这件冲锋衣有黑色L码吗？"}]
 
 
@@ -31,21 +33,25 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory):
-    """``kefu serve --model TINY --adapter shop=ADAPTER`` in its own process; yields (url, base model name)."""
+    """``kefu serve --model TINY --adapter shop=A --adapter other=B`` in its own process; yields (url, base name)."""
+    import torch
     from peft import LoraConfig, get_peft_model
 
     root = tmp_path_factory.mktemp("backend")
     tok = tiny_tokenizer()
     tiny_model(tok).save_pretrained(root / "tiny")
     tok.save_pretrained(root / "tiny")
-    # random B (init_lora_weights=False): the adapter changes the answer, so serving it by name is observable
-    get_peft_model(tiny_model(tok), LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj", "o_proj"],
-                                               init_lora_weights=False)).save_pretrained(root / "shop")
+    for seed, name in enumerate(ADAPTERS):
+        model = tiny_model(tok)
+        torch.manual_seed(100 + seed)  # random B (init_lora_weights=False), another per adapter: the adapter changes
+        lora = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False)
+        get_peft_model(model, lora).save_pretrained(root / name)  # the answer, so the choice by name is observable
     port = _free_port()
     env = {**os.environ, "KEFU_HOME": str(root / "home"), "KEFU_API_KEY": BACKEND_KEY}
     log = open(root / "backend.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "kefu.cli", "serve", "--model", str(root / "tiny"), "--adapter",
-                             f"shop={root / 'shop'}", "--host", "127.0.0.1", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "kefu.cli", "serve", "--model", str(root / "tiny"),
+                             *[f"--adapter={name}={root / name}" for name in ADAPTERS],
+                             "--host", "127.0.0.1", "--port", str(port)],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -65,7 +71,7 @@ def backend(tmp_path_factory):
         log.close()
 
 
-def _engine(backend, adapters=("shop",), **kwargs) -> RemoteEngine:
+def _engine(backend, adapters=ADAPTERS, **kwargs) -> RemoteEngine:
     url, base = backend
     return RemoteEngine(url, base_name=base, adapters=list(adapters), api_key=BACKEND_KEY, retries=0,
                         max_new_tokens=8, **kwargs)
@@ -83,35 +89,42 @@ def _ask(engine: RemoteEngine, model: str | None):
 
 
 def test_remote_engine_chooses_the_adapter_by_model_name_on_a_real_backend(backend):
-    base_text, base_reason = _ask(_engine(backend), None)
+    other_text, other_reason = _ask(_engine(backend), "other")
     shop_text, shop_reason = _ask(_engine(backend), "shop")
-    assert base_reason in ("stop", "length") and shop_reason in ("stop", "length")
-    assert base_text and shop_text
-    assert shop_text != base_text  # the backend answered "shop" with the adapter, the base without it
+    assert other_reason in ("stop", "length") and shop_reason in ("stop", "length")
+    assert other_text and shop_text
+    assert shop_text != other_text  # the backend answered each name with its own adapter
     assert _ask(_engine(backend), "shop")[0] == shop_text  # greedy (or the backend's cache): the same name, answer
 
 
 def test_names_the_backend_does_not_serve_are_refused(backend):
     with pytest.raises(EngineError, match="HTTP 404.*model_not_found"):  # the name crossed the wire: the backend said
         _ask(_engine(backend, adapters=("shop", "ghost")), "ghost")
+    with pytest.raises(EngineError, match="HTTP 404.*model_not_found"):  # nor does it let the base model answer
+        _ask(_engine(backend), None)
+    retired = _engine(backend)
+    retired.retire_base()  # what the gateway does once an adapter is served: the base is not even asked for
+    assert retired.models() == list(ADAPTERS)
+    with pytest.raises(EngineError, match="base model .* is not served"):
+        _ask(retired, None)
     with pytest.raises(EngineError, match="unknown adapter 'other'"):  # never sent: the engine was not given it
-        _ask(_engine(backend), "other")
+        _ask(_engine(backend, adapters=("shop",)), "other")
     with pytest.raises(EngineError, match="HTTP 401"):  # the backend's keys hold
         _ask(RemoteEngine(backend[0], base_name=backend[1], retries=0), None)
 
 
 def test_kefu_gateway_in_front_of_a_remote_backend(backend, tiny):
     """The chain `kefu serve --engine remote` runs: a customer's request to the gateway, the model's answer from the
-    backend process, the adapter chosen by the request's model."""
+    backend process, the adapter chosen by the request's model; the base model is not offered."""
     from kefu.serve.app import create_app
 
     service = make_service(tiny, engine=_engine(backend), config_overrides={"max_new_tokens": 8})
     app = create_app(service, auth=Authenticator([API_KEY], use_store=False))
     with live_uvicorn(app) as url:
         models = httpx.get(url + "/v1/models", headers={"Authorization": f"Bearer {API_KEY}"}).json()
-        assert {m["id"] for m in models["data"]} == {backend[1], "shop"}
+        assert [m["id"] for m in models["data"]] == list(ADAPTERS)
         answers = {}
-        for model in ("shop", backend[1]):
+        for model in ADAPTERS:
             resp = httpx.post(url + "/v1/chat/completions", headers={"Authorization": f"Bearer {API_KEY}"},
                               json={"model": model, "messages": [{"role": "user", "content": "冲锋衣怎么洗比较好呢"}]},
                               timeout=60)
@@ -120,4 +133,5 @@ def test_kefu_gateway_in_front_of_a_remote_backend(backend, tiny):
             assert body["model"] == model and body["choices"][0]["message"]["content"]
             assert resp.headers["X-Kefu-Path"] == "full"  # the model answered (not the light path)
             answers[model] = body["choices"][0]["message"]["content"]
-    assert answers["shop"] != answers[backend[1]]  # the gateway's model choice reached the backend    assert service.metrics.engine_errors.labels("remote")._value.get() == 0  # answered by the backend, no fallback
+    assert answers["shop"] != answers["other"]  # the gateway's model choice reached the backend
+    assert service.metrics.engine_errors.labels("remote")._value.get() == 0  # answered by the backend, no fallback

@@ -31,6 +31,7 @@ class RemoteEngine:
 
         self.base_name = base_name
         self.adapters = list(adapters or [])
+        self.serve_base = True  # False once the untuned base model must not answer (``retire_base``)
         self.retries = retries
         self.max_new_tokens = max_new_tokens
         self.repetition_penalty = repetition_penalty
@@ -41,7 +42,14 @@ class RemoteEngine:
                                         timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)))
 
     def models(self) -> list[str]:
-        return [self.base_name, *self.adapters]
+        return ([self.base_name] if self.serve_base else []) + self.adapters
+
+    def retire_base(self) -> None:
+        """Stop asking for the untuned base model (it must not answer customers once a trained adapter is served):
+        it leaves ``models()`` and a request for it is refused here, as the local engine refuses it."""
+        if not self.adapters:
+            raise EngineError("retire_base: no adapter is served, so nothing would be")
+        self.serve_base = False
 
     def stream(self, messages: list[dict[str, str]], *, model: str | None = None, max_new_tokens: int | None = None,
                temperature: float = 0.0, repetition_penalty: float | None = None,
@@ -57,7 +65,10 @@ class RemoteEngine:
     async def _generate(self, body: dict, stops: tuple[str, ...]) -> AsyncIterator[str | Finished]:
         import httpx
 
-        if body["model"] not in self.models():  # raised where the answer is read, as the local engine does
+        # refused where the answer is read, as the local engine refuses them: no request leaves
+        if body["model"] == self.base_name and not self.serve_base:
+            raise EngineError(f"the base model {self.base_name!r} is not served; ask for one of {self.models()}")
+        if body["model"] not in self.models():
             raise EngineError(f"unknown adapter {body['model']!r}")
         last: Exception | None = None
         for attempt in range(self.retries + 1):
