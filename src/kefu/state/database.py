@@ -3,7 +3,8 @@ database is created and upgraded by Alembic (``migrations/``), under an advisory
 once migrate it exactly once.
 
 Stores call :func:`ensure_schema` when they open an engine; deployments may run :func:`migrate` (``kefu state
-migrate``) before starting replicas. Alembic is configured here in code, so the wheel needs no ``alembic.ini``.
+migrate``) before starting replicas. Alembic is configured here in code, so the wheel needs no ``alembic.ini``, and
+imported only when a PostgreSQL database is checked: SQLite users and light commands never pay its ~0.3 s import.
 """
 
 from __future__ import annotations
@@ -12,10 +13,6 @@ import threading
 import zlib
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, create_engine, text
 from sqlalchemy.engine import Connection, Engine
 
@@ -37,11 +34,13 @@ _engines_lock = threading.Lock()
 
 
 def advisory_key(name: str) -> int:
-    """A stable PostgreSQL advisory-lock key for ``name`` (``kefu.migrate``, ``kefu.audit``...)."""
+    """A stable PostgreSQL advisory-lock key for ``name`` (``migrate``, ``registry``): one number per kefu lock."""
     return zlib.crc32(f"kefu:{name}".encode("utf-8"))
 
 
-def _config(connection: Connection | None = None) -> Config:
+def _config(connection: Connection | None = None):
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
@@ -51,6 +50,8 @@ def _config(connection: Connection | None = None) -> Config:
 
 def head_revision() -> str:
     """The newest revision in ``migrations/versions``."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(_config()).get_current_head()
     assert head is not None, f"{MIGRATIONS}: no migration"
     return head
@@ -58,12 +59,16 @@ def head_revision() -> str:
 
 def current_revision(connection: Connection) -> str | None:
     """The revision the database behind ``connection`` is at (None: never migrated)."""
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
 
 
 def upgrade(engine: Engine, revision: str | None = None) -> str:
     """Bring ``engine``'s PostgreSQL database to ``revision`` (default: head) in one transaction under an advisory
     lock: concurrent callers wait, then find it done. Returns the revision."""
+    from alembic import command
+
     target = revision or head_revision()
     with engine.begin() as conn:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key("migrate")})
