@@ -14,6 +14,7 @@ from kefu.artifacts.run import TrainRun
 from kefu.config import load_config
 from kefu.serve.build import build_service, parse_adapters, serves_base_model_only
 from kefu.serve.gateway import Authenticator
+from kefu.serve.ray_app import start as start_on_ray
 from kefu.serve.registry_watch import RegistryWatcher
 from kefu.serve.router import RouterModel, default_router_path, evaluate, load_training_turns
 from kefu.types import KefuError
@@ -47,6 +48,8 @@ def serve(ctx: typer.Context,
                                                 "(`kefu kg replies build`) or prepared data (default: the run's)."),
           allow_base_model: bool = typer.Option(False, "--allow-base-model", help="Without --run, let the untuned "
                                                 "base model answer customers (experiments only)."),
+          ray: bool = typer.Option(False, "--ray", help="Run the gateway and the engine as Ray Serve deployments, "
+                                   "autoscaled by serve.ray (needs the ray extra; serve.ray.address for a cluster)."),
           config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config file (default ./kefu.yaml).")):
     """Start the serving gateway (API + web page at /). Requests choose an adapter by their `model` field."""
     if ctx.invoked_subcommand is not None:
@@ -76,6 +79,14 @@ def serve(ctx: typer.Context,
                       "replies and a handoff to a human; the untuned base model does not answer them"
                       + (" — --allow-base-model: it does, for this experiment" if cfg.allow_base_model else
                          " (pass --run RUN, or --allow-base-model for experiments)"))
+    if ray:
+        if registry:
+            raise KefuError("--registry with --ray: not supported (each engine replica would follow the registry on "
+                            "its own); promote, then redeploy")
+        console.print(f"kefu serving on Ray Serve at http://{cfg.host}:{cfg.port} (gateway and engine deployments, "
+                      f"autoscaled by serve.ray)")
+        start_on_ray(cfg, run=run, adapters=adapters, blocking=True)
+        return
     service = build_service(cfg, run=run, adapters=adapters, registry=registry)
     if registry:
         watcher = RegistryWatcher(service.engine)
