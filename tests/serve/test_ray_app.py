@@ -1,11 +1,14 @@
-"""kefu serve --ray on a real local Ray instance (2 CPUs, no dashboard): customers ramp up and leave on loopback and
-the replicas follow LoadStepPolicy step by step. No model is served (the light path), so the gateway deployment is
-the one that scales: a replica starts in seconds, where an engine replica would import torch first (bench/ray_ramp.py
-ramps the engine with a tiny model)."""
+"""kefu serve --ray on a real local Ray instance (2 CPUs, no dashboard).
+
+The ramp: customers arrive and leave on loopback and the replicas follow LoadStepPolicy step by step. No model is
+served (the light path), so the gateway deployment is the one that scales: a replica starts in seconds, where an
+engine replica would import torch first (bench/ray_ramp.py ramps the engine with a tiny model). The model path: the
+gateway streams a tiny model's answers from the engine deployment, the adapter chosen by name."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -28,26 +31,54 @@ def bench():
     return module
 
 
-@pytest.fixture
-def ray_light_app(monkeypatch, free_port):
-    """The Ray application without a model, its gateway scaled between 1 and 3 replicas of capacity 1."""
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    """One small local Ray instance for the module (2 CPUs, no dashboard, 80 MB object store). Its workers inherit
+    this process's environment as it is now: a module-wide $KEFU_HOME and the customers' key."""
     import ray
+
+    saved = {name: os.environ.get(name) for name in ("KEFU_HOME", "KEFU_API_KEY")}
+    os.environ.update(KEFU_HOME=str(tmp_path_factory.mktemp("ray_home")), KEFU_API_KEY=KEY)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=80 * 1024 ** 2)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture
+def deploy(local_ray):
+    """Deploy kefu's Ray application with a config; Serve (not Ray) is shut down after the test."""
+    from ray import serve
 
     from kefu.serve import ray_app
 
-    monkeypatch.setenv("KEFU_API_KEY", KEY)
+    def start(config: ServeConfig, **kwargs) -> str:
+        return ray_app.start(config, **kwargs)
+
+    try:
+        yield start
+    finally:
+        serve.shutdown()
+
+
+@pytest.fixture
+def ray_light_app(deploy, free_port):
+    """The Ray application without a model, its gateway scaled between 1 and 3 replicas of capacity 1."""
+    from kefu.serve import ray_app
+
     config = ServeConfig(port=free_port, rate_limit_per_s=1000, rate_limit_burst=1000,
                          ray={"gateway": {"min_replicas": 1, "max_replicas": 3, "capacity": 1, "num_cpus": 0,
                                           "upscale_delay_s": UP_DELAY, "downscale_delay_s": DOWN_DELAY},
                               "metrics_interval_s": 0.25, "look_back_period_s": 1.0})
-    # replicas of a local Ray inherit this process's environment: $KEFU_HOME (this test's) and the key
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=80 * 1024 ** 2)
-    try:
-        url = ray_app.start(config)
-        assert ray_app.replicas() == {"gateway": {"target": 1, "running": 1}}  # no model: no engine deployment
-        yield url, config
-    finally:
-        ray_app.shutdown()
+    url = deploy(config)
+    assert ray_app.replicas() == {"gateway": {"target": 1, "running": 1}}  # no model: no engine deployment
+    return url, config
 
 
 @pytest.fixture
@@ -85,3 +116,37 @@ def test_replicas_follow_the_policy_step_by_step_under_a_ramp(bench, ray_light_a
     assert at_max and all(s["target"] == rule.max_replicas for s in at_max)  # +2 wanted, clamped to max
     at_min = [s for s in trace if s["phase"] == 2 and s["t"] >= downs[1]["t"]]
     assert at_min[-1]["t"] - at_min[0]["t"] >= 2.0 - SAMPLE and all(s["target"] == 1 for s in at_min)
+
+
+def test_the_gateway_streams_answers_from_the_engine_deployment(deploy, free_port, tmp_path):
+    """A tiny random model with one LoRA adapter ("shop") in the engine deployment: the base model is retired there
+    (so the gateway offers only "shop"), and the answer, its usage and its stream come through Ray."""
+    import httpx
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from serve_support import tiny_model, tiny_tokenizer
+
+    from kefu.serve import ray_app
+
+    tok = tiny_tokenizer()
+    tiny_model(tok).save_pretrained(tmp_path / "tiny")
+    tok.save_pretrained(tmp_path / "tiny")
+    torch.manual_seed(5)
+    lora = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj"], init_lora_weights=False)
+    get_peft_model(tiny_model(tok), lora).save_pretrained(tmp_path / "shop")
+    config = ServeConfig(model=str(tmp_path / "tiny"), port=free_port, torch_threads=1, max_new_tokens=16,
+                         ray={"engine": {"num_cpus": 0}, "gateway": {"num_cpus": 0}})
+    url = deploy(config, adapters={"shop": str(tmp_path / "shop")})
+    assert ray_app.replicas() == {"engine": {"target": 1, "running": 1}, "gateway": {"target": 1, "running": 1}}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    assert [m["id"] for m in httpx.get(url + "/v1/models", headers=headers).json()["data"]] == ["shop"]
+
+    body = httpx.post(url + "/v1/chat/completions", headers=headers, timeout=60, json={
+        "model": "shop", "messages": [{"role": "user", "content": "冲锋衣怎么洗比较好呢"}]}).json()
+    assert body["kefu"]["path"] == "full" and body["choices"][0]["message"]["content"]
+    assert body["usage"]["completion_tokens"] == 16 and body["choices"][0]["finish_reason"] == "length"  # engine's
+    with httpx.stream("POST", url + "/v1/chat/completions", headers=headers, timeout=60, json={
+            "model": "shop", "stream": True, "messages": [{"role": "user", "content": "这个好用吗"}]}) as stream:
+        events = [line for line in stream.iter_lines() if line.startswith("data:")]
+    assert events[-1] == "data: [DONE]" and len(events) >= 3
+    assert '"finish_reason": "length"' in events[-2]
