@@ -332,8 +332,9 @@ class RedisSessionStore:
         return session.attach(self, digest)
 
     def _write(self, session: RedisSession, key: str, *commands: tuple) -> None:
-        """Run ``commands`` on ``key`` of the session and keep its idle TTL (one round trip)."""
-        pipe = self.client.pipeline(transaction=True)
+        """Run ``commands`` on ``key`` of the session and keep its idle TTL (one round trip; no MULTI: each command
+        is atomic and a reader seeing the list before its trim or its TTL is harmless)."""
+        pipe = self.client.pipeline(transaction=False)
         for name, *args in commands:
             getattr(pipe, name)(key, *args)
         pipe.pexpire(key, self._ttl_ms)
