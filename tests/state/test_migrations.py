@@ -82,6 +82,22 @@ def test_a_database_at_the_first_revision_upgrades_to_head_keeping_its_rows(post
     engine.dispose()
 
 
+def test_a_database_migrated_by_a_newer_kefu_is_used_as_it_is(postgres_url):
+    database.migrate(postgres_url)
+    engine = create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(text(f"UPDATE {database.VERSION_TABLE} SET version_num = '9999_from_a_newer_kefu'"))
+    assert database.migrate(postgres_url) == "9999_from_a_newer_kefu"  # no downgrade, no error: a rolling upgrade
+    store = feedback.FeedbackStore.open(postgres_url)
+    try:
+        assert store.list() == [] and store.add({"kind": "rating", "rating": 1}) == 1
+    finally:
+        store.close()
+    with engine.connect() as conn:
+        assert database.current_revision(conn) == "9999_from_a_newer_kefu"
+    engine.dispose()
+
+
 def test_two_processes_migrating_at_once_both_succeed_and_migrate_once(postgres_url, tmp_path):
     go = tmp_path / "go"
     script = textwrap.dedent(f"""

@@ -9,6 +9,7 @@ imported only when a PostgreSQL database is checked: SQLite users and light comm
 
 from __future__ import annotations
 
+import logging
 import threading
 import zlib
 from pathlib import Path
@@ -21,6 +22,8 @@ from kefu.types import KefuError
 
 __all__ = ["MIGRATIONS", "VERSION_TABLE", "advisory_key", "engine", "ensure_schema", "head_revision", "current_revision",
            "migrate", "upgrade"]
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # kefu's own name for Alembic's bookkeeping table, so another application's Alembic in the same database is untouched
@@ -72,9 +75,22 @@ def upgrade(engine: Engine, revision: str | None = None) -> str:
     target = revision or head_revision()
     with engine.begin() as conn:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key("migrate")})
-        if current_revision(conn) != target:
-            command.upgrade(_config(conn), target)
+        current = current_revision(conn)
+        if current == target:
+            return target
+        if current is not None and current not in _revisions():
+            # a newer kefu has migrated this database (a rolling upgrade); migrations only add, so run on it as it is
+            log.warning("state database is at revision %s, newer than this kefu's %s: not migrating", current, target)
+            return current
+        command.upgrade(_config(conn), target)
     return target
+
+
+def _revisions() -> set[str]:
+    """Every revision this kefu knows."""
+    from alembic.script import ScriptDirectory
+
+    return {script.revision for script in ScriptDirectory.from_config(_config()).walk_revisions()}
 
 
 def migrate(url: str | None = None, revision: str | None = None) -> str:
