@@ -109,12 +109,15 @@ def ramp(url: str, model: str | None, phases: list[Phase], *, capacity: int, dep
 
 
 def steps(trace: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The watched deployment's target changes: when, from, to, and the offered load just before."""
+    """The watched deployment's target changes: when, from, to, the offered load just before, and how long until as
+    many replicas ran (None: not within the trace)."""
     out = []
-    for before, after in zip(trace, trace[1:]):
+    for i, (before, after) in enumerate(zip(trace, trace[1:]), start=1):
         if after["target"] != before["target"]:
+            running = next((s["t"] for s in trace[i:] if s["running"] == after["target"]), None)
             out.append({"t": after["t"], "from": before["target"], "to": after["target"],
-                        "offered_load": before["offered_load"], "phase": after["phase"]})
+                        "offered_load": before["offered_load"], "phase": after["phase"],
+                        "running_after_s": None if running is None else round(running - after["t"], 2)})
     return out
 
 
@@ -226,7 +229,8 @@ def main() -> int:
         sys.path.insert(0, str(BENCH))
         from _report import machine, write_section
 
-        rows = "\n".join(f"| {s['t']:.1f} | {s['from']} → {s['to']} | {s['offered_load']:.2f} |"
+        rows = "\n".join(f"| {s['t']:.1f} | {s['from']} → {s['to']} | {s['offered_load']:.2f} | "
+                         f"{'-' if s['running_after_s'] is None else format(s['running_after_s'], '.1f')} |"
                          for s in result["steps"])
         write_section("ray-ramp", f"""## Ray Serve autoscaling (`bench/ray_ramp.py`)
 
@@ -241,12 +245,17 @@ Customers: 0, then {peak} (closed loop) until {args.max_replicas} replicas run, 
 
 ![engine replicas under a load ramp](ray_ramp.png)
 
-| t (s) | engine target | offered load before |
-|---|---|---|
+| t (s) | engine target | offered load before | as many running after (s) |
+|---|---|---|---|
 {rows}
 
 The offered load is the customers' requests in flight over the running replicas' capacity: an upper bound of the
 policy's load, which counts only the requests at the engine (routing, KG and verification run on the gateway).
+A step up comes once the load has held above {rule.up_at} for the upscale delay (plus Ray's
+{config.ray.look_back_period_s:g} s look-back), the next one only once the last is running: a new engine replica
+imports torch and loads the model on cores the running ones are decoding on, which is what the "running after"
+column measures. With {half} customers on {args.max_replicas} replicas the load sits between the thresholds and the
+replicas stay; with none they go one by one, {args.downscale_delay:g} s apart.
 """)
         print("docs/benchmarks.md: section 'Ray Serve autoscaling' written")
     return 0
