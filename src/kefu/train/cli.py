@@ -43,6 +43,9 @@ def register(app: typer.Typer) -> None:
         use_dora: Optional[bool] = typer.Option(None, "--dora/--no-dora"),
         use_rslora: Optional[bool] = typer.Option(None, "--rslora/--no-rslora"),
         compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model body."),
+        fsdp: Optional[bool] = typer.Option(None, "--fsdp/--no-fsdp", help="Under torchrun/accelerate launch: "
+                                            "shard the base model, gradients and optimizer state over the processes "
+                                            "(FSDP2, ZeRO-3-like) instead of DDP; no mid-run checkpoints."),
         gradient_checkpointing: Optional[bool] = typer.Option(
             None, "--gradient-checkpointing/--no-gradient-checkpointing",
             help="Recompute activations in backward (default: on for GPU, off for CPU). Off is ~1.45x faster on "
@@ -83,7 +86,7 @@ def register(app: typer.Typer) -> None:
             "train.learning_rate": learning_rate, "train.init_adapter": str(init_adapter) if init_adapter else None,
             "train.train_on": "last_assistant" if last_turn_only else None, "train.system_prompt": system_prompt,
             "train.precision": precision, "train.use_dora": use_dora, "train.use_rslora": use_rslora,
-            "train.compile": compile, "train.save_steps": save_steps, "train.seed": seed,
+            "train.compile": compile, "train.fsdp": fsdp, "train.save_steps": save_steps, "train.seed": seed,
             "train.gradient_checkpointing": gradient_checkpointing, "train.lora_dropout": lora_dropout,
             "train.lora_experts": lora_experts,
             "train.logit_grad_floor": logit_grad_floor, "train.kg_url": kg, "train.shop_name": shop_name,

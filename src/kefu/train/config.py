@@ -58,6 +58,9 @@ class TrainConfig(BaseModel):
                                                  "vocabulary) leave the loss's backward product (0: exact)")
     gradient_checkpointing: bool | None = Field(None, description="default: on for GPU, off for CPU")
     compile: bool = Field(False, description="torch.compile the model body")
+    fsdp: bool = Field(False, description="several processes: shard the base model, LoRA weights, gradients and "
+                                          "optimizer state over them (FSDP2, like ZeRO-3) instead of a full copy "
+                                          "each (DDP); for bases that do not fit one device")
     # outputs
     save_steps: int = Field(50, ge=0, description="checkpoint every N steps (0: only the final adapter)")
     keep_checkpoints: int = Field(2, ge=1)

@@ -7,7 +7,10 @@ the whole step (all micro-batches, all processes) divided by the step's supervis
 not depend on how dialogues were packed or split across processes.
 
 Run under ``torchrun``/``accelerate launch`` and the same code does DDP (gloo on CPU, NCCL on GPU): each process
-takes its share of every step's dialogues and gradients are all-reduced on the last micro-batch only.
+takes its share of every step's dialogues and gradients are all-reduced on the last micro-batch only. With
+``train.fsdp`` (``--fsdp``, or ``accelerate launch --use_fsdp``) the model is sharded instead (FSDP2 per decoder
+layer: each process holds 1/N of the base weights, LoRA weights, gradients and AdamW state, like DeepSpeed ZeRO-3);
+every process then runs the same number of forward passes per step (the all-gathers must pair up).
 """
 
 from __future__ import annotations
@@ -149,6 +152,43 @@ def _default_device() -> torch.device:
     return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) if distributed else 0}")
 
 
+def _launched_with_deepspeed() -> bool:
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true")
+
+
+def wants_fsdp(config: TrainConfig) -> bool:
+    """``train.fsdp``, or a launch by ``accelerate launch --use_fsdp`` (which says so in the environment)."""
+    return config.fsdp or os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
+
+
+def shard_model(wrapper: "SupervisedLM") -> int:
+    """FSDP2 on every decoder layer, then on the wrapper (embeddings, final norm, output projection); returns the
+    number of layers sharded. Parameters become DTensors holding this process's shard."""
+    from torch.distributed.fsdp import fully_shard
+
+    layers = wrapper.body.layers
+    for layer in layers:
+        fully_shard(layer)
+    fully_shard(wrapper)
+    return len(layers)
+
+
+def full_adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable (LoRA) weights gathered whole from their shards; a collective: every process calls it."""
+    from torch.distributed.tensor import DTensor
+
+    return {name: (param.full_tensor() if isinstance(param, DTensor) else param).detach().cpu()
+            for name, param in model.named_parameters() if param.requires_grad}
+
+
+def _all_max(value: int, device) -> int:
+    if not dist.is_initialized():
+        return value
+    tensor = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
+
+
 def _all_sum(value: float | int, device) -> float:
     if not dist.is_initialized():
         return float(value)
@@ -232,17 +272,25 @@ def _micro_batches(examples: list[Example], config: TrainConfig, pad_id: int) ->
 
 @torch.no_grad()
 def evaluate_loss(wrapper: SupervisedLM, examples: list[Example], config: TrainConfig, pad_id: int,
-                  device: torch.device, precision: str) -> float | None:
-    """Mean cross entropy per supervised token over ``examples`` (this process's share, summed over all)."""
+                  device: torch.device, precision: str, filler: Example | None = None) -> float | None:
+    """Mean cross entropy per supervised token over ``examples`` (this process's share, summed over all).
+
+    ``filler`` (sharded models): every process runs as many forward passes as the busiest one, the extra ones on
+    this example, their results dropped."""
     was_training = wrapper.training
     wrapper.eval()
     total, count = 0.0, 0
-    for batch in (_micro_batches(examples, config, pad_id) if examples else []):
+    batches = _micro_batches(examples, config, pad_id) if examples else []
+    real = len(batches)
+    if filler is not None:
+        batches += _micro_batches([filler], config, pad_id) * (_all_max(real, device) - real)
+    for index, batch in enumerate(batches):
         batch = {k: v.to(device) for k, v in batch.items()}
         with _autocast(precision, device):
             loss, n = wrapper(**batch)
-        total += float(loss)
-        count += int(n)
+        if index < real:
+            total += float(loss)
+            count += int(n)
     wrapper.train(was_training)
     total, count = _all_sum(total, device), _all_sum(count, device)
     return total / count if count else None
@@ -333,8 +381,15 @@ class _LoRARecipe:
     # ------------------------------------------------------------------------------------------------ setup
     def setup(self) -> None:
         """Everything before the first step; whatever can fail on bad input fails before any long work."""
+        if _launched_with_deepspeed():
+            raise KefuError("kefu train does not run DeepSpeed (accelerate launch --use_deepspeed): its own loop "
+                            "shards with FSDP2 instead, ZeRO-3-like: accelerate launch --use_fsdp ... or torchrun "
+                            "... kefu train --fsdp (docs/models.md)")
         self.rank, self.world = _dist_setup()
         self.main = self.rank == 0
+        self.fsdp = self.world > 1 and wants_fsdp(self.config)
+        if self.fsdp and self.resume:
+            raise KefuError("--fsdp runs write no mid-run checkpoints, so they cannot --resume")
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         if self.config.batch_size < self.world:
@@ -401,7 +456,9 @@ class _LoRARecipe:
         if config.compile:
             object.__setattr__(self.wrapper, "body", torch.compile(self.wrapper.body))
         self.ddp = None
-        if self.world > 1:
+        if self.fsdp:
+            shard_model(self.wrapper)
+        elif self.world > 1:
             self.ddp = nn.parallel.DistributedDataParallel(
                 self.wrapper, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -423,8 +480,8 @@ class _LoRARecipe:
         config, stats = self.config, self.stats
         record = {"train": config.model_dump(mode="json"), "data": {"path": str(Path(self.data).resolve()),
                   "sha256": stats.sha256, "files": stats.files}, "model_path": str(self.model_path),
-                  "world_size": self.world, "device": self.device.type, "precision": self.precision,
-                  "gradient_checkpointing": self.gradient_checkpointing, "versions": _versions(),
+                  "world_size": self.world, "fsdp": self.fsdp, "device": self.device.type,
+                  "precision": self.precision, "gradient_checkpointing": self.gradient_checkpointing, "versions": _versions(),
                   "template": template_kind(self.tokenizer)}
         if self.main:
             self.run_dir.write_record(record)
@@ -472,7 +529,10 @@ class _LoRARecipe:
         indices = step_indices(len(self.train_examples), config.batch_size, step, config.seed)[self.rank::world]
         chosen = [self.train_examples[i] for i in indices]
         micro = _micro_batches(chosen, config, self.pad_id)
-        local_sup = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro)
+        real = len(micro)
+        if self.fsdp:  # as many forward/backward passes as the busiest process, the extra ones weighted 0
+            micro += micro[:1] * (_all_max(real, device) - real)
+        local_sup = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro[:real])
         local_tok = sum(len(e.input_ids) for e in chosen)  # real tokens, padding excluded
         step_sup = _all_sum(local_sup, device)
         # all-reduce averages over processes; scale so the result is sum(loss) / step's supervised tokens
@@ -484,12 +544,15 @@ class _LoRARecipe:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             last = index == len(micro) - 1
             sync = ddp.no_sync() if ddp is not None and not last else contextlib.nullcontext()
+            if self.fsdp:
+                module.set_requires_gradient_sync(last)
             with sync:
                 with _autocast(self.precision, device):
                     loss_sum, _ = module(**batch)
-                loss = loss_sum * scale
+                loss = loss_sum * (scale if index < real else 0.0)
                 (scaler.scale(loss) if scaler is not None else loss).backward()
-            step_loss += float(loss_sum.detach())
+            if index < real:
+                step_loss += float(loss_sum.detach())
         if scaler is not None:
             scaler.unscale_(self.optimizer)
         if config.max_grad_norm:
@@ -516,7 +579,7 @@ class _LoRARecipe:
     def validation_loss(self) -> float | None:
         """Mean loss per supervised token over the validation split (each process its share)."""
         return evaluate_loss(self.wrapper, self.val_examples[self.rank::self.world], self.config, self.pad_id,
-                             self.device, self.precision)
+                             self.device, self.precision, filler=self.train_examples[0] if self.fsdp else None)
 
     def _log_step(self, step: int, metrics: dict[str, Any]) -> None:
         """metrics.jsonl, TensorBoard and the periodic checkpoint of step ``step`` (0-based; main process)."""
@@ -527,7 +590,8 @@ class _LoRARecipe:
             for key in ("loss", "lr", "tokens_per_s", "val_loss"):
                 if key in metrics and metrics[key] is not None:
                     self.writer.add_scalar(f"train/{key}", metrics[key], step + 1)
-        if config.save_steps and (step + 1) % config.save_steps == 0 and step + 1 < self.total_steps:
+        if (config.save_steps and (step + 1) % config.save_steps == 0 and step + 1 < self.total_steps
+                and not self.fsdp):  # a sharded optimiser state is not saved; the final adapter is
             self.save_checkpoint(step + 1)
 
     # ------------------------------------------------------------------------------------------------ the loop
@@ -559,8 +623,9 @@ class _LoRARecipe:
                     self.on_step(step + 1, metrics)
         val_loss = self.validation_loss() if self.val_examples else None
         report = self._report(final_loss, val_loss, last_metrics)
+        adapter_state = full_adapter_state(self.model) if self.fsdp else None  # gathered by every process
         if self.main:
-            self._finish(report, final_loss)
+            self._finish(report, final_loss, adapter_state)
         if dist.is_initialized():
             dist.barrier()
         return report
@@ -635,18 +700,20 @@ class _LoRARecipe:
             "supervised_tokens_per_s": round(totals.supervised_tokens / seconds, 2) if seconds else None,
             "dialogues": stats.dialogues, "examples": stats.examples, "split": stats.split,
             "truncated": stats.truncated, "skipped_no_agent": stats.skipped_no_agent, "data_tokens": stats.tokens,
-            "data_supervised_tokens": stats.supervised_tokens, "world_size": self.world, "device": self.device.type,
-            "precision": self.precision, "last_metrics": last_metrics, "adapter": str(self.run_dir.adapter_dir),
+            "data_supervised_tokens": stats.supervised_tokens, "world_size": self.world, "fsdp": self.fsdp,
+            "device": self.device.type, "precision": self.precision, "last_metrics": last_metrics, "adapter": str(self.run_dir.adapter_dir),
             "grounding": stats.grounding,
             "time_estimate": None if self.time_estimate is None else {
                 **self.time_estimate, "actual_train_seconds": round(seconds - self._seconds_before, 3),
                 "actual_wall_seconds": round(time.time() - self.started, 3)},
         }
 
-    def _finish(self, report: dict[str, Any], final_loss: float | None) -> None:
-        """The adapter, the report and the audit record (main process)."""
+    def _finish(self, report: dict[str, Any], final_loss: float | None,
+                adapter_state: dict[str, torch.Tensor] | None = None) -> None:
+        """The adapter (from ``adapter_state`` when the model is sharded), the report and the audit record (main
+        process)."""
         config, run = self.config, self.run_dir
-        _write_adapter(self.model, self.tokenizer, config, run.adapter_dir, self.model_path)
+        _write_adapter(self.model, self.tokenizer, config, run.adapter_dir, self.model_path, adapter_state)
         # the shop's past replies of this data: serving's retrieval tier and eval's baseline (about a second)
         ReplyIndex.from_data(self.data).save(run.replies_file)
         run.write_report(report)
@@ -658,11 +725,13 @@ class _LoRARecipe:
             "resumed_from_step": self.start_step or None})
 
 
-def _write_adapter(model, tokenizer, config: TrainConfig, folder: Path, model_path: Path) -> None:
-    """The PEFT adapter plus ``kefu_adapter.json`` (what eval and serve need to prompt it as it was trained) into
-    ``folder``, a run's ``adapter/``, replaced atomically."""
+def _write_adapter(model, tokenizer, config: TrainConfig, folder: Path, model_path: Path,
+                   state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    """The PEFT adapter (``state_dict``: its weights, when the model's own are shards) plus ``kefu_adapter.json``
+    (what eval and serve need to prompt it as it was trained) into ``folder``, a run's ``adapter/``, replaced
+    atomically."""
     with TrainRun(folder.parent).writing_adapter() as tmp:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=state_dict)
         adapter_config = json.loads((tmp / ADAPTER_CONFIG).read_text(encoding="utf-8"))
         adapter_config["base_model_name_or_path"] = str(model_path)
         for key in ("target_modules", "target_parameters"):  # PEFT writes its sets in any order: sorted, a rerun
