@@ -481,8 +481,8 @@ class _LoRARecipe:
         record = {"train": config.model_dump(mode="json"), "data": {"path": str(Path(self.data).resolve()),
                   "sha256": stats.sha256, "files": stats.files}, "model_path": str(self.model_path),
                   "world_size": self.world, "fsdp": self.fsdp, "device": self.device.type,
-                  "precision": self.precision, "gradient_checkpointing": self.gradient_checkpointing, "versions": _versions(),
-                  "template": template_kind(self.tokenizer)}
+                  "precision": self.precision, "gradient_checkpointing": self.gradient_checkpointing,
+                  "versions": _versions(), "template": template_kind(self.tokenizer)}
         if self.main:
             self.run_dir.write_record(record)
             self.run_dir.start_metrics(self.start_step if resumed else None)
@@ -701,7 +701,8 @@ class _LoRARecipe:
             "dialogues": stats.dialogues, "examples": stats.examples, "split": stats.split,
             "truncated": stats.truncated, "skipped_no_agent": stats.skipped_no_agent, "data_tokens": stats.tokens,
             "data_supervised_tokens": stats.supervised_tokens, "world_size": self.world, "fsdp": self.fsdp,
-            "device": self.device.type, "precision": self.precision, "last_metrics": last_metrics, "adapter": str(self.run_dir.adapter_dir),
+            "device": self.device.type, "precision": self.precision, "last_metrics": last_metrics,
+            "adapter": str(self.run_dir.adapter_dir),
             "grounding": stats.grounding,
             "time_estimate": None if self.time_estimate is None else {
                 **self.time_estimate, "actual_train_seconds": round(seconds - self._seconds_before, 3),
