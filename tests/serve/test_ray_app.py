@@ -7,6 +7,7 @@ gateway streams a tiny model's answers from the engine deployment, the adapter c
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import sys
@@ -16,6 +17,7 @@ import pytest
 
 from kefu.serve.autoscale import ScaleRule
 from kefu.serve.config import ServeConfig
+from kefu.serve.engine import EngineError, collect
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = "ray-ramp-key-0123456789abcdef"  # bench/ray_ramp.py's customers send it
@@ -150,3 +152,10 @@ def test_the_gateway_streams_answers_from_the_engine_deployment(deploy, free_por
         events = [line for line in stream.iter_lines() if line.startswith("data:")]
     assert events[-1] == "data: [DONE]" and len(events) >= 3
     assert '"finish_reason": "length"' in events[-2]
+
+    # a replica's refusal reaches the gateway as an EngineError (what its fallback answers), not as Ray's error
+    from ray import serve
+
+    engine = ray_app.RayEngine(serve.get_deployment_handle("engine", app_name=ray_app.APP_NAME), ["shop"])
+    with pytest.raises(EngineError, match="unknown adapter 'ghost'"):
+        asyncio.run(collect(engine.stream([{"role": "user", "content": "在吗"}], model="ghost")))
