@@ -19,7 +19,7 @@ def _env(home, **extra):
 
 @pytest.mark.slow
 def test_torchrun_two_processes_train_through_the_cli_on_a_fresh_home(tiny_model_dir, tmp_path, monkeypatch):
-    home = tmp_path / "fresh_home"  # nothing in it yet: no models/, no consent store, no audit log
+    home = tmp_path / "fresh_home"  # new: nothing in it but the consent record the data needs
     monkeypatch.setenv("KEFU_HOME", str(home))
     write_jsonl(tmp_path / "data" / "train.jsonl", make_dialogues(16, system=True))
     consent.register(tmp_path / "data" / "train.jsonl", source="tests", legal_basis="contract", consent=True)
