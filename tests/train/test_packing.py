@@ -17,7 +17,7 @@ def _examples(n=4, seed=0):
     return out
 
 
-@pytest.mark.parametrize("arch", ["gemma3", "llama"])
+@pytest.mark.parametrize("arch", ["gemma3", "llama", "qwen2", "deepseek_v3"])
 def test_packed_row_logits_equal_each_dialogue_alone(arch):
     model = make_model(arch).eval()
     examples = _examples(4)
@@ -88,7 +88,7 @@ def _lora_grads(model):
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-@pytest.mark.parametrize("arch", ["gemma3", "llama"])
+@pytest.mark.parametrize("arch", ["gemma3", "llama", "qwen2", "deepseek_v3"])
 def test_fast_path_gives_the_plain_loss_and_gradients(arch):
     """Per-dialogue attention + chunked loss (the trainer's default) vs transformers' masked SDPA + full logits."""
     from peft import LoraConfig, get_peft_model
