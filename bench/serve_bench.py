@@ -35,8 +35,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 SHOP = REPO / "examples" / "shop"
-API_KEY = "bench-key-0123456789abcdef"
-STATUS_WORDS = ("待付款", "待发货", "已发货", "已签收", "已完成", "已取消", "退款中")
 
 
 # ------------------------------------------------------------------------------------------------------ setup
@@ -79,10 +77,11 @@ def traffic(shop: Path) -> list[dict]:
 
 def key_facts(text: str) -> set[str]:
     """Facts an answer must get right: amounts (fen), order statuses, SKUs, 16-digit order numbers."""
-    from kefu.serve.text import money_mentions
+    from kefu.text.numbers import money_mentions
+    from kefu.text.status import ORDER_STATUSES
 
     facts = {f"fen:{fen}" for _s, _e, fen in money_mentions(text)}
-    facts |= {f"status:{w}" for w in STATUS_WORDS if w in text}
+    facts |= {f"status:{w}" for w in ORDER_STATUSES if w in text}
     facts |= {f"sku:{s}" for s in re.findall(r"SL-\d{5}", text)}
     facts |= {f"order:{o}" for o in re.findall(r"(?<!\d)\d{16}(?!\d)", text)}
     return facts
@@ -310,7 +309,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(args, tmp: Path, router_path: Path) -> tuple[subprocess.Popen, str]:
+def start_server(args, tmp: Path, router_path: Path) -> tuple[subprocess.Popen, str, str]:
+    """The server in its own process, and a shop-backend key of its key store: the shop's backend asserts which
+    customer asks (``customer_id``), so order questions are answered rather than met with a log-in request."""
+    from shop_questions import create_key
+
     port = free_port()
     cmd = [sys.executable, __file__, "--child", "--port", str(port), "--kg-url", f"sqlite:///{tmp / 'kg.db'}",
            "--router", str(router_path), "--model", args.model, "--max-new-tokens", str(args.max_new_tokens),
@@ -320,7 +323,8 @@ def start_server(args, tmp: Path, router_path: Path) -> tuple[subprocess.Popen, 
         cmd += ["--trim", args.trim]
     if args.tiny:
         cmd.append("--tiny")
-    env = {**os.environ, "KEFU_API_KEY": API_KEY, "KEFU_HOME": str(tmp / "server_home")}
+    env = {**os.environ, "KEFU_HOME": str(tmp / "server_home")}
+    key = create_key(env, "shop-backend", "serve-bench")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "server.log", "w"))
     url = f"http://127.0.0.1:{port}"
     import httpx
@@ -331,7 +335,7 @@ def start_server(args, tmp: Path, router_path: Path) -> tuple[subprocess.Popen, 
             raise RuntimeError(f"server exited: {(tmp / 'server.log').read_text()[-2000:]}")
         try:
             if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return proc, url
+                return proc, url, key
         except httpx.HTTPError:
             time.sleep(0.5)
     proc.kill()
@@ -367,7 +371,7 @@ def rss_trend(samples: list[tuple[float, float]], warmup_share: float = 0.25) ->
             "growth_after_warmup_pct": (end - warm) / warm * 100 if warm else 0.0}
 
 
-async def http_load(url: str, requests: list[dict], clients: int, *, duration_s: float | None = None,
+async def http_load(url: str, key: str, requests: list[dict], clients: int, *, duration_s: float | None = None,
                     think_s: float = 0.0) -> dict:
     """Send ``requests`` (cycled when ``duration_s`` is set) from ``clients`` concurrent connections; each client
     waits ``think_s`` (exponential, that mean) before its first message and between its messages, like a customer
@@ -417,7 +421,7 @@ async def http_load(url: str, requests: list[dict], clients: int, *, duration_s:
                 await asyncio.sleep(think_rng.expovariate(1 / think_s))
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {API_KEY}"}, limits=limits,
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, limits=limits,
                                  timeout=httpx.Timeout(120.0)) as client:
         start = time.perf_counter()
         await asyncio.gather(*[worker(client) for _ in range(clients)])
@@ -617,7 +621,7 @@ async def run(args) -> None:
 
     # 5-7: HTTP
     model_name = "tiny" if args.tiny else args.model
-    proc, url = start_server(args, tmp, router_path)
+    proc, url, key = start_server(args, tmp, router_path)
     try:
         rss_start = rss_kb(proc.pid)
         # questions the server answers without the model (light path): found in-process with no engine at all
@@ -638,9 +642,9 @@ async def run(args) -> None:
         light_reqs = [{"model": model_name, "text": light_turns[i % len(light_turns)]["text"],
                        "customer_id": light_turns[i % len(light_turns)]["customer_id"], "session_id": f"l{i}"}
                       for i in range(n_light)]
-        warm = await http_load(url, light_reqs[:64], 8)
-        light = await http_load(url, light_reqs, 32, think_s=args.think_ms / 1000)
-        saturated = await http_load(url, light_reqs, 32)  # no think time: the server's ceiling
+        warm = await http_load(url, key, light_reqs[:64], 8)
+        light = await http_load(url, key, light_reqs, 32, think_s=args.think_ms / 1000)
+        saturated = await http_load(url, key, light_reqs, 32)  # no think time: the server's ceiling
         lat_light = [x for p in ("light", "cache") for x in light["latencies"].get(p, [])]
         lat_sat = [x for p in ("light", "cache") for x in saturated["latencies"].get(p, [])]
         figures["light_http"] = {"n": len(lat_light), "p50_ms": pct(lat_light, 50) * 1000,
@@ -667,7 +671,7 @@ async def run(args) -> None:
                 reqs.append({"model": model_name, "text": t["text"], "customer_id": t["customer_id"],
                              "session_id": f"{key}{i}"})
             mix_reqs += reqs
-            mix = await http_load(url, reqs, 4, think_s=think)
+            mix = await http_load(url, key, reqs, 4, think_s=think)
             all_lat = [x for v in mix["latencies"].values() for x in v]
             figures[key] = {"n": len(all_lat), "mean_ms": statistics.mean(all_lat) * 1000,
                             "p50_ms": pct(all_lat, 50) * 1000, "p95_ms": pct(all_lat, 95) * 1000,
@@ -678,7 +682,7 @@ async def run(args) -> None:
         # 7: soak
         stop = asyncio.Event()
         sampler = asyncio.create_task(sample_rss(proc.pid, max(1.0, args.soak_seconds / 60), stop))
-        soak = await http_load(url, mix_reqs + light_reqs[:200], 8, duration_s=args.soak_seconds)
+        soak = await http_load(url, key, mix_reqs + light_reqs[:200], 8, duration_s=args.soak_seconds)
         stop.set()
         samples = await sampler
         figures["soak"] = {"seconds": args.soak_seconds, "requests": sum(soak["statuses"].values()),

@@ -487,16 +487,22 @@ def tail(path: Path, n: int = 40) -> str:
         return ""
 
 
+def create_key(env: dict[str, str], role: str, name: str) -> str:
+    """A new API key of ``role`` in the key store of ``env``'s ``$KEFU_HOME`` (``kefu keys create``)."""
+    made = subprocess.run(kefu_cmd() + ["keys", "create", "--role", role, "--name", name],
+                          env=env, check=True, capture_output=True, text=True, timeout=120)
+    m = re.search(r"kefu_[a-z0-9]{12}_[A-Za-z0-9_-]{20,}", made.stdout + made.stderr)
+    if not m:
+        raise RuntimeError(f"kefu keys create printed no key: {made.stdout!r} {made.stderr!r}")
+    return m.group(0)
+
+
 def start_server(home: Path, env: dict[str, str], run: str | None, serve_args: list[str],
                  startup_timeout: float) -> Server:
     """A fresh ``$KEFU_HOME`` with the shop imported and a shop-backend key, then ``kefu serve`` until healthy."""
     kefu = kefu_cmd()
     subprocess.run(kefu + ["kg", "import", str(SHOP)], env=env, check=True, capture_output=True, timeout=300)
-    made = subprocess.run(kefu + ["keys", "create", "--role", "shop-backend", "--name", "shop-questions-bench"],
-                          env=env, check=True, capture_output=True, text=True, timeout=120)
-    m = re.search(r"kefu_[a-z0-9]{12}_[A-Za-z0-9_-]{20,}", made.stdout + made.stderr)
-    if not m:
-        raise RuntimeError(f"kefu keys create printed no key: {made.stdout!r} {made.stderr!r}")
+    key = create_key(env, "shop-backend", "shop-questions-bench")
     port = free_port()
     command = kefu + ["serve", "--host", "127.0.0.1", "--port", str(port)] + (["--run", run] if run else []) \
         + serve_args
@@ -504,7 +510,7 @@ def start_server(home: Path, env: dict[str, str], run: str | None, serve_args: l
     with open(log, "w") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=str(REPO),
                                 start_new_session=True)
-    server = Server(proc, port, m.group(0), home, log, command)
+    server = Server(proc, port, key, home, log, command)
     deadline = time.monotonic() + startup_timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
