@@ -47,3 +47,33 @@ def test_sample_shop_imports_and_answers_like_sqlite(shared_state, shop_kg, kefu
 def _first_order_no(graph: KnowledgeGraph) -> str:
     with graph.engine.connect() as conn:
         return conn.exec_driver_sql("SELECT order_no FROM kg_orders ORDER BY order_no LIMIT 1").scalar()
+
+
+def test_a_shared_graphs_snapshot_reads_the_version_once_per_window(shared_state, monkeypatch):
+    """A turn reads the snapshot a dozen times; on PostgreSQL each ``version`` read is a round trip, so the snapshot
+    re-reads it at most once per ``VERSION_CHECK_S``. An import by another replica shows within that window; this
+    process's own import shows at once."""
+    from kefu.kg import store
+
+    reader, writer = KnowledgeGraph.open(), KnowledgeGraph.open()
+    try:
+        writer.import_path(SHOP / "products.csv")
+        reads = []
+        original = KnowledgeGraph.version
+        monkeypatch.setattr(KnowledgeGraph, "version", property(lambda self: reads.append(1) or original.fget(self)))
+        clock = [1000.0]
+        monkeypatch.setattr(store.time, "monotonic", lambda: clock[0])
+        first = reader.snapshot()
+        for _ in range(12):
+            assert reader.snapshot() is first
+        assert len(reads) == 1
+        writer.import_path(SHOP / "policies.json")  # another replica changes the graph
+        assert reader.snapshot() is first  # still inside the window
+        clock[0] += store.VERSION_CHECK_S
+        fresh = reader.snapshot()
+        assert fresh.version != first.version and fresh.policies and len(reads) == 2
+        reader.import_path(SHOP / "faq.json")  # its own import: no waiting
+        assert reader.snapshot().faq and len(reads) >= 3
+    finally:
+        reader.close()
+        writer.close()

@@ -13,6 +13,7 @@ import json
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +34,7 @@ from kefu.state import database
 from kefu.types import KefuError
 
 EMPTY_VERSION = "0" * 16
+VERSION_CHECK_S = 1.0  # how stale a snapshot of a shared (PostgreSQL) graph may be, at most
 KNOWLEDGE_KINDS = ("products", "relations", "promotions", "policies", "playbooks", "faq")  # orders do not bump version
 
 
@@ -189,6 +191,9 @@ class KnowledgeGraph:
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
         self._scratch: Path | None = None  # the private folder of a ``scratch()`` graph
+        # on a shared database (another machine) the version is read at most once per VERSION_CHECK_S for a
+        # snapshot: a turn reads the snapshot a dozen times; on SQLite the read is a file lookup and always fresh
+        self._version_seen: tuple[str, float] | None = None
 
     @classmethod
     def open(cls, url: str | None = None) -> "KnowledgeGraph":
@@ -253,6 +258,7 @@ class KnowledgeGraph:
                 session.merge(MetaRow(key="imported_at", value=datetime.now(timezone.utc).isoformat()))
         except SQLAlchemyError as exc:
             raise KefuError(f"import failed and was rolled back: {exc}") from exc
+        self._version_seen = None  # this process's own import shows at once
         report = ImportReport([str(f) for f in files], counts, version, digest.hexdigest(), warnings)
 
         audit.record("kg.import", self._safe_url(), digest=report.digest,
@@ -385,9 +391,20 @@ class KnowledgeGraph:
             value = conn.execute(select(MetaRow.value).where(MetaRow.key == "version")).scalar()
         return value or EMPTY_VERSION
 
+    def _snapshot_version(self) -> str:
+        """``version`` for ``snapshot``: re-read from a shared database at most once per ``VERSION_CHECK_S`` (an
+        import elsewhere shows within that), from SQLite every time; this process's own imports show at once."""
+        if self.engine.dialect.name == "sqlite":
+            return self.version
+        now = time.monotonic()
+        seen = self._version_seen
+        if seen is None or now - seen[1] >= VERSION_CHECK_S:
+            seen = self._version_seen = (self.version, now)
+        return seen[0]
+
     def snapshot(self) -> Snapshot:
         """The catalogue side in memory, reloaded only when ``version`` changed."""
-        version = self.version
+        version = self._snapshot_version()
         current = self._snapshot
         if current is not None and current.version == version:
             return current
