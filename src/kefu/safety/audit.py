@@ -258,15 +258,9 @@ def verify(path: Path | None = None) -> VerifyResult:
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             count = number
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                return VerifyResult(False, number, number, "not valid JSON")
-            if entry.get("prev") != prev:
-                return VerifyResult(False, number, number, "link to the previous entry broken (inserted or deleted)")
-            if _digest(entry) != entry.get("digest"):
-                return VerifyResult(False, number, number, "digest mismatch (entry edited)")
-            prev = entry["digest"]
+            prev, problem = _next_link(line, prev)
+            if problem:
+                return VerifyResult(False, number, number, problem)
     head = read_head(path)
     if head is None:
         if count:
@@ -286,6 +280,19 @@ def verify(path: Path | None = None) -> VerifyResult:
     return VerifyResult(True, count, head=prev)
 
 
+def _next_link(text: str, prev: str) -> tuple[str, str | None]:
+    """One stored entry checked against the chain so far: (its digest, what is wrong with it or None)."""
+    try:
+        entry = json.loads(text)
+    except json.JSONDecodeError:
+        return prev, "not valid JSON"
+    if entry.get("prev") != prev:
+        return prev, "link to the previous entry broken (inserted or deleted)"
+    if _digest(entry) != entry.get("digest"):
+        return prev, "digest mismatch (entry edited)"
+    return entry["digest"], None
+
+
 def _verify_shared(engine: Engine) -> VerifyResult:
     """The shared chain: positions 1..N without gaps, every link and digest, and the head row equal to the tail."""
     prev, count = GENESIS, 0
@@ -293,15 +300,9 @@ def _verify_shared(engine: Engine) -> VerifyResult:
         count += 1
         if seq != count:
             return VerifyResult(False, count, count, f"entry {count} missing (next stored is {seq}: deleted)")
-        try:
-            entry = json.loads(text)
-        except json.JSONDecodeError:
-            return VerifyResult(False, count, count, "not valid JSON")
-        if entry.get("prev") != prev:
-            return VerifyResult(False, count, count, "link to the previous entry broken (inserted or deleted)")
-        if _digest(entry) != entry.get("digest"):
-            return VerifyResult(False, count, count, "digest mismatch (entry edited)")
-        prev = entry["digest"]
+        prev, problem = _next_link(text, prev)
+        if problem:
+            return VerifyResult(False, count, count, problem)
     with engine.connect() as conn:
         head = conn.execute(select(head_table.c.count, head_table.c.digest).where(head_table.c.id == HEAD_ROW)).first()
     if head is None:
