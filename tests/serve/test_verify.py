@@ -75,6 +75,20 @@ def test_a_wrong_size_never_reaches_the_customer(tiny, shop_kg):
     assert "size 4XL" in reply.verification[0]
 
 
+def test_a_colour_the_customer_asked_for_is_not_offered_unless_the_shop_has_it(tiny, shop_kg):
+    """The customer's words back a colour as a word, not as stock: "有红色的冲锋衣" for an X1 that comes in 雾霾蓝/
+    曜石黑/松针绿 is invented (the model's reply seen on the shop question set), while the light answer's "没有红色"
+    says it absent and passes."""
+    service = full_path_service(tiny, shop_kg, Drafts("亲，有红色的冲锋衣，可以选红色哦。"))
+    reply = ask(service, "X1男款冲锋衣有红色的吗")
+    assert reply.replaced == "invented" and "color 红色" in reply.verification[0]
+    assert "有红色的冲锋衣" not in reply.text and "没有红色" in reply.text
+    assert reply.path == "light" and len(reply.verification) == 2  # the draft and its constrained retry
+    kept = full_path_service(tiny, shop_kg, Drafts("亲，这款有曜石黑，没有红色哦。"))
+    fine = ask(kept, "X1男款冲锋衣有红色的吗")
+    assert fine.replaced is None and fine.text == "亲，这款有曜石黑，没有红色哦。"
+
+
 def test_a_wrong_tracking_number_never_reaches_the_customer(tiny, shop_kg):
     service = full_path_service(tiny, shop_kg, Drafts(f"您的订单已由{CARRIER}发出，运单号YT1111111111111。"))
     reply = ask(service, f"我的订单{ORDER}到哪了", customer_id=OWNER)

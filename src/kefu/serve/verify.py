@@ -31,6 +31,8 @@ from kefu.text.pii import PLACEHOLDERS, find_pii
 
 REASONS = ("invented", "slot", "loop", "echo", "pii", "empty")
 CATALOGUE_KINDS = ("product", "color", "size")
+OPTION_KINDS = ("color", "size")  # offered only when the facts hold them (the customer naming one is no evidence)
+NEGATED = re.compile(r"(?:没有|没|无|不|非|缺)[的了货]?\S{0,2}$")  # "没有红色", "不支持XL码", "无4XL"
 _MASKS = frozenset(PLACEHOLDERS.values())
 ECHO_CHARS = 12
 PROMPT_MARKERS = (BLOCK_HEADER, FACTS_HEADER)  # a run this long copied from the system prompt is an echo, not an answer
@@ -48,6 +50,9 @@ class Evidence:
     system_prompt: str = ""
     customer_text: str = ""
     fact_text: str = ""  # personal data the facts hold (this customer's tracking number) may be said back
+    # the colours and sizes the shop's facts name: one the customer asked about but the facts do not hold may only
+    # be said as absent ("没有红色"), never offered ("有红色的哦")
+    fact_entities: set[tuple[str, str]] = field(default_factory=set)
 
     @classmethod
     def gather(cls, fact_texts: Iterable[str], customer_texts: Iterable[str], *, system_prompt: str = "",
@@ -57,10 +62,21 @@ class Evidence:
         customer = "\n".join(t for t in customer_texts if t)
         texts = [t for t in fact_texts if t] + [customer]
         entities: set[tuple[str, str]] = set()
+        from_facts: set[tuple[str, str]] = set()
         if link is not None:
-            for text in texts:
-                entities.update((e["type"], str(e["value"])) for e in link(text) if e["type"] in CATALOGUE_KINDS)
-        return cls(evidence_keys(texts), entities, system_prompt, customer, "\n".join(texts))
+            for n, text in enumerate(texts):
+                for e in link(text):
+                    if e["type"] not in CATALOGUE_KINDS:
+                        continue
+                    entities.add((e["type"], str(e["value"])))
+                    if n < len(texts) - 1 and not _negated(text, e):  # "没有红色" in a fact holds no red
+                        from_facts.add((e["type"], str(e["value"])))
+        return cls(evidence_keys(texts), entities, system_prompt, customer, "\n".join(texts), from_facts)
+
+
+def _negated(text: str, entity: dict) -> bool:
+    """Whether a linked colour or size is said absent where it stands ("没有红色", "不支持4XL码")."""
+    return bool(NEGATED.search(text[max(0, entity["start"] - 4):entity["start"]]))
 
 
 def fact_texts(facts: Any, tool_result: dict | None) -> list[str]:
@@ -160,8 +176,12 @@ def verify_reply(text: str, evidence: Evidence, *, link: Callable[[str], list[di
             problems.append(f"invented: {claim.kind} {claim.text}")
     if link is not None:
         for entity in link(text):
-            if entity["type"] in CATALOGUE_KINDS and (entity["type"], str(entity["value"])) not in evidence.entities:
+            key = (entity["type"], str(entity["value"]))
+            if entity["type"] in CATALOGUE_KINDS and key not in evidence.entities:
                 problems.append(f"invented: {entity['type']} {entity['text']}")
+            elif entity["type"] in OPTION_KINDS and key not in evidence.fact_entities and not _negated(text, entity):
+                problems.append(f"invented: {entity['type']} {entity['text']} (asked for; the shop's facts do not "
+                                "hold it)")
     if looping(text):
         problems.append("loop: the reply repeats itself")
     if echoes(text, evidence.system_prompt):
