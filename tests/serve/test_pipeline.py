@@ -129,3 +129,40 @@ def test_model_answers_are_counted_as_vllm_counts_them(tiny):
     assert "kefu_prompt_tokens_total 12.0" in metrics and "kefu_generation_tokens_total 5.0" in metrics
     assert 'kefu_request_finish_reasons_total{reason="length"} 1.0' in metrics
     assert "kefu_time_per_output_token_seconds_count 1.0" in metrics
+
+
+def test_an_answer_cut_by_its_token_budget_ends_at_its_last_whole_sentence(tiny):
+    """"……24小时内给您回复。您可以联系" (the budget ran out mid-sentence): the customer reads the whole sentences; the
+    finish reason still says "length". A draft that is one unfinished sentence is kept (there is nothing else)."""
+    from dataclasses import replace
+
+    from kefu.serve.engine.base import Finished, Generation
+
+    class Cut:
+        name = "cut"
+
+        def __init__(self, *pieces):
+            self.pieces = pieces
+
+        def models(self):
+            return ["tiny"]
+
+        def stream(self, messages, **kwargs):
+            async def items():
+                for piece in self.pieces:
+                    yield piece
+                yield Finished("length", 12, 9)
+            return Generation(items())
+
+    def ask_full(engine, text):
+        service = make_service(tiny, engine=engine)
+        original = service.router.route
+        service.router.route = lambda t, **kw: replace(original(t, **kw), light_path=False)
+        return asyncio.run(service.answer([{"role": "user", "content": text}]))
+
+    reply = ask_full(Cut("好的，已经为您登记。", "您可以联系"), "你们店在哪个城市")
+    assert reply.text == "好的，已经为您登记。" and reply.finish_reason == "length"
+    whole = ask_full(Cut("好的，已经为您登记。", "稍后回复您。"), "你们店在哪个城市")
+    assert whole.text == "好的，已经为您登记。稍后回复您。"
+    alone = ask_full(Cut("好的，已经为您登"), "你们店在哪个城市")
+    assert alone.text == "好的，已经为您登" and alone.finish_reason == "length"

@@ -543,7 +543,7 @@ class ChatService:
                 try:
                     generation = self.draft(turn, found, constrained)
                     async for piece in self.verify(turn, found, stream, self._until_deadline(turn, generation),
-                                                   pieces):
+                                                   pieces, cut=lambda: finish_reason(generation) == "length"):
                         pieces.append(piece)
                         yield {"type": "delta", "text": piece}
                     if not "".join(pieces).strip():
@@ -636,10 +636,11 @@ class ChatService:
                                   temperature=0.0 if constrained else turn.temperature, **extra)
 
     async def verify(self, turn: Turn, found: Found, stream: SentenceStream, deltas: AsyncIterator[str],
-                     sent: list[str]) -> AsyncIterator[str]:
+                     sent: list[str], cut: Callable[[], bool] = lambda: False) -> AsyncIterator[str]:
         """Step 4, verify: the draft's complete sentences, slots filled from this turn's facts, grounded and filtered
         for compliance (``stream`` keeps the fixes and violations), then checked with everything already ``sent``
-        (``check``); raises ``Rejected`` at the first sentence that fails, and stops the draft."""
+        (``check``); raises ``Rejected`` at the first sentence that fails, and stops the draft. When ``cut()`` says
+        the token budget ended the draft, an unfinished last sentence after complete ones is dropped."""
         first = True
 
         def checked(piece: str) -> str:
@@ -658,7 +659,7 @@ class ChatService:
                         turn.first_token_at = time.perf_counter()
                         first = False
                     yield out
-            for piece in stream.flush():
+            for piece in stream.flush(drop_partial=bool(sent) and cut()):
                 yield checked(piece)
         finally:
             closer = getattr(deltas, "aclose", None)

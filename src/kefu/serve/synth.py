@@ -149,11 +149,14 @@ class SentenceStream:
             out.append(self._process(sentence))
         return [x for x in out if x]
 
-    def flush(self) -> list[str]:
+    def flush(self, drop_partial: bool = False) -> list[str]:
+        """What is left to send at the end of the draft: its last sentence, unless ``drop_partial`` (the token budget
+        cut the draft mid-sentence after complete ones went out: "……您可以联系" is left unsaid), then the grounding
+        note when a figure was corrected."""
         out = []
-        if self.buffer:
+        if self.buffer and not drop_partial:
             out.append(self._process(self.buffer))
-            self.buffer = ""
+        self.buffer = ""
         if self.g is not None and self.g.lines and any("not in facts" in f for f in self.fixes):
             extra = "\n（以系统记录为准）" + "；".join(self.g.lines)
             self.sent.append(extra)
