@@ -89,6 +89,25 @@ def test_a_colour_the_customer_asked_for_is_not_offered_unless_the_shop_has_it(t
     assert fine.replaced is None and fine.text == "亲，这款有曜石黑，没有红色哦。"
 
 
+def test_an_answer_about_the_customers_order_always_says_where_it_is(tiny, shop_kg, shop_time):
+    """"物流好几天没动了" answered with what the shop will do but not where the parcel is: the order's record follows
+    (the order tool's when an order number is known, else the customer's one order among the KG facts). An answer
+    that states the status gets nothing added; nothing is added for another customer."""
+    promise = "亲，已为您催促快递，24小时内给您回复处理进度。"
+    service = full_path_service(tiny, shop_kg, Drafts(promise))
+    told = ask(service, "我的羽绒服物流好几天没动了 怎么回事", customer_id="C0128")
+    assert told.path == "full" and told.text.startswith(promise) and "order status added" in told.fixes
+    assert "尾号5055）当前状态：已发货" in told.text and "SF516691564041" in told.text
+    tool = ask(full_path_service(tiny, shop_kg, Drafts(promise)), f"订单{ORDER}物流好几天没动了", customer_id=OWNER)
+    assert tool.path == "full" and TRACKING in tool.text and tool.text.startswith(promise)
+    stated = ask(full_path_service(tiny, shop_kg, Drafts("亲，您的订单已发货，已为您催促快递。")),
+                 "我的羽绒服物流好几天没动了 怎么回事", customer_id="C0128")
+    assert stated.text == "亲，您的订单已发货，已为您催促快递。" and "order status added" not in stated.fixes
+    other = ask(full_path_service(tiny, shop_kg, Drafts(promise)), "我的羽绒服物流好几天没动了 怎么回事",
+                customer_id="C9999")
+    assert "5055" not in other.text and "SF516691564041" not in other.text
+
+
 def test_a_wrong_tracking_number_never_reaches_the_customer(tiny, shop_kg):
     service = full_path_service(tiny, shop_kg, Drafts(f"您的订单已由{CARRIER}发出，运单号YT1111111111111。"))
     reply = ask(service, f"我的订单{ORDER}到哪了", customer_id=OWNER)

@@ -694,11 +694,35 @@ class ChatService:
         reply.violations = len(stream.violations)
         self.metrics.grounding_fixes.inc(len(stream.fixes))
         self.metrics.compliance_fixes.inc(len(stream.violations))
+        note = self._order_note(found, "".join(pieces))
+        if note:  # the answer is about the customer's order but says nothing of where it is: the record follows
+            reply.fixes.append("order status added")
+            pieces.append("\n" + note)
+            yield {"type": "delta", "text": "\n" + note}
         final = "".join(pieces)
         if not found.personal and turn.shareable:
             self.cache.put(turn.text, final, "full", model=turn.model, context=turn.context)
         self._log(reply, turn.caller_id, turn.masked, turn.started)
         yield self._finish(turn, final)
+
+    @staticmethod
+    def _order_note(found: Found, text: str) -> str | None:
+        """The order's record as a sentence (``format_order``), when a model answer about one of the customer's
+        orders — the order tool's, else the one order among the turn's KG facts — states neither its status nor its
+        tracking number ("物流好几天没动了" answered with what the shop will do, not where the parcel is)."""
+        record = found.tool_result if isinstance(found.tool_result, dict) and not found.tool_result.get("error") \
+            else None
+        if record is None and found.tool_result is None:
+            orders = [f for f in (getattr(found.facts, "facts", None) or [])
+                      if isinstance(f, dict) and f.get("type") == "order"]
+            record = orders[0].get("data") if len(orders) == 1 else None
+        if not isinstance(record, dict) or not record.get("status"):
+            return None
+        shipment = record.get("shipment") or {}
+        tracking = record.get("tracking_no") or (shipment.get("tracking_no") if isinstance(shipment, dict) else None)
+        if str(record["status"]) in text or (tracking and str(tracking) in text):
+            return None
+        return format_order(record)
 
     def _replace(self, turn: Turn, found: Found, verdict: Verdict, allow_light: bool = True) -> str:
         """The text that replaces a reply that failed verification: the light path's verified answer for this turn,
