@@ -74,6 +74,18 @@ def test_a_route_made_before_the_facts_settles_as_decide_would():
     assert forced.settle(light_answer=True, tool_answer=True).path == "full"
     assert replace(Router().route("转人工"), light_path=False).settle().path == "handoff"
 
+
+def test_a_turn_the_shops_data_settles_is_answered_from_it_whatever_the_classifier_says():
+    """A strong intent (after-sales: "羽绒服能退吗") with the KG's complete answer goes the light path — the model
+    would only say the shop's facts again, and a small one says them wrong; without that answer it goes to the model."""
+    strong = replace(Router().route("羽绒服能退吗"), score=0.95, threshold=0.5)
+    decision = strong.settle(light_answer=True)
+    assert (decision.path, decision.reason) == ("light", "KG answer settles the turn")
+    assert strong.settle(light_answer=False).path == "full"
+    assert replace(strong, score=0.1).settle(light_answer=True).reason == "classifier: light + KG answer"
+    by_rules = Router().route("羽绒服能退吗")
+    assert label_for_intent(by_rules.intent) == 1 and by_rules.settle(light_answer=True).path == "light"
+
 def test_fit_calibrate_save_load(tmp_path):
     rows = synthetic()
     texts = [r["messages"][0]["content"] for r in rows]

@@ -302,14 +302,16 @@ class Route:
             return RouteDecision("full", "light path off", intent, self.score)
         if tool_answer:
             return RouteDecision("light", "order tool", intent)
+        if light_answer:  # the shop's data settles every question of the turn: a model would only say it again,
+            if self.score is None:  # and may say it wrong (facts come from the shop, never from weights)
+                return RouteDecision("light", "KG answer (rules)" if label_for_intent(intent) == 0
+                                     else "KG answer settles the turn", intent)
+            return RouteDecision("light", "classifier: light + KG answer" if self.score < self.threshold
+                                 else "KG answer settles the turn", intent, self.score)
         if self.score is not None:
-            if light_answer and self.score < self.threshold:
-                return RouteDecision("light", "classifier: light + KG answer", intent, self.score)
             return RouteDecision("full", "classifier: strong" if self.score >= self.threshold
                                  else "no direct answer", intent, self.score)
-        if light_answer and label_for_intent(intent) == 0:
-            return RouteDecision("light", "KG answer (rules)", intent)
-        return RouteDecision("full", "no direct answer" if not light_answer else "rules: strong intent", intent)
+        return RouteDecision("full", "no direct answer", intent)
 
 
 class Router:
