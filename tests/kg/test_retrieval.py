@@ -210,6 +210,16 @@ def test_an_order_and_its_return_windows_are_answered_from_the_data(kg):
     assert "2026111012345678当前状态" not in (foreign.answer or "") and "after_sales" not in foreign.parts
 
 
+def test_another_customers_tracking_number_is_answered_as_not_found(kg):
+    """"SF… 这个快递到哪了" with someone else's tracking number: a direct "not found" answer (never the order behind
+    it), so no model is asked to improvise; its owner gets the order."""
+    other = retrieve(kg, "SF1234567890123 这个快递到哪了", customer_id="C0002", at=AT)
+    assert other.answer == "没有查到运单SF1234567890123对应的您的订单，请核对运单号，或用下单的账号联系我们。"
+    assert "2026111012345678" not in other.prompt_block and types(other) == ["order_not_found"]
+    owner = retrieve(kg, "SF1234567890123 这个快递到哪了", customer_id="C0001", at=AT)
+    assert owner.answer.startswith("您的订单2026111012345678当前状态")
+
+
 def test_repeated_number_is_looked_up_once(kg):
     facts = retrieve(kg, "2026110511112222，对，就是2026110511112222", customer_id="C0001", at=AT)
     assert types(facts) == ["order_not_found"] and facts.answer.startswith("没有查到订单")

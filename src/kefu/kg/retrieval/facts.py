@@ -185,6 +185,7 @@ def _own_orders(kg: KnowledgeGraph, snap: Snapshot, text: str, entities: list[di
                 orders.append(order)
             elif not e["value"].isdigit() or re.search(r"运单|快递单|单号|物流", text):  # bare digits may be a phone
                 facts.append(_fact("order_not_found", e["value"], f"运单{e['value']}：未查到当前账号的订单"))
+                say("order", f"没有查到运单{e['value']}对应的您的订单，请核对运单号，或用下单的账号联系我们。")
     mentioned = any(e["type"] in ("order_no", "logistics") for e in entities)
     if mentioned or not customer_id or FOREIGN.search(text.replace(customer_id, "")):
         return orders
