@@ -153,16 +153,7 @@ def record(action: str, object: str, *, actor: str | None = None, details: dict[
     with open(path, "a+b") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            entry = _clean({
-                "time": datetime.now(timezone.utc).isoformat(),
-                "actor": actor or default_actor(),
-                "action": action,
-                "object": object,
-                "data_digest": digest,
-                "details": details or {},
-            })
-            entry["prev"] = _last_digest(handle)
-            entry["digest"] = _digest(entry)
+            entry = _linked_entry(_last_digest(handle), action, object, actor, details, digest)
             handle.seek(0, os.SEEK_END)
             handle.write((_line(entry) + "\n").encode("utf-8"))
             handle.flush()
@@ -172,6 +163,22 @@ def record(action: str, object: str, *, actor: str | None = None, details: dict[
             _write_head(path, count, entry["digest"])
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+    return entry
+
+
+def _linked_entry(prev: str, action: str, object: str, actor: str | None, details: dict[str, Any] | None,
+                  digest: str | None) -> dict[str, Any]:
+    """One new entry, linked to the chain's last digest ``prev`` and sealed with its own digest."""
+    entry = _clean({
+        "time": datetime.now(timezone.utc).isoformat(),
+        "actor": actor or default_actor(),
+        "action": action,
+        "object": object,
+        "data_digest": digest,
+        "details": details or {},
+    })
+    entry["prev"] = prev
+    entry["digest"] = _digest(entry)
     return entry
 
 
@@ -188,16 +195,7 @@ def _record_shared(engine: Engine, action: str, object: str, *, actor: str | Non
         if head is None:
             raise KefuError("the audit log's head row (audit_head) is missing: the log was tampered with; run "
                             "`kefu audit verify`")
-        entry = _clean({
-            "time": datetime.now(timezone.utc).isoformat(),
-            "actor": actor or default_actor(),
-            "action": action,
-            "object": object,
-            "data_digest": digest,
-            "details": details or {},
-        })
-        entry["prev"] = head.digest
-        entry["digest"] = _digest(entry)
+        entry = _linked_entry(head.digest, action, object, actor, details, digest)
         conn.execute(insert(log_table).values(seq=head.count + 1, digest=entry["digest"], entry=_line(entry)))
         conn.execute(update(head_table).where(head_table.c.id == HEAD_ROW)
                      .values(count=head.count + 1, digest=entry["digest"]))
