@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable
 from kefu.kg.prompt import FACTS_HEADER
 from kefu.kg.retrieval.facts import BLOCK_HEADER
 from kefu.kg.slots import SLOT, SLOTS
+from kefu.serve.text import NEGATION
 from kefu.text.claims import claims, evidence_keys
 from kefu.text.numbers import format_fen
 from kefu.text.pii import PLACEHOLDERS, find_pii
@@ -32,7 +33,8 @@ from kefu.text.pii import PLACEHOLDERS, find_pii
 REASONS = ("invented", "slot", "loop", "echo", "pii", "empty")
 CATALOGUE_KINDS = ("product", "color", "size")
 OPTION_KINDS = ("color", "size")  # offered only when the facts hold them (the customer naming one is no evidence)
-NEGATED = re.compile(r"(?:没有|没|无|不|非|缺)[的了货]?\S{0,2}$")  # "没有红色", "不支持XL码", "无4XL"
+# said absent just before the entity: "没有红色", "不支持XL码", "无4XL", "缺M码" (the negation words are serve.text's)
+NEGATED = re.compile(rf"(?:{NEGATION.pattern}|缺)有?[的了货]?\S{{0,2}}$")
 _MASKS = frozenset(PLACEHOLDERS.values())
 ECHO_CHARS = 12
 PROMPT_MARKERS = (BLOCK_HEADER, FACTS_HEADER)  # a run this long copied from the system prompt is an echo, not an answer
