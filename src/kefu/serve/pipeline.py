@@ -189,8 +189,8 @@ class Found:
         """The light path's answer: the order tool's (with what else the KG settled for the turn: "我要退货" gets the
         order's return windows), else the KG's direct one, else the shop's past reply."""
         if self.tool_text:
-            found = isinstance(self.tool_result, dict) and not self.tool_result.get("error")
-            parts = (getattr(self.facts, "parts", None) or {}) if found and self.kg_answer else {}
+            order_found = isinstance(self.tool_result, dict) and not self.tool_result.get("error")
+            parts = (getattr(self.facts, "parts", None) or {}) if order_found and self.kg_answer else {}
             return self.tool_text + "".join(v for k, v in parts.items() if k != "order")
         return self.kg_answer or self.past_reply
 
