@@ -124,6 +124,31 @@ def test_a_draft_that_fails_is_regenerated_once_under_constraints(tiny, shop_kg)
     assert engine.calls[1]["temperature"] == 0.0 and engine.calls[1]["max_new_tokens"] == max(16, engine.calls[0]["max_new_tokens"] // 2)
 
 
+def test_a_held_answer_that_fails_late_is_regenerated_whole_and_a_streamed_one_keeps_only_verified_text(tiny, shop_kg):
+    """A draft whose first sentence passes and second states a wrong size: a client that takes the answer whole
+    (no stream; ``answer`` holds it) gets the constrained retry alone, never the first draft's sentence; a streaming
+    client has already read the verified first sentence, and only the replacement follows it."""
+    first, wrong = "亲，X1冲锋衣是男款。", "有4XL码的，放心拍。"
+    retry = "亲，尺码以页面为准，需要的话我帮您转人工确认。"
+    held = Drafts(first + wrong, retry)
+    reply = ask(full_path_service(tiny, shop_kg, held), "X1男款冲锋衣有XL码吗")
+    assert reply.text == retry and reply.replaced is None and len(held.calls) == 2
+    assert len(reply.verification) == 1 and "size 4XL" in reply.verification[0]
+
+    async def streamed(service):
+        deltas = []
+        async for event in service.respond([{"role": "user", "content": "X1男款冲锋衣有XL码吗"}]):
+            if event["type"] == "delta":
+                deltas.append(event["text"])
+            elif event["type"] == "done":
+                return deltas, event["reply"]
+
+    engine = Drafts(first + wrong, retry)
+    deltas, live = asyncio.run(streamed(full_path_service(tiny, shop_kg, engine)))
+    assert deltas[0] == first and "4XL" not in "".join(deltas) and live.text == "".join(deltas)
+    assert live.replaced == "invented" and len(engine.calls) == 1  # part went out: replaced, not regenerated
+
+
 def test_a_looping_reply_is_replaced_and_never_cached(tiny, shop_kg):
     engine = Drafts("尺码是尺码，尺码是尺码，尺码是尺码，尺码是尺码。")
     service = full_path_service(tiny, shop_kg, engine)

@@ -384,7 +384,8 @@ def create_app(service: ChatService, *, auth: Authenticator | None = None,
         def start(sample: bool) -> AsyncIterator[dict[str, Any]]:
             return service.respond(messages, caller_id=who.id, session_id=session_id, customer_id=customer,
                                    model=req.model, max_tokens=req.max_completion_tokens or req.max_tokens,
-                                   temperature=temperature, stop=stops or None, sample=sample)
+                                   temperature=temperature, stop=stops or None, sample=sample,
+                                   held=not req.stream)
 
         choices = _choices(start, n, temperature > 0, stops)
         prompt = "\n".join(m["content"] for m in messages)

@@ -154,6 +154,7 @@ class Turn:
     first_token_at: float | None = None  # when the first verified piece of a model answer went out
     stop: tuple[str, ...] = ()  # the request's stop strings (the engine cuts the draft at the first one)
     sample: bool = False  # another sample of a turn already recorded (the API's n > 1 at temperature > 0)
+    held: bool = False  # the client takes the answer whole (no stream): nothing goes out before it is complete
 
     @property
     def shareable(self) -> bool:
@@ -353,13 +354,16 @@ class ChatService:
     async def respond(self, messages: list[dict[str, str]], *, caller_id: str = "local", session_id: str | None = None,
                       customer_id: str | None = None, model: str | None = None, max_tokens: int | None = None,
                       temperature: float = 0.0, stop: list[str] | None = None,
-                      sample: bool = False) -> AsyncIterator[dict[str, Any]]:
+                      sample: bool = False, held: bool = False) -> AsyncIterator[dict[str, Any]]:
         """Yield ``{"type": "meta", "reply": Reply}``, then ``{"type": "delta", "text"}``..., then
         ``{"type": "done", "reply": Reply}`` (final text included). ``stop``: extra stop strings for the model's
         draft. ``sample``: another sample of the turn this session has just recorded (the API's ``n``): the session
-        is read, not changed, and the answer is neither taken from nor put in the cache."""
+        is read, not changed, and the answer is neither taken from nor put in the cache. ``held``: the caller takes
+        the answer whole (a non-streaming request): the model's draft is sent only once it is complete and verified,
+        so a draft that fails late is regenerated or replaced whole, never sent in part."""
         turn = self.route(messages, caller_id=caller_id, session_id=session_id, customer_id=customer_id,
                           model=model, max_tokens=max_tokens, temperature=temperature, stop=stop, sample=sample)
+        turn.held = held
         early = self.shortcut(turn)
         if early is not None:
             for event in early:
@@ -519,7 +523,8 @@ class ChatService:
         verified sentence by sentence (``verify``) so only verified text is sent. A draft that fails verification
         before anything was sent is generated once more under constraints; a second failure, or a failure after
         part of the answer went out, ends the draft and ``synthesise`` sends the light path's answer or a handoff
-        instead. The same question already on its way through the model (several customers asking a popular
+        instead. A held turn (the client takes the answer whole) sends the draft only once it is complete, so a late
+        failure is regenerated or replaced whole. The same question already on its way through the model (several customers asking a popular
         question at once) is not generated again: this turn waits for that answer."""
         flight = self.cache.shared_key(turn.text, model=turn.model, context=turn.context, personal=found.personal)
         if not turn.shareable:
@@ -545,7 +550,8 @@ class ChatService:
                     async for piece in self.verify(turn, found, stream, self._until_deadline(turn, generation),
                                                    pieces, cut=lambda: finish_reason(generation) == "length"):
                         pieces.append(piece)
-                        yield {"type": "delta", "text": piece}
+                        if not turn.held:
+                            yield {"type": "delta", "text": piece}
                     if not "".join(pieces).strip():
                         raise EngineError("the model produced an empty answer")
                     reply.finish_reason = finish_reason(generation) or "stop"
@@ -558,6 +564,8 @@ class ChatService:
                     verdict = exc.verdict
                     reply.verification.append("; ".join(verdict.problems))
                     self.metrics.verification_failures.labels(verdict.reason).inc()
+                    if turn.held:
+                        pieces.clear()  # nothing went out: the whole draft is dropped
                     if pieces or verdict.reason == "deadline" or self._time_left(turn) < MIN_RETRY_S:
                         break  # part of the answer went out, or no time: the rest is replaced, not regenerated
                 except EngineError as exc:
@@ -566,6 +574,11 @@ class ChatService:
                 except Exception as exc:  # an engine bug must not become a 5xx for the customer
                     error = f"{type(exc).__name__}: {exc}"
                     break
+            if turn.held:
+                if error is not None:
+                    pieces.clear()  # a held answer is replaced whole
+                elif pieces and verdict is None:
+                    yield {"type": "delta", "text": "".join(pieces)}
             for event in self.synthesise(turn, found, stream, pieces, error, verdict):
                 if event["type"] == "done":
                     finished = True
@@ -774,8 +787,9 @@ class ChatService:
         return text_out
 
     async def answer(self, messages: list[dict[str, str]], **kwargs) -> Reply:
-        """The whole reply at once (non-streaming callers, the bench)."""
+        """The whole reply at once (non-streaming callers, the bench): ``respond(held=True)``."""
         reply = None
+        kwargs.setdefault("held", True)
         async for event in self.respond(messages, **kwargs):
             if event["type"] == "done":
                 reply = event["reply"]
