@@ -238,6 +238,30 @@ def test_short_latin_model_names_link_only_as_whole_words(tmp_path):
     assert not [e for e in link(kg, "型号SX12的那件") if e["type"] == "product"]
 
 
+
+def test_latin_names_link_in_any_case_and_sizes_need_a_whole_word(tmp_path):
+    from kefu.kg.store import KnowledgeGraph
+
+    path = tmp_path / "m" / "products.csv"
+    path.parent.mkdir()
+    path.write_text("sku,name,aliases,category,brand,price_fen,stock,colors,sizes,material,style,description\n"
+                    "SL-40001,X1三合一冲锋衣,X1|X1冲锋衣,冲锋衣,山岚,59900,3,黑色,L,尼龙,城市通勤,\n"
+                    "SL-40002,X2硬壳冲锋衣,X2,冲锋衣,山岚,89900,0,黑色,L,尼龙,城市通勤,\n"
+                    "SL-40003,儿童冲锋衣,,冲锋衣,山岚,32900,5,黄色,110|160,尼龙,休闲,\n", encoding="utf-8")
+    kg = KnowledgeGraph.open()
+    kg.import_path(path)
+
+    def products(text):
+        return [(e["text"], e["value"]) for e in link(kg, text) if e["type"] == "product"]
+
+    assert products("x1冲锋衣多少钱") == [("x1冲锋衣", "SL-40001")]  # the text as typed, the catalogue's product
+    assert products("x2有L码吗") == [("x2", "SL-40002")]
+    assert products("x1冲锋衣 x2 多少钱") == [("x1冲锋衣", "SL-40001")]  # ×2 after a product is a quantity
+    assert products("x1和x2哪个好") == [("x1", "SL-40001"), ("x2", "SL-40002")]
+    sizes = [e["value"] for e in link(kg, "儿童冲锋衣有170码吗 what's the price") if e["type"] == "size"]
+    assert sizes == ["170"]  # a height with 码 is a size; the s of "what's" is not S
+
+
 def test_order_number_typed_with_spaces_and_the_order_holding_a_product(kg):
     facts = retrieve(kg, "订单号是2026 1110 1234 5678，想换个码", customer_id="C0001", at=AT)
     assert any(f["type"] == "order" and f["subject"] == "2026111012345678" for f in facts.facts)

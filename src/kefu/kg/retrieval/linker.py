@@ -6,24 +6,27 @@ are ``kefu.text.claims``'s."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kefu.kg.store import KnowledgeGraph, Snapshot
 from kefu.text import trie_regex as text_trie_regex
 from kefu.text.claims import ORDER_NO, TRACKING_NO, order_numbers
 
-SIZE = re.compile(r"(?<![A-Za-z0-9])(XXXL|XXL|XL|XS|2XL|3XL|4XL|S|M|L)(?![A-Za-z])(?:码|号)?|(?<!\d)(3\d|4\d)(?:码|号)|均码",
-                  re.IGNORECASE)
+# letter sizes (not the s of "what's"), shoe sizes 3x/4x and children's heights 100-190 with 码/号 (有170码吗)
+SIZE = re.compile(r"(?<![A-Za-z0-9'’])(XXXL|XXL|XL|XS|2XL|3XL|4XL|S|M|L)(?![A-Za-z])(?:码|号)?"
+                  r"|(?<!\d)(3\d|4\d|1[0-9]0)(?:码|号)|均码", re.IGNORECASE)
+# "x2" typed lowercase right after a product ("x1冲锋衣 x2") is a quantity (×2), not the product X2
+LOWER_QUANTITY = re.compile(r"[x×*]\d{1,2}")
 BASE_COLORS = "黑白红蓝灰绿黄粉紫橙棕咖米青"
 COLOR_WORD = re.compile(rf"([{BASE_COLORS}]|卡其|藏青|藏蓝|军绿|墨绿|天蓝|深蓝|浅蓝|深灰|浅灰|酒红|玫红|橘)(?:色|的|款|颜色)")
 PUNCT = re.compile(r"[\s，。！？、,.!?~～：:；;“”\"'（）()【】\[\]…—-]+")
 FILLER = re.compile(r"请问|你好|您好|亲爱的|亲|你们|咱们|麻烦|一下|呀|吗|呢|啊|哈|吧|哦|嘛|么")
 
 
-def trie_regex(terms: list[str]) -> re.Pattern[str] | None:
+def trie_regex(terms: list[str], flags: int = 0) -> re.Pattern[str] | None:
     """One compiled regex matching any of ``terms`` (trie-shaped, longest term first); None when there are none."""
     pattern = text_trie_regex(terms)
-    return re.compile(pattern) if pattern else None
+    return re.compile(pattern, flags) if pattern else None
 
 
 @dataclass
@@ -33,6 +36,11 @@ class Linker:
     pattern: re.Pattern[str] | None
     meanings: dict[str, list[tuple[str, str]]]  # term -> [(entity type, value)]
     faq_grams: list[tuple[str, set[str]]]
+    folded: dict[str, str] = field(default_factory=dict)  # casefolded term -> the term (customers type x1 for X1)
+
+    def term(self, matched: str) -> str | None:
+        """The catalogue term a case-insensitive match stands for."""
+        return matched if matched in self.meanings else self.folded.get(matched.casefold())
 
 
 def grams(text: str) -> set[str]:
@@ -76,8 +84,11 @@ def linker(snap: Snapshot) -> Linker:
     for category in snap.policies:
         if category != "*":
             add(category, "category", category)
-    pattern = trie_regex(sorted(meanings, key=lambda t: (-len(t), t)))
-    result = Linker(pattern, meanings, [(f.question, grams(f.question)) for f in snap.faq])
+    pattern = trie_regex(sorted(meanings, key=lambda t: (-len(t), t)), re.IGNORECASE)
+    folded = {}
+    for term in sorted(meanings, key=lambda t: (t.casefold() != t, t)):
+        folded.setdefault(term.casefold(), term)
+    result = Linker(pattern, meanings, [(f.question, grams(f.question)) for f in snap.faq], folded)
     snap.cache["linker"] = result
     return result
 
@@ -96,7 +107,7 @@ def _drop_modifiers(entities: list[dict], snap: Snapshot) -> list[dict]:
             if other["value"] == e["value"] or not (other["start"] == e["end"] or other["end"] == e["start"]):
                 continue
             target = snap.products.get(other["value"])
-            if target and any(e["text"] in term for term in [target.name, *target.aliases]):
+            if target and any(e["text"].casefold() in term.casefold() for term in [target.name, *target.aliases]):
                 drop.append(e)
                 break
     return [e for e in entities if not any(e is d for d in drop)]
@@ -126,11 +137,17 @@ def link(kg: KnowledgeGraph, text: str, *, snap: Snapshot | None = None) -> list
         for m in lk.pattern.finditer(text):
             if not free(*m.span()):
                 continue
-            term = m.group()
-            if term.isascii() and (_ascii_word(text, m.start() - 1) or _ascii_word(text, m.end())):
+            term = lk.term(m.group())
+            if term is None:
+                continue
+            if m.group().isascii() and (_ascii_word(text, m.start() - 1) or _ascii_word(text, m.end())):
                 continue  # inside a longer Latin word or number: "X1" in "SX12"
+            if m.group() != term and LOWER_QUANTITY.fullmatch(m.group()) and any(
+                    e["type"] == "product" and not text[e["end"]:m.start()].strip() and m.start() - e["end"] <= 2
+                    for e in entities):
+                continue  # "x1冲锋衣 x2": the quantity, not the product X2
             for kind, value in lk.meanings.get(term, []):
-                entities.append({"type": kind, "text": term, "start": m.start(), "end": m.end(), "value": value})
+                entities.append({"type": kind, "text": m.group(), "start": m.start(), "end": m.end(), "value": value})
             taken.append(m.span())
     for m in COLOR_WORD.finditer(text):
         if free(*m.span()):
