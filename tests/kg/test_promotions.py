@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kefu.kg.promotions import CartItem, Promotion, price_cart, price_cart_bruteforce
+from kefu.kg.promotions import CartItem, Promotion, price_cart, price_cart_bruteforce, stacks
 from kefu.types import KefuError
 
 CST = timezone(timedelta(hours=8))
@@ -94,6 +94,14 @@ def test_same_stack_group_never_stacks():
     c = replace(b, id="C1", stack_group="platform")
     r = price_cart([item(price=20000)], [a, c], AT)
     assert {x.id for x in r.applied} == {"A1", "C1"} and r.payable_fen == 17500
+
+
+def test_stacks_says_which_promotions_go_together():
+    rival = promo("P3", "coupon", threshold_fen=0, reduction_fen=100, code="A", stack_group="shop")
+    flash = promo("P4", "discount", rate_percent=70, exclusive=True)
+    assert stacks([FULL, PER]) and stacks([FULL]) and stacks([])
+    assert not stacks([FULL, rival])  # one per stack group
+    assert not stacks([flash, PER]) and stacks([flash])  # an exclusive one applies alone
 
 
 def test_expired_and_future_promotions_are_ignored():

@@ -303,7 +303,9 @@ def _evaluate(combo: Iterable[Promotion], cart: _Cart) -> tuple[list[int], list[
     return amounts, steps
 
 
-def _legal(combo: tuple[Promotion, ...]) -> bool:
+def stacks(combo: Iterable[Promotion]) -> bool:
+    """Whether these promotions may apply together: no exclusive one among several, at most one per stack group."""
+    combo = tuple(combo)
     if len(combo) > 1 and any(p.exclusive for p in combo):
         return False
     groups = [p.stack_group for p in combo if p.stack_group]
@@ -411,7 +413,7 @@ def price_cart_bruteforce(items: list[CartItem], promotions: list[Promotion], at
     best_combo: tuple[Promotion, ...] = ()
     for size in range(len(usable) + 1):
         for combo in itertools.combinations(usable, size):
-            if not _legal(combo):
+            if not stacks(combo):
                 continue
             amounts, steps = _evaluate(combo, cart)
             effective = tuple(s[0] for s in steps)
