@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from kefu.kg.promotions import CartItem, PriceResult, Promotion, price_cart
+from kefu.kg.promotions import CartItem, PriceResult, Promotion, price_cart, stacks
 from kefu.kg.records import Policy, Product, color_matches, size_matches
 from kefu.kg.store import Snapshot
 from kefu.text.numbers import NUMBER, cn_number, discount_mentions, format_fen, money_mentions
@@ -85,6 +85,25 @@ def promotion_line(p: Promotion, at: datetime) -> str:
     note = f"；{p.description}" if p.description else ""
     return (f"「{p.name}」正在进行：{rule(p)}，范围{p.scope_text()}{exclusive}，"
             f"活动时间{day(p.starts_at, at)}至{day(p.ends_at, at)}{note}")
+
+
+# asked whether promotions go together; with two or more named, "秒杀的帐篷能用新人券吗" asks it too
+STACK_ASKED = re.compile(r"一起|一块用|同时用|同时享|叠加|同享|共用|都能用|再用|还能用|能用|可以用|可用")
+
+
+def stacking_line(promotions: list[Promotion]) -> str | None:
+    """"满300减50和八五折能一起用吗": whether the named promotions apply together (the engine's stacking rule:
+    an exclusive one applies alone, one per stack group); None for fewer than two."""
+    promotions = list(dict.fromkeys(promotions))
+    if len(promotions) < 2:
+        return None
+    names = "和".join(f"「{p.name}」" for p in promotions)
+    if stacks(promotions):
+        return f"{names}可以叠加：先打折，再按折后金额算满减，最后用券（以各自的适用范围为准）"
+    exclusive = next((p for p in promotions if p.exclusive), None)
+    if exclusive is not None:
+        return f"「{exclusive.name}」不与其他优惠同享，{names}不能叠加，只能用其中一个"
+    return f"{names}不能叠加，同类优惠一单只能用一个，结算时按更划算的计算"
 
 
 def _tokens(text: str) -> list[str]:
@@ -259,12 +278,15 @@ ATTRIBUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("防水", re.compile(r"防水|下雨|淋雨|防雨|漏水"), r"防水|防泼水|防雨"),
     ("透气", re.compile(r"透气|透湿|闷不闷|捂汗"), r"透气|透湿"),
     ("面料", re.compile(r"面料|材质|材料|什么料|啥料|什么做的|啥做的|成分|纯[^，。？?\s]{0,4}[的吗]|什么皮|啥皮"), "material"),
-    ("重量", re.compile(r"多重|重量|多沉|沉不沉|重不重|几斤|多少斤|轻不轻"), "weight"),
+    ("重量", re.compile(r"(?<![背扛承载])多重|重量|重多少|多少重|多沉|沉不沉|重不重|几斤|多少斤|轻不轻"), "weight"),
+    ("负重", re.compile(r"负重|承重|[背扛承载](?:多重|多少斤|多少公斤|得动)"), r"负重|承重"),
     ("长度", re.compile(r"多长|长度|折起来"), r"长度|\d(?:cm|厘米)"),
     ("容量", re.compile(r"(?<!大)容量|多大|装多少|能装|几升|多少升|多少毫升|多少ml|几种容量"), "capacity"),
     ("保暖", re.compile(r"保暖|蓬松|充绒|含绒|多少度|几度|温度|冷不冷|扛冻"), r"蓬松|充绒|绒|℃|温度|保暖"),
     ("版型", re.compile(r"版型|修身|宽松|偏大|偏小|尺码建议|码数建议|怎么选码|选码|显瘦|收腰|楦"), r"版型|修身|收腰|宽松|楦|选码|偏大|偏小"),
     ("防晒", re.compile(r"防晒|紫外线|UPF|晒不晒", re.IGNORECASE), r"防晒|UPF"),
+    ("保温", re.compile(r"保温(?:多久|多长|时间|时长|效果|几个?小时|吗|怎么样|好不好)|能保温|保温性"), r"保温"),
+    ("电脑", re.compile(r"电脑|笔记本|几寸|多少寸|英寸"), r"电脑|英寸"),
     ("厚度", re.compile(r"多厚|厚度|厚不厚"), r"\d(?:\.\d+)?mm|加厚|厚"),
 ]
 WEIGHT = re.compile(r"\d(?:\.\d+)?\s*(?:kg|g|克|公斤)(?!/㎡)", re.IGNORECASE)

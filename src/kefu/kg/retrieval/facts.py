@@ -32,17 +32,19 @@ PLAYBOOK_CUES = {
     "refused": re.compile(r"拒收|拒签"),
 }
 CUES = {
-    "price": re.compile(r"多少钱|价格|价钱|几块|售价|到手价|怎么卖|多钱|啥价|一共多少|总共多少|共多少|合计|总价|最后付|"
-                        r"付多少|最后多少|秒杀价"),
+    "price": re.compile(r"多少钱|价格|价钱|价位|几块|售价|到手价|怎么卖|多钱|啥价|什么价|一共多少|总共多少|共多少|合计|总价|"
+                        r"最后付|付多少|最后多少|秒杀价|(?i:how much|price|cost)"),
     "promotion": re.compile(r"优惠|活动|满减|折扣|打折|几折|优惠券|领券|用券|赠品|送什么|促销|双11|双十一|便宜"),
     "stock": re.compile(r"有货|有没有货|库存|还有吗|还有没有|缺货|补货|现货|断码|有没有.{0,6}[码号色]|有货没|卖完"),
     "after_sales": re.compile(r"退货|退款|退换|换货|无理由|七天|7天|维修|保修|售后|退回|能退|可以退|怎么退|换个|换一|"
                               r"能修|修一下|修理|返修|开线|掉了|坏了|能换|可以换|换吗|换码|质保"),
-    "order": re.compile(r"订单|我的单|下的单|我买的|发货|物流|快递|到哪|签收|单号|什么时候到|到了没"),
+    "order": re.compile(r"订单|我的单|下的单|我买的|发货|物流|快递|到哪|签收|单号|什么时候到|到了没|取消|那[单笔]|发了|发出|寄出|寄了|"
+                        r"(?i:tracking|track|order|shipped|shipping|delivery|deliver|parcel|package)"),
     "recommend": re.compile(r"推荐|适合|哪款|选哪|有什么好|搭配|配件|配什么|替代|类似"),
 }
 MY_ORDER = re.compile(r"我的(?:订单|快递|包裹|单子|货|退款)|我(?:买|下单|拍)的|我的东西|我那[个双件单]|"
-                      r"退款(?:进度|呢|到哪|什么时候)")
+                      r"退款(?:进度|呢|到哪|什么时候|啥时候|多久|到账|还没到)|上一?[单笔]|上次(?:买|下单|拍)|最近(?:的|一)?[单笔]|"
+                      r"刚(?:买|下单|拍)的|(?i:my (?:order|package|parcel))")
 PAID = re.compile(r"实付|付了多少|花了多少|支付了多少|付款多少")
 # asking for someone else's data: another customer's id, "all customers"
 FOREIGN = re.compile(r"(?<![A-Za-z0-9])C\d{4,}(?!\d)|所有(?:顾客|客户|人|用户|买家)|别人的|其他(?:顾客|客户|人)的")
@@ -305,6 +307,20 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
                 line = light.promotion_line(c, at)
                 facts.append(_fact("promotion_status", c.id, line, **c.to_dict()))
                 say("promotion", line + "。")
+    # "满300减50和八五折能一起用吗": the stacking rule on what was named, before the details; with a priced cart the
+    # quote and the coupon notes say what went together, except that an exclusive promotion took the cart alone
+    stacking = None
+    if light.STACK_ASKED.search(text) and not products:
+        together = [p for p in named + coupons if p.active(at)]
+        stacking = light.stacking_line(together)
+    elif light.STACK_ASKED.search(text) and not coupons:
+        together = [p for p in snap.promotions if p.id in applied and p.exclusive]
+        if together:  # "秒杀能和满减一起用吗"
+            stacking = f"「{together[0].name}」不与其他优惠同享，不能再叠加满减或优惠券"
+    if stacking:
+        facts.append(_fact("promotion_status", "+".join(p.id for p in together), stacking,
+                           promotions=[p.id for p in together]))
+        parts.setdefault("promotion", []).insert(0, stacking + "。")
     facts.extend(promo_facts.values())
     if not products and not about_order and (cues["promotion"] or cues["price"]) and not (named or coupons):
         coupon_asked = bool(light.COUPON_WORD.search(text))
@@ -317,7 +333,7 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
         if amount:  # the promotion engine's arithmetic on the amount asked about is a fact of this turn
             facts.append(_fact("quote", "cart", amount.rstrip("。")))
             say("promotion", amount)
-        elif shown and re.search(r"什么|哪些|有没有|有吗|还有", text):
+        elif shown and re.search(r"什么|哪些|有没有|有吗|还有|吗|么", text):
             say("promotion", "当前进行中的" + ("优惠券" if coupon_asked else "活动") + "："
                 + "；".join(light.promotion_line(p, at) for p in shown) + "。")
 
@@ -438,8 +454,9 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
     answer, pieces = None, {}
     quiet = detect(text).attack or (FOREIGN.search(text.replace(customer_id or "\0", "")) is not None)
     delay_only = exceptions == ["delay"] and orders and all(o.status not in SHIPPED_STATUSES for o in orders)
-    if quiet or (exceptions and not delay_only):
-        answer = None  # an attack or an exception needs judgement (the playbook), not a canned line
+    if quiet or (exceptions and not delay_only and (orders or not parts)):
+        answer = None  # an attack or an exception needs judgement (the playbook), not a canned line; without an
+        # order in the turn a logistics playbook has nothing to act on ("保温杯坏了保修多久" asks the policy)
     elif parts and asked <= set(parts) and len(parts.get("order", [])) <= 1 and len(parts.get("stock", [])) <= 1:
         order_kinds = ("promotion", "price", "order", "stock", "attribute", "after_sales")
         pieces = {kind: "".join(parts[kind]) for kind in order_kinds if parts.get(kind)}
