@@ -82,6 +82,17 @@ def test_simulated_dialogues_skipped_unless_asked(index):
     assert len(ReplyIndex.build(DIALOGUES, include_simulated=True)) == 9
 
 
+def test_exemplars_show_other_dialogues_replies_with_their_figures_as_slots(index):
+    """Exemplars for a model's prompt: alike replies only, figures as unfilled slots (another conversation's 48小时 is
+    not this one's), never the excluded dialogue's own reply, cut to a length."""
+    convo = [{"role": "user", "content": "什么时候发货"}]
+    assert index.exemplars(convo, 2, min_similarity=0.5) == ["亲，付款后[数字x]小时内发货哦。"]
+    assert index.exemplars(convo, 2, min_similarity=0.5, exclude_dialogue="d1") == []
+    assert all(m.dialogue_id != "d1" for m in index.search(convo, 5, exclude_dialogue="d1"))
+    assert index.exemplars(convo, 1, max_chars=4) == ["亲，付款…"]
+    assert index.exemplars([{"role": "user", "content": "完全无关的问题"}], 2, min_similarity=0.5) == []
+
+
 def test_earlier_context_breaks_ties():
     ds = [dlg("a", ("user", "冲锋衣有黑色吗"), ("assistant", "有的"), ("user", "多少钱"), ("assistant", "冲锋衣399元")),
           dlg("b", ("user", "保温杯有白色吗"), ("assistant", "有的"), ("user", "多少钱"), ("assistant", "保温杯99元"))]

@@ -34,3 +34,14 @@ def test_slotify_inverts_fill_by_meaning():
 def test_slotify_keeps_a_product_name_that_holds_a_figure_whole():
     values = slot_values([{"type": "product", "data": {"name": "珠峰800蓬鹅绒羽绒服", "price_fen": 159900}}])
     assert slotify("珠峰800蓬鹅绒羽绒服标价1599元", values) == "[商品]标价[价格]"
+
+
+def test_placeholders_turn_another_conversations_figures_into_unfilled_slots():
+    from kefu.kg.slots import placeholders
+
+    text = "亲，现价¥1599，订单2611217918058887已由圆通发出，运单号YT8780175989834，预计12月3日送达，已发货"
+    shown = placeholders(text)
+    assert shown == "亲，现价[金额x]，订单[订单x]已由圆通发出，运单号[运单号]，预计[日期x]送达，已发货"
+    assert placeholders("您的订单[订单x]实付[金额x]元") == "您的订单[订单x]实付[金额x]元"
+    # a copied figure slot takes this turn's fact, or stays unfilled (and fails verification): never the old figure
+    assert fill_slots(shown, {"订单号": "1234567812345678"})[1] == ["[金额x]", "[运单号]", "[日期x]"]

@@ -95,7 +95,7 @@ class SayEngine:
 def test_key_facts_and_invented_facts_on_hand_made_samples(tmp_path, shop_time):
     data = tmp_path / "test.jsonl"
     rows = [_dialogue("buy3", "2026-11-22T17:18:00+08:00", "通勤软壳买3件打折吗", "3件到手997.20元哦"),
-            _dialogue("kid", "2026-11-23T16:33:00+08:00", "儿童三合一冲锋衣现在什么价", "现在329元")]
+            _dialogue("kid", "2026-11-23T16:33:00+08:00", "儿童三合一冲锋衣颜色好看吗", "挺好看的")]
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     kg, _ = open_kg(SHOP)
     wrong = "亲，下单后45天内发货哦。"  # the shop never said it

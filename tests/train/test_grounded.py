@@ -183,6 +183,92 @@ def test_serving_and_training_render_the_same_messages(kg):
         assert served == model_messages(history, render_turn(kg, history).facts.prompt_block, shop="本店")
 
 
+def _shop_dialogues(n=None):
+    from kefu.artifacts.dialogues import read_dialogues
+
+    return [p.dialogue for p in read_dialogues(SHOP / "dialogues.jsonl")][:n]
+
+
+def test_training_shows_other_dialogues_past_replies_and_serving_shows_the_same(kg):
+    """Exemplars: each grounded example shows the shop's replies to the most alike questions of OTHER dialogues (its
+    own answer never), figures as unfilled slots; serving with the run's replies and exemplar count sends the
+    messages training rendered for the same conversation."""
+    from kefu.kg.prompt import EXEMPLARS_HEADER
+    from kefu.kg.replies import ReplyIndex
+    from kefu.kg.tools import SQLiteOrderBackend
+    from kefu.serve.pipeline import ChatService
+
+    dialogues = _shop_dialogues(300)
+    index = ReplyIndex.build(dialogues)
+    shown = 0
+    for dialogue in dialogues[:40]:
+        for example in grounded_examples(kg, dialogue, replies=index, exemplars=2):
+            system = example.messages[0]["content"]
+            if EXEMPLARS_HEADER not in system:
+                continue
+            shown += 1
+            listed = system.split(EXEMPLARS_HEADER, 1)[1]
+            others = {e.reply for e in index.entries if e.dialogue_id != dialogue.id}
+            lines = [line[2:].rstrip("…") for line in listed.strip().splitlines()]
+            assert 1 <= len(lines) <= 2
+            assert all(any(placeholders_of(r).startswith(line) for r in others) for line in lines)
+    assert shown > 20
+
+    class Capture:
+        name = "capture"
+
+        def __init__(self):
+            self.prompts = []
+
+        def models(self):
+            return ["tiny"]
+
+        async def stream(self, messages, **kwargs):
+            self.prompts.append(messages)
+            yield "好的亲。"
+
+        async def close(self):
+            pass
+
+    engine = Capture()
+    service = ChatService(engine, kg=kg, order_backend=SQLiteOrderBackend(kg), replies=index, exemplars=2)
+    original = service.router
+
+    class Full:
+        def __getattr__(self, name):
+            return getattr(original, name)
+
+        def route(self, text, **kw):
+            return replace(original.route(text, **kw), light_path=False)
+
+    service.router = Full()
+    history = [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "亲，在的。"},
+               {"role": "user", "content": "什么时候发货"}]
+    asyncio.run(service.answer(history))
+    served = engine.prompts[0]
+    assert EXEMPLARS_HEADER in served[0]["content"], served[0]["content"]
+    assert served == render_turn(kg, history, replies=index, exemplars=2).messages
+
+
+def placeholders_of(text):
+    from kefu.kg.slots import placeholders
+
+    return placeholders(text)
+
+
+def test_the_run_records_how_many_exemplars_serving_shows(tmp_path):
+    from kefu.artifacts.run import TrainRun
+
+    run = TrainRun(tmp_path)
+    assert run.exemplars() == 0  # no record
+    run.write_record({"train": {"model": "m", "kg_url": "shop", "exemplars": 2}})
+    assert run.exemplars() == 2
+    run.write_record({"train": {"model": "m", "exemplars": 2}})  # plain dialogues: no per-turn prompt
+    assert run.exemplars() == 0
+    run.write_record({"train": {"model": "m", "kg_url": "shop"}})  # recorded before exemplars existed
+    assert run.exemplars() == 0
+
+
 def test_open_kg_takes_a_folder_a_db_file_or_a_url(tmp_path):
     from kefu.kg.store import KnowledgeGraph
 
@@ -218,3 +304,13 @@ def test_cli_trains_grounded_in_the_sample_shop(tiny_model_dir, tmp_path, kefu_h
     import yaml
 
     assert yaml.safe_load((run / "config.yaml").read_text())["train"]["kg_url"] == str(SHOP)
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["exemplars"] == 2
+    # eval renders the run's turns as it was trained: facts and exemplars from its training data's replies
+    from kefu.eval.config import EvalConfig
+    from kefu.eval.runner import evaluate
+
+    shown = []
+    metrics = evaluate(data / "train.jsonl", tmp_path / "eval", run=run, progress=False,
+                       config=EvalConfig(max_samples=4, max_new_tokens=4, batch_size=2),
+                       on_record=lambda r: shown.append(r))
+    assert metrics["exemplars"] == 2 and len(shown) == 4

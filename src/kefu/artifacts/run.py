@@ -160,6 +160,15 @@ class TrainRun:
         return read_yaml_mapping(self.record_file, holds="run settings",
                                  missing="missing (the run record `kefu train` writes; it names the base model)")
 
+    def exemplars(self) -> int:
+        """Past replies per turn the run was trained to see in its prompt (``train.exemplars`` of a run grounded in a
+        knowledge graph); 0 for plain-dialogue runs and runs recorded before exemplars existed."""
+        train = self.record().get("train") if self.record_file.is_file() else None
+        if not isinstance(train, dict) or not train.get("kg_url"):
+            return 0
+        value = train.get("exemplars", 0)
+        return value if isinstance(value, int) and value > 0 else 0
+
     def base_model(self) -> str:
         """The base model the adapter was trained on, as given to ``kefu train --model`` (``train.model``)."""
         train = self.record().get("train")

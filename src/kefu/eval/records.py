@@ -102,13 +102,14 @@ def load_predictions(path: str | Path, references: str | Path | None = None) -> 
 
 
 def samples_from_dialogue(dialogue: Dialogue, last_turn_only: bool = False, where: str = "", *, kg: Any = None,
-                          shop: str = "本店") -> list[dict]:
+                          shop: str = "本店", replies: Any = None, exemplars: int = 0) -> list[dict]:
     """Each agent turn of a prepared dialogue becomes a sample: ``context`` = the messages before it, ``references``
     = that turn (split on ``<sep>``/``!@@@!``), ``intent`` = the intent of the last customer turn before it.
 
     With ``kg`` (an open ``KnowledgeGraph``) the context is the turn rendered exactly as training renders it
     (``kefu.train.grounded.render_dialogue_turn``: the system prompt with the facts the KG gives for the turn, then
-    the last messages), and ``slots`` holds the turn's slot values (``kefu.kg.slots.slot_values``) to fill a
+    the last messages; ``exemplars`` of the shop's past ``replies`` when the run was trained with them), and
+    ``slots`` holds the turn's slot values (``kefu.kg.slots.slot_values``) to fill a
     prediction's slots with before it is scored; ``facts_block`` is the facts shown.
 
     Dialogue-level ``meta.facts`` apply to a turn when the fact carries that turn's index (``turn``) or, lacking
@@ -144,7 +145,7 @@ def samples_from_dialogue(dialogue: Dialogue, last_turn_only: bool = False, wher
         sample = {"id": f"{did}#{k}", "dialogue_id": did, "turn": k, "context": messages[:k], "references": refs,
                   "intent": intents[user_turns - 1] if user_turns - 1 < len(intents) else None}
         if kg is not None:
-            rendered = render_dialogue_turn(kg, dialogue, k, shop=shop)
+            rendered = render_dialogue_turn(kg, dialogue, k, shop=shop, replies=replies, exemplars=exemplars)
             sample.update(context=rendered.messages, slots=slot_values(rendered.facts),
                           facts_block=rendered.facts.prompt_block)
             if rendered.customer_id and not meta.get("customer_id"):
@@ -159,23 +160,25 @@ def samples_from_dialogue(dialogue: Dialogue, last_turn_only: bool = False, wher
 
 
 def load_test_samples(path: str | Path, last_turn_only: bool = False, max_samples: int | None = None, *,
-                      kg: Any = None, shop: str = "本店") -> list[dict]:
+                      kg: Any = None, shop: str = "本店", replies: Any = None, exemplars: int = 0) -> list[dict]:
     """All samples of a prepared ``test.jsonl`` in file order (optionally only the first ``max_samples``).
 
     ``kg`` (an open graph, a SQLAlchemy URL, a ``.db`` file or a shop folder; see ``kefu.train.grounded.open_kg``):
-    contexts rendered with each turn's facts, as training with ``train.kg_url`` rendered them."""
+    contexts rendered with each turn's facts (and ``exemplars`` of ``replies``, a ``ReplyIndex``), as training with
+    ``train.kg_url`` rendered them."""
     path = Path(path)
     if kg is not None:
         with open_kg(kg) as graph:
-            return _load_samples(path, last_turn_only, max_samples, graph, shop)
+            return _load_samples(path, last_turn_only, max_samples, graph, shop, replies, exemplars)
     return _load_samples(path, last_turn_only, max_samples, None, shop)
 
 
-def _load_samples(path: Path, last_turn_only: bool, max_samples: int | None, kg: Any, shop: str) -> list[dict]:
+def _load_samples(path: Path, last_turn_only: bool, max_samples: int | None, kg: Any, shop: str,
+                  replies: Any = None, exemplars: int = 0) -> list[dict]:
     samples: list[dict] = []
     for prepared in read_dialogues(path, name=None, empty_ok=False):
         samples.extend(samples_from_dialogue(prepared.dialogue, last_turn_only, where=prepared.where, kg=kg,
-                                             shop=shop))
+                                             shop=shop, replies=replies, exemplars=exemplars))
         if max_samples and len(samples) >= max_samples:
             return samples[:max_samples]
     if not samples:

@@ -275,17 +275,23 @@ def evaluate(data: str | Path, out: str | Path, *, run: str | Path | None = None
     kg_spec, kg_label, kg_source = _kg_choice(kg, trained)
     shop = shop or trained.get("shop_name") or "本店"
     reply_index, train_file = reply_index_for(train_data, run)
+    # the run's exemplars: the past replies of its training data in each grounded prompt, as training showed them
+    exemplars = TrainRun(run).exemplars() if run is not None and kg_spec is not None else 0
+    exemplar_index = reply_index
+    if exemplars and exemplar_index is None and TrainRun(run).replies_file.is_file():
+        exemplar_index = ReplyIndex.load(TrainRun(run).replies_file)
     decoding = {"do_sample": config.do_sample, "temperature": config.temperature, "top_p": config.top_p,
                 "repetition_penalty": config.repetition_penalty if config.repetition_penalty != 1.0 else None}
     settings = decoding_settings(config.max_new_tokens, **decoding)
     info: dict[str, Any] = {"data": str(data), "batch_size": config.batch_size,
                             "last_turn_only": config.last_turn_only, "kg": kg_label, "kg_source": kg_source,
-                            "grounded": kg_spec is not None, "shop_name": shop if kg_spec is not None else None}
+                            "grounded": kg_spec is not None, "shop_name": shop if kg_spec is not None else None,
+                            "exemplars": exemplars if exemplar_index is not None else 0}
     info.update({f"decoding_{k}": v for k, v in settings.items()})
     info["retrieval_train_data"] = str(train_file) if train_file else None
     with _graph(kg_spec) as graph:
         samples = load_test_samples(data, last_turn_only=config.last_turn_only, max_samples=config.max_samples,
-                                    kg=graph, shop=shop)
+                                    kg=graph, shop=shop, replies=exemplar_index, exemplars=info["exemplars"])
         local = tok = None
         if endpoint:
             info.update(source="endpoint", endpoint=endpoint, model=model or "kefu", concurrency=config.concurrency)
@@ -295,7 +301,7 @@ def evaluate(data: str | Path, out: str | Path, *, run: str | Path | None = None
         adapter_on = hasattr(model_obj, "peft_config") if model_obj is not None else bool(run and not base_only)
         fixed = {"data": str(Path(data).resolve()), "run": str(run) if run else None, "base_only": base_only,
                  "endpoint": endpoint, "model": model, "kg": kg_label, "shop": shop if kg_spec is not None else None,
-                 "last_turn_only": config.last_turn_only, "decoding": settings,
+                 "last_turn_only": config.last_turn_only, "decoding": settings, "exemplars": info["exemplars"],
                  "perplexity": bool(config.perplexity and not endpoint), "max_prompt_tokens": max_prompt_tokens,
                  "weights": _weights_stamp(run, base_only, model_obj) if not endpoint else None}
         ids = [s["id"] for s in samples]

@@ -43,6 +43,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from kefu.artifacts.dialogues import PreparedLine, read_dialogues
+from kefu.kg.slots import placeholders
 from kefu.types import Dialogue, KefuError
 
 FORMAT = "kefu-replies/1"
@@ -173,6 +174,7 @@ class ReplyIndex:
         distinct: dict[str, int] = {}
         self.reply_ids = np.asarray([distinct.setdefault(e.reply, len(distinct)) for e in entries], dtype=np.int64)
         n = len(entries)
+        self._by_dialogue: dict[str, list[int]] | None = None
         self.max_idf = float(math.log(1 + (n + 0.5) / 0.5)) if n else 1.0
 
     def __len__(self) -> int:
@@ -258,9 +260,12 @@ class ReplyIndex:
                 weighted[term] += self.context_weight
         return last, weighted
 
-    def search(self, messages: Sequence[dict] | str, k: int = 5, *, unique: bool = True) -> list[ReplyMatch]:
+    def search(self, messages: Sequence[dict] | str, k: int = 5, *, unique: bool = True,
+               exclude_dialogue: str | None = None) -> list[ReplyMatch]:
         """The ``k`` best past replies for a conversation so far (OpenAI-style messages, the customer's last message
-        last; a string is one customer message), best first. ``unique``: one match per distinct reply text."""
+        last; a string is one customer message), best first. ``unique``: one match per distinct reply text.
+        ``exclude_dialogue``: leave that dialogue's replies out (training shows a turn the others' replies, never
+        its own answer)."""
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
         if k <= 0 or not self.entries:
@@ -281,6 +286,8 @@ class ReplyIndex:
         idx = np.arange(int(lengths.sum())) + np.repeat(starts - offsets, lengths)
         scores = np.bincount(self.docs[idx], weights=self.weights[idx] * np.repeat(np.asarray(qw), lengths),
                              minlength=len(self.entries))
+        if exclude_dialogue is not None:
+            scores[self._entries_of(exclude_dialogue)] = 0.0
         qvec = self._question_vector(last)
         positive = int(np.count_nonzero(scores > 0))
         if not positive:
@@ -293,6 +300,29 @@ class ReplyIndex:
             if len(out) >= k or want >= positive:
                 return out
             want = min(positive, want * 8)
+
+    def exemplars(self, messages: Sequence[dict], k: int, *, min_similarity: float = 0.0,
+                  exclude_dialogue: str | None = None, max_chars: int | None = None) -> list[str]:
+        """The shop's own wording for the model's prompt: the replies of the ``k`` best distinct matches whose
+        asked message is at least ``min_similarity`` alike, their facts as unfilled slots
+        (:func:`kefu.kg.slots.placeholders`: another conversation's figures are never this one's), each cut to
+        ``max_chars``."""
+        out: list[str] = []
+        for match in self.search(messages, k, exclude_dialogue=exclude_dialogue):
+            if match.similarity < min_similarity:
+                continue
+            text = placeholders(match.reply)
+            out.append(text if max_chars is None or len(text) <= max_chars else text[:max_chars] + "…")
+        return out
+
+    def _entries_of(self, dialogue_id: str) -> list[int]:
+        """The indices of one dialogue's entries."""
+        if self._by_dialogue is None:
+            by: dict[str, list[int]] = {}
+            for i, entry in enumerate(self.entries):
+                by.setdefault(entry.dialogue_id, []).append(i)
+            self._by_dialogue = by
+        return self._by_dialogue.get(dialogue_id, [])
 
     def _matches(self, top: np.ndarray, scores: np.ndarray, qvec: dict[int, float], k: int,
                  unique: bool) -> list[ReplyMatch]:

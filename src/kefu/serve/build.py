@@ -121,6 +121,7 @@ def build_service(config: ServeConfig, *, run: str | None = None, adapters: dict
     return ChatService(engine, config=config, router=load_router(config, run_dir),
                        feedback=FeedbackStore.open(feedback_url), kg=kg, order_backend=SQLiteOrderBackend(kg),
                        base_model=str(base), replies=load_replies(config, run_dir), metrics=metrics,
+                       exemplars=TrainRun(run_dir).exemplars() if run_dir else 0,
                        **serving_state(config, metrics))
 
 

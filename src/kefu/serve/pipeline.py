@@ -25,7 +25,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, AsyncIterator, Callable, Iterable, Iterator
 
-from kefu.kg.prompt import model_messages, system_prompt
+from kefu.kg.prompt import conversation, model_messages, system_prompt, turn_exemplars
 from kefu.kg.replies import ReplyIndex
 from kefu.kg.retrieval import link, retrieve
 from kefu.kg.slots import fill_slots, slot_values
@@ -209,9 +209,11 @@ class ChatService:
                  promotions: list[dict[str, Any]] | None = None, base_model: str = "base",
                  retriever: Callable[[str, str | None], Any] | None = None,
                  order_lookup: Callable[[str, str | None, str], dict[str, Any] | None] | None = None,
-                 replies: ReplyIndex | None = None, flights: SingleFlight | None = None):
+                 replies: ReplyIndex | None = None, flights: SingleFlight | None = None, exemplars: int = 0):
         """``retriever(text, customer_id) -> Facts`` and ``order_lookup(order_no, customer_id, text) -> dict`` default
-        to the KG stage's ``retrieve`` and ``ToolBox``; tests and other deployments may inject their own."""
+        to the KG stage's ``retrieve`` and ``ToolBox``; tests and other deployments may inject their own.
+        ``exemplars``: past replies shown in the model's prompt, as many as the served run was trained with
+        (``TrainRun.exemplars``)."""
         self.config = config or ServeConfig()
         self.engine = engine
         if (hasattr(engine, "retire_base") and not self.config.allow_base_model
@@ -240,7 +242,8 @@ class ChatService:
         self._kg_version: tuple[str | None, float] = (None, float("-inf"))
         self._promo_cache: tuple[str | None, list[dict[str, Any]] | None] = ("<none>", None)
         self.retriever = retriever or self._retrieve
-        self.replies = replies  # the shop's past replies (a light tier for near-identical questions)
+        self.replies = replies  # the shop's past replies (a light tier for near-identical questions, exemplars)
+        self.exemplars = exemplars
         self.order_lookup = order_lookup or self._order_lookup
 
     def count_tokens(self, text: str) -> int:
@@ -339,8 +342,10 @@ class ChatService:
 
     def model_messages(self, messages: list[dict[str, str]], facts_block: str | None = None,
                        session_turns: list[dict[str, str]] = ()) -> list[dict[str, str]]:
-        """What the full-model path sends for a turn (``kefu.kg.prompt.model_messages``, as training renders it)."""
-        return model_messages(messages, facts_block, shop=self.shop, session_turns=session_turns)
+        """What the full-model path sends for a turn (``kefu.kg.prompt.model_messages``, as training renders it:
+        the facts, the run's number of exemplars from the shop's past replies, the conversation)."""
+        shown = turn_exemplars(self.replies, conversation(messages, session_turns), self.exemplars)
+        return model_messages(messages, facts_block, shop=self.shop, session_turns=session_turns, exemplars=shown)
 
     def _log(self, reply: Reply, caller_id: str, masked: str, started: float, error: str | None = None) -> None:
         entry = {"time": time.time(), "caller": caller_id, "session": hashlib.sha256(

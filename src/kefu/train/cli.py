@@ -39,6 +39,9 @@ def register(app: typer.Typer) -> None:
                                          "graph); the replies' facts become slots."),
         shop_name: Optional[str] = typer.Option(None, "--shop-name", help="The shop's name in the system prompt of "
                                                 "grounded examples (default 本店, as kefu serve)."),
+        exemplars: Optional[int] = typer.Option(None, "--exemplars", min=0, max=8, help="With --kg: the shop's past "
+                                                "replies to the most alike questions shown in each turn's prompt "
+                                                "(default 2; kefu serve shows as many; 0: none)."),
         precision: Optional[str] = typer.Option(None, "--precision", help="auto|fp32|bf16|fp16"),
         use_dora: Optional[bool] = typer.Option(None, "--dora/--no-dora"),
         use_rslora: Optional[bool] = typer.Option(None, "--rslora/--no-rslora"),
@@ -90,6 +93,7 @@ def register(app: typer.Typer) -> None:
             "train.gradient_checkpointing": gradient_checkpointing, "train.lora_dropout": lora_dropout,
             "train.lora_experts": lora_experts,
             "train.logit_grad_floor": logit_grad_floor, "train.kg_url": kg, "train.shop_name": shop_name,
+            "train.exemplars": exemplars,
         }
         full = load_config(config, overrides)
         settings = full.train

@@ -26,6 +26,9 @@ class TrainConfig(BaseModel):
                                                  "folder imported into a temporary SQLite graph), the reply's facts as "
                                                  "slots; None: the dialogues as they are")
     shop_name: str = Field("本店", description="the shop's name in the system prompt of grounded examples (as serving's)")
+    exemplars: int = Field(2, ge=0, le=8, description="with kg_url: the shop's past replies to the most alike "
+                                                      "questions shown in each turn's prompt (never the turn's own "
+                                                      "dialogue); serving shows the same number; 0: none")
     # LoRA
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from kefu.artifacts.dialogues import prepared_file, read_dialogues
+from kefu.kg.replies import ReplyIndex
 from kefu.train.grounded import GroundingStats, grounded_examples, open_kg
 from kefu.train.template import IGNORE_INDEX, encode_dialogue
 from kefu.types import KefuError
@@ -132,14 +133,17 @@ def _split_at_customer_turns(tokenizer, messages: list[dict], config: "TrainConf
 
 
 def _sequences(path: Path, config: "TrainConfig", stats: DataStats, kg: Any = None,
-               grounding: GroundingStats | None = None) -> Iterator[tuple[list[dict], int | None, str]]:
+               grounding: GroundingStats | None = None,
+               replies: ReplyIndex | None = None) -> Iterator[tuple[list[dict], int | None, str]]:
     """``(messages, supervised assistant index or None for train_on's choice, source)`` for each training sequence
-    of ``path``: a dialogue (plain), or each agent turn rendered with its facts (``kg`` given)."""
+    of ``path``: a dialogue (plain), or each agent turn rendered with its facts (``kg`` given) and
+    ``config.exemplars`` of the shop's other past ``replies``."""
     for prepared in read_dialogues(path):
         stats.dialogues += 1
         if kg is not None:
             examples = grounded_examples(kg, prepared.dialogue, shop=config.shop_name, train_on=config.train_on,
-                                         source=prepared.where, stats=grounding)
+                                         source=prepared.where, stats=grounding, replies=replies,
+                                         exemplars=config.exemplars)
             if not examples:
                 stats.skipped_no_agent += 1
             for example in examples:
@@ -163,12 +167,12 @@ def _fit(tokenizer, messages: list[dict], supervise: int, config: "TrainConfig")
 
 
 def encode_file(path: Path, tokenizer, config: "TrainConfig", stats: DataStats | None = None, *, kg: Any = None,
-                grounding: GroundingStats | None = None) -> list[Example]:
+                grounding: GroundingStats | None = None, replies: ReplyIndex | None = None) -> list[Example]:
     """Tokenise every dialogue of ``path`` (every agent turn, grounded in ``kg``, when given); over-long ones are
     split or truncated and counted in ``stats``."""
     stats = stats if stats is not None else DataStats()
     examples: list[Example] = []
-    for messages, supervise, source in _sequences(path, config, stats, kg, grounding):
+    for messages, supervise, source in _sequences(path, config, stats, kg, grounding, replies):
         if supervise is not None:
             pieces = [_fit(tokenizer, messages, supervise, config)]
         else:
@@ -217,11 +221,14 @@ def load_examples(data: str | Path, tokenizer, config: "TrainConfig") -> tuple[l
     stats = DataStats(files=[str(train_file)])
     digest = hashlib.sha256(train_file.read_bytes())
     if config.kg_url:
+        # exemplars come from the training split (as serving's come from the run's replies.npz of it)
+        replies = ReplyIndex.from_data(train_file) if config.exemplars else None
         with open_kg(config.kg_url) as kg:
-            digest.update(b"\0kg:" + kg.version.encode())
+            digest.update(b"\0kg:" + kg.version.encode() + f"\0exemplars:{config.exemplars}".encode())
             grounding = GroundingStats()
-            train = encode_file(train_file, tokenizer, config, stats, kg=kg, grounding=grounding)
-            val = encode_file(val_file, tokenizer, config, DataStats(), kg=kg) if val_file is not None else []
+            train = encode_file(train_file, tokenizer, config, stats, kg=kg, grounding=grounding, replies=replies)
+            val = (encode_file(val_file, tokenizer, config, DataStats(), kg=kg, replies=replies)
+                   if val_file is not None else [])
         plain = DataStats()
         encode_file(train_file, tokenizer, config, plain)
         stats.grounding = {"kg": str(config.kg_url), "facts": grounding.to_dict(),

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from kefu.clock import parse_time, shop_now
-from kefu.kg.prompt import model_messages
+from kefu.kg.prompt import conversation, model_messages, turn_exemplars
+from kefu.kg.replies import ReplyIndex
 from kefu.kg.retrieval import Facts, retrieve
 from kefu.kg.slots import SLOT, slot_values, slotify
 from kefu.kg.store import KnowledgeGraph
@@ -181,23 +182,28 @@ def lookup_text(history: Sequence[dict[str, str]], order_no: str | None = None) 
 
 
 def render_turn(kg: KnowledgeGraph, history: Sequence[dict[str, str]], *, shop: str = "本店",
-                customer_id: str | None = None, at: datetime | None = None, order_no: str | None = None) -> Rendered:
+                customer_id: str | None = None, at: datetime | None = None, order_no: str | None = None,
+                replies: ReplyIndex | None = None, exemplars: int = 0,
+                exclude_dialogue: str | None = None) -> Rendered:
     """The messages serving shows the model for the agent turn after ``history``: the KG's facts for the customer's
-    words at ``at`` (default: the shop clock) for ``customer_id``, through ``kefu.kg.prompt.model_messages`` — the
-    one rendering training and evaluation share with serving."""
+    words at ``at`` (default: the shop clock) for ``customer_id`` and ``exemplars`` of the shop's past ``replies``
+    (``kefu.kg.prompt.turn_exemplars``, never ``exclude_dialogue``'s own), through
+    ``kefu.kg.prompt.model_messages`` — the one rendering training and evaluation share with serving."""
     at = at or shop_now()
     facts = retrieve(kg, lookup_text(history, order_no), customer_id=customer_id, at=at)
-    messages = model_messages(list(history), facts.prompt_block or None, shop=shop)
+    shown = turn_exemplars(replies, conversation(history), exemplars, exclude_dialogue)
+    messages = model_messages(list(history), facts.prompt_block or None, shop=shop, exemplars=shown)
     return Rendered(messages, facts, customer_id, at)
 
 
-def render_dialogue_turn(kg: KnowledgeGraph, dialogue: Dialogue, index: int, *, shop: str = "本店") -> Rendered:
+def render_dialogue_turn(kg: KnowledgeGraph, dialogue: Dialogue, index: int, *, shop: str = "本店",
+                         replies: ReplyIndex | None = None, exemplars: int = 0) -> Rendered:
     """:func:`render_turn` for the agent message ``index`` of a prepared dialogue (its time and customer from its
-    record)."""
+    record; exemplars from other dialogues only)."""
     messages = [{"role": t.role, "content": t.content} for t in dialogue.messages]
     customer, order_no = asking_customer(kg, messages[:index + 1], dialogue.meta)
-    return render_turn(kg, messages[:index], shop=shop, customer_id=customer,
-                       at=turn_time(dialogue.meta), order_no=order_no)
+    return render_turn(kg, messages[:index], shop=shop, customer_id=customer, at=turn_time(dialogue.meta),
+                       order_no=order_no, replies=replies, exemplars=exemplars, exclude_dialogue=dialogue.id)
 
 
 def _one_claim(value: str) -> bool:
@@ -244,7 +250,8 @@ def ground_reply(reply: str, facts: Facts, history: Sequence[dict[str, str]],
 
 
 def grounded_examples(kg: KnowledgeGraph, dialogue: Dialogue, *, shop: str = "本店", train_on: str = "all_assistant",
-                      source: str = "", stats: GroundingStats | None = None) -> list[GroundedExample]:
+                      source: str = "", stats: GroundingStats | None = None, replies: ReplyIndex | None = None,
+                      exemplars: int = 0) -> list[GroundedExample]:
     """One example per agent turn that follows a customer turn (the last one only with ``train_on=last_assistant``):
     the turn rendered as serving renders it (:func:`render_dialogue_turn`, as evaluation renders it), then the
     agent's reply with its facts as slots, supervised."""
@@ -254,7 +261,7 @@ def grounded_examples(kg: KnowledgeGraph, dialogue: Dialogue, *, shop: str = "�
     messages = [{"role": t.role, "content": t.content} for t in dialogue.messages]
     out: list[GroundedExample] = []
     for k in agent_turns(messages, last_only=train_on == "last_assistant"):
-        rendered = render_dialogue_turn(kg, dialogue, k, shop=shop)
+        rendered = render_dialogue_turn(kg, dialogue, k, shop=shop, replies=replies, exemplars=exemplars)
         stats.turns += 1
         stats.turns_with_facts += bool(rendered.facts.facts)
         reply = ground_reply(messages[k]["content"], rendered.facts, messages[:k], stats)
