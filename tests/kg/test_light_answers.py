@@ -64,6 +64,8 @@ def test_model_names_typed_in_lower_case(shop):
 @pytest.mark.parametrize("question, total", [
     ("鹅绒服现在什么价位", "¥1239.15"),  # SL-10121 1599 × 0.85 = 1359.15; 满600减120 → 1239.15
     ("羽绒马甲 how much", "¥254.15"),  # SL-10132 299 × 0.85 = 254.15 (< 300: no 满减)
+    ("X1 两件多少", "¥958.20"),  # a quantity then 多少 asks the price: 1198 − 119.80 − 120
+    ("X1冲锋衣买2送啥", "¥958.20"),  # a bare figure after 买 is the quantity; 送啥 asks the gifts
 ])
 def test_price_words(shop, question, total):
     assert f"到手{total}" in ask(shop, question)
@@ -231,6 +233,9 @@ def test_order_answers(shop):
     ("杖尖 what's the tracking number", "C0174", "71252427316723"),  # the s of what's is no size S
     ("内裤发了吗", "C0003", "72057986828288"),  # 2611230018263304 已发货, 中通
     ("退款啥时候到账", "C0047", "退款中"),
+    ("鞋子到了吗", "C0332", "已签收"),  # C0332's only order, 2611202883143667
+    ("实付多少", "C0209", "实付¥2007.00"),  # 实付 without a product: the customer's own (newest) order
+    ("抓绒内胆退了吗", "C0386", "已取消"),  # 2611251019538161
 ])
 def test_order_phrasings(shop, question, customer, said):
     assert said in ask(shop, question, customer_id=customer)

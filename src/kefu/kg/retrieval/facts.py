@@ -33,12 +33,15 @@ PLAYBOOK_CUES = {
 }
 CUES = {
     "price": re.compile(r"多少钱|价格|价钱|价位|几块|售价|到手价|怎么卖|多钱|啥价|什么价|一共多少|总共多少|共多少|合计|总价|"
-                        r"最后付|付多少|最后多少|秒杀价|(?i:how much|price|cost)"),
-    "promotion": re.compile(r"优惠|活动|满减|折扣|打折|几折|优惠券|领券|用券|赠品|送什么|促销|双11|双十一|便宜"),
+                        r"最后付|付多少|最后多少|秒杀价|(?i:how much|price|cost)|"
+                        rf"[{light.QTY_UNITS}]\s*多少(?![克天度升斤米码号gGmMlL])"),  # 两件多少
+    "promotion": re.compile(r"优惠|活动|满减|折扣|打折|几折|优惠券|领券|用券|赠品|送什么|促销|双11|双十一|便宜|"
+                            r"送啥|送不送|赠啥|赠什么|有赠|送东西|送点"),
     "stock": re.compile(r"有货|有没有货|库存|还有吗|还有没有|缺货|补货|现货|断码|有没有.{0,6}[码号色]|有货没|卖完"),
     "after_sales": re.compile(r"退货|退款|退换|换货|无理由|七天|7天|维修|保修|售后|退回|能退|可以退|怎么退|换个|换一|"
                               r"能修|修一下|修理|返修|开线|掉了|坏了|能换|可以换|换吗|换码|质保"),
     "order": re.compile(r"订单|我的单|下的单|我买的|发货|物流|快递|到哪|签收|单号|什么时候到|到了没|取消|那[单笔]|发了|发出|寄出|寄了|"
+                        r"到了[吗么没]|到没到|(?:啥时候|几时|多久|几天)能?到|退了[吗么没]|退成功|"
                         r"(?i:tracking|track|order|shipped|shipping|delivery|deliver|parcel|package)"),
     "recommend": re.compile(r"推荐|适合|哪款|选哪|有什么好|搭配|配件|配什么|替代|类似"),
 }
@@ -197,7 +200,7 @@ def _own_orders(kg: KnowledgeGraph, snap: Snapshot, text: str, entities: list[di
         holding = [o for o in kg.orders_of(customer_id, limit=20) if wanted & {i.sku for i in o.items}]
         holding.sort(key=lambda o: -len(wanted & {i.sku for i in o.items}))  # stable: newest first among equals
         orders = holding[:1]
-    if not orders and (mine or ((cues["order"] or exceptions) and not products)):
+    if not orders and (mine or ((cues["order"] or exceptions or PAID.search(text)) and not products)):
         recent = kg.orders_of(customer_id, limit=20)
         if "退款" in text:  # "我的退款呢": the order being refunded
             recent = [o for o in recent if o.status == "退款中"] or recent
@@ -333,7 +336,7 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
         if amount:  # the promotion engine's arithmetic on the amount asked about is a fact of this turn
             facts.append(_fact("quote", "cart", amount.rstrip("。")))
             say("promotion", amount)
-        elif shown and re.search(r"什么|哪些|有没有|有吗|还有|吗|么", text):
+        elif shown and re.search(r"什么|哪些|有没有|有吗|还有|(?:打折|折扣|活动|优惠|满减|促销)[吗么没不]", text):
             say("promotion", "当前进行中的" + ("优惠券" if coupon_asked else "活动") + "："
                 + "；".join(light.promotion_line(p, at) for p in shown) + "。")
 
