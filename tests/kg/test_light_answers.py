@@ -158,6 +158,12 @@ def test_stock_by_colour_and_size(shop):
     assert "美丽诺羊毛T恤" not in socks  # 美丽诺 modifies 徒步袜 here
     kids = ask(shop, "儿童冲锋衣有170码吗 孩子长得快")  # SL-10035 sizes are heights 110..160
     assert "没有170码" in kids and "110/120/130/140/150/160" in kids
+    assert "有樱粉、S码，目前有货" in ask(shop, "X1女款粉色S码")  # a colour and a size alone ask for stock
+    assert "库存6件" in ask(shop, "三人帐篷还剩几个")  # SL-10726 stock 6
+    assert "库存7件" in ask(shop, "星野二人帐篷 in stock?")  # SL-10721 stock 7
+    assert "尺码可选39/40/41/42/43/44/45" in ask(shop, "疾风徒步鞋男款有哪几码")
+    assert "颜色可选雾霾蓝/曜石黑/松针绿" in ask(shop, "X1冲锋衣哪几种颜色")
+    assert ask(shop, "X1冲锋衣175穿几码") is None  # size advice (the FAQ's chart), not the list of sizes
 
 
 # ----------------------------------------------------------------------------------------------- 5. after-sales

@@ -293,8 +293,9 @@ ATTRIBUTES: list[tuple[str, re.Pattern[str], str]] = [
 ]
 WEIGHT = re.compile(r"\d(?:\.\d+)?\s*(?:kg|g|克|公斤)(?!/㎡)", re.IGNORECASE)
 CAPACITY = re.compile(r"^\d+(?:\.\d+)?(?:\+\d+)?\s*(?:L|ml|升|毫升)$", re.IGNORECASE)
-OPTIONS = {"颜色": re.compile(r"(?:几种|哪些|什么|多少种|啥)颜色|颜色(?:有哪些|有几种|都有)"),
-           "尺码": re.compile(r"(?:几种|哪些|什么|多少种|啥)(?:尺码|码|号)|尺码(?:有哪些|有几种|都有|齐)")}
+_WHICH = r"(?:几种|几个|哪几种|哪几个?|哪些|什么|多少种|多少个|啥)"  # 有几个码 / 哪几种颜色 (not 穿几码: advice)
+OPTIONS = {"颜色": re.compile(rf"{_WHICH}颜色|颜色(?:有哪些|有几种|都有)|几个色|哪几个?色"),
+           "尺码": re.compile(rf"{_WHICH}(?:尺码|码|号)|尺码(?:有哪些|有几种|都有|齐)")}
 
 
 def attributes_asked(text: str) -> list[str]:

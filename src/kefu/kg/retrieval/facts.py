@@ -37,7 +37,8 @@ CUES = {
                         rf"[{light.QTY_UNITS}]\s*多少(?![克天度升斤米码号gGmMlL])"),  # 两件多少
     "promotion": re.compile(r"优惠|活动|满减|折扣|打折|几折|优惠券|领券|用券|赠品|送什么|促销|双11|双十一|便宜|"
                             r"送啥|送不送|赠啥|赠什么|有赠|送东西|送点"),
-    "stock": re.compile(r"有货|有没有货|库存|还有吗|还有没有|缺货|补货|现货|断码|有没有.{0,6}[码号色]|有货没|卖完"),
+    "stock": re.compile(r"有货|有没有货|库存|还有吗|还有没有|缺货|补货|现货|断码|有没有.{0,6}[码号色]|有货没|卖完|"
+                        r"还剩|剩[几多]|还有几|还有多少|(?i:in stock|sold out)"),
     "after_sales": re.compile(r"退货|退款|退换|换货|无理由|七天|7天|维修|保修|售后|退回|能退|可以退|怎么退|换个|换一|"
                               r"能修|修一下|修理|返修|开线|掉了|坏了|能换|可以换|换吗|换码|质保"),
     "order": re.compile(r"订单|我的单|下的单|我买的|发货|物流|快递|到哪|签收|单号|什么时候到|到了没|取消|那[单笔]|发了|发出|寄出|寄了|"
@@ -342,8 +343,8 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
 
     # --- stock, colours and sizes; attributes quoted from the product's own fields
     stock_words = cues["stock"] and (not named or bool(colors or sizes) or bool(STOCK_ONLY.search(text)))
-    stock_asked = bool(products) and not about_order and (
-        stock_words or (bool(colors or sizes) and bool(AVAILABILITY.search(text)) and not (attributes or options)))
+    stock_asked = bool(products) and not about_order and (stock_words or (bool(colors or sizes) and not (
+        attributes or options) and (bool(AVAILABILITY.search(text)) or not any(cues.values()))))  # "X1女款粉色S码"
     if stock_asked and len(products) == 1:
         line = light.stock_answer(snap, products[0], colors, sizes)
         facts.append(_fact("stock", products[0].sku, line.rstrip("。")))
