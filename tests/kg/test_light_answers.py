@@ -66,6 +66,8 @@ def test_model_names_typed_in_lower_case(shop):
     ("羽绒马甲 how much", "¥254.15"),  # SL-10132 299 × 0.85 = 254.15 (< 300: no 满减)
     ("X1 两件多少", "¥958.20"),  # a quantity then 多少 asks the price: 1198 − 119.80 − 120
     ("X1冲锋衣买2送啥", "¥958.20"),  # a bare figure after 买 is the quantity; 送啥 asks the gifts
+    ("X1冲锋衣买俩多少钱", "¥958.20"),  # 俩 is two
+    ("速干T恤来五件", "¥445.00"),  # a product and a quantity alone: 5 × 99 = 495, 满300减50 → 445 (< 499: no gift)
 ])
 def test_price_words(shop, question, total):
     assert f"到手{total}" in ask(shop, question)

@@ -16,9 +16,9 @@ from kefu.text.numbers import NUMBER, cn_number, discount_mentions, format_fen, 
 
 # ------------------------------------------------------------------------------------------------ quantities
 QTY_UNITS = "件双个只条顶根支把副套瓶盒份对"
-# 三件 / 3个, x3, and a bare figure after 买 (买2送啥) that is no amount of money
+# 三件 / 3个, x3, and a bare figure or 俩 after 买/来/拿/要 (买2送啥, 买俩) that is no amount of money
 QUANTITY = re.compile(rf"(?<!第)({NUMBER})\s*[{QTY_UNITS}]|[x×*]\s*(\d{{1,2}})(?![\d.])"
-                      r"|(?<=买)\s*(\d{1,2})(?![\d.%元块钱折wW])")
+                      r"|(?<=[买来拿要])\s*(\d{1,2}|俩)(?![\d.%元块钱折wW])")
 CART_WORDS = re.compile(r"一共|总共|合计|总价|一起|再加|加上|共多少")
 LINKED = ("product", "category", "brand", "style", "material", "color", "size", "order_no", "logistics")
 
@@ -42,7 +42,7 @@ def quantities(text: str, entities: list[dict]) -> dict[str, int]:
     for m in QUANTITY.finditer(text):
         if _inside(m.start(), m.end(), spans):
             continue  # 三双装 in a product name, 2人 in a size
-        n = cn_number(m.group(1)) if m.group(1) else int(m.group(2) or m.group(3))
+        n = cn_number(m.group(1) or m.group(3)) if m.group(1) or m.group(3) else int(m.group(2))
         if not n or n > 99:
             continue
         after = [e for e in products if 0 <= e["start"] - m.end() <= 1]

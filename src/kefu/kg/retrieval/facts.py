@@ -265,7 +265,8 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
     promo_facts: dict[str, dict] = {}
     wants_price = not about_order and bool(products) and (
         cues["price"] or cues["promotion"] or bool(coupons or unknown_codes)
-        or (bool(wanted) and bool(light.CART_WORDS.search(text))))
+        or (bool(wanted) and bool(light.CART_WORDS.search(text)))
+        or (bool(wanted) and not any(cues.values()) and not (colors or sizes or attributes or options)))  # 来五件
     for product in products:
         facts.extend(_product_facts(product, colors, sizes))
         wants_promotions = wants_price or not (any(cues.values()) or colors or sizes or attributes or options)
