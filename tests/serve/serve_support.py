@@ -123,3 +123,45 @@ def live_uvicorn(app) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=5)
+
+
+class Drafts:
+    """Stands in for the model: one fixed draft per call (the last one repeats); records what it was asked."""
+
+    name = "drafts"
+
+    def __init__(self, *drafts):
+        self.drafts, self.calls = list(drafts), []
+
+    def models(self):
+        return ["tiny"]
+
+    async def stream(self, messages, **kwargs):
+        self.calls.append(kwargs)
+        draft = self.drafts[min(len(self.calls) - 1, len(self.drafts) - 1)]
+        for i in range(0, len(draft), 3):
+            yield draft[i:i + 3]
+
+    async def close(self):
+        pass
+
+
+def full_path_service(tiny, kg, engine):
+    """The sample shop with the light path switched off, so every turn goes through the model and verification."""
+    from dataclasses import replace
+
+    from kefu.kg.tools import SQLiteOrderBackend
+
+    service = make_service(tiny, engine=engine, kg=kg, order_backend=SQLiteOrderBackend(kg), retriever=None,
+                           order_lookup=None)
+    original = service.router
+
+    class Full:
+        def __getattr__(self, name):
+            return getattr(original, name)
+
+        def route(self, text, **kw):
+            return replace(original.route(text, **kw), light_path=False)
+
+    service.router = Full()
+    return service

@@ -3,11 +3,12 @@ tracking number, loops or echoes the system prompt never reaches the customer; s
 customer's own order only; nothing unverified is cached."""
 
 import asyncio
+import json
 
 import pytest
 
 from kefu.serve.verify import Evidence, echoes, looping, verify_reply
-from serve_support import REPO_SHOP, make_service
+from serve_support import REPO_SHOP, Drafts, full_path_service
 
 pytestmark = pytest.mark.skipif(not (REPO_SHOP / "products.csv").exists(), reason="sample shop not generated")
 
@@ -18,48 +19,6 @@ ORDER, OWNER, CARRIER, TRACKING = "2611217918058887", "C0127", "圆通速递", "
 @pytest.fixture(autouse=True)
 def _in_the_promotion_month(shop_time):
     """The sample shop's promotions run in November 2026."""
-
-
-class Drafts:
-    """Stands in for the model: one fixed draft per call (the last one repeats); records what it was asked."""
-
-    name = "drafts"
-
-    def __init__(self, *drafts):
-        self.drafts, self.calls = list(drafts), []
-
-    def models(self):
-        return ["tiny"]
-
-    async def stream(self, messages, **kwargs):
-        self.calls.append(kwargs)
-        draft = self.drafts[min(len(self.calls) - 1, len(self.drafts) - 1)]
-        for i in range(0, len(draft), 3):
-            yield draft[i:i + 3]
-
-    async def close(self):
-        pass
-
-
-def full_path_service(tiny, kg, engine):
-    """The sample shop with the light path switched off, so every turn goes through the model and verification."""
-    from dataclasses import replace
-
-    from kefu.kg.tools import SQLiteOrderBackend
-
-    service = make_service(tiny, engine=engine, kg=kg, order_backend=SQLiteOrderBackend(kg), retriever=None,
-                           order_lookup=None)
-    original = service.router
-
-    class Full:
-        def __getattr__(self, name):
-            return getattr(original, name)
-
-        def route(self, text, **kw):
-            return replace(original.route(text, **kw), light_path=False)
-
-    service.router = Full()
-    return service
 
 
 def ask(service, text, **kw):
@@ -139,14 +98,37 @@ def test_a_held_answer_that_fails_late_is_regenerated_whole_and_a_streamed_one_k
         deltas = []
         async for event in service.respond([{"role": "user", "content": "X1男款冲锋衣有XL码吗"}]):
             if event["type"] == "delta":
-                deltas.append(event["text"])
+                deltas.append((event["text"], event.get("replaces", False)))
             elif event["type"] == "done":
                 return deltas, event["reply"]
 
     engine = Drafts(first + wrong, retry)
     deltas, live = asyncio.run(streamed(full_path_service(tiny, shop_kg, engine)))
-    assert deltas[0] == first and "4XL" not in "".join(deltas) and live.text == "".join(deltas)
+    assert deltas[0] == (first, False) and "4XL" not in "".join(text for text, _ in deltas)
     assert live.replaced == "invented" and len(engine.calls) == 1  # part went out: replaced, not regenerated
+    # the replacement is flagged as standing instead of what was streamed; the session keeps only it
+    assert deltas[-1][1] is True and live.text == deltas[-1][0].lstrip("\n") and first not in live.text
+
+
+def test_a_streamed_replacement_is_marked_for_clients_that_can_show_it_alone(tiny, shop_kg):
+    """Over HTTP (SSE): the chunk carrying the replacement has ``kefu.replaces_sent`` (kefu's widget clears the
+    bubble and shows it alone; other OpenAI clients append it)."""
+    from fastapi.testclient import TestClient
+
+    from kefu.serve.app import create_app
+    from kefu.serve.gateway import Authenticator
+    from serve_support import API_KEY
+
+    service = full_path_service(tiny, shop_kg, Drafts("亲，X1冲锋衣是男款。有4XL码的，放心拍。"))
+    with TestClient(create_app(service, auth=Authenticator([API_KEY], use_store=False))) as client:
+        r = client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {API_KEY}"},
+                        json={"model": "tiny", "stream": True,
+                              "messages": [{"role": "user", "content": "X1男款冲锋衣有XL码吗"}]})
+    chunks = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+    pieces = [(c["choices"][0]["delta"].get("content", ""), (c.get("kefu") or {}).get("replaces_sent"))
+              for c in chunks if c["choices"] and c["choices"][0]["delta"].get("content")]
+    assert pieces[0] == ("亲，X1冲锋衣是男款。", None)
+    assert pieces[-1][1] is True and "4XL" not in "".join(text for text, _ in pieces)
 
 
 def test_a_looping_reply_is_replaced_and_never_cached(tiny, shop_kg):

@@ -308,6 +308,24 @@ def test_widget_dev_mode_without_a_token(browser, no_auth_server):
     page.close()
 
 
+def test_widget_shows_a_late_replacement_alone(browser, tiny, shop_kg, shop_time):
+    """A streamed model answer whose second sentence fails verification: the customer saw the verified first
+    sentence come in, then the replacement (the chunk marked ``kefu.replaces_sent``) stands alone in the bubble."""
+    from kefu.serve.app import create_app
+    from serve_support import Drafts, full_path_service
+
+    service = full_path_service(tiny, shop_kg, Drafts("亲，X1冲锋衣是男款。有4XL码的，放心拍。"))
+    with live_uvicorn(create_app(service, auth=Authenticator(enabled=False, use_store=False))) as url:
+        page = browser.new_page()
+        page.goto(url + "/widget?dev=1")
+        page.fill("#input", "X1男款冲锋衣有XL码吗")
+        page.press("#input", "Enter")
+        page.wait_for_selector(".msg.assistant.done")
+        shown = page.inner_text(".msg.assistant.done .body")
+        page.close()
+    assert "4XL" not in shown and "亲，X1冲锋衣是男款。" not in shown and shown.strip()
+
+
 def test_operator_page_shows_path_facts_and_verification(browser, live_server, app, shots):
     page = browser.new_page(viewport={"width": 1100, "height": 900})
     page.add_init_script(f"sessionStorage.setItem('kefu-operator-key', '{API_KEY}')")

@@ -204,8 +204,9 @@ class StopCut:
 
 
 async def _one_choice(events: AsyncIterator[dict[str, Any]], stops: list[str]):
-    """One ``ChatService.respond`` stream as ("meta", reply), ("delta", text)..., ("done", reply, finish_reason,
-    text): the text cut at the request's stop strings (the light path's text too), "stop" when cut there."""
+    """One ``ChatService.respond`` stream as ("meta", reply), ("delta", text, replaces)..., ("done", reply,
+    finish_reason, text): the text cut at the request's stop strings (the light path's text too), "stop" when cut
+    there; ``replaces``: this piece stands instead of the pieces streamed before it (a late verification failure)."""
     cut, sent = StopCut(stops), []
     try:
         async for event in events:
@@ -215,12 +216,12 @@ async def _one_choice(events: AsyncIterator[dict[str, Any]], stops: list[str]):
                 piece = cut.feed(event["text"])
                 if piece:
                     sent.append(piece)
-                    yield ("delta", piece)
+                    yield ("delta", piece, bool(event.get("replaces")))
             elif event["type"] == "done":
                 rest = cut.flush()
                 if rest:
                     sent.append(rest)
-                    yield ("delta", rest)
+                    yield ("delta", rest, False)
                 reply = event["reply"]
                 yield ("done", reply, "stop" if cut.stopped else (reply.finish_reason or "stop"), "".join(sent))
     finally:
@@ -467,9 +468,10 @@ def create_app(service: ChatService, *, auth: Authenticator | None = None,
                         for i in indexes:
                             yield chunk(i, {"role": "assistant", "content": ""},
                                         extra={"kefu": item[1].meta(staff=staff)})
-                    elif item[0] == "delta":
+                    elif item[0] == "delta":  # kefu.replaces_sent: a client may show this instead of what came before
                         for i in indexes:
-                            yield chunk(i, {"content": item[1]})
+                            yield chunk(i, {"content": item[1]},
+                                        extra={"kefu": {"replaces_sent": True}} if item[2] else None)
                     elif item[0] == "done":
                         for i in indexes:
                             finished[i] = (item[1], item[3])

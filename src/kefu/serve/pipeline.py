@@ -360,7 +360,8 @@ class ChatService:
                       customer_id: str | None = None, model: str | None = None, max_tokens: int | None = None,
                       temperature: float = 0.0, stop: list[str] | None = None,
                       sample: bool = False, held: bool = False) -> AsyncIterator[dict[str, Any]]:
-        """Yield ``{"type": "meta", "reply": Reply}``, then ``{"type": "delta", "text"}``..., then
+        """Yield ``{"type": "meta", "reply": Reply}``, then ``{"type": "delta", "text"}``... (``"replaces": True`` on
+        a replacement that follows streamed sentences and stands instead of them), then
         ``{"type": "done", "reply": Reply}`` (final text included). ``stop``: extra stop strings for the model's
         draft. ``sample``: another sample of the turn this session has just recorded (the API's ``n``): the session
         is read, not changed, and the answer is neither taken from nor put in the cache. ``held``: the caller takes
@@ -702,11 +703,12 @@ class ChatService:
                     fallback_text = self._handoff(turn, "engine unavailable", BUSY_HANDOFF_TEXT)
             else:
                 fallback_text = self._replace(turn, found, verdict)
+            # verified sentences already streamed: the replacement follows them, flagged so that a client that can
+            # (kefu's widget) shows it instead; the session keeps what stands, the replacement
             sep = "\n" if pieces else ""
-            pieces.append(sep + fallback_text)
-            yield {"type": "delta", "text": sep + fallback_text}
+            yield {"type": "delta", "text": sep + fallback_text, "replaces": bool(pieces)}
             self._log(reply, turn.caller_id, turn.masked, turn.started, error=error)
-            yield self._finish(turn, "".join(pieces))
+            yield self._finish(turn, fallback_text)
             return
         reply.fixes = stream.fixes
         reply.violations = len(stream.violations)

@@ -160,9 +160,11 @@
       if (!r.ok) { const e = new Error("http"); e.status = r.status; throw e; }
       for await (const chunk of chatChunks(r)) {
         if (chunk.id) messageId = chunk.id;
-        if (chunk.kefu) { meta = chunk.kefu; keepSession(meta); }
         const choice = chunk.choices && chunk.choices[0];
-        const piece = (choice && choice.delta && choice.delta.content) || "";
+        let piece = (choice && choice.delta && choice.delta.content) || "";
+        if (chunk.kefu && chunk.kefu.replaces_sent) {
+          answer = ""; piece = piece.replace(/^\n/, ""); // a late verification failure: the replacement stands alone
+        } else if (chunk.kefu) { meta = chunk.kefu; keepSession(meta); }
         if (!piece) continue;
         if (!started) {
           started = true; div.classList.remove("typing"); div.classList.add("streaming");
