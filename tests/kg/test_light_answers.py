@@ -68,6 +68,8 @@ def test_model_names_typed_in_lower_case(shop):
     ("X1冲锋衣买2送啥", "¥958.20"),  # a bare figure after 买 is the quantity; 送啥 asks the gifts
     ("X1冲锋衣买俩多少钱", "¥958.20"),  # 俩 is two
     ("速干T恤来五件", "¥445.00"),  # a product and a quantity alone: 5 × 99 = 495, 满300减50 → 445 (< 499: no gift)
+    ("珠峰羽绒服打完折多少", "¥1239.15"),
+    ("X1冲锋衣原价多少", "¥489.10"),  # 标价 599 is said with the price now
 ])
 def test_price_words(shop, question, total):
     assert f"到手{total}" in ask(shop, question)
@@ -204,6 +206,8 @@ def test_whether_promotions_stack(shop):
     assert flash.startswith("「帐篷睡袋限时秒杀」不与其他优惠同享") and "不能叠加" in flash
     cart = ask(shop, "星野二人帐篷秒杀能和满减一起用吗")  # 899 × 0.7 = 629.30, alone
     assert "不与其他优惠同享" in cart and "到手¥629.30" in cart
+    both = ask(shop, "星野二人帐篷和零下5度睡袋一起多少钱")  # 一起 + a price is a cart, not a stacking question
+    assert "到手¥1258.60" in both and "不能再叠加" not in both
     assert "双11跨店满减" in ask(shop, "羽绒服现在打折吗") and "羽绒服八五折" in ask(shop, "羽绒服现在打折吗")
 
 

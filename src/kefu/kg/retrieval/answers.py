@@ -90,7 +90,8 @@ def promotion_line(p: Promotion, at: datetime) -> str:
 
 
 # asked whether promotions go together; with two or more named, "秒杀的帐篷能用新人券吗" asks it too
-STACK_ASKED = re.compile(r"一起|一块用|同时用|同时享|叠加|同享|共用|都能用|再用|还能用|能用|可以用|可用")
+STACK_ASKED = re.compile(r"一起(?:用|享|参加|使用)|[能可以]一起|一块用|同时用|同时享|叠加|同享|共用|都能用|再用|还能用|"
+                         r"能用|可以用|可用")  # not 一起买/一起拍: that is a cart
 
 
 def stacking_line(promotions: list[Promotion]) -> str | None:
