@@ -251,3 +251,12 @@ def test_order_answers(shop):
 ])
 def test_order_phrasings(shop, question, customer, said):
     assert said in ask(shop, question, customer_id=customer)
+
+
+def test_an_order_and_a_second_question_in_one_message(shop):
+    # C0143's order 2611236201684934 (已发货, 顺丰) holds no X1: the X1 price is a question of its own (¥489.10)
+    both = ask(shop, "我的订单到哪了？另外X1冲锋衣多少钱", customer_id="C0143")
+    assert "已发货" in both and "SF045585304352" in both and "到手¥489.10" in both
+    # C0278's order holds 登山鞋, 抓绒衣 and a 保温杯: the exchange window of the category named, 30 days
+    shoes = ask(shop, "登山鞋什么时候发货？能换码吗", customer_id="C0278")
+    assert "待发货" in shoes and "30天内可换货" in shoes and "抓绒衣" not in shoes

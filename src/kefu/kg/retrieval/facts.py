@@ -243,6 +243,7 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
     wanted = light.quantities(text, entities)
 
     # --- orders
+    named_categories = list(categories)  # what the customer named, before the order's own categories join
     orders = _own_orders(kg, snap, text, entities, customer_id, products, cues, exceptions, facts, say)
     seen_orders: set[str] = set()
     for order in orders:
@@ -260,18 +261,22 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
         say("order", reply)
         categories.extend(snap.products[i.sku].category for i in order.items if i.sku in snap.products)
     about_order = bool(orders) or any(e["type"] in ("order_no", "logistics") for e in entities)
+    # "我的订单到哪了？另外X1冲锋衣多少钱": products that the turn's order does not hold are a shopping question of
+    # their own; a product of the order ("我买的X1多少钱") is asked about that order
+    ordered = {i.sku for o in orders for i in o.items}
+    shopping = not about_order or (bool(orders) and not PAID.search(text) and all(p.sku not in ordered for p in products))
 
     # --- products: attributes, colour/size/stock, promotions and the price now
     active = [p for p in snap.promotions if p.active(at)]
     promo_facts: dict[str, dict] = {}
-    wants_price = not about_order and bool(products) and (
+    wants_price = shopping and bool(products) and (
         cues["price"] or cues["promotion"] or bool(coupons or unknown_codes)
         or (bool(wanted) and bool(light.CART_WORDS.search(text)))
         or (bool(wanted) and not any(cues.values()) and not (colors or sizes or attributes or options)))  # 来五件
     for product in products:
         facts.extend(_product_facts(product, colors, sizes))
         wants_promotions = wants_price or not (any(cues.values()) or colors or sizes or attributes or options)
-        for promotion in applicable_promotions(active, product) if wants_promotions and not about_order else []:
+        for promotion in applicable_promotions(active, product) if wants_promotions and shopping else []:
             if promotion.id not in promo_facts:
                 extra = f"（需券码{promotion.code}）" if promotion.type == "coupon" else ""
                 exclusive = "，不与其他优惠同享" if promotion.exclusive else ""
@@ -280,7 +285,7 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
                     f"活动「{promotion.name}」：{promotion.rule_text()}{extra}，范围{promotion.scope_text()}{exclusive}，"
                     f"至{promotion.ends_at:%m-%d %H:%M}", **promotion.to_dict())
     quoted = None
-    if products and not about_order and (wants_price or named):
+    if products and shopping and (wants_price or named):
         together = len(products) == 1 or bool(wanted) or bool(light.CART_WORDS.search(text))
         carts = [[(p, wanted.get(p.sku, 1)) for p in products]] if together else [[(p, 1)] for p in products]
         for cart in carts:
@@ -345,7 +350,7 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
 
     # --- stock, colours and sizes; attributes quoted from the product's own fields
     stock_words = cues["stock"] and (not named or bool(colors or sizes) or bool(STOCK_ONLY.search(text)))
-    stock_asked = bool(products) and not about_order and (stock_words or (bool(colors or sizes) and not (
+    stock_asked = bool(products) and shopping and (stock_words or (bool(colors or sizes) and not (
         attributes or options) and (bool(AVAILABILITY.search(text)) or not any(cues.values()))))  # "X1女款粉色S码"
     if stock_asked and len(products) == 1:
         line = light.stock_answer(snap, products[0], colors, sizes)
@@ -400,7 +405,9 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
             if line:
                 say("after_sales", line)
         elif fields and not PAID.search(text):  # "我要退货 订单X": the windows of what that order holds
-            for category in list(dict.fromkeys(categories))[:3]:
+            held = list(dict.fromkeys(categories))
+            # "登山鞋什么时候发货？能换码吗": the category named, not every category of the order
+            for category in [c for c in held if c in named_categories][:3] or held[:3]:
                 line = light.policy_answer(snap, [category], text, products)
                 if line:
                     say("after_sales", line)
