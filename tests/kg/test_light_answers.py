@@ -137,6 +137,8 @@ def test_expired_unknown_and_coupon_only_questions(shop):
     ("通勤包能放几寸的电脑", ["15.6英寸"]),  # SL-10632
     ("重装登山靴能背多重的包", ["负重20kg"]),  # SL-10529: 负重 is what it carries, not what it weighs
     ("钛杯重不重", ["150g"]),
+    ("X1冲锋衣 jacket waterproof吗", ["10000mm"]),  # English words for the attribute
+    ("钛杯 weight? capacity多大", ["150g", "450ml"]),
 ])
 def test_attributes_are_quoted_from_the_product(shop, question, quoted):
     answer = ask(shop, question)
