@@ -165,6 +165,7 @@ def test_stock_by_colour_and_size(shop):
     kids = ask(shop, "儿童冲锋衣有170码吗 孩子长得快")  # SL-10035 sizes are heights 110..160
     assert "没有170码" in kids and "110/120/130/140/150/160" in kids
     assert "有樱粉、S码，目前有货" in ask(shop, "X1女款粉色S码")  # a colour and a size alone ask for stock
+    assert "没有46码" in ask(shop, "溯溪鞋四十六码有吗")  # SL-10429 sizes 39..45
     assert "库存6件" in ask(shop, "三人帐篷还剩几个")  # SL-10726 stock 6
     assert "库存7件" in ask(shop, "星野二人帐篷 in stock?")  # SL-10721 stock 7
     assert "尺码可选39/40/41/42/43/44/45" in ask(shop, "疾风徒步鞋男款有哪几码")

@@ -260,6 +260,8 @@ def test_latin_names_link_in_any_case_and_sizes_need_a_whole_word(tmp_path):
     assert products("x1和x2哪个好") == [("x1", "SL-40001"), ("x2", "SL-40002")]
     sizes = [e["value"] for e in link(kg, "儿童冲锋衣有170码吗 what's the price") if e["type"] == "size"]
     assert sizes == ["170"]  # a height with 码 is a size; the s of "what's" is not S
+    sizes = [e["value"] for e in link(kg, "四十二码和一百七十码，三十号能到吗") if e["type"] == "size"]
+    assert sizes == ["42", "170"]  # sizes in Chinese numerals; 三十号 is a date
 
 
 def test_order_number_typed_with_spaces_and_the_order_holding_a_product(kg):

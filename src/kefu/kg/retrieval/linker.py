@@ -11,10 +11,15 @@ from dataclasses import dataclass, field
 from kefu.kg.store import KnowledgeGraph, Snapshot
 from kefu.text import trie_regex as text_trie_regex
 from kefu.text.claims import ORDER_NO, TRACKING_NO, order_numbers
+from kefu.text.numbers import cn_number
 
-# letter sizes (not the s of "what's"), shoe sizes 3x/4x and children's heights 100-190 with 码/号 (有170码吗)
+# letter sizes (not the s of "what's"), shoe sizes 3x/4x and children's heights 100-190 with 码/号 (有170码吗), the
+# same in Chinese numerals (四十二码, 一百七十码; not 三十号, a day of the month)
 SIZE = re.compile(r"(?<![A-Za-z0-9'’])(XXXL|XXL|XL|XS|2XL|3XL|4XL|S|M|L)(?![A-Za-z])(?:码|号)?"
-                  r"|(?<!\d)(3\d|4\d|1[0-9]0)(?:码|号)|均码", re.IGNORECASE)
+                  r"|(?<!\d)(3\d|4\d|1[0-9]0)(?:码|号)"
+                  r"|(?<![零一二两三四五六七八九十百])(三十[二三四五六七八九]|四十[一二三四五六七八九]?|一百[一二三四五六七八九]?十)"
+                  r"(?:码|号)|均码",
+                  re.IGNORECASE)
 # "x2" typed lowercase right after a product ("x1冲锋衣 x2") is a quantity (×2), not the product X2
 LOWER_QUANTITY = re.compile(r"[x×*]\d{1,2}")
 BASE_COLORS = "黑白红蓝灰绿黄粉紫橙棕咖米青"
@@ -156,7 +161,7 @@ def link(kg: KnowledgeGraph, text: str, *, snap: Snapshot | None = None) -> list
             taken.append(m.span())
     for m in SIZE.finditer(text):
         if free(*m.span()):
-            value = (m.group(1) or m.group(2) or "均码").upper()
+            value = (m.group(1) or m.group(2) or (str(cn_number(m.group(3))) if m.group(3) else "均码")).upper()
             entities.append({"type": "size", "text": m.group(), "start": m.start(), "end": m.end(), "value": value})
             taken.append(m.span())
     entities.sort(key=lambda e: (e["start"], e["end"], e["type"]))
