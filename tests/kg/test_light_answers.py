@@ -181,6 +181,9 @@ def test_after_sales_windows_by_category(shop):
     assert ask(shop, "袜子拆开了还能退吗").startswith("已拆封或已穿着的袜子不支持7天无理由退货")
     assert ask(shop, "刻字的保温杯可以七天无理由退吗").startswith("激光刻字定制款不支持7天无理由退货")
     assert "买家（质量问题由卖家承担）" in ask(shop, "退货的运费谁出啊")  # the same in every category
+    assert "730天内保修" in ask(shop, "背包保修多久")  # everyday words for a category: 背包 → 双肩包
+    assert "730天内保修" in ask(shop, "包包保修几年")
+    assert "不提供保修" in ask(shop, "袜子保修吗")  # 袜子 repair_days 0
     # 坏了 is a logistics-damage cue, but without an order in the turn the policy settles it
     assert "365天内保修" in ask(shop, "保温杯坏了保修多久")
     assert ask(shop, "我的快递破损了", customer_id="C0143") is None  # with an order: the playbook, not a line

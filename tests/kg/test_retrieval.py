@@ -262,6 +262,9 @@ def test_latin_names_link_in_any_case_and_sizes_need_a_whole_word(tmp_path):
     assert sizes == ["170"]  # a height with 码 is a size; the s of "what's" is not S
     sizes = [e["value"] for e in link(kg, "四十二码和一百七十码，三十号能到吗") if e["type"] == "size"]
     assert sizes == ["42", "170"]  # sizes in Chinese numerals; 三十号 is a date
+    # an everyday word for a category the shop has (冲锋衣 here), never one it lacks or a catalogue term
+    assert ("category", "冲锋衣") not in {(e["type"], e["value"]) for e in link(kg, "背包保修多久")}
+    assert not [e for e in link(kg, "背包保修多久") if e["type"] == "category"]  # no 双肩包 in this shop
 
 
 def test_order_number_typed_with_spaces_and_the_order_holding_a_product(kg):

@@ -70,8 +70,7 @@ class Policy:
             parts.append("不支持无理由退货")
         if self.exchange_days:
             parts.append(f"{self.exchange_days}天内可换货")
-        if self.repair_days:
-            parts.append(f"{self.repair_days}天内保修")
+        parts.append(f"{self.repair_days}天内保修" if self.repair_days else "不提供保修")  # 0 days: no repair
         text = "，".join(parts)
         if self.conditions:
             text += "；条件：" + "、".join(self.conditions)

@@ -24,6 +24,12 @@ SIZE = re.compile(r"(?<![A-Za-z0-9'’])(XXXL|XXL|XL|XS|2XL|3XL|4XL|S|M|L)(?![A-
 LOWER_QUANTITY = re.compile(r"[x×*]\d{1,2}")
 BASE_COLORS = "黑白红蓝灰绿黄粉紫橙棕咖米青"
 COLOR_WORD = re.compile(rf"([{BASE_COLORS}]|卡其|藏青|藏蓝|军绿|墨绿|天蓝|深蓝|浅蓝|深灰|浅灰|酒红|玫红|橘)(?:色|的|款|颜色)")
+# everyday words for a category a shop names formally: a word links to the category only when the shop has that
+# category and no product or catalogue term already uses the word (the catalogue's own words win)
+CATEGORY_WORDS: dict[str, tuple[str, ...]] = {
+    "双肩包": ("背包", "包包", "旅行包"), "保温杯": ("杯子",), "登山杖": ("手杖",), "登山鞋": ("登山靴", "爬山鞋"),
+    "羽绒服": ("羽绒衣", "羽绒外套"), "抓绒衣": ("抓绒外套",), "速干T恤": ("速干短袖",),
+}
 PUNCT = re.compile(r"[\s，。！？、,.!?~～：:；;“”\"'（）()【】\[\]…—-]+")
 FILLER = re.compile(r"请问|你好|您好|亲爱的|亲|你们|咱们|麻烦|一下|呀|吗|呢|啊|哈|吧|哦|嘛|么")
 
@@ -89,6 +95,11 @@ def linker(snap: Snapshot) -> Linker:
     for category in snap.policies:
         if category != "*":
             add(category, "category", category)
+    categories = {p.category for p in snap.products.values()} | {c for c in snap.policies if c != "*"}
+    for category, words in CATEGORY_WORDS.items():
+        for word in words if category in categories else ():
+            if word not in meanings:
+                add(word, "category", category)
     pattern = trie_regex(sorted(meanings, key=lambda t: (-len(t), t)), re.IGNORECASE)
     folded = {}
     for term in sorted(meanings, key=lambda t: (t.casefold() != t, t)):
