@@ -41,6 +41,7 @@ def test_absolute_terms_flagged_with_article(text, rule):
     "最快什么时候发货？", "最近有活动吗", "最后一件了吗", "第一次买，第一天就到了", "您说的第一款是冲锋衣",
     "面料是100%纯棉", "成分：棉100%", "羽绒含量100%", "最好先量一下尺码哦", "第一时间为您处理", "最晚明天发货",
     "最多可以退两件", "满300减50哦", "是100%美丽诺羊毛，150g/㎡", "系统已自动按最优惠的组合计算", "最高档只减一次",
+    "满300减50，满600减120（每单享一次，取最高档）",  # a promotion's own rule text (promotions.json P001)
 ])
 def test_no_false_positives(text):
     assert check(text) == [], check(text)
