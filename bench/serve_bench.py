@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import os
 import random
@@ -261,12 +260,8 @@ async def router_experiment(engine, kg, turns_fit, turns_test, args) -> dict:
                             target_full_share=args.target_full_share)
     model.calibrate([t["text"] for t in turns_fit], args.target_full_share)
 
-    class AllFull(Router):  # every turn the light path could answer goes to the model (handoffs stay)
-        def route(self, text, **kw):
-            return dataclasses.replace(super().route(text, **kw), light_path=False)
-
-    results = {}
-    for label, router in (("all-full", AllFull(None)), ("router", Router(model))):
+    results = {}  # all-full: every turn the light path could answer goes to the model (handoffs stay)
+    for label, router in (("all-full", Router(None, light_path=False)), ("router", Router(model))):
         config = ServeConfig(cache_max_entries=0, max_new_tokens=args.max_new_tokens)
         from kefu.kg.tools import SQLiteOrderBackend
 

@@ -102,7 +102,6 @@ def test_reply_meta_shows_the_facts_to_staff_only():
 
 def test_model_answers_are_counted_as_vllm_counts_them(tiny):
     """Prompt and generation tokens, time per output token and the finish reason of a model answer, from the engine."""
-    from dataclasses import replace
 
     from kefu.serve.engine.base import Finished, Generation
 
@@ -120,8 +119,7 @@ def test_model_answers_are_counted_as_vllm_counts_them(tiny):
             return Generation(items())
 
     service = make_service(tiny, engine=Counting())
-    original = service.router.route
-    service.router.route = lambda text, **kw: replace(original(text, **kw), light_path=False)
+    service.router.light_path = False
     reply = asyncio.run(service.answer([{"role": "user", "content": "你们店在哪个城市"}]))
     assert reply.path == "full" and reply.finish_reason == "length"
     assert (reply.prompt_tokens, reply.completion_tokens) == (12, 5)
@@ -134,8 +132,6 @@ def test_model_answers_are_counted_as_vllm_counts_them(tiny):
 def test_an_answer_cut_by_its_token_budget_ends_at_its_last_whole_sentence(tiny):
     """"……24小时内给您回复。您可以联系" (the budget ran out mid-sentence): the customer reads the whole sentences; the
     finish reason still says "length". A draft that is one unfinished sentence is kept (there is nothing else)."""
-    from dataclasses import replace
-
     from kefu.serve.engine.base import Finished, Generation
 
     class Cut:
@@ -156,8 +152,7 @@ def test_an_answer_cut_by_its_token_budget_ends_at_its_last_whole_sentence(tiny)
 
     def ask_full(engine, text):
         service = make_service(tiny, engine=engine)
-        original = service.router.route
-        service.router.route = lambda t, **kw: replace(original(t, **kw), light_path=False)
+        service.router.light_path = False
         return asyncio.run(service.answer([{"role": "user", "content": text}]))
 
     reply = ask_full(Cut("好的，已经为您登记。", "您可以联系"), "你们店在哪个城市")

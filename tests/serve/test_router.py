@@ -70,9 +70,10 @@ def test_a_route_made_before_the_facts_settles_as_decide_would():
     assert Router().route("订单1234567890123456呢").order_tool
     assert Router().route("那物流到哪了", known_order="1234567890123456").order_tool
     assert not Router().route("物流到哪了").order_tool
-    forced = replace(Router().route("冲锋衣多少钱"), light_path=False)
+    forced = Router(light_path=False).route("冲锋衣多少钱")
     assert forced.settle(light_answer=True, tool_answer=True).path == "full"
-    assert replace(Router().route("转人工"), light_path=False).settle().path == "handoff"
+    assert Router(light_path=False).route("转人工").settle().path == "handoff"
+    assert Router().route("冲锋衣多少钱").settle(light_answer=True).path == "light"
 
 
 def test_a_turn_the_shops_data_settles_is_answered_from_it_whatever_the_classifier_says():

@@ -139,39 +139,39 @@ def test_load_examples_reports_grounded_against_plain(kg, tmp_path, capsys):
     assert "grounded in" in err and f"{stats.examples:,} examples" in err and "KG-backed" in err
 
 
-def test_serving_and_training_render_the_same_messages(kg):
-    """The full-model path's prompt for a turn (kefu.serve) equals the grounded rendering of that turn."""
+class Capture:
+    """Stands in for the model: records the messages it is sent, answers 好的亲。"""
+
+    name = "capture"
+
+    def __init__(self):
+        self.prompts = []
+
+    def models(self):
+        return ["tiny"]
+
+    async def stream(self, messages, **kwargs):
+        self.prompts.append(messages)
+        yield "好的亲。"
+
+    async def close(self):
+        pass
+
+
+def model_path_service(kg, engine, **kwargs):
+    """A ChatService on ``kg`` whose every turn takes the model's path (the light path off), to see its prompt."""
     from kefu.kg.tools import SQLiteOrderBackend
     from kefu.serve.pipeline import ChatService
+    from kefu.serve.router import Router
 
-    class Capture:
-        name = "capture"
+    return ChatService(engine, kg=kg, order_backend=SQLiteOrderBackend(kg), router=Router(light_path=False),
+                       **kwargs)
 
-        def __init__(self):
-            self.prompts = []
 
-        def models(self):
-            return ["tiny"]
-
-        async def stream(self, messages, **kwargs):
-            self.prompts.append(messages)
-            yield "好的亲。"
-
-        async def close(self):
-            pass
-
+def test_serving_and_training_render_the_same_messages(kg):
+    """The full-model path's prompt for a turn (kefu.serve) equals the grounded rendering of that turn."""
     engine = Capture()
-    service = ChatService(engine, kg=kg, order_backend=SQLiteOrderBackend(kg))
-    original = service.router
-
-    class Full:  # the model path for this check
-        def __getattr__(self, name):
-            return getattr(original, name)
-
-        def route(self, text, **kw):
-            return replace(original.route(text, **kw), light_path=False)
-
-    service.router = Full()
+    service = model_path_service(kg, engine)
     for question in ("SL-10121现在多少钱", "羽绒服怎么洗"):
         history = [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "亲，在的。"},
                    {"role": "user", "content": question}]
@@ -195,8 +195,6 @@ def test_training_shows_other_dialogues_past_replies_and_serving_shows_the_same(
     messages training rendered for the same conversation."""
     from kefu.kg.prompt import EXEMPLARS_HEADER
     from kefu.kg.replies import ReplyIndex
-    from kefu.kg.tools import SQLiteOrderBackend
-    from kefu.serve.pipeline import ChatService
 
     dialogues = _shop_dialogues(300)
     index = ReplyIndex.build(dialogues)
@@ -214,34 +212,8 @@ def test_training_shows_other_dialogues_past_replies_and_serving_shows_the_same(
             assert all(any(placeholders_of(r).startswith(line) for r in others) for line in lines)
     assert shown > 20
 
-    class Capture:
-        name = "capture"
-
-        def __init__(self):
-            self.prompts = []
-
-        def models(self):
-            return ["tiny"]
-
-        async def stream(self, messages, **kwargs):
-            self.prompts.append(messages)
-            yield "好的亲。"
-
-        async def close(self):
-            pass
-
     engine = Capture()
-    service = ChatService(engine, kg=kg, order_backend=SQLiteOrderBackend(kg), replies=index, exemplars=2)
-    original = service.router
-
-    class Full:
-        def __getattr__(self, name):
-            return getattr(original, name)
-
-        def route(self, text, **kw):
-            return replace(original.route(text, **kw), light_path=False)
-
-    service.router = Full()
+    service = model_path_service(kg, engine, replies=index, exemplars=2)
     history = [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "亲，在的。"},
                {"role": "user", "content": "什么时候发货"}]
     asyncio.run(service.answer(history))

@@ -317,9 +317,13 @@ class Route:
 class Router:
     """Turns rules + classifier into a per-turn decision."""
 
-    def __init__(self, model: RouterModel | None = None, handoff_after_failures: int = 2):
+    def __init__(self, model: RouterModel | None = None, handoff_after_failures: int = 2, *,
+                 light_path: bool = True):
+        """``light_path=False``: every turn that is not handed off goes to the model, also where the shop's data
+        could answer (the model measured through serving, its prompt seen: baselines and tests)."""
         self.model = model
         self.handoff_after_failures = handoff_after_failures
+        self.light_path = light_path
 
     def intent(self, text: str) -> str:
         """The turn's intent: the keyword rules for handoff/complaint (and without a classifier), else the
@@ -354,9 +358,9 @@ class Router:
             return Route(intent, f"{failures} failed turns")
         order_tool = self.wants_order_tool(text, known_order)
         if self.model is None:
-            return Route(intent, order_tool=order_tool)
+            return Route(intent, order_tool=order_tool, light_path=self.light_path)
         return Route(intent, order_tool=order_tool, score=self.model.analyse(text)[0],
-                     threshold=self.model.threshold)
+                     threshold=self.model.threshold, light_path=self.light_path)
 
     def decide(self, text: str, *, failures: int = 0, light_answer: bool = False, tool_answer: bool = False,
                intent: str | None = None) -> RouteDecision:
