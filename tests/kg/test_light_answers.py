@@ -75,6 +75,17 @@ def test_price_words(shop, question, total):
     assert f"到手{total}" in ask(shop, question)
 
 
+@pytest.mark.parametrize("question, heads, total", [
+    # a model name ending in a digit right before a Chinese quantity: X2 899 × 3 = 2697; 九折 on 2 −179.80; −120
+    ("X2三件多少", ["¥899.00×3"], "¥2397.20"),
+    # x1 × 2 = 1198, 速干T恤 99 × 3 = 297 → 1495; 九折 on the two X1 −119.80 → 1375.20; 满600减120 → 1255.20
+    ("x1两件+速干T恤三件 总价", ["¥599.00×2", "¥99.00×3"], "¥1255.20"),
+])
+def test_quantities_after_model_names(shop, question, heads, total):
+    answer = ask(shop, question)
+    assert all(h in answer for h in heads) and f"到手{total}" in answer, answer
+
+
 def test_two_products_in_one_cart(shop):
     # X1 599 + 2 × 速干T恤 99 = 797; 九折 on X1: −59.90 → 737.10; 满600减120 → 617.10
     answer = ask(shop, "X1冲锋衣一件再加两件速干T恤一起拍，一共多少钱")

@@ -34,20 +34,23 @@ def mask(text: str, entities: list[dict]) -> str:
 
 
 def quantities(text: str, entities: list[dict]) -> dict[str, int]:
-    """SKU → quantity the customer wants (三件, 3件, 两双, 买2个, x3): a quantity right before a product belongs to
-    it ("两件速干T恤"), otherwise to the product named before it ("X1冲锋衣我要买三件")."""
+    """SKU → quantity the customer wants (三件, 3件, 两双, 买2个, x3): a quantity straight after a product belongs to
+    it ("x1两件+速干T恤三件"), then one right before a product ("两件速干T恤"), otherwise the product named before it
+    ("X1冲锋衣我要买三件")."""
     spans = [(e["start"], e["end"]) for e in entities if e["type"] in LINKED]
     products = [e for e in entities if e["type"] == "product"]
     out: dict[str, int] = {}
-    for m in QUANTITY.finditer(text):
+    for m in QUANTITY.finditer(mask(text, entities)):  # "x1两件": the model name's digit is not part of 两
         if _inside(m.start(), m.end(), spans):
             continue  # 三双装 in a product name, 2人 in a size
         n = cn_number(m.group(1) or m.group(3)) if m.group(1) or m.group(3) else int(m.group(2))
         if not n or n > 99:
             continue
+        right_after = [e for e in products if 0 <= m.start() - e["end"] <= 1 and not text[e["end"]:m.start()].strip()]
         after = [e for e in products if 0 <= e["start"] - m.end() <= 1]
         before = [e for e in products if e["end"] <= m.start()]
-        target = after[0] if after else before[-1] if before else next(
+        # "x1两件+速干T恤三件": a quantity straight after a product is that product's, before one right before the next
+        target = right_after[0] if right_after else after[0] if after else before[-1] if before else next(
             (e for e in products if e["start"] >= m.end()), None)
         if target is not None:
             out.setdefault(target["value"], n)
