@@ -150,6 +150,11 @@ def test_expired_unknown_and_coupon_only_questions(shop):
     ("钛杯重不重", ["150g"]),
     ("X1冲锋衣 jacket waterproof吗", ["10000mm"]),  # English words for the attribute
     ("钛杯 weight? capacity多大", ["150g", "450ml"]),
+    ("珠峰是鸭绒还是鹅绒", ["90%白鹅绒"]),  # SL-10121 material
+    ("美丽诺羊毛T恤克重", ["150g/㎡"]),
+    ("X1冲锋衣内胆什么材质", ["内胆300g摇粒绒"]),  # the jacket's own liner, not the 睡袋内胆 (alias 内胆)
+    ("316保温杯内胆是什么钢", ["316不锈钢内胆"]),
+    ("渔夫帽头围多大", ["M(56-58cm)/L(58-60cm)"]),  # SL-11121 sizes; 头围多大 is no capacity
 ])
 def test_attributes_are_quoted_from_the_product(shop, question, quoted):
     answer = ask(shop, question)

@@ -283,11 +283,12 @@ CLAUSE = re.compile(r"[，,；;。]")
 ATTRIBUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("防水", re.compile(r"防水|下雨|淋雨|防雨|漏水|(?i:waterproof|rain)"), r"防水|防泼水|防雨"),
     ("透气", re.compile(r"透气|透湿|闷不闷|捂汗|(?i:breathab)"), r"透气|透湿"),
-    ("面料", re.compile(r"面料|材质|材料|什么料|啥料|什么做的|啥做的|成分|纯[^，。？?\s]{0,4}[的吗]|什么皮|啥皮|(?i:material|fabric)"), "material"),
+    ("面料", re.compile(r"面料|材质|材料|什么料|啥料|什么做的|啥做的|成分|纯[^，。？?\s]{0,4}[的吗]|什么皮|啥皮|什么钢|啥钢|"
+                          r"[什啥]么?绒|鸭绒|鹅绒|克重|(?i:material|fabric)"), "material"),
     ("重量", re.compile(r"(?<![背扛承载])多重|重量|重多少|多少重|多沉|沉不沉|重不重|几斤|多少斤|轻不轻|(?i:weigh|heavy)"), "weight"),
     ("负重", re.compile(r"负重|承重|[背扛承载](?:多重|多少斤|多少公斤|得动)"), r"负重|承重"),
     ("长度", re.compile(r"多长|长度|折起来"), r"长度|\d(?:cm|厘米)"),
-    ("容量", re.compile(r"(?<!大)容量|多大|装多少|能装|几升|多少升|多少毫升|多少ml|几种容量|(?i:capacity|how many lit)"), "capacity"),
+    ("容量", re.compile(r"(?<!大)容量|(?<!围)多大|装多少|能装|几升|多少升|多少毫升|多少ml|几种容量|(?i:capacity|how many lit)"), "capacity"),
     ("保暖", re.compile(r"保暖|蓬松|充绒|含绒|多少度|几度|温度|冷不冷|扛冻"), r"蓬松|充绒|绒|℃|温度|保暖"),
     ("版型", re.compile(r"版型|修身|宽松|偏大|偏小|尺码建议|码数建议|怎么选码|选码|显瘦|收腰|楦"), r"版型|修身|收腰|宽松|楦|选码|偏大|偏小"),
     ("防晒", re.compile(r"防晒|紫外线|UPF|晒不晒", re.IGNORECASE), r"防晒|UPF"),
@@ -299,7 +300,7 @@ WEIGHT = re.compile(r"\d(?:\.\d+)?\s*(?:kg|g|克|公斤)(?!/㎡)", re.IGNORECASE
 CAPACITY = re.compile(r"^\d+(?:\.\d+)?(?:\+\d+)?\s*(?:L|ml|升|毫升)$", re.IGNORECASE)
 _WHICH = r"(?:几种|几个|哪几种|哪几个?|哪些|什么|多少种|多少个|啥)"  # 有几个码 / 哪几种颜色 (not 穿几码: advice)
 OPTIONS = {"颜色": re.compile(rf"{_WHICH}颜色|颜色(?:有哪些|有几种|都有)|几个色|哪几个?色"),
-           "尺码": re.compile(rf"{_WHICH}(?:尺码|码|号)|尺码(?:有哪些|有几种|都有|齐)")}
+           "尺码": re.compile(rf"{_WHICH}(?:尺码|码|号)|尺码(?:有哪些|有几种|都有|齐)|头围")}
 
 
 def attributes_asked(text: str) -> list[str]:

@@ -115,7 +115,8 @@ def _ascii_word(text: str, i: int) -> bool:
 
 def _drop_modifiers(entities: list[dict], snap: Snapshot) -> list[dict]:
     """"美丽诺徒步袜": a product term right next to another product's term that it is part of the name of (美丽诺 in
-    美丽诺中厚徒步袜) modifies that product; it is not a second product."""
+    美丽诺中厚徒步袜) modifies that product, and one right after a product that its material or description names
+    ("X1冲锋衣内胆", "316保温杯内胆") is a part of it; neither is a second product."""
     products = [e for e in entities if e["type"] == "product"]
     drop = []
     for e in products:
@@ -125,6 +126,9 @@ def _drop_modifiers(entities: list[dict], snap: Snapshot) -> list[dict]:
             target = snap.products.get(other["value"])
             if target and any(e["text"].casefold() in term.casefold() for term in [target.name, *target.aliases]):
                 drop.append(e)
+                break
+            if target and other["end"] == e["start"] and e["text"] in target.material + target.description:
+                drop.append(e)  # "X1冲锋衣内胆": a part the product's own material names, not a second product
                 break
     return [e for e in entities if not any(e is d for d in drop)]
 
