@@ -275,6 +275,21 @@ def test_order_phrasings(shop, question, customer, said):
     assert said in ask(shop, question, customer_id=customer)
 
 
+def test_return_questions_about_the_customers_own_order(shop):
+    # C0148's 珠峰 order was signed 2026-10-26 16:48: 31.7 days before NOV27 10:00, past 7 and 15 days, inside 365;
+    # the line gives the signing date, not a count of days
+    late = ask(shop, "珠峰羽绒服能退吗", customer_id="C0148")
+    assert "10月26日签收，已超过7天无理由退货期，已过15天换货期，在365天保修期内" in late and "31.7" not in late
+    # C0115's 速干T恤 signed 11-24 10:41: 3.0 days, inside the 7 days; 拆了吊牌 is no 贴身衣物 exception for a T恤
+    assert "在7天无理由退货期内" in ask(shop, "速干T恤能退吗", customer_id="C0115")
+    tags = ask(shop, "速干T恤拆了吊牌能退吗", customer_id="C0115")
+    assert "在7天无理由退货期内" in tags and not tags.startswith("速干内裤")
+    assert not ask(shop, "速干T恤拆了吊牌能退吗").startswith("速干内裤")
+    assert "订单已取消，无需售后" in ask(shop, "抓绒内胆能退吗", customer_id="C0386")
+    shoes = ask(shop, "我买的鞋能退吗 还来得及吗", customer_id="C0332")
+    assert shoes.count("「美丽诺中厚徒步袜」11月23日签收") == 1 and "「316不锈钢保温杯」11月" not in shoes  # once; no gift
+
+
 def test_an_order_and_a_second_question_in_one_message(shop):
     # C0143's order 2611236201684934 (已发货, 顺丰) holds no X1: the X1 price is a question of its own (¥489.10)
     both = ask(shop, "我的订单到哪了？另外X1冲锋衣多少钱", customer_id="C0143")

@@ -411,11 +411,17 @@ def policy_fields(text: str) -> list[str]:
             if rx.search(text) and (name != "shipping" or re.search(r"退|换", text))]
 
 
-def _exceptions(policy: Policy, text: str, products: list[Product]) -> list[str]:
-    """The 7天无理由 exceptions the question or the product is about (拆封的袜子, 刻字的杯子, 定制刺绣款)."""
+def applicable_exceptions(policy: Policy, text: str, products: list[Product]) -> list[str]:
+    """The 7天无理由 exceptions the question or the product is about (拆封的袜子, 刻字的杯子, 定制刺绣款): one about a
+    kind of item (内裤, 定制, 刻字 …) applies only to that kind, named in the question or the product ("速干T恤拆了吊牌"
+    is no 贴身衣物); one about what was done (拆, 穿, 洗) applies when the question says it."""
     about = text + "".join(p.name + p.description for p in products)
-    return [e for e in policy.exceptions
-            if any(w in e and w in text for w in ACTION_WORDS) or any(w in e and w in about for w in KIND_WORDS)]
+    out = []
+    for e in policy.exceptions:
+        kinds = [w for w in KIND_WORDS if w in e]
+        if (any(w in about for w in kinds) if kinds else any(w in e and w in text for w in ACTION_WORDS)):
+            out.append(e)
+    return out
 
 
 def policy_answer(snap: Snapshot, categories: list[str], text: str, products: list[Product]) -> str | None:
@@ -427,7 +433,7 @@ def policy_answer(snap: Snapshot, categories: list[str], text: str, products: li
         if policy is None:
             return None
         label = categories[0]
-        lead = "；".join(_exceptions(policy, text, products))
+        lead = "；".join(applicable_exceptions(policy, text, products))
         return (f"{lead}。" if lead else "") + f"{label}商品{policy.summary()}。"
     if categories or not fields:
         return None

@@ -210,6 +210,48 @@ def _own_orders(kg: KnowledgeGraph, snap: Snapshot, text: str, entities: list[di
     return orders
 
 
+QUALITY = re.compile(r"质量|坏了|破损|开线|发错|错发")
+
+
+def _eligibility_lines(kg: KnowledgeGraph, order: Order, at: datetime, text: str, products: list[Product],
+                       categories: list[str]) -> list[str]:
+    """Whether the order's items (those named, else those of the categories asked, gifts left out) can be returned,
+    exchanged or repaired at ``at``, by ``kefu.kg.tools.returns``; one line per item, with the signing date rather
+    than a count of days (every figure in it is the shop's)."""
+    from kefu.kg.tools.returns import return_eligibility
+
+    named = {p.sku for p in products}
+    reason = "quality" if QUALITY.search(text) else "no_reason"
+    signed = order.delivered_at
+    lines = []
+    for item in order.items:
+        product, policy = kg.product(item.sku), None
+        category = product.category if product else "*"
+        wanted = item.sku in named if named else category in categories
+        if not wanted or (item.unit_price_fen == 0 and item.sku not in named):
+            continue
+        policy = kg.policy(category)
+        # "拆了": opened only where an exception of its policy is about this item (袜子, not a 速干T恤 for 内裤)
+        opened = bool(policy and product and light.applicable_exceptions(policy, text, [product]))
+        entry = return_eligibility(kg, order, at, sku=item.sku, reason=reason, opened=opened)[0]
+        head = f"订单里的「{entry['name']}」"
+        if entry.get("days_since_delivery") is None or policy is None or signed is None:
+            if order.status in ("待付款", "已取消"):
+                lines.append(head + "：" + "；".join(entry["reasons"]) + "。")
+            continue  # not signed yet: the windows start at signing, the policy line says them
+        first = entry["reasons"][0]
+        if "天" in first and "签收" in first:  # the 7天无理由 window, said without the count of days
+            first = (f"在{policy.return_days}天无理由退货期内" if entry["returnable"]
+                     else f"已超过{policy.return_days}天无理由退货期")
+        said = [first]
+        if policy.exchange_days:
+            said.append(f"{'在' if entry['exchangeable'] else '已过'}{policy.exchange_days}天换货期{'内' if entry['exchangeable'] else ''}")
+        if policy.repair_days:
+            said.append(f"{'在' if entry['repairable'] else '已过'}{policy.repair_days}天保修期{'内' if entry['repairable'] else ''}")
+        lines.append(f"{head}{signed.month}月{signed.day}日签收，" + "，".join(said) + "。")
+    return list(dict.fromkeys(lines))  # the same item twice (a bought pair of socks and a gift pair) says it once
+
+
 def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, at: datetime | None = None,
              max_facts: int = 12, faq_min_similarity: float = 0.6) -> Facts:
     """Facts relevant to ``text``. Orders are shown only when ``customer_id`` owns them; ``at`` defaults to the
@@ -406,8 +448,14 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
                 say("after_sales", line)
         elif fields and not PAID.search(text):  # "我要退货 订单X": the windows of what that order holds
             held = list(dict.fromkeys(categories))
+            chosen = [c for c in held if c in named_categories][:3] or held[:3]
+            # "我买的珠峰能退吗": where the order's items stand now (days since signing against the windows)
+            for order in orders[:1]:
+                for line in _eligibility_lines(kg, order, at, text, products, chosen):
+                    facts.append(_fact("policy", order.order_no, line.rstrip("。"), order_no=order.order_no))
+                    say("after_sales", line)
             # "登山鞋什么时候发货？能换码吗": the category named, not every category of the order
-            for category in [c for c in held if c in named_categories][:3] or held[:3]:
+            for category in chosen:
                 line = light.policy_answer(snap, [category], text, products)
                 if line:
                     say("after_sales", line)
