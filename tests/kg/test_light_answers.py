@@ -270,6 +270,7 @@ def test_order_answers(shop):
     ("鞋子到了吗", "C0332", "已签收"),  # C0332's only order, 2611202883143667
     ("实付多少", "C0209", "实付¥2007.00"),  # 实付 without a product: the customer's own (newest) order
     ("抓绒内胆退了吗", "C0386", "已取消"),  # 2611251019538161
+    ("通勤包什么时候发", "C0105", "待发货"),  # 2611254395755131
 ])
 def test_order_phrasings(shop, question, customer, said):
     assert said in ask(shop, question, customer_id=customer)
