@@ -90,7 +90,10 @@ def fake_order_lookup(order_no: str, customer_id: str | None, text: str):
 
 
 def make_service(tiny, *, engine=None, config_overrides: dict | None = None, feedback=True, **kwargs):
-    config = ServeConfig(**{"max_new_tokens": 8, "batch_wait_ms": 5, **(config_overrides or {})})
+    """A ChatService on the tiny random model, served as the base model (``allow_base_model``: it stands for a
+    trained one here) unless ``config_overrides`` say otherwise."""
+    config = ServeConfig(**{"max_new_tokens": 8, "batch_wait_ms": 5, "allow_base_model": True,
+                            **(config_overrides or {})})
     if engine is None:
         model, tok = tiny
         engine = LocalEngine(model, tok, base_name="tiny", max_new_tokens=config.max_new_tokens,

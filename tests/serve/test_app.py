@@ -324,7 +324,8 @@ def test_adapter_hot_load_endpoint_needs_deploy_permission(tiny, tmp_path, kefu_
     with acting_as(ops):  # managing keys needs keys:admin once the first exists
         app_key, _ = KeyStore.open().create("customer-app", "web")
     engine = LocalEngine(tiny_model(tok), tok, base_name="tiny", max_new_tokens=4)
-    app = create_app(make_service(tiny, engine=engine), auth=Authenticator([]))
+    app = create_app(make_service(tiny, engine=engine, config_overrides={"allow_base_model": False}),
+                     auth=Authenticator([]))
     with TestClient(app) as c:
         body = {"name": "shop-v2", "path": str(tmp_path / "ad")}
         assert c.post("/v1/adapters", json=body, headers={"Authorization": f"Bearer {app_key}"}).status_code == 403

@@ -269,6 +269,29 @@ def test_a_lone_adapter_is_merged_once_the_base_is_retired(tiny, tmp_path):
     assert not layer.merged and torch.is_tensor(layer.lora_A["shop-a"].weight)
 
 
+def test_the_base_model_answers_no_one_even_before_an_adapter_arrives(tiny, tmp_path):
+    """``kefu serve --registry`` before any promotion: the engine holds only the untuned base, which must not answer
+    customers. Turns are answered without a model (the light path, past replies, handoff) and the engine is never
+    asked; the promoted adapter, once loaded, serves everyone, merged into the weights."""
+    from kefu.serve.pipeline import ChatService
+
+    _, tok = tiny
+    a = _make_adapter(tok, tmp_path / "a", 1)
+    engine = LocalEngine(tiny_model(tok), tok, base_name="base", max_new_tokens=4)
+    asked = []
+    original = engine.stream
+    engine.stream = lambda *args, **kw: asked.append(kw) or original(*args, **kw)
+    service = ChatService(engine, config=ServeConfig(), base_model="base")
+    assert engine.models() == [] and service.tuned_models() == [] and service.models() == ["base"]
+    reply = asyncio.run(service.answer([{"role": "user", "content": "帮我推荐一款冲锋衣"}]))
+    assert reply.path == "handoff" and reply.reason == "no trained model" and not asked
+    engine.load_adapter("shop", str(a))
+    assert service.models() == ["shop"] and engine.merged == "shop"
+    reply = asyncio.run(service.answer([{"role": "user", "content": "帮我推荐一款冲锋衣"}]))
+    assert reply.path in ("full", "handoff") and asked and asked[0]["model"] == "shop"
+    asyncio.run(engine.close())
+
+
 def test_int8_dynamic_quantisation_generates(tiny):
     _, tok = tiny
 

@@ -118,7 +118,8 @@ def test_kefu_gateway_in_front_of_a_remote_backend(backend, tiny):
     backend process, the adapter chosen by the request's model; the base model is not offered."""
     from kefu.serve.app import create_app
 
-    service = make_service(tiny, engine=_engine(backend), config_overrides={"max_new_tokens": 8})
+    service = make_service(tiny, engine=_engine(backend), config_overrides={"max_new_tokens": 8,
+                                                                            "allow_base_model": False})
     app = create_app(service, auth=Authenticator([API_KEY], use_store=False))
     with live_uvicorn(app) as url:
         models = httpx.get(url + "/v1/models", headers={"Authorization": f"Bearer {API_KEY}"}).json()

@@ -216,9 +216,8 @@ class ChatService:
         (``TrainRun.exemplars``)."""
         self.config = config or ServeConfig()
         self.engine = engine
-        if (hasattr(engine, "retire_base") and not self.config.allow_base_model
-                and len(engine.models()) > 1):  # a trained adapter is served: the base model answers no one
-            engine.retire_base()  # (the local engine merges a lone adapter into the weights)
+        if hasattr(engine, "retire_base") and not self.config.allow_base_model:
+            engine.retire_base()  # the base model answers no one (the local engine merges a lone adapter)
         self.metrics = metrics or Metrics()
         self.router = router or Router(handoff_after_failures=self.config.handoff_after_failures)
         # stores passed in are used even when empty (``len`` 0); flights: answers being generated (single flight)
@@ -255,13 +254,19 @@ class ChatService:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def models(self) -> list[str]:
-        """The models a request may name, the default first. Once a trained adapter is served the untuned base model
-        is not among them (unless ``serve.allow_base_model``): it must not answer customers."""
+        """The models a request may name, the default first. The untuned base model is never among them (unless
+        ``serve.allow_base_model``): it must not answer customers. With no trained model to serve (no engine, or
+        a registry with nothing promoted yet) the base's name is listed and turns are answered without a model."""
+        names = self.tuned_models()
+        return names if names else [self.base_model]
+
+    def tuned_models(self) -> list[str]:
+        """The engine's models that may answer customers: its adapters (and the base with ``allow_base_model``)."""
         if self.engine is None:
-            return [self.base_model]
+            return []
         names = list(self.engine.models())
         base = getattr(self.engine, "base_name", None)
-        if not self.config.allow_base_model and base in names and len(names) > 1:
+        if not self.config.allow_base_model and base in names:
             names.remove(base)
         return names
 
@@ -382,7 +387,7 @@ class ChatService:
             for event in self.light_answer(turn, found, decision):
                 yield event
             return
-        if self.engine is None:  # no trained model is served: what the shop's data can say, else a person
+        if not self.tuned_models():  # no trained model is served: what the shop's data can say, else a person
             for event in self.without_model(turn, found):
                 yield event
             return

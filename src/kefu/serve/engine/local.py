@@ -141,11 +141,10 @@ class LocalEngine:
             self._merge_single()
 
     def retire_base(self) -> None:
-        """Stop serving the untuned base model (it must not answer customers once a trained adapter is served): it
-        leaves ``models()``, and when one adapter then serves all traffic it is merged into the weights, so a decode
+        """Stop serving the untuned base model (it must not answer customers): it leaves ``models()`` — with no
+        adapter yet, nothing is served until one is loaded (``kefu serve --registry`` before any promotion) — and
+        whenever one adapter serves all traffic it is merged into the weights, now or when it is loaded, so a decode
         step pays no LoRA cost (PEFT's per-row ``adapter_names`` path splits each LoRA layer's batch by adapter)."""
-        if not self.adapters:
-            raise EngineError("retire_base: no adapter is loaded, so nothing would be served")
         with self._model_lock:
             self.serve_base = False
             self._merge_single()
