@@ -233,6 +233,18 @@ def test_whether_promotions_stack(shop):
     assert "双11跨店满减" in ask(shop, "羽绒服现在打折吗") and "羽绒服八五折" in ask(shop, "羽绒服现在打折吗")
 
 
+def test_a_gift_asked_about_next_to_a_price(shop):
+    # 送保温杯 asks about P005's gift, not the price of a second product: at 12-05 P005 has ended (11-30)
+    ended = ask(shop, "珠峰羽绒服多少钱 还送保温杯吗", at=DEC05)
+    assert ended.startswith("「满499赠保温杯」") and "已于11月30日 23:59结束" in ended and "到手¥1449.00" in ended
+    assert "316不锈钢保温杯」标价" not in ended
+    socks = ask(shop, "疾风男款多少钱 送袜子吗", at=DEC05)  # 袜子, a category: P013 买鞋送徒步袜 ended too
+    assert "「买鞋送徒步袜」" in socks and "结束" in socks
+    assert "另赠316不锈钢保温杯×1" in ask(shop, "珠峰羽绒服多少钱 还送保温杯吗")  # on 11-27 the quote gives it
+    assert "未达到赠送条件" in ask(shop, "速干T恤多少钱 送保温杯吗")  # 99 < 499
+    assert ask(shop, "X1冲锋衣送不送帽子").startswith("目前没有赠送「帽子」的活动")
+
+
 def test_a_word_of_a_promotion_name_alone_is_not_a_question_about_it(shop):
     assert "国庆" not in (ask(shop, "徒步出游穿什么好") or "")  # 出游 is in 国庆出游季满减's name
 

@@ -51,6 +51,7 @@ CUES = {
 MY_ORDER = re.compile(r"我的(?:订单|快递|包裹|单子|货|退款)|我(?:买|下单|拍)的|我的东西|我那[个双件单]|"
                       r"退款(?:进度|呢|到哪|什么时候|啥时候|多久|到账|还没到)|上一?[单笔]|上次(?:买|下单|拍)|最近(?:的|一)?[单笔]|"
                       r"刚(?:买|下单|拍)的|(?i:my (?:order|package|parcel))")
+GIFT_BEFORE = re.compile(r"[送赠](?:个|一个|的|不送)?$")
 PAID = re.compile(r"实付|付了多少|花了多少|支付了多少|付款多少")
 # asking for someone else's data: another customer's id, "all customers"
 FOREIGN = re.compile(r"(?<![A-Za-z0-9])C\d{4,}(?!\d)|所有(?:顾客|客户|人|用户|买家)|别人的|其他(?:顾客|客户|人)的")
@@ -270,6 +271,14 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
     def say(kind: str, reply: str) -> None:
         parts.setdefault(kind, []).append(reply)
 
+    # "珠峰多少钱 还送保温杯吗": a product right after 送/赠 is a gift asked about, not a second product to price
+    gift_asked = [e for e in entities if e["type"] in ("product", "category")
+                  and GIFT_BEFORE.search(text[max(0, e["start"] - 4):e["start"]])]
+    rest = [e for e in entities if not any(e is g for g in gift_asked)]
+    if gift_asked and any(e["type"] == "product" for e in rest):
+        entities = rest
+    else:
+        gift_asked = []
     products = _products(snap, entities, text)
     colors = list(dict.fromkeys(e["value"] for e in entities if e["type"] == "color"))
     sizes = list(dict.fromkeys(e["value"] for e in entities if e["type"] == "size"))
@@ -345,6 +354,25 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
         if notes:
             parts["price"] = ["；".join(notes) + "。"] + parts["price"]
     applied = {a.id for a in quoted.result.applied} if quoted else set()
+    given = {g.sku for g in quoted.result.gifts} if quoted else set()
+    spans: dict[tuple[int, int], dict] = {}  # "保温杯" is a product and a category at one span: the product
+    for e in gift_asked:
+        if e["type"] == "product" or (e["start"], e["end"]) not in spans:
+            spans[(e["start"], e["end"])] = e
+    for e in spans.values():
+        def is_it(sku: str | None, e: dict = e) -> bool:  # the gift asked about: that product, or one of that category
+            gift = snap.products.get(sku or "")
+            return sku == e["value"] if e["type"] == "product" else bool(gift and gift.category == e["value"])
+
+        if any(is_it(sku) for sku in given):
+            continue  # the quote says 另赠
+        gifts = [p for p in snap.promotions if p.type == "gift" and is_it(p.gift_sku)]
+        name = snap.products[e["value"]].name if e["type"] == "product" else e["value"]
+        lines = [light.promotion_line(p, at) + ("；这单未达到赠送条件，不送" if quoted and p.active(at) else "")
+                 for p in gifts]
+        for line in lines or [f"目前没有赠送「{name}」的活动"]:
+            facts.append(_fact("promotion_status", e["value"], line))
+            say("promotion", line + "。")
     for p in named:
         if p.id in applied:
             continue
