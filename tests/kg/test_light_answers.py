@@ -70,6 +70,8 @@ def test_model_names_typed_in_lower_case(shop):
     ("速干T恤来五件", "¥445.00"),  # a product and a quantity alone: 5 × 99 = 495, 满300减50 → 445 (< 499: no gift)
     ("珠峰羽绒服打完折多少", "¥1239.15"),
     ("X1冲锋衣原价多少", "¥489.10"),  # 标价 599 is said with the price now
+    ("Ｘ１冲锋衣多少钱", "¥489.10"),  # full-width letters and digits
+    ("X1衝鋒衣多少錢", "¥489.10"),  # traditional script
 ])
 def test_price_words(shop, question, total):
     assert f"到手{total}" in ask(shop, question)

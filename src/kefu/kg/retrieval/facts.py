@@ -18,6 +18,7 @@ from kefu.kg.retrieval import answers as light
 from kefu.kg.retrieval.linker import grams, link, linker
 from kefu.kg.store import KnowledgeGraph, Snapshot
 from kefu.safety.injection import detect
+from kefu.text.normalize import to_halfwidth, to_simplified
 from kefu.text.numbers import format_fen
 from kefu.types import KefuError
 
@@ -261,6 +262,7 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
     at = at or shop_now()
     if at.tzinfo is None:
         raise KefuError("retrieve(at=...): `at` must be timezone-aware")
+    text = to_simplified(to_halfwidth(text))  # "Ｘ１冲锋衣", "X1衝鋒衣多少錢": the catalogue's script and width
     snap = kg.snapshot()
     entities = link(kg, text, snap=snap)
     cues = {name: bool(rx.search(text)) for name, rx in CUES.items()}
