@@ -107,6 +107,15 @@ def test_coupon_code_is_applied(shop):
     assert "到手¥479.10" in answer and "NEW10" in answer
 
 
+@pytest.mark.parametrize("question, total", [
+    ("X1冲锋衣用新人券多少钱", "¥479.10"),  # 新人券 is NEW10 (P007) by its name: 489.10 − 10
+    ("X1冲锋衣用店铺券满200减30的那个多少钱", "¥459.10"),  # SLHW30 (P006) by its rule: 489.10 − 30
+    ("X1冲锋衣 NEW 10 多少钱", "¥479.10"),  # the code typed with a space
+])
+def test_a_coupon_named_without_its_code_is_presented(shop, question, total):
+    assert f"到手{total}" in ask(shop, question)
+
+
 def test_two_coupons_do_not_stack(shop):
     # same stack group "coupon": SLHW30 (−30) beats NEW10 (−10): 48910 − 3000 = 45910
     answer = ask(shop, "SLHW30和NEW10两张券能一起用吗？我就买一件X1冲锋衣")

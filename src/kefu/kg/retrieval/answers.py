@@ -151,9 +151,11 @@ def coupons_named(snap: Snapshot, text: str, entities: list[dict]) -> tuple[list
     found: list[Promotion] = []
     unknown: list[str] = []
     if known:
-        alternatives = "|".join(sorted((re.escape(c) for c in known), key=len, reverse=True))
+        # "NEW 10", "slhw-30": a space or dash where the letters meet the digits
+        alternatives = "|".join(re.sub(r"(?<=[A-Za-z])(?=\d)|(?<=\d)(?=[A-Za-z])", r"[ -]?", re.escape(c))
+                                for c in sorted(known, key=len, reverse=True))
         for m in re.finditer(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])", text, re.IGNORECASE):
-            p = known[m.group().upper()]
+            p = known[re.sub(r"[ -]", "", m.group()).upper()]
             if p not in found:
                 found.append(p)
             spans.append(m.span())

@@ -294,6 +294,9 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
     fields = light.policy_fields(text)
     coupons, unknown_codes = light.coupons_named(snap, text, entities)
     named = [p for p in light.promotions_named(snap, text, entities) if p not in coupons]
+    # "用新人券" / "用满200减30的券": a coupon named by its name or rule is presented as if by its code
+    coupons += [p for p in named if p.type == "coupon"]
+    named = [p for p in named if p.type != "coupon"]
     wanted = light.quantities(text, entities)
 
     # --- orders
