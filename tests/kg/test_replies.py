@@ -82,14 +82,17 @@ def test_simulated_dialogues_skipped_unless_asked(index):
     assert len(ReplyIndex.build(DIALOGUES, include_simulated=True)) == 9
 
 
-def test_exemplars_show_other_dialogues_replies_with_their_figures_as_slots(index):
-    """Exemplars for a model's prompt: alike replies only, figures as unfilled slots (another conversation's 48小时 is
-    not this one's), never the excluded dialogue's own reply, cut to a length."""
-    convo = [{"role": "user", "content": "什么时候发货"}]
-    assert index.exemplars(convo, 2, min_similarity=0.5) == ["亲，付款后[数字x]小时内发货哦。"]
-    assert index.exemplars(convo, 2, min_similarity=0.5, exclude_dialogue="d1") == []
-    assert all(m.dialogue_id != "d1" for m in index.search(convo, 5, exclude_dialogue="d1"))
-    assert index.exemplars(convo, 1, max_chars=4) == ["亲，付款…"]
+def test_exemplars_show_other_dialogues_replies_that_state_no_figure(index):
+    """Exemplars for a model's prompt: alike replies only, none stating a figure (another conversation's 48小时 or
+    6小时 is not this one's; JDDC's placeholders are no figure), never the excluded dialogue's own reply, cut."""
+    hello = [{"role": "user", "content": "你好在吗"}]
+    assert index.exemplars(hello, 2, min_similarity=0.5) == ["亲，在的，请问有什么可以帮您？"]
+    assert index.exemplars(hello, 2, min_similarity=0.5, exclude_dialogue="d1") == []
+    assert all(m.dialogue_id != "d1" for m in index.search(hello, 5, exclude_dialogue="d1"))
+    assert index.exemplars(hello, 1, max_chars=4) == ["亲，在的…"]
+    assert index.exemplars([{"role": "user", "content": "什么时候发货"}], 2, min_similarity=0.5) == []  # 48小时
+    assert index.exemplars([{"role": "user", "content": "我的订单[订单x]到哪了"}], 1, min_similarity=0.5) == [
+        "您的订单[订单x]已发出 实付[金额x]元，请耐心等待"]
     assert index.exemplars([{"role": "user", "content": "完全无关的问题"}], 2, min_similarity=0.5) == []
 
 

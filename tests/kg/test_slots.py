@@ -36,12 +36,11 @@ def test_slotify_keeps_a_product_name_that_holds_a_figure_whole():
     assert slotify("珠峰800蓬鹅绒羽绒服标价1599元", values) == "[商品]标价[价格]"
 
 
-def test_placeholders_turn_another_conversations_figures_into_unfilled_slots():
-    from kefu.kg.slots import placeholders
+def test_states_figures_tells_a_reply_with_its_own_figures_from_wording():
+    from kefu.kg.slots import states_figures
 
-    text = "亲，现价¥1599，订单2611217918058887已由圆通发出，运单号YT8780175989834，预计12月3日送达，已发货"
-    shown = placeholders(text)
-    assert shown == "亲，现价[金额x]，订单[订单x]已由圆通发出，运单号[运单号]，预计[日期x]送达，已发货"
-    assert placeholders("您的订单[订单x]实付[金额x]元") == "您的订单[订单x]实付[金额x]元"
-    # a copied figure slot takes this turn's fact, or stays unfilled (and fails verification): never the old figure
-    assert fill_slots(shown, {"订单号": "1234567812345678"})[1] == ["[金额x]", "[运单号]", "[日期x]"]
+    for text in ("亲，现价¥1599", "订单2611217918058887已发出", "运单号YT8780175989834", "预计12月3日送达",
+                 "付款后48小时内发货", "打八五折", "SL-10021有货"):
+        assert states_figures(text), text
+    for text in ("亲，在的，请问有什么可以帮您？", "您的订单[订单x]实付[金额x]元", "已发货，请耐心等待", "[到手价]"):
+        assert not states_figures(text), text

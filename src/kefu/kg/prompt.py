@@ -2,7 +2,7 @@
 
 The system message is the shop's instruction (``SYSTEM_PROMPT``) followed by the facts the knowledge graph and the
 order tools gave for this turn (``facts_block``) and, when the run was trained with them, exemplars: the shop's own
-replies to the most alike earlier questions (``kefu.kg.replies.ReplyIndex.exemplars``, figures as unfilled slots);
+replies to the most alike earlier questions that state no figure (``kefu.kg.replies.ReplyIndex.exemplars``);
 then the conversation's last ``HISTORY`` messages. The model is taught to state figures only from those facts, or as
 slots (``kefu.kg.slots``) that synthesis fills, and to answer in the shop's own words.
 """
@@ -41,8 +41,7 @@ def conversation(messages: Sequence[dict[str, str]],
 def turn_exemplars(replies: "ReplyIndex | None", convo: Sequence[dict[str, str]], k: int,
                    exclude_dialogue: str | None = None) -> list[str]:
     """The ``k`` past replies shown for the turn after ``convo`` (the :func:`conversation` the model sees): alike
-    enough (``EXEMPLAR_MIN_SIMILARITY``), cut to ``EXEMPLAR_CHARS``, figures as unfilled slots; none without an
-    index."""
+    enough (``EXEMPLAR_MIN_SIMILARITY``), stating no figure, cut to ``EXEMPLAR_CHARS``; none without an index."""
     if replies is None or k <= 0:
         return []
     return replies.exemplars(convo, k, min_similarity=EXEMPLAR_MIN_SIMILARITY, exclude_dialogue=exclude_dialogue,

@@ -43,7 +43,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from kefu.artifacts.dialogues import PreparedLine, read_dialogues
-from kefu.kg.slots import placeholders
+from kefu.kg.slots import states_figures
 from kefu.types import Dialogue, KefuError
 
 FORMAT = "kefu-replies/1"
@@ -304,15 +304,18 @@ class ReplyIndex:
     def exemplars(self, messages: Sequence[dict], k: int, *, min_similarity: float = 0.0,
                   exclude_dialogue: str | None = None, max_chars: int | None = None) -> list[str]:
         """The shop's own wording for the model's prompt: the replies of the ``k`` best distinct matches whose
-        asked message is at least ``min_similarity`` alike, their facts as unfilled slots
-        (:func:`kefu.kg.slots.placeholders`: another conversation's figures are never this one's), each cut to
-        ``max_chars``."""
+        asked message is at least ``min_similarity`` alike and that state no figure (``kefu.kg.slots.states_figures``:
+        another conversation's price, date or tracking number is never this one's, and a figure turned into a
+        placeholder is one the model copies and cannot fill — tried on the sample shop: [数字x] copied, answers
+        handed off), each cut to ``max_chars``. Figures come from the turn's facts."""
         out: list[str] = []
-        for match in self.search(messages, k, exclude_dialogue=exclude_dialogue):
-            if match.similarity < min_similarity:
+        for match in self.search(messages, 3 * k, exclude_dialogue=exclude_dialogue):
+            if match.similarity < min_similarity or states_figures(match.reply):
                 continue
-            text = placeholders(match.reply)
+            text = match.reply
             out.append(text if max_chars is None or len(text) <= max_chars else text[:max_chars] + "…")
+            if len(out) == k:
+                break
         return out
 
     def _entries_of(self, dialogue_id: str) -> list[int]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable
 
-from kefu.text.claims import QUANTITY, claims
+from kefu.text.claims import claims
 from kefu.text.numbers import format_fen
 
 # slot -> what it stands for; JDDC's placeholders map onto the same names
@@ -118,21 +118,10 @@ def slotify(text: str, values: dict[str, str]) -> str:
     return text
 
 
-# what a fact of another conversation becomes in an exemplar: a slot of its kind with no value of its own, so a model
-# that copies it gets this turn's fact (JDDC's [订单x] is the order number, [金额x] the amount payable) or an unfilled
-# slot that fails verification, never the other conversation's figure
-PLACEHOLDER_OF = {"order_no": "[订单x]", "tracking_no": "[运单号]", "money": "[金额x]", "discount": "[数字x]",
-                  "date": "[日期x]", "time": "[时间x]", "qty": "[数字x]", "number": "[数字x]", "sku": "[商品]"}
+FIGURE_KINDS = frozenset({"order_no", "tracking_no", "money", "discount", "date", "time", "qty", "number", "sku"})
 
 
-def placeholders(text: str) -> str:
-    """A past reply as an exemplar: each figure (``claims``: amounts, numbers, dates, order and tracking numbers,
-    SKUs; statuses stay words) replaced by its kind's slot (``PLACEHOLDER_OF``; a quantity keeps its unit: 48小时 →
-    [数字x]小时); slots already there are kept."""
-    for claim in sorted(claims(text), key=lambda c: -c.start):
-        slot = PLACEHOLDER_OF.get(claim.kind)
-        if slot is None:
-            continue
-        unit = QUANTITY.fullmatch(claim.text) if claim.kind == "qty" else None
-        text = text[:claim.start] + slot + (unit.group("u") if unit else "") + text[claim.end:]
-    return text
+def states_figures(text: str) -> bool:
+    """Whether ``text`` states a figure of its own (``claims``: an amount, number, date, order or tracking number,
+    SKU; statuses are words, slots and JDDC's placeholders are no figure)."""
+    return any(claim.kind in FIGURE_KINDS for claim in claims(text))
