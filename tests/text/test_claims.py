@@ -20,6 +20,7 @@ def test_each_kind_and_its_key():
 def test_words_that_are_not_figures():
     assert keys("X1冲锋衣3XL有货，20D尼龙，SL-10021") == ["qty:20:D", "sku:SL-10021"]
     assert keys("一件也行，稍等一下，十分抱歉，[订单号]") == []
+    assert keys("当前排队[3]人，[数字x]天") == ["number:3"]  # a bracketed figure is no slot: it is verified
 
 
 def test_evidence_backs_the_same_fact_in_other_words():

@@ -48,7 +48,7 @@ DISCOUNT_RE = re.compile(DISCOUNT)
 ARABIC = re.compile(r"(?<![\d.A-Za-z])\d+(?:,\d{3})*(?:\.\d+)?(?![\d.A-Za-z])")  # not X1, 3XL, 20D
 SKU = re.compile(r"(?<![A-Za-z0-9])[A-Z]{1,4}-\d{3,6}(?!\d)")
 STATUS = re.compile("|".join(sorted(STATUS_WORDS, key=len, reverse=True)))
-SLOT = re.compile(r"\[[^\[\]\s]{1,12}\]")  # [订单号], JDDC's [金额x]: a slot or a placeholder, not a fact
+SLOT = re.compile(r"\[[^\[\]\s\d]{1,12}\]")  # [订单号], JDDC's [金额x]: a slot or a placeholder, not a fact ([1] is a figure)
 
 
 @dataclass(frozen=True, slots=True)
