@@ -131,6 +131,18 @@ def test_a_streamed_replacement_is_marked_for_clients_that_can_show_it_alone(tin
     assert pieces[-1][1] is True and "4XL" not in "".join(text for text, _ in pieces)
 
 
+def test_a_model_that_says_a_person_takes_over_is_not_believed(tiny, shop_kg):
+    """"马上为您转接人工，当前排队1人" or "我是人工客服小岚" from the model: nobody was called, the customer would wait for
+    no one. It fails verification (reason handoff) and the turn ends with kefu's own answer or a real handoff; a model
+    that only offers one passes."""
+    engine = Drafts("好的，马上为您转接人工，请稍等~", "您好，我是人工客服小岚，请问有什么可以帮您？")
+    reply = ask(full_path_service(tiny, shop_kg, engine), "在吗")
+    assert reply.replaced == "handoff" and len(engine.calls) == 2
+    assert reply.path == "handoff" and reply.handoff is not None  # a real one: the session went to a person
+    offer = ask(full_path_service(tiny, shop_kg, Drafts("亲，在的。需要的话我帮您转人工确认。")), "在吗")
+    assert offer.replaced is None and offer.path == "full"
+
+
 def test_a_looping_reply_is_replaced_and_never_cached(tiny, shop_kg):
     engine = Drafts("尺码是尺码，尺码是尺码，尺码是尺码，尺码是尺码。")
     service = full_path_service(tiny, shop_kg, engine)

@@ -8,7 +8,9 @@ about to be sent) and returns a ``Verdict`` whose reasons name what failed:
   number, a status word, or a product, colour or size of the catalogue that no fact of this request backs;
 - ``slot``: a slot (``[运单号]``) this request's facts cannot fill;
 - ``loop``: the reply repeats itself; ``echo``: it repeats the system prompt; ``pii``: it holds personal data the
-  customer did not write; ``empty``: nothing to say.
+  customer did not write; ``empty``: nothing to say;
+- ``handoff``: it says a person takes over (已为您转接人工, 我是人工客服): only kefu's handoff does that — a model
+  that says so leaves the customer waiting for nobody (offering one, 需要的话我帮您转人工, is fine).
 
 The pipeline regenerates once under constraints on a failed verdict, then replaces the reply with the light path's
 answer or a handoff, and counts each replacement by its reason (``kefu.serve.pipeline``).
@@ -30,7 +32,10 @@ from kefu.text.claims import claims, evidence_keys
 from kefu.text.numbers import format_fen
 from kefu.text.pii import PLACEHOLDERS, find_pii
 
-REASONS = ("invented", "slot", "loop", "echo", "pii", "empty")
+REASONS = ("invented", "slot", "loop", "echo", "pii", "empty", "handoff")
+# the reply acts as if a person took over: a transfer said done or under way, or a human speaking
+CLAIMED_HANDOFF = re.compile(r"(?:已经?|马上|正在|这就|现在|立即|立刻)(?:为您|给您|帮您|替您)?转(?:接|给|到)?(?:人工|真人|专员|客服)"
+                             r"|(?:我是|这里是|这边是)(?:人工|真人)|人工客服\S{0,2}为您服务|当前排队")
 CATALOGUE_KINDS = ("product", "color", "size")
 OPTION_KINDS = ("color", "size")  # offered only when the facts hold them (the customer naming one is no evidence)
 # said absent just before the entity: "没有红色", "不支持XL码", "无4XL", "缺M码" (the negation words are serve.text's)
@@ -184,6 +189,8 @@ def verify_reply(text: str, evidence: Evidence, *, link: Callable[[str], list[di
             elif entity["type"] in OPTION_KINDS and key not in evidence.fact_entities and not _negated(text, entity):
                 problems.append(f"invented: {entity['type']} {entity['text']} (asked for; the shop's facts do not "
                                 "hold it)")
+    if CLAIMED_HANDOFF.search(text):
+        problems.append("handoff: the reply says a person takes over; only kefu hands off")
     if looping(text):
         problems.append("loop: the reply repeats itself")
     if echoes(text, evidence.system_prompt):
