@@ -193,6 +193,8 @@ def test_stock_by_colour_and_size(shop):
     assert "没有170码" in kids and "110/120/130/140/150/160" in kids
     assert "有樱粉、S码，目前有货" in ask(shop, "X1女款粉色S码")  # a colour and a size alone ask for stock
     assert "没有46码" in ask(shop, "溯溪鞋四十六码有吗")  # SL-10429 sizes 39..45
+    assert "没有白色" in ask(shop, "X1冲锋衣白L有货吗")  # a bare 白 before a size is the colour asked
+    assert "有39码，目前有货" in ask(shop, "峰行者 39 有货吗")  # a bare shoe size after the product
     assert "库存6件" in ask(shop, "三人帐篷还剩几个")  # SL-10726 stock 6
     assert "库存7件" in ask(shop, "星野二人帐篷 in stock?")  # SL-10721 stock 7
     assert "尺码可选39/40/41/42/43/44/45" in ask(shop, "疾风徒步鞋男款有哪几码")

@@ -262,6 +262,13 @@ def test_latin_names_link_in_any_case_and_sizes_need_a_whole_word(tmp_path):
     assert sizes == ["170"]  # a height with 码 is a size; the s of "what's" is not S
     sizes = [e["value"] for e in link(kg, "四十二码和一百七十码，三十号能到吗") if e["type"] == "size"]
     assert sizes == ["42", "170"]  # sizes in Chinese numerals; 三十号 is a date
+    got = [(e["type"], e["value"]) for e in link(kg, "X1冲锋衣白L 还有吗") if e["type"] in ("color", "size")]
+    assert got == [("color", "白"), ("size", "L")]  # a bare colour character right before a size
+    got = [(e["type"], e["value"]) for e in link(kg, "X1 M码 黑 还有吗") if e["type"] in ("color", "size")]
+    assert got == [("size", "M"), ("color", "黑")]  # or standing alone
+    assert [e["value"] for e in link(kg, "X1冲锋衣 42 有吗") if e["type"] == "size"] == ["42"]  # a bare shoe size
+    for text in ("X1冲锋衣39元吗", "X1冲锋衣买40件", "X1能抗40度吗", "42有吗"):  # money, a count, a measure, no product
+        assert not [e for e in link(kg, text) if e["type"] == "size"], text
     # an everyday word for a category the shop has (冲锋衣 here), never one it lacks or a catalogue term
     assert ("category", "冲锋衣") not in {(e["type"], e["value"]) for e in link(kg, "背包保修多久")}
     assert not [e for e in link(kg, "背包保修多久") if e["type"] == "category"]  # no 双肩包 in this shop

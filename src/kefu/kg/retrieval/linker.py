@@ -24,6 +24,13 @@ SIZE = re.compile(r"(?<![A-Za-z0-9'’])(XXXL|XXL|XL|XS|2XL|3XL|4XL|S|M|L)(?![A-
 LOWER_QUANTITY = re.compile(r"[x×*]\d{1,2}")
 BASE_COLORS = "黑白红蓝灰绿黄粉紫橙棕咖米青"
 COLOR_WORD = re.compile(rf"([{BASE_COLORS}]|卡其|藏青|藏蓝|军绿|墨绿|天蓝|深蓝|浅蓝|深灰|浅灰|酒红|玫红|橘)(?:色|的|款|颜色)")
+# a bare colour character right before a size ("渔夫帽白M", "溯溪鞋黑39") or standing alone ("M码 黑 还有吗")
+BARE_COLOR = re.compile(rf"([{BASE_COLORS}])(?=\s*(?:XXXL|XXL|XL|XS|[2-4]XL|S|M|L|\d{{2,3}}|均码)(?![A-Za-z]))"
+                        rf"|(?<=\s)([{BASE_COLORS}])(?=\s|$|[，,。？?！!])", re.IGNORECASE)
+# a bare shoe size just after a product ("峰行者 39 有货吗", "溯溪鞋黑39"): no unit after it that makes it money, a
+# count or a measure, and no time or list before it (10:41, 39/40)
+BARE_SHOE_SIZE = re.compile(r"(?<![\d.¥￥$:：/\-])(3[4-9]|4[0-7])(?![\d.]|\s*(?:元|块|件|个|双|条|%|折|度|℃|天|号|码|小时|cm|mm|"
+                            r"kg|g|L|ml|升|克|岁|斤|公斤|分|人|年|月|日))", re.IGNORECASE)
 # everyday words for a category a shop names formally: a word links to the category only when the shop has that
 # category and no product or catalogue term already uses the word (the catalogue's own words win)
 CATEGORY_WORDS: dict[str, tuple[str, ...]] = {
@@ -174,10 +181,21 @@ def link(kg: KnowledgeGraph, text: str, *, snap: Snapshot | None = None) -> list
             entities.append({"type": "color", "text": m.group(), "start": m.start(), "end": m.end(),
                              "value": m.group(1)})
             taken.append(m.span())
+    for m in BARE_COLOR.finditer(text):
+        if free(*m.span()) and any(e["type"] in ("product", "category") for e in entities):
+            entities.append({"type": "color", "text": m.group(), "start": m.start(), "end": m.end(),
+                             "value": m.group(1) or m.group(2)})
+            taken.append(m.span())
     for m in SIZE.finditer(text):
         if free(*m.span()):
             value = (m.group(1) or m.group(2) or (str(cn_number(m.group(3))) if m.group(3) else "均码")).upper()
             entities.append({"type": "size", "text": m.group(), "start": m.start(), "end": m.end(), "value": value})
+            taken.append(m.span())
+    for m in BARE_SHOE_SIZE.finditer(text):
+        if free(*m.span()) and any(e["type"] in ("product", "category") and 0 <= m.start() - e["end"] <= 6
+                                   for e in entities):  # close after the product it sizes
+            entities.append({"type": "size", "text": m.group(), "start": m.start(), "end": m.end(),
+                             "value": m.group(1)})
             taken.append(m.span())
     entities.sort(key=lambda e: (e["start"], e["end"], e["type"]))
     return _drop_modifiers(entities, snap)
