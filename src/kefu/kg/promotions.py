@@ -4,8 +4,11 @@ Rules (the same ones ``examples/shop/SCHEMA.md`` states, made precise here):
 
 * A promotion applies only inside its validity window (``starts_at <= at <= ends_at``) and only to the cart lines it
   makes eligible (``all``, or listed SKUs and/or categories). A coupon applies only when its code is presented.
-* Stacking: at most one promotion per ``stack_group`` applies; an ``exclusive`` promotion applies alone. A promotion
-  without a stack group stacks with anything that is not exclusive.
+* Stacking: every promotion in force that covers a cart item applies automatically (SCHEMA.md), except that each
+  ``stack_group`` contributes exactly one of its promotions (the one cheapest for the customer) and an ``exclusive``
+  promotion applies alone (chosen when that is cheaper). A promotion without a stack group stacks with anything that
+  is not exclusive. So a discount is not left out to reach a reduction's threshold: 儿童冲锋衣 ¥329 九折 is ¥296.10,
+  under 满300, and stays ¥296.10.
 * Order of application: discounts (折扣) on eligible lines → gift thresholds (满赠, on the eligible subtotal after
   discounts) → full reductions (满减, highest reached tier once) and per-full reductions (每满减, optional cap) → coupons.
   Inside one stage, by promotion id. Each promotion sees the line amounts the previous ones left, so a reduction's
@@ -16,7 +19,7 @@ Rules (the same ones ``examples/shop/SCHEMA.md`` states, made precise here):
   reduction or coupon is spread over its eligible lines in proportion to their amounts (largest remainder, ties by
   line order) so later stages see exact per-line amounts; a reduction never exceeds the amount it reduces.
 * Gifts are added at 0 fen and never change the payable amount.
-* Choice: every legal combination is considered (branch and bound, exact); the winner has the lowest payable amount,
+* Choice: every complete legal combination is considered (branch and bound, exact); the winner has the lowest payable amount,
   then the most gift units, then the fewest promotions, then the smallest sorted id tuple — so the same cart and
   promotions always give the same answer whatever order the promotions come in.
 """
@@ -356,6 +359,9 @@ def price_cart(items: list[CartItem], promotions: list[Promotion], at: datetime,
     """
     usable, notes = _usable(items, promotions, at, coupon_codes)
     cart = _Cart(items, usable)
+    # a group with a member that covers the cart but cannot take effect may give that one: nothing (满300 on ¥207
+    # leaves the 满200 coupon its threshold)
+    idle = {p.stack_group for p in usable if cart.eligible[p.id] and not p.exclusive and not _reachable(p, cart)}
     usable = [p for p in usable if _reachable(p, cart)]
     total = sum(cart.amounts)
 
@@ -368,34 +374,41 @@ def price_cart(items: list[CartItem], promotions: list[Promotion], at: datetime,
         if best is None or key < best:
             best, best_combo = key, combo
 
-    consider((), total, 0)
+    stackable = [p for p in usable if not p.exclusive]
+    if not stackable:
+        consider((), total, 0)
     for p in usable:  # an exclusive promotion applies alone
         if p.exclusive:
             amounts, steps = _evaluate((p,), cart)
             if steps:
                 consider((p,), sum(amounts), sum(s[3].quantity for s in steps if s[3]))
 
-    stackable = [p for p in usable if not p.exclusive]
     bounds = [0] * (len(stackable) + 1)
     for i in range(len(stackable) - 1, -1, -1):
         bounds[i] = bounds[i + 1] + _max_saving(stackable[i], cart)
+    required = {p.stack_group for p in stackable if p.stack_group} - idle
+    later = [{q.stack_group for q in stackable[i + 1:]} for i in range(len(stackable))]
 
     def search(i: int, amounts: list[int], payable: int, chosen: tuple[Promotion, ...], groups: frozenset[str],
                gift_units: int) -> None:
         if best is not None and payable - bounds[i] > best[0]:
             return  # even every remaining promotion at its best cannot beat the best found: prune
         if i == len(stackable):
-            consider(chosen, payable, gift_units)
+            if groups >= required:  # every stack group gave one (it applies automatically)
+                consider(chosen, payable, gift_units)
             return
         p = stackable[i]
         if not (p.stack_group and p.stack_group in groups):
             trial = list(amounts)
             result = _apply(p, cart, trial)
-            if result is not None:  # a promotion that would not take effect is the same as leaving it out
-                search(i + 1, trial, payable - result[0], chosen + (p,),
-                       groups | {p.stack_group} if p.stack_group else groups,
+            taken = groups | {p.stack_group} if p.stack_group else groups
+            if result is not None:
+                search(i + 1, trial, payable - result[0], chosen + (p,), taken,
                        gift_units + (result[2].quantity if result[2] else 0))
-        search(i + 1, amounts, payable, chosen, groups, gift_units)
+            else:  # applied, without effect
+                search(i + 1, amounts, payable, chosen, taken, gift_units)
+        if p.stack_group and (p.stack_group in groups or p.stack_group in later[i] or p.stack_group not in required):
+            search(i + 1, amounts, payable, chosen, groups, gift_units)  # its group gives another one (or an idle one)
 
     search(0, list(cart.amounts), total, (), frozenset(), 0)
     return _result(items, cart, best_combo, notes, usable)
@@ -403,17 +416,25 @@ def price_cart(items: list[CartItem], promotions: list[Promotion], at: datetime,
 
 def price_cart_bruteforce(items: list[CartItem], promotions: list[Promotion], at: datetime,
                           coupon_codes: set[str] | None = None) -> PriceResult:
-    """The reference: every one of the 2^n subsets of the promotions in force, legal ones evaluated in full.
+    """The reference: every one of the 2^n subsets of the promotions in force, the complete legal ones (an exclusive
+    one alone, or every stackable one that covers the cart with exactly one per stack group) evaluated in full.
 
     Same rules and tie-breaking as ``price_cart``; exponential, so only for tests and as the benchmark baseline.
     """
     usable, notes = _usable(items, promotions, at, coupon_codes)
     cart = _Cart(items, usable)
+    covering = [p for p in usable if cart.eligible[p.id] and not p.exclusive]
+    required = {p.stack_group for p in covering if p.stack_group}
+    free = {p.id for p in covering if not p.stack_group}
     best = None
     best_combo: tuple[Promotion, ...] = ()
     for size in range(len(usable) + 1):
         for combo in itertools.combinations(usable, size):
             if not stacks(combo):
+                continue
+            exclusive = len(combo) == 1 and combo[0].exclusive
+            if not exclusive and ({p.stack_group for p in combo if p.stack_group} != required
+                                  or not free <= {p.id for p in combo}):
                 continue
             amounts, steps = _evaluate(combo, cart)
             effective = tuple(s[0] for s in steps)
