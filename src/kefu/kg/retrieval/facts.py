@@ -228,7 +228,7 @@ def _eligibility_lines(kg: KnowledgeGraph, order: Order, at: datetime, text: str
     signed = order.delivered_at
     lines = []
     for item in order.items:
-        product, policy = kg.product(item.sku), None
+        product = kg.product(item.sku)
         category = product.category if product else "*"
         wanted = item.sku in named if named else category in categories
         if not wanted or (item.unit_price_fen == 0 and item.sku not in named):
@@ -247,10 +247,10 @@ def _eligibility_lines(kg: KnowledgeGraph, order: Order, at: datetime, text: str
             first = (f"在{policy.return_days}天无理由退货期内" if entry["returnable"]
                      else f"已超过{policy.return_days}天无理由退货期")
         said = [first]
-        if policy.exchange_days:
-            said.append(f"{'在' if entry['exchangeable'] else '已过'}{policy.exchange_days}天换货期{'内' if entry['exchangeable'] else ''}")
-        if policy.repair_days:
-            said.append(f"{'在' if entry['repairable'] else '已过'}{policy.repair_days}天保修期{'内' if entry['repairable'] else ''}")
+        for days, window, inside in ((policy.exchange_days, "换货期", entry["exchangeable"]),
+                                     (policy.repair_days, "保修期", entry["repairable"])):
+            if days:
+                said.append(f"在{days}天{window}内" if inside else f"已过{days}天{window}")
         lines.append(f"{head}{signed.month}月{signed.day}日签收，" + "，".join(said) + "。")
     return list(dict.fromkeys(lines))  # the same item twice (a bought pair of socks and a gift pair) says it once
 
