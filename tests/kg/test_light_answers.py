@@ -213,6 +213,7 @@ def test_after_sales_windows_by_category(shop):
     assert "730天内保修" in ask(shop, "背包保修多久")  # everyday words for a category: 背包 → 双肩包
     assert "730天内保修" in ask(shop, "包包保修几年")
     assert "不提供保修" in ask(shop, "袜子保修吗")  # 袜子 repair_days 0
+    assert "7天无理由" in ask(shop, "买的抓绒衣不想要了 退货期多长")  # 期多长 / 多长时间 ask a window, not a length
     # 坏了 is a logistics-damage cue, but without an order in the turn the policy settles it
     assert "365天内保修" in ask(shop, "保温杯坏了保修多久")
     assert ask(shop, "我的快递破损了", customer_id="C0143") is None  # with an order: the playbook, not a line
