@@ -166,6 +166,8 @@ def test_expired_unknown_and_coupon_only_questions(shop):
     ("X1冲锋衣内胆什么材质", ["内胆300g摇粒绒"]),  # the jacket's own liner, not the 睡袋内胆 (alias 内胆)
     ("316保温杯内胆是什么钢", ["316不锈钢内胆"]),
     ("渔夫帽头围多大", ["M(56-58cm)/L(58-60cm)"]),  # SL-11121 sizes; 头围多大 is no capacity
+    ("X2多少克", ["350g"]),  # 多少克 asks the weight, except after 充绒(量)
+    ("珠峰羽绒服充绒量多少克", ["充绒量220g"]),
 ])
 def test_attributes_are_quoted_from_the_product(shop, question, quoted):
     answer = ask(shop, question)
