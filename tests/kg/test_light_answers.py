@@ -64,6 +64,7 @@ def test_model_names_typed_in_lower_case(shop):
 @pytest.mark.parametrize("question, total", [
     ("鹅绒服现在什么价位", "¥1239.15"),  # SL-10121 1599 × 0.85 = 1359.15; 满600减120 → 1239.15
     ("羽绒马甲 how much", "¥254.15"),  # SL-10132 299 × 0.85 = 254.15 (< 300: no 满减)
+    ("羽绒马甲咋卖", "¥254.15"),
     ("X1 两件多少", "¥958.20"),  # a quantity then 多少 asks the price: 1198 − 119.80 − 120
     ("X1冲锋衣买2送啥", "¥958.20"),  # a bare figure after 买 is the quantity; 送啥 asks the gifts
     ("X1冲锋衣买俩多少钱", "¥958.20"),  # 俩 is two
