@@ -200,6 +200,8 @@ def test_stock_by_colour_and_size(shop):
     assert "有39码，目前有货" in ask(shop, "峰行者 39 有货吗")  # a bare shoe size after the product
     assert "库存6件" in ask(shop, "三人帐篷还剩几个")  # SL-10726 stock 6
     assert "库存7件" in ask(shop, "星野二人帐篷 in stock?")  # SL-10721 stock 7
+    assert "缺货" in ask(shop, "X2能下单吗") and "缺货" in ask(shop, "保温壶断货了吗")  # stock 0
+    assert "有货" in ask(shop, "X1冲锋衣可以直接拍吗") and "有货" in ask(shop, "钛杯还能买吗")
     assert "尺码可选39/40/41/42/43/44/45" in ask(shop, "疾风徒步鞋男款有哪几码")
     assert "颜色可选雾霾蓝/曜石黑/松针绿" in ask(shop, "X1冲锋衣哪几种颜色")
     assert ask(shop, "X1冲锋衣175穿几码") is None  # size advice (the FAQ's chart), not the list of sizes
