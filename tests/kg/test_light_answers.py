@@ -78,11 +78,20 @@ def test_price_words(shop, question, total):
     assert f"到手{total}" in ask(shop, question)
 
 
+def test_a_gender_word_belongs_to_the_product_next_to_it(shop):
+    # 女款 is the shoes' (SL-10426 499); 三合一冲锋衣 stays the 男款 SL-10021 ×2: 499 + 1198 = 1697; 九折 on the
+    # two jackets −119.80 → 1577.20; 满600减120 → 1457.20
+    answer = ask(shop, "女款徒步鞋一件加三合一冲锋衣两个，一共多少钱")
+    assert "「X1三合一冲锋衣 男款」¥599.00×2" in answer and "到手¥1457.20" in answer, answer
+    assert "「X1三合一冲锋衣 女款」" in ask(shop, "X1冲锋衣 女款的 L码有吗")
+
+
 @pytest.mark.parametrize("question, heads, total", [
     # a model name ending in a digit right before a Chinese quantity: X2 899 × 3 = 2697; 九折 on 2 −179.80; −120
     ("X2三件多少", ["¥899.00×3"], "¥2397.20"),
     # x1 × 2 = 1198, 速干T恤 99 × 3 = 297 → 1495; 九折 on the two X1 −119.80 → 1375.20; 满600减120 → 1255.20
     ("x1两件+速干T恤三件 总价", ["¥599.00×2", "¥99.00×3"], "¥1255.20"),
+    ("女款X1冲锋衣 两件", ["「X1三合一冲锋衣 女款」¥599.00×2"], "¥958.20"),  # the 女款 sibling keeps the quantity
 ])
 def test_quantities_after_model_names(shop, question, heads, total):
     answer = ask(shop, question)

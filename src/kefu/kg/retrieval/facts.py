@@ -156,16 +156,20 @@ def _order_lines(order: Order, snap: Snapshot) -> tuple[str, str | None]:
 
 
 def _products(snap: Snapshot, entities: list[dict], text: str) -> list[Product]:
-    """The products named, at most 3; "X1冲锋衣女款": the 女款 sibling of a 男款 name (and the other way round)."""
+    """The products named, at most 3; "X1冲锋衣女款": the 女款 sibling of a 男款 name (and the other way round) when
+    the word stands right by the name ("女款徒步鞋一件加三合一冲锋衣两个": 女款 is the shoes', not the jacket's). The
+    entity's value becomes the sibling, so its quantity follows."""
     by_name = {p.name: p for p in snap.products.values()}
     out: list[Product] = []
     for e in entities:
         product = snap.products.get(e["value"]) if e["type"] == "product" else None
         if product is None:
             continue
+        near = text[max(0, e["start"] - 3):e["end"] + 4]
         for mine, other in (("男款", "女款"), ("女款", "男款")):
-            if mine in product.name and other in text and mine not in text:
+            if mine in product.name and other in near and mine not in near:
                 product = by_name.get(product.name.replace(mine, other), product)
+                e["value"] = product.sku
         if product not in out:
             out.append(product)
     return out[:3]
