@@ -165,7 +165,7 @@ def _products(snap: Snapshot, entities: list[dict], text: str) -> list[Product]:
         product = snap.products.get(e["value"]) if e["type"] == "product" else None
         if product is None:
             continue
-        near = text[max(0, e["start"] - 3):e["end"] + 4]
+        near = text[max(0, e["start"] - 4):e["end"] + 4]
         for mine, other in (("男款", "女款"), ("女款", "男款")):
             if mine in product.name and other in near and mine not in near:
                 product = by_name.get(product.name.replace(mine, other), product)
