@@ -150,6 +150,7 @@ UNIT_RE = re.compile(r"(零下\s*)?(" + _NUM + r")\s*(" + _UNIT_ALT + r")(?![A-Z
 CN_DIGITS = {"零": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
 CN_UNITS = {"十": 10, "百": 100, "千": 1000, "万": 10000}
 CN_RE = re.compile(r"(零下)?([零一二两三四五六七八九十百千万]+)\s*(" + _UNIT_ALT + r")")
+CN_MONEY_RE = re.compile(r"([零一二两三四五六七八九十百千万]+)\s*(?:元|块)")
 
 
 def cn_int(text: str) -> int | None:
@@ -176,7 +177,7 @@ def _num(text: str) -> float:
 
 
 def money_in(text: str) -> list[int]:
-    """Amounts in fen: ¥599 / 599元 / 1,557.20元 / 5块, and both numbers of 满300减50."""
+    """Amounts in fen: ¥599 / 599元 / 1,557.20元 / 5块 / 四百五十块, and both numbers of 满300减50."""
     out = []
     for rx in MONEY_RES:
         for m in rx.finditer(text):
@@ -186,6 +187,10 @@ def money_in(text: str) -> list[int]:
                 pass
     for m in RULE_RE.finditer(text):
         out += [round(float(m.group(1)) * 100), round(float(m.group(2)) * 100)]
+    for m in CN_MONEY_RE.finditer(text):  # 四百五十块: a customer's amount in Chinese numerals
+        n = cn_int(m.group(1))
+        if n is not None:
+            out.append(n * 100)
     return out
 
 
