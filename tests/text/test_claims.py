@@ -15,6 +15,7 @@ def test_each_kind_and_its_key():
     assert keys("11月22日送达，11-30 23:59截止，2026-11-20下单") == ["date:11-22", "date:11-30", "time:23:59",
                                                                "date:11-20"]
     assert keys("买三件，7天无理由，1-3个工作日") == ["qty:3:件", "qty:7:天", "number:1", "qty:3:工作日"]
+    assert keys("sf829657249208到哪了") == ["tracking_no:SF829657249208"]  # the carrier prefix typed in lower case
 
 
 def test_words_that_are_not_figures():

@@ -26,7 +26,8 @@ __all__ = ["Claim", "claims", "evidence_keys", "ORDER_NO", "TRACKING_NO", "DATE"
 # not an order number)
 ORDER_NO = re.compile(r"(?<![\d-])(?:\d{16}|\d{8}[ -]\d{8}|\d{4}(?:[ -]\d{4}){3})(?![\d-])")
 # carrier prefix + digits (SF123456789012, YT1234567890123), or 12-15 bare digits (中通)
-TRACKING_NO = re.compile(r"(?<![A-Za-z0-9])([A-Z]{2,4}\d{9,15}|\d{12,15})(?![0-9])")
+# the carrier prefix in either case (customers type sf829657249208); read it upper-cased
+TRACKING_NO = re.compile(r"(?<![A-Za-z0-9])((?i:[A-Z]{2,4})\d{9,15}|\d{12,15})(?![0-9])")
 # canonical unit -> the ways shop text writes it (longest first when compiled)
 UNITS: dict[str, tuple[str, ...]] = {
     "mm": ("mm", "毫米"), "cm": ("cm", "厘米", "公分"), "m": ("米",), "g/㎡/24h": ("g/㎡/24h", "g/m²/24h", "g/m2/24h"),
@@ -105,7 +106,7 @@ def claims(text: str) -> list[Claim]:
     for m in ORDER_NO.finditer(text):
         add("order_no", "order_no:" + re.sub(r"[ -]", "", m.group()), m)
     for m in TRACKING_NO.finditer(text):
-        add("tracking_no", "tracking_no:" + m.group(1), m, 1)
+        add("tracking_no", "tracking_no:" + m.group(1).upper(), m, 1)
     for m in MONEY.finditer(text):
         fen = money_fen(m)
         if fen is not None:

@@ -158,7 +158,7 @@ def link(kg: KnowledgeGraph, text: str, *, snap: Snapshot | None = None) -> list
     for m in TRACKING_NO.finditer(text):
         if free(*m.span()):
             entities.append({"type": "logistics", "text": m.group(), "start": m.start(), "end": m.end(),
-                             "value": m.group()})
+                             "value": m.group().upper()})
             taken.append(m.span())
     if lk.pattern is not None:
         for m in lk.pattern.finditer(text):
