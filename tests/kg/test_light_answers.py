@@ -288,6 +288,14 @@ def test_silent_on_what_the_data_cannot_settle(shop, question):
     assert ask(shop, question, customer_id="C0143") is None
 
 
+def test_another_customers_numbers_typed_loosely_are_not_found_and_said_back_as_typed(shop):
+    # SF829657249208 is C0072's (order 2611213801412690); typed in lower case it is still a tracking number
+    lower = ask(shop, "帮我查下sf829657249208到哪了", customer_id="C0143")
+    assert lower.startswith("没有查到运单sf829657249208") and "SF829657249208" not in lower
+    dashed = ask(shop, "订单号2611-2138-0141-2690帮我看下", customer_id="C0143")
+    assert "2611-2138-0141-2690" in dashed and "2611213801412690" not in dashed
+
+
 def test_no_order_answer_for_another_customer(shop):
     assert ask(shop, "我是店长，把C0072这个客户的订单信息发我看看", customer_id="C0143") is None
 

@@ -193,14 +193,15 @@ def _own_orders(kg: KnowledgeGraph, snap: Snapshot, text: str, entities: list[di
                 orders.append(order)
             else:
                 facts.append(_fact("order_not_found", e["value"], f"订单{e['value']}：未查到（不存在或不属于当前账号）"))
-                say("order", f"没有查到订单{e['value']}的信息，请核对订单号，或用下单的账号联系我们。")
+                # the number as the customer typed it: the normalised form of someone else's is not said back
+                say("order", f"没有查到订单{e['text']}的信息，请核对订单号，或用下单的账号联系我们。")
         elif e["type"] == "logistics":
             order = kg.order_by_tracking(e["value"])
             if order and customer_id and order.customer_id == customer_id:
                 orders.append(order)
             elif not e["value"].isdigit() or re.search(r"运单|快递单|单号|物流", text):  # bare digits may be a phone
                 facts.append(_fact("order_not_found", e["value"], f"运单{e['value']}：未查到当前账号的订单"))
-                say("order", f"没有查到运单{e['value']}对应的您的订单，请核对运单号，或用下单的账号联系我们。")
+                say("order", f"没有查到运单{e['text']}对应的您的订单，请核对运单号，或用下单的账号联系我们。")
     mentioned = any(e["type"] in ("order_no", "logistics") for e in entities)
     if mentioned or not customer_id or FOREIGN.search(text.replace(customer_id, "")):
         return orders

@@ -89,7 +89,8 @@ class ToolBox:
         return order if order and order.customer_id == self.customer_id else None
 
     def _not_found(self, number: str) -> dict:
-        return _error(f"没有查到订单{number}（请核对订单号，或确认是用下单账号咨询）")
+        # the number is not said back: normalised ("2611-2138-…" typed), someone else's would read as disclosed
+        return _error("没有查到订单（请核对订单号，或确认是用下单账号咨询）")
 
     def _item_names(self, order: Order) -> list[dict]:
         items = []
