@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 from kefu.kg.retrieval import link, retrieve, trie_regex
 
 from .conftest import AT
+
+REPO_SHOP = Path(__file__).resolve().parents[2] / "examples" / "shop"
 
 
 def types(facts):
@@ -92,6 +96,15 @@ def test_faq_exact_and_near_match(kg):
     assert retrieve(kg, "可以开发票吗", at=AT).answer == "可以，订单签收后在订单详情页申请电子发票。"
     assert retrieve(kg, "你们多久发货呀", at=AT).answer == "付款后48小时内发货，预售商品以详情页为准。"
     assert retrieve(kg, "今天天气不错", at=AT).answer is None
+
+
+def test_faq_matches_on_the_words_that_tell_questions_apart(shop_kg, shop_time):
+    """On the sample shop's FAQ: 可以开发票吗 is 能开发票吗？ (the bigram overlap alone misses it: 可以 and 吗 weigh as
+    much as 发票), 客服几点下班 is 客服几点上班？; 什么时候发货 is not 双11活动到什么时候？ (only 什么时候 shared)."""
+    faq = {e["question"]: e["answer"] for e in json.loads((REPO_SHOP / "faq.json").read_text("utf-8"))}
+    assert retrieve(shop_kg, "可以开发票吗").answer == faq["能开发票吗？"]
+    assert retrieve(shop_kg, "客服几点下班").answer == faq["客服几点上班？"]
+    assert faq["双11活动到什么时候？"] not in (retrieve(shop_kg, "什么时候发货？").answer or "")
 
 
 def test_relations_for_accessories(kg):

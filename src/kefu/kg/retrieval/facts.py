@@ -13,6 +13,7 @@ from typing import Any
 from kefu.clock import shop_now
 from kefu.kg.promotions import CartItem, Promotion, price_cart
 from kefu.kg.recommend import recommend
+from kefu.kg.replies import ReplyIndex
 from kefu.kg.records import Order, Product, color_matches, size_matches
 from kefu.kg.retrieval import answers as light
 from kefu.kg.retrieval.linker import grams, link, linker
@@ -20,7 +21,7 @@ from kefu.kg.store import KnowledgeGraph, Snapshot
 from kefu.safety.injection import detect
 from kefu.text.normalize import to_halfwidth, to_simplified
 from kefu.text.numbers import format_fen
-from kefu.types import KefuError
+from kefu.types import Dialogue, KefuError, Turn
 
 BLOCK_HEADER = "【店铺知识】"  # opens the facts block the model is given; never part of an answer
 PLAYBOOK_NAMES = {"delay": "物流延迟", "lost": "快递丢件", "damaged": "商品破损", "address_change": "修改地址",
@@ -259,6 +260,21 @@ def _eligibility_lines(kg: KnowledgeGraph, order: Order, at: datetime, text: str
                 said.append(f"在{days}天{window}内" if inside else f"已过{days}天{window}")
         lines.append(f"{head}{signed.month}月{signed.day}日签收，" + "，".join(said) + "。")
     return list(dict.fromkeys(lines))  # the same item twice (a bought pair of socks and a gift pair) says it once
+
+
+FAQ_MIN_COSINE = 0.5  # idf-weighted: 可以开发票吗 ~ 能开发票吗？ 0.68, 什么时候发货 ~ 双11活动到什么时候？ 0.40
+
+
+def faq_index(snap: Snapshot) -> ReplyIndex:
+    """The shop's FAQ as a past-reply index (question → answer; ``kefu.kg.replies``), cached on the snapshot: its
+    ``similarity`` weighs the words that tell questions apart (发票, 上班) above the ones every question has (可以,
+    吗), which the character-bigram overlap does not."""
+    cached = snap.cache.get("faq_index")
+    if cached is None:
+        cached = ReplyIndex.build([Dialogue(f"faq{k}", [Turn("user", entry.question), Turn("assistant", entry.answer)])
+                                   for k, entry in enumerate(snap.faq)], context_turns=0)
+        snap.cache["faq_index"] = cached
+    return cached
 
 
 def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, at: datetime | None = None,
@@ -519,7 +535,11 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
             score = len(question_grams & qgrams) / len(question_grams | qgrams)
             if score > best[0]:
                 best = (score, k)
-    if best[1] >= 0 and best[0] >= faq_min_similarity:
+    if best[0] < faq_min_similarity:  # no close wording: the FAQ question that shares the telling words
+        match = next(iter(faq_index(snap).search(text, 1)), None)
+        if match is not None and match.similarity >= FAQ_MIN_COSINE:
+            best = (match.similarity, int(match.dialogue_id[3:]))
+    if best[1] >= 0 and best[0] >= min(faq_min_similarity, FAQ_MIN_COSINE):
         entry = snap.faq[best[1]]
         faq_answer = entry.answer
         facts.append(_fact("faq", entry.intent or "faq", f"常见问题「{entry.question}」：{entry.answer}",
