@@ -430,8 +430,8 @@ def price_cart_bruteforce(items: list[CartItem], promotions: list[Promotion], at
     best_combo: tuple[Promotion, ...] = ()
     for size in range(len(usable) + 1):
         for combo in itertools.combinations(usable, size):
-            if not stacks(combo):
-                continue
+            if not stacks(combo) or not all(cart.eligible[p.id] for p in combo):
+                continue  # a promotion that covers nothing in the cart cannot be its group's one
             exclusive = len(combo) == 1 and combo[0].exclusive
             if not exclusive and ({p.stack_group for p in combo if p.stack_group} != required
                                   or not free <= {p.id for p in combo}):
