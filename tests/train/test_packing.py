@@ -112,8 +112,9 @@ def test_fast_path_gives_the_plain_loss_and_gradients(arch):
         assert max(len(e.input_ids) for e in examples) > make_model(arch).config.sliding_window
     assert n_plain == n_fast
     torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-4)
-    for name in g_plain:
-        torch.testing.assert_close(g_fast[name], g_plain[name], rtol=1e-4, atol=1e-6, msg=name)
+    for name in g_plain:  # float32 sums in another order: the roundoff scales with the gradient (Intel vs AMD differ)
+        scale = g_plain[name].abs().max().item()
+        torch.testing.assert_close(g_fast[name], g_plain[name], rtol=1e-4, atol=1e-6 + 2e-5 * scale, msg=name)
 
 
 def test_a_switched_model_still_generates_padded_batches():

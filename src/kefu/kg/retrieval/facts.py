@@ -18,6 +18,7 @@ from kefu.kg.records import Order, Product, color_matches, size_matches
 from kefu.kg.retrieval import answers as light
 from kefu.kg.retrieval.linker import grams, link, linker
 from kefu.kg.store import KnowledgeGraph, Snapshot
+from kefu.kg.tools.returns import return_eligibility
 from kefu.safety.injection import detect
 from kefu.text.normalize import to_halfwidth, to_simplified
 from kefu.text.numbers import format_fen
@@ -228,8 +229,6 @@ def _eligibility_lines(kg: KnowledgeGraph, order: Order, at: datetime, text: str
     """Whether the order's items (those named, else those of the categories asked, gifts left out) can be returned,
     exchanged or repaired at ``at``, by ``kefu.kg.tools.returns``; one line per item, with the signing date rather
     than a count of days (every figure in it is the shop's)."""
-    from kefu.kg.tools.returns import return_eligibility
-
     named = {p.sku for p in products}
     reason = "quality" if QUALITY.search(text) else "no_reason"
     signed = order.delivered_at
