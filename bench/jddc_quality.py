@@ -102,9 +102,9 @@ def main() -> None:
     report = json.loads((run / "train_report.json").read_text("utf-8"))
     summary = {"settings": vars(args) | {"jddc": str(args.jddc), "work": str(work)}, "times_s": times,
                "train": {k: report.get(k) for k in ("steps", "tokens", "supervised_tokens", "final_loss",
-                                                    "val_loss", "train_seconds", "examples")},
+                                                    "val_loss", "train_seconds", "wall_seconds", "examples")},
                "metrics": {k: metrics.get(k) for k in (
-                   "samples", "bleu4", "rougeL", "bleu4_single_ref", "rougeL_single_ref", "retrieval_bleu4",
+                   "n_samples", "bleu4", "rougeL", "bleu4_single_ref", "rougeL_single_ref", "retrieval_bleu4",
                    "retrieval_rougeL", "stock_bleu4", "stock_rougeL", "vs_retrieval_bleu4", "vs_retrieval_rougeL",
                    "repeat_4gram_rate", "exemplars", "unfilled_slot_rate")}}
     (work / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
@@ -119,7 +119,8 @@ def markdown(summary: dict, args: argparse.Namespace) -> str:
     def row(name: str, bleu: float | None, rouge: float | None) -> str:
         pct = (f"{bleu / HUMAN['bleu4']:.0%} / {rouge / HUMAN['rougeL']:.0%}"
                if bleu is not None and rouge is not None else "—")
-        return f"| {name} | {bleu if bleu is not None else '—'} | {rouge if rouge is not None else '—'} | {pct} |"
+        shown = [f"{x:.2f}" if x is not None else "—" for x in (bleu, rouge)]
+        return f"| {name} | {shown[0]} | {shown[1]} | {pct} |"
 
     how = ("whole dialogues (plain)" if args.plain else
            f"each agent turn rendered as serving renders it, with {args.exemplars} exemplars (an empty KG: no facts)")
@@ -133,8 +134,9 @@ def markdown(summary: dict, args: argparse.Namespace) -> str:
         f"Data: the JDDC 2019 sample (994 sessions) split by session (727 train, 56 val, 211 test). Training: "
         f"{args.model}, {how}; {t.get('steps')} steps of {args.batch_size} rows × {args.max_len} tokens, "
         f"{t.get('tokens') or 0:,} tokens ({t.get('supervised_tokens') or 0:,} supervised), "
-        f"{summary['times_s'].get('train', 0) / 60:.0f} min wall; val loss {t.get('val_loss')}. "
-        f"Scored: the last agent reply of the first {m.get('samples')} held-out dialogues, single reference.",
+        f"{(t.get('wall_seconds') or t.get('train_seconds') or 0) / 60:.0f} min wall; val loss "
+        f"{t.get('val_loss') or float('nan'):.3f}. "
+        f"Scored: the last agent reply of the first {m.get('n_samples')} held-out dialogues, single reference.",
         "",
         "| system | BLEU-4 | ROUGE-L | % of human agreement (BLEU-4 24.92 / ROUGE-L 38.26) |",
         "|---|---:|---:|---|",
