@@ -105,6 +105,10 @@ def test_faq_matches_on_the_words_that_tell_questions_apart(shop_kg, shop_time):
     assert retrieve(shop_kg, "可以开发票吗").answer == faq["能开发票吗？"]
     assert retrieve(shop_kg, "客服几点下班").answer == faq["客服几点上班？"]
     assert faq["双11活动到什么时候？"] not in (retrieve(shop_kg, "什么时候发货？").answer or "")
+    # question words said another way are the same question; what is asked about must still be shared
+    assert retrieve(shop_kg, "什么时候发货？").answer == faq["下单后多久发货？"]
+    assert retrieve(shop_kg, "退款几天到账").answer == faq["退款多久到账？"]
+    assert not [f for f in retrieve(shop_kg, "什么时候到").facts if f["type"] == "faq"]  # not 退款多久到账？
 
 
 def test_relations_for_accessories(kg):

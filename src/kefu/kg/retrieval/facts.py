@@ -262,6 +262,22 @@ def _eligibility_lines(kg: KnowledgeGraph, order: Order, at: datetime, text: str
 
 
 FAQ_MIN_COSINE = 0.5  # idf-weighted: 可以开发票吗 ~ 能开发票吗？ 0.68, 什么时候发货 ~ 双11活动到什么时候？ 0.40
+# question words said many ways, one spelling for the FAQ match (什么时候发货 is 下单后多久发货？)
+QUESTION_WORDS = ((re.compile(r"什么时候|啥时候|几时|多长时间|多少天|几天"), "多久"),
+                  (re.compile(r"咋办|怎么处理|如何处理|怎么弄"), "怎么办"), (re.compile(r"可不可以|能不能|可以|能否"), "能"))
+_ASKING = re.compile("|".join(sorted({w for _, w in QUESTION_WORDS}, key=len, reverse=True)))
+
+
+def faq_wording(text: str) -> str:
+    """``text`` with its question words in one spelling (``QUESTION_WORDS``)."""
+    for pattern, word in QUESTION_WORDS:
+        text = pattern.sub(word, text)
+    return text
+
+
+def _topic_grams(text: str) -> set[str]:
+    """The character bigrams of what is asked about, question words left out (多久到 has none: 到 alone)."""
+    return set().union(*(grams(part) for part in _ASKING.split(faq_wording(text)) if part)) if text else set()
 
 
 def faq_index(snap: Snapshot) -> ReplyIndex:
@@ -270,7 +286,8 @@ def faq_index(snap: Snapshot) -> ReplyIndex:
     吗), which the character-bigram overlap does not."""
     cached = snap.cache.get("faq_index")
     if cached is None:
-        cached = ReplyIndex.build([Dialogue(f"faq{k}", [Turn("user", entry.question), Turn("assistant", entry.answer)])
+        cached = ReplyIndex.build([Dialogue(f"faq{k}", [Turn("user", faq_wording(entry.question)),
+                                                         Turn("assistant", entry.answer)])
                                    for k, entry in enumerate(snap.faq)], context_turns=0)
         snap.cache["faq_index"] = cached
     return cached
@@ -535,8 +552,10 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
             if score > best[0]:
                 best = (score, k)
     if best[0] < faq_min_similarity:  # no close wording: the FAQ question that shares the telling words
-        match = next(iter(faq_index(snap).search(text, 1)), None)
-        if match is not None and match.similarity >= FAQ_MIN_COSINE:
+        match = next(iter(faq_index(snap).search(faq_wording(text), 1)), None)
+        # and shares what is asked about, not only how (什么时候到 is not 退款多久到账？)
+        if (match is not None and match.similarity >= FAQ_MIN_COSINE
+                and _topic_grams(text) & _topic_grams(match.question)):
             best = (match.similarity, int(match.dialogue_id[3:]))
     if best[1] >= 0 and best[0] >= min(faq_min_similarity, FAQ_MIN_COSINE):
         entry = snap.faq[best[1]]
