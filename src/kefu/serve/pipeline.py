@@ -373,8 +373,8 @@ class ChatService:
         the answer whole (a non-streaming request): the model's draft is sent only once it is complete and verified,
         so a draft that fails late is regenerated or replaced whole, never sent in part."""
         turn = self.route(messages, caller_id=caller_id, session_id=session_id, customer_id=customer_id,
-                          model=model, max_tokens=max_tokens, temperature=temperature, stop=stop, sample=sample)
-        turn.held = held
+                          model=model, max_tokens=max_tokens, temperature=temperature, stop=stop, sample=sample,
+                          held=held)
         early = self.shortcut(turn)
         if early is not None:
             for event in early:
@@ -415,7 +415,7 @@ class ChatService:
 
     def route(self, messages: list[dict[str, str]], *, caller_id: str, session_id: str | None,
               customer_id: str | None, model: str | None, max_tokens: int | None,
-              temperature: float, stop: list[str] | None = None, sample: bool = False) -> Turn:
+              temperature: float, stop: list[str] | None = None, sample: bool = False, held: bool = False) -> Turn:
         """Step 1, route: record the question in its session (failure signals, entities, intent) and ask the router, once,
         where the turn goes."""
         started = time.perf_counter()
@@ -447,7 +447,7 @@ class ChatService:
         return Turn(messages, text, masked, ents, session, route, reply, caller_id, customer_id, model, max_tokens,
                     temperature, started,
                     context="" if ents.skus or not previous_skus else previous_skus[-1],
-                    stop=tuple(s for s in (stop or ()) if s), sample=sample)
+                    stop=tuple(s for s in (stop or ()) if s), sample=sample, held=held)
 
     def shortcut(self, turn: Turn) -> Iterable[dict[str, Any]] | None:
         """The events of a turn that ends before its facts are fetched: a handoff the router decided, the
