@@ -1,4 +1,4 @@
-"""JDDC held-out quality: the tuned model against the shop's own past replies (retrieval) and a stock reply.
+"""JDDC held-out quality: the tuned system and the tuned model against the shop's own past replies (retrieval).
 
 Real JD.com customer-service logs (the JDDC 2019 sample in ``../shared/data/jddc2019``; skipped with a message when
 absent), through kefu's own commands, the way a user would run them:
@@ -10,10 +10,13 @@ absent), through kefu's own commands, the way a user would run them:
    from other dialogues), loss on that reply only. The knowledge graph is an empty one: JDDC has no catalogue, so
    the prompt holds no facts and slots stay slots. ``--exemplars 0`` trains the same rendering without exemplars;
    ``--plain`` trains on whole dialogues as the earlier measurement did;
-3. ``kefu eval --run RUN --last-turn-only --train-data DATA``: each held-out dialogue's last agent reply, scored
+3. ``kefu eval system --run RUN --kg EMPTY --last-turn-only``: the system — each held-out dialogue's last turn through
+   the serving pipeline as ``kefu serve --run`` answers it (where the shop's data says nothing about a turn, the reply
+   the shop's agents agree on; else the model, verified) — and ``kefu eval --run RUN --last-turn-only --train-data
+   DATA``: the model alone. Each held-out dialogue's last agent reply, scored
    single-reference (JDDC's human agreement is measured that way: BLEU-4 24.92, ROUGE-L 38.26, first human reply
    against the second), with the retrieval baseline (``kefu.kg.replies``, BM25 over the train split) and the stock
-   reply scored on the same samples in the same run.
+   reply scored on the same samples in the same run, and the consensus of past replies (no model) beside them.
 
     .venv/bin/python bench/jddc_quality.py --work /tmp/jddc --max-steps 120 --max-samples 48 [--write-docs]
 
@@ -83,13 +86,11 @@ def main() -> None:
         kefu("consent", "register", str(data / "train.jsonl"), "--source",
              "JDDC 2019 sample (../shared/data; public, PII replaced by the organiser; testing only)",
              "--legal-basis", "legitimate-interest", "--no-consent", log=log)
-    grounding: list[str] = []
-    if not args.plain:
-        from kefu.kg.store import KnowledgeGraph
+    from kefu.kg.store import KnowledgeGraph
 
-        empty = work / "empty_kg.db"
-        KnowledgeGraph.open(f"sqlite:///{empty}").close()  # JDDC has no catalogue: no facts, slots stay slots
-        grounding = ["--kg", f"sqlite:///{empty}", "--exemplars", str(args.exemplars)]
+    empty = work / "empty_kg.db"
+    KnowledgeGraph.open(f"sqlite:///{empty}").close()  # JDDC has no catalogue: no facts, slots stay slots
+    grounding = [] if args.plain else ["--kg", f"sqlite:///{empty}", "--exemplars", str(args.exemplars)]
     if not (run / "train_report.json").is_file():
         times["train"] = kefu("train", "--data", str(data), "--out", str(run), "--model", args.model,
                               "--epochs", "1", "--batch-size", str(args.batch_size), "--max-len", str(args.max_len),
@@ -98,15 +99,26 @@ def main() -> None:
     times["eval"] = kefu("eval", "--run", str(run), "--data", str(data / "test.jsonl"), "--out", str(evaluated),
                          "--last-turn-only", "--max-samples", str(args.max_samples), "--max-new-tokens",
                          str(args.max_new_tokens), "--train-data", str(data), log=log)
+    times["eval_system"] = kefu("eval", "system", "--run", str(run), "--kg", f"sqlite:///{empty}", "--data",
+                                str(data / "test.jsonl"), "--out", str(work / "eval_system"), "--last-turn-only",
+                                "--max-samples", str(args.max_samples), "--train-data", str(data), "--no-progress",
+                                log=log)
     metrics = json.loads((evaluated / "metrics.json").read_text("utf-8"))
+    system = json.loads((work / "eval_system" / "metrics.json").read_text("utf-8"))
     report = json.loads((run / "train_report.json").read_text("utf-8"))
     summary = {"settings": vars(args) | {"jddc": str(args.jddc), "work": str(work)}, "times_s": times,
                "train": {k: report.get(k) for k in ("steps", "tokens", "supervised_tokens", "final_loss",
                                                     "val_loss", "train_seconds", "wall_seconds", "examples")},
                "metrics": {k: metrics.get(k) for k in (
                    "n_samples", "bleu4", "rougeL", "bleu4_single_ref", "rougeL_single_ref", "retrieval_bleu4",
-                   "retrieval_rougeL", "stock_bleu4", "stock_rougeL", "vs_retrieval_bleu4", "vs_retrieval_rougeL",
-                   "repeat_4gram_rate", "exemplars", "unfilled_slot_rate")}}
+                   "retrieval_rougeL", "consensus_bleu4", "consensus_rougeL", "stock_bleu4", "stock_rougeL",
+                   "vs_retrieval_bleu4", "vs_retrieval_rougeL", "repeat_4gram_rate", "exemplars",
+                   "unfilled_slot_rate")},
+               "system": {k: system.get(k) for k in (
+                   "n_samples", "bleu4_single_ref", "rougeL_single_ref", "retrieval_bleu4", "retrieval_rougeL",
+                   "consensus_bleu4", "consensus_rougeL", "vs_retrieval_bleu4", "vs_retrieval_rougeL",
+                   "vs_consensus_bleu4", "vs_consensus_rougeL", "path_mix", "reasons", "replacements",
+                   "invented_fact_rate", "latency_p50_ms", "latency_p95_ms")}}
     (work / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
     print(json.dumps(summary, ensure_ascii=False, indent=1))
     if args.write_docs:
@@ -114,7 +126,7 @@ def main() -> None:
 
 
 def markdown(summary: dict, args: argparse.Namespace) -> str:
-    m, t = summary["metrics"], summary["train"]
+    m, t, sy = summary["metrics"], summary["train"], summary["system"]
 
     def row(name: str, bleu: float | None, rouge: float | None) -> str:
         pct = (f"{bleu / HUMAN['bleu4']:.0%} / {rouge / HUMAN['rougeL']:.0%}"
@@ -122,9 +134,12 @@ def markdown(summary: dict, args: argparse.Namespace) -> str:
         shown = [f"{x:.2f}" if x is not None else "—" for x in (bleu, rouge)]
         return f"| {name} | {shown[0]} | {shown[1]} | {pct} |"
 
+    def times(a: float | None, b: float | None) -> str:
+        return f"{a / b:.2f}×" if a is not None and b else "—"
+
     how = ("whole dialogues (plain)" if args.plain else
            f"each agent turn rendered as serving renders it, with {args.exemplars} exemplars (an empty KG: no facts)")
-    vs_b, vs_r = m.get("vs_retrieval_bleu4"), m.get("vs_retrieval_rougeL")
+    reasons = ", ".join(f"{k} {v}" for k, v in (sy.get("reasons") or {}).items())
     return "\n".join([
         "## JDDC held-out quality (`bench/jddc_quality.py`)",
         "",
@@ -136,16 +151,28 @@ def markdown(summary: dict, args: argparse.Namespace) -> str:
         f"{t.get('tokens') or 0:,} tokens ({t.get('supervised_tokens') or 0:,} supervised), "
         f"{(t.get('wall_seconds') or t.get('train_seconds') or 0) / 60:.0f} min wall; val loss "
         f"{t.get('val_loss') or float('nan'):.3f}. "
-        f"Scored: the last agent reply of the first {m.get('n_samples')} held-out dialogues, single reference.",
+        f"Scored: the last agent reply of the first {sy.get('n_samples')} held-out dialogues, single reference. "
+        "The system is `kefu eval system --run`: each turn through the serving pipeline as `kefu serve --run` "
+        "answers it; the model alone is `kefu eval --run` (its greedy draft, unverified). All rows are scored on "
+        "the same turns in the same run.",
         "",
-        "| system | BLEU-4 | ROUGE-L | % of human agreement (BLEU-4 24.92 / ROUGE-L 38.26) |",
+        "| answers | BLEU-4 | ROUGE-L | % of human agreement (BLEU-4 24.92 / ROUGE-L 38.26) |",
         "|---|---:|---:|---|",
-        row("tuned model", m.get("bleu4"), m.get("rougeL")),
-        row("retrieval (past replies, BM25)", m.get("retrieval_bleu4"), m.get("retrieval_rougeL")),
+        row("**the tuned system** (what a customer receives)", sy.get("bleu4_single_ref"), sy.get("rougeL_single_ref")),
+        row("the tuned model alone", m.get("bleu4"), m.get("rougeL")),
+        row("consensus of the shop's past replies (no model)", sy.get("consensus_bleu4"), sy.get("consensus_rougeL")),
+        row("retrieval: the best past reply (BM25) — the baseline", sy.get("retrieval_bleu4"),
+            sy.get("retrieval_rougeL")),
         row("stock reply", m.get("stock_bleu4"), m.get("stock_rougeL")),
-        f"| tuned ÷ retrieval | **{vs_b:.2f}×** | **{vs_r:.2f}×** | target 1.5× |" if vs_b and vs_r else "",
+        f"| **system ÷ retrieval** | **{times(sy.get('bleu4_single_ref'), sy.get('retrieval_bleu4'))}** | "
+        f"**{times(sy.get('rougeL_single_ref'), sy.get('retrieval_rougeL'))}** | target 1.5× |",
+        f"| model alone ÷ retrieval | {times(m.get('bleu4'), m.get('retrieval_bleu4'))} | "
+        f"{times(m.get('rougeL'), m.get('retrieval_rougeL'))} | |",
         "",
-        f"repeat_4gram_rate {m.get('repeat_4gram_rate')}; exemplars shown per prompt: {m.get('exemplars')}.",
+        f"The system's answers by reason: {reasons or '—'}; replacements {sy.get('replacements') or {}}; "
+        f"invented-fact rate {sy.get('invented_fact_rate')}; latency p50 {sy.get('latency_p50_ms')} ms, p95 "
+        f"{sy.get('latency_p95_ms')} ms. The model alone: repeat_4gram_rate {m.get('repeat_4gram_rate')}, "
+        f"exemplars shown per prompt {m.get('exemplars')}.",
     ])
 
 

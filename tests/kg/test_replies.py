@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from kefu.artifacts.dialogues import write_dialogues
 from kefu.cli import app
 from kefu.eval.metrics import lf_bleu4, lf_rouge
-from kefu.kg.replies import ReplyIndex, tokenize
+from kefu.kg.replies import ReplyIndex, agreement, tokenize
 from kefu.kg.slots import fill_slots
 from kefu.types import Dialogue, KefuError, Turn
 
@@ -94,6 +94,34 @@ def test_exemplars_show_other_dialogues_replies_that_state_no_figure(index):
     assert index.exemplars([{"role": "user", "content": "我的订单[订单x]到哪了"}], 1, min_similarity=0.5) == [
         "您的订单[订单x]已发出 实付[金额x]元，请耐心等待"]
     assert index.exemplars([{"role": "user", "content": "完全无关的问题"}], 2, min_similarity=0.5) == []
+
+
+def test_agreement_is_symmetric_character_ngram_overlap():
+    texts = ["亲，付款后48小时内发货哦。", "亲 付款后48小时内发货哦", "保温杯6小时保温", ""]
+    matrix = agreement(texts)
+    assert matrix.shape == (4, 4) and np.allclose(matrix, matrix.T)
+    assert matrix[0, 1] == pytest.approx(1.0)  # punctuation aside, the same characters (spaces never count)
+    assert 0 < matrix[0, 2] < 0.3 and matrix[0, 3] == 0 and matrix[3, 3] == 0
+    assert matrix[0, 0] == pytest.approx(1.0)
+
+
+def test_consensus_prefers_what_most_agents_say_over_the_single_best_match():
+    """The best match for 好的谢谢 is one agent's odd reply; most agents in that spot close the same way."""
+    closing = ["还有其他可以帮您的吗？", "请问还有其他可以帮到您的吗？", "请问还有其他问题吗？"]
+    dialogues = [dlg("odd", ("user", "好的谢谢"), ("assistant", "我们会员日有八折，欢迎下次光临"))]
+    dialogues += [dlg(f"c{i}", ("user", "好的，谢谢你"), ("assistant", reply)) for i, reply in enumerate(closing)]
+    index = ReplyIndex.build(dialogues)
+    assert index.search("好的谢谢", k=1)[0].reply == "我们会员日有八折，欢迎下次光临"
+    ranked = index.consensus("好的谢谢", k=4)
+    assert ranked[0].text == "请问还有其他可以帮到您的吗？" and ranked[0].match.dialogue_id == "c1"
+    assert ranked[-1].text == "我们会员日有八折，欢迎下次光临"
+    assert [c.agreement for c in ranked] == sorted((c.agreement for c in ranked), reverse=True)
+    # an extra candidate (a model's draft) competes on the same terms and is no past reply
+    with_draft = index.consensus("好的谢谢", k=4, extra=["请问还有其他可以帮到您的吗？"])
+    assert {c.match is None for c in with_draft[:2]} == {True, False}
+    assert index.consensus("完全无关的火星文", k=4) == []
+    alone = index.consensus("完全无关的火星文", k=4, extra=["草稿"])
+    assert [(c.text, c.agreement, c.match) for c in alone] == [("草稿", 0.0, None)]
 
 
 def test_earlier_context_breaks_ties():
@@ -236,5 +264,16 @@ def test_jddc_retrieval_on_held_out_sessions(shared_data):
     assert sum(1 for p in preds if p) / len(preds) > 0.95
     assert 5 < bleu < 15 and 14 < rouge < 25  # seed 0: 7.09 / 17.69
     assert rouge > stock_rouge and bleu > stock_bleu * 0.95  # stock: 6.79 / 15.55
+    # what the shop's agents agree on beats the single best match (every 4th turn: 10.39 / 23.55 against 6.36 / 17.29)
+    agreed = [ix.consensus(context, 20) for context, _ in samples[::4]]
+    agreed_preds = [a[0].text if a else "" for a in agreed]
+    agreed_refs = refs[::4]
+    agreed_bleu = mean(lf_bleu4(p, [r]) for p, r in zip(agreed_preds, agreed_refs))
+    agreed_rouge = mean(lf_rouge(p, r)["rougeL"] for p, r in zip(agreed_preds, agreed_refs))
+    same_bleu = mean(lf_bleu4(p, [r]) for p, r in zip(preds[::4], agreed_refs))
+    same_rouge = mean(lf_rouge(p, r)["rougeL"] for p, r in zip(preds[::4], agreed_refs))
+    print(f"consensus of 20 on every 4th turn: BLEU-4 {agreed_bleu:.2f} ROUGE-L {agreed_rouge:.2f} against "
+          f"{same_bleu:.2f} / {same_rouge:.2f} for the best match")
+    assert agreed_bleu > 1.4 * same_bleu and agreed_rouge > 1.2 * same_rouge
     # the organisers' placeholders stay in the replies, to be filled from the request's facts
     assert any("[" in p and "x]" in p for p in preds)

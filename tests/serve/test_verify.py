@@ -201,6 +201,41 @@ def test_the_shops_past_reply_answers_a_near_identical_question_with_this_turns_
     assert "99" not in cheaper.text and cheaper.path == "handoff"
 
 
+def test_what_the_shops_agents_agree_on_answers_only_turns_the_shops_data_says_nothing_about(tiny, shop_kg):
+    from kefu.kg.replies import ReplyIndex
+    from kefu.types import Dialogue, Turn
+
+    def past(i, question, reply):
+        return Dialogue(f"d{i}", [Turn("user", question), Turn("assistant", reply)])
+
+    closings = ["请问还有其他可以帮到您的吗？", "请问还有其他问题可以帮到您的吗？", "还有其他可以帮您的吗？"]
+    dialogues = [past(0, "好的谢谢啦", "我们会员日有八折，欢迎下次光临")]
+    dialogues += [past(i + 1, "好的，谢谢你", reply) for i, reply in enumerate(closings)]
+    dialogues += [past(10 + i, "X1冲锋衣好看吗", "很好看的，亲，放心拍") for i in range(3)]
+    dialogues += [past(20, "X1冲锋衣好看不", "好看的亲，很多人买")]
+    service = full_path_service(tiny, shop_kg, None)
+    service.engine, service.replies = None, ReplyIndex.build(dialogues)
+    thanks = ask(service, "好的谢谢")
+    assert thanks.path == "light" and thanks.text == "请问还有其他可以帮到您的吗？"
+    # about a product the shop's facts answer, or a person: never what agents said about it (or another one) before
+    looks = ask(service, "X1冲锋衣穿上好看么")
+    assert "好看" not in looks.text and looks.path == "handoff"
+    service.config.consensus_min_agreement = 0.99  # the agents do not agree that closely: no consensus answer
+    service.cache.clear()
+    assert ask(service, "好的谢谢").path == "handoff"
+    service.config.consensus_min_agreement, service.config.consensus_k = 0.0, 0  # switched off
+    service.cache.clear()
+    assert ask(service, "好的谢谢").path == "handoff"
+
+
+def test_serving_answers_with_the_consensus_the_eval_measures():
+    from kefu.kg.replies import CONSENSUS_K, CONSENSUS_MIN_SIMILARITY
+    from kefu.serve.config import ServeConfig
+
+    config = ServeConfig()
+    assert (config.consensus_k, config.consensus_min_similarity) == (CONSENSUS_K, CONSENSUS_MIN_SIMILARITY)
+
+
 def test_loops_are_back_to_back_repeats_not_lists():
     assert looping("折叠，折叠，折叠") and looping("哈哈哈哈哈哈")
     policy = "定制款不支持7天无理由退货；内裤拆封后不支持7天无理由退货；刻字款不支持7天无理由退货；袜子不支持7天无理由退货"

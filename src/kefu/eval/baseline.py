@@ -2,6 +2,10 @@
 
 * **retrieval** — for each test sample, the reply of the best match in a :class:`~kefu.kg.replies.ReplyIndex` built
   from the *train* data (the conversation so far as the query); an empty prediction when nothing matches.
+* **consensus** — of the 20 best distinct past replies (to somewhat alike questions), the one that agrees most with
+  the others (:meth:`~kefu.kg.replies.ReplyIndex.consensus`; the best match when none is alike enough): what the
+  shop's agents usually say there, still without a model. The system answers this way where the shop's data says
+  nothing about the turn, so a model is measured against it too.
 * **stock** — the single most frequent agent reply of the train data, answered to every question.
 
 A tuned model that does not beat both has learnt nothing the logs did not already hold. Scores are LLaMA-Factory's
@@ -17,7 +21,7 @@ from typing import Any, Sequence
 from kefu.artifacts.dialogues import read_dialogues
 from kefu.artifacts.run import TrainRun
 from kefu.eval.metrics import similarity_scores
-from kefu.kg.replies import ReplyIndex
+from kefu.kg.replies import CONSENSUS_K, CONSENSUS_MIN_SIMILARITY, ReplyIndex
 from kefu.types import KefuError
 
 BASELINE_KEYS = ("bleu4", "rougeL")
@@ -29,6 +33,19 @@ def retrieval_predictions(index: ReplyIndex, samples: Sequence[dict]) -> list[st
     for sample in samples:
         matches = index.search(sample.get("context") or [], k=1)
         out.append(matches[0].reply if matches else "")
+    return out
+
+
+def consensus_predictions(index: ReplyIndex, samples: Sequence[dict], k: int = CONSENSUS_K,
+                          min_similarity: float = CONSENSUS_MIN_SIMILARITY) -> list[str]:
+    """The most agreed of the ``k`` best past replies (as serving picks them) for each sample's ``context``; the best
+    match when none is alike enough to vote; '' when nothing matches."""
+    out = []
+    for sample in samples:
+        ranked = index.consensus(sample.get("context") or [], k, min_similarity=min_similarity)
+        if not ranked:
+            ranked = index.consensus(sample.get("context") or [], 1)
+        out.append(ranked[0].text if ranked else "")
     return out
 
 
@@ -58,13 +75,15 @@ def train_data_of_run(run: str | Path) -> Path | None:
 
 def baseline_metrics(index: ReplyIndex, samples: Sequence[dict], model_metrics: dict[str, Any] | None = None
                      ) -> tuple[dict[str, Any], list[str]]:
-    """(``retrieval_*``, ``stock_*`` and, given the model's metrics, ``vs_retrieval_*``/``vs_stock_*`` keys;
+    """(``retrieval_*``, ``consensus_*``, ``stock_*`` and, given the model's metrics, ``vs_retrieval_*``,
+    ``vs_consensus_*`` and ``vs_stock_*`` keys;
     the retrieval predictions, one per sample)."""
     refs = [list(s["references"]) for s in samples]
     retrieval = retrieval_predictions(index, samples)
     stock = stock_predictions(index, samples)
+    consensus = consensus_predictions(index, samples)
     out: dict[str, Any] = {"retrieval_index_replies": len(index), "stock_reply": stock[0] if stock else ""}
-    for name, preds in (("retrieval", retrieval), ("stock", stock)):
+    for name, preds in (("retrieval", retrieval), ("consensus", consensus), ("stock", stock)):
         summary, _ = similarity_scores(preds, refs)
         for key in BASELINE_KEYS:
             out[f"{name}_{key}"] = summary[key]

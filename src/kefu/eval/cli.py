@@ -30,7 +30,8 @@ SUMMARY_KEYS = ("n_samples", "bleu4", "rouge1", "rouge2", "rougeL", "sacrebleu",
                 "key_fact_accuracy", "intent_accuracy", "resolution_rate", "handoff_rate", "latency_p50_ms",
                 "latency_p95_ms", "compliance_violation_rate", "pii_echo_rate", "perplexity", "distinct_2",
                 "repeat_4gram_rate", "judge_satisfaction", "retrieval_bleu4", "retrieval_rougeL", "vs_retrieval_bleu4",
-                "vs_retrieval_rougeL", "stock_bleu4", "stock_rougeL")
+                "vs_retrieval_rougeL", "consensus_bleu4", "consensus_rougeL", "vs_consensus_bleu4",
+                "vs_consensus_rougeL", "stock_bleu4", "stock_rougeL")
 
 
 def _config(config_file: Optional[Path], overrides: dict):
@@ -147,7 +148,8 @@ SYSTEM_KEYS = ("n_samples", "bleu4_single_ref", "rougeL_single_ref", "bleu4_mult
                "chrf", "key_fact_accuracy", "key_fact_total", "invented_fact_rate", "invented_facts_per_reply",
                "invented_catalogue_rate", "handoff_rate", "replacement_rate", "verification_failure_rate",
                "latency_p50_ms", "latency_p95_ms", "bleu4", "rougeL", "retrieval_bleu4",
-               "retrieval_rougeL", "vs_retrieval_bleu4", "vs_retrieval_rougeL")
+               "retrieval_rougeL", "vs_retrieval_bleu4", "vs_retrieval_rougeL", "consensus_bleu4", "consensus_rougeL",
+               "vs_consensus_bleu4", "vs_consensus_rougeL")
 
 
 @eval_app.command("system")

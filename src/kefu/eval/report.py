@@ -23,7 +23,8 @@ SECTIONS = {
 
 SYSTEM_KEYS = ("bleu4_single_ref", "rouge1_single_ref", "rouge2_single_ref", "rougeL_single_ref", "bleu4_multi_ref",
                "rougeL_multi_ref", "bleu4", "rougeL", "retrieval_bleu4", "retrieval_rougeL", "vs_retrieval_bleu4",
-               "vs_retrieval_rougeL", "stock_bleu4", "stock_rougeL", "retrieval_matched_rate", "retrieval_data",
+               "vs_retrieval_rougeL", "consensus_bleu4", "consensus_rougeL", "vs_consensus_bleu4",
+               "vs_consensus_rougeL", "stock_bleu4", "stock_rougeL", "retrieval_matched_rate", "retrieval_data",
                "invented_fact_rate", "invented_facts_per_reply", "invented_fact_total", "invented_catalogue_rate",
                "handoff_rate", "handoff_text_rate", "replacement_rate", "verification_failure_rate", "fallback_rate",
                "router", "kg", "run")

@@ -18,6 +18,15 @@ Replies are stored exactly as the prepared data has them (JDDC's ``!@@@!`` messa
 ``kefu prepare`` does); slots and placeholders (``[订单x]``, ``[金额x]``, ``[到手价]``) are kept, to be filled later by
 :func:`kefu.kg.slots.fill_slots` from the request's facts.
 
+**Consensus** (:meth:`ReplyIndex.consensus`): of the ``k`` best distinct past replies, the one that agrees most with
+the others (character n-gram overlap, :func:`agreement`) — what the shop's agents *usually* say in this situation, not
+what one agent once said. This is minimum-Bayes-risk selection with the retrieved replies as both hypotheses and
+evidence. Only past replies whose asked message is somewhat alike vote (similarity ≥ 0.1): with no floor, a question
+the logs never saw (你们卖无人机吗, best similarity 0.03) got the reply twenty unrelated ones share. On held-out JDDC
+sessions (``kefu prepare --test-ratio 0.2``, 211 last turns) the most agreed of 20 scores BLEU-4 20.9 / ROUGE-L 36.3
+(24.4 / 40.4 with no floor) against 10.2 / 23.2 for the best match alone.
+``extra`` candidates (a model's draft) compete on the same terms.
+
 ``similarity`` of a match is a number in [0, 1] meant as a confidence threshold: the cosine between the idf-weighted
 term vectors of the asked customer message and of the entry's customer message (1.0 for the same words; a term the
 logs never saw counts with the highest idf, so a question about something new scores low).
@@ -52,6 +61,9 @@ MSG_SEP = "!@@@!"  # JDDC: one agent turn made of several messages (kefu prepare
 PLACEHOLDER = re.compile(r"\[[^\[\]\s]{1,12}\]")
 RUN = re.compile(r"[0-9a-z\u3400-\u9fff\uf900-\ufaff]+")
 WORD = re.compile(r"\w", re.UNICODE)
+WORD_CHARS = re.compile(r"[^\W_]+")  # letters, digits, CJK: what agreement compares (spacing and punctuation aside)
+CONSENSUS_K = 20  # past replies that vote (kefu.serve.config: serve.consensus_k)
+CONSENSUS_MIN_SIMILARITY = 0.1  # a vote needs an asked message at least this alike (serve.consensus_min_similarity)
 BIGRAM = "\u00b7"  # prefix: bigrams and words live in separate namespaces when both are used
 
 
@@ -104,6 +116,41 @@ class ReplyMatch:
     def to_dict(self) -> dict[str, Any]:
         return {"score": self.score, "similarity": self.similarity, "reply": self.reply, "question": self.question,
                 "context": self.context, "dialogue_id": self.dialogue_id, "turn": self.turn}
+
+
+@dataclass(slots=True)
+class Candidate:
+    """One candidate answer ranked by :meth:`ReplyIndex.consensus`."""
+
+    text: str
+    agreement: float  # [0, 1]: its mean agreement with the other candidates (0 when it stands alone)
+    match: ReplyMatch | None  # the past reply it is; None for an ``extra`` candidate
+
+
+def agreement(texts: Sequence[str], n: int = 4) -> np.ndarray:
+    """Pairwise agreement of ``texts`` as a symmetric matrix in [0, 1]: the mean over orders 1..``n`` of the F1 (Dice)
+    of the two texts' sets of character n-grams over their letters, digits and CJK (NFKC, lower case; spacing and
+    punctuation aside) — the overlap that character BLEU and chrF reward, symmetric and cheap (one product per
+    order). The diagonal is 1 for a non-empty text."""
+    grams: list[list[set[str]]] = []
+    for text in texts:
+        t = "".join(WORD_CHARS.findall(normalize(text)))
+        grams.append([{t[i:i + order] for i in range(len(t) - order + 1)} for order in range(1, n + 1)])
+    m = len(texts)
+    total = np.zeros((m, m), dtype=np.float64)
+    for order in range(n):
+        vocab: dict[str, int] = {}
+        rows = [[vocab.setdefault(g, len(vocab)) for g in per[order]] for per in grams]
+        if not vocab:
+            continue
+        x = np.zeros((m, len(vocab)), dtype=np.float32)
+        for i, cols in enumerate(rows):
+            x[i, cols] = 1.0
+        shared = x @ x.T
+        size = x.sum(axis=1)
+        denom = size[:, None] + size[None, :]
+        total += np.divide(2.0 * shared, denom, out=np.zeros_like(total), where=denom > 0)
+    return total / n
 
 
 @dataclass(slots=True)
@@ -317,6 +364,27 @@ class ReplyIndex:
             if len(out) == k:
                 break
         return out
+
+    def consensus(self, messages: Sequence[dict] | str, k: int = 20, *, min_similarity: float = 0.0,
+                  extra: Sequence[str] = (), exclude_dialogue: str | None = None) -> list[Candidate]:
+        """Of the ``k`` best distinct past replies for a conversation so far, those whose asked message is at least
+        ``min_similarity`` alike (the situation is the same, not only a word), plus ``extra`` candidates (a model's
+        draft), ranked by their mean :func:`agreement` with the other candidates, most agreed first (ties: the
+        better match). Empty when no past reply qualifies and there is no extra candidate. See the module docstring
+        for why and for the figures."""
+        matches = [m for m in self.search(messages, k, exclude_dialogue=exclude_dialogue)
+                   if m.similarity >= min_similarity]
+        texts = [m.reply for m in matches] + [t for t in extra if t and t.strip()]
+        if not texts:
+            return []
+        sources: list[ReplyMatch | None] = [*matches, *([None] * (len(texts) - len(matches)))]
+        if len(texts) == 1:
+            return [Candidate(texts[0], 0.0, sources[0])]
+        matrix = agreement(texts)
+        np.fill_diagonal(matrix, 0.0)
+        mean = matrix.sum(axis=1) / (len(texts) - 1)
+        order = sorted(range(len(texts)), key=lambda i: (-round(float(mean[i]), 9), i))
+        return [Candidate(texts[i], round(float(mean[i]), 6), sources[i]) for i in order]
 
     def _entries_of(self, dialogue_id: str) -> list[int]:
         """The indices of one dialogue's entries."""

@@ -30,7 +30,8 @@ _OTHERS = (r"(?:别人|其他人|他人|其他(?:客户|顾客|买家|用户)|�
 # claimed staff authority (我是店长 / 我是你们的管理员), then a request for data: no customer chat can prove it
 _AUTHORITY = (r"我是(?:这家店的|本店的?|店里的?|你们的?|贵店的?)?(?:店长|店主|老板|管理员|运营|经理|主管|工作人员|员工|同事|"
               r"客服主管|开发者|技术)(?!的)")  # 我是店长的朋友 claims nothing
-_DATA = r"(?:订单|手机号?|电话|地址|收货信息|身份证|银行卡|个人信息|信息|资料|记录|数据)"
+_DATA = (r"(?:订单|手机号?|电话|地址|收货信息|身份证|银行卡|个人信息|信息|资料|记录|数据|"
+         r"(?:买|购买|下单|消费)(?:了|过)(?:啥|什么|哪些|多少))")  # 查一下C0046最近买了啥
 
 # (rule id, pattern over normalised text)
 _RULES: list[tuple[str, str]] = [

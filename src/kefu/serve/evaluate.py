@@ -28,7 +28,8 @@ Metrics (``system_metrics``) are computed from the predictions file, never from 
   ``kefu.serve.verify.Evidence`` (the facts the pipeline fetched for the turn — KG and tool results — and the
   customer's own words). ``invented_fact_rate``: share of replies with at least one; ``invented_facts_per_reply``.
   Catalogue products, colours and sizes the evidence does not hold are counted apart (``invented_catalogue_rate``).
-- the system: path mix, replacements by reason, verification failures, handoff rate (by path), latency p50/p95.
+- the system: path mix, the router's reasons (``reasons``: the shop's agents agree, a KG answer, the model...),
+  replacements by reason, verification failures, handoff rate (by path), latency p50/p95.
 - the retrieval baseline (``kefu.eval.baseline``): the best past reply of the train data for each sample, scored
   the same way (``retrieval_bleu4``, ``retrieval_rougeL``), and the system's ``bleu4``/``rougeL`` as a multiple of
   it (``vs_retrieval_*``); the train data is ``baseline_data``, else the run's, else ``train.jsonl`` beside the
@@ -407,6 +408,7 @@ def system_metrics(records: list[dict], rows_out: list[dict] | None = None) -> d
     kinds = Counter(item.split(" ", 1)[0] for r in records for item in (r.get("invented") or []))
     metrics.update({
         "path_mix": _share(paths, n), "path_counts": dict(paths),
+        "reasons": dict(Counter(str(r.get("reason")) for r in records).most_common()),
         "replacements": dict(replaced), "replacement_rate": sum(replaced.values()) / n,
         "verification_failures": dict(verification),
         "verification_failure_rate": sum(1 for r in records if r.get("verification")) / n,

@@ -183,7 +183,8 @@ class Found:
     def kg_answer(self) -> str | None:
         return getattr(self.facts, "answer", None) if self.facts is not None else None
 
-    past_reply: str | None = None  # the shop's own past reply to a near-identical question, filled and verified
+    past_reply: str | None = None  # the shop's own past reply for the turn, filled and verified (``past_reply``)
+    past_reason: str | None = None  # which: a near-identical question's, or the one the shop's agents agree on
 
     @property
     def light_text(self) -> str | None:
@@ -383,6 +384,8 @@ class ChatService:
         found = self.fetch_facts(turn)
         decision = turn.route.settle(light_answer=bool(found.kg_answer or found.past_reply),
                                      tool_answer=bool(found.tool_text))
+        if decision.path == "light" and found.light_text == found.past_reply and found.past_reason:
+            decision = replace(decision, reason=found.past_reason)
         if decision.path == "light":
             for event in self.light_answer(turn, found, decision):
                 yield event
@@ -496,8 +499,14 @@ class ChatService:
         return found
 
     def past_reply(self, turn: Turn, found: Found) -> str | None:
-        """The shop's own reply to a near-identical earlier question (similarity ≥ ``serve.reply_min_similarity``),
-        its slots filled from this turn's facts and verified like any reply; None when there is none."""
+        """The shop's own past reply for this turn, its slots filled from this turn's facts and verified like any
+        reply (sets ``found.past_reason``); None when there is none:
+
+        - the reply to a near-identical earlier question (similarity ≥ ``serve.reply_min_similarity``);
+        - else, only where the shop's data holds nothing about the turn (no fact, no order), the reply its agents
+          agree on: the most agreed of the ``serve.consensus_k`` best past replies to somewhat alike questions
+          (:meth:`~kefu.kg.replies.ReplyIndex.consensus`) with agreement ≥ ``serve.consensus_min_agreement``. Where
+          a product, promotion or order is concerned, its facts answer, never what agents said about another one."""
         if self.replies is None or found.tool_text or found.kg_answer:
             return None
         for match in self.replies.search(turn.messages, k=3):
@@ -505,6 +514,17 @@ class ChatService:
                 break
             text, unfilled = fill_slots(match.reply, found.slots)
             if not unfilled and self.check(text, found).ok:
+                found.past_reason = "past reply to the same question"
+                return text
+        if self.config.consensus_k <= 0 or getattr(found.facts, "facts", None) or found.tool_result is not None:
+            return None
+        for candidate in self.replies.consensus(turn.messages, self.config.consensus_k,
+                                                min_similarity=self.config.consensus_min_similarity):
+            if candidate.agreement < self.config.consensus_min_agreement:
+                break
+            text, unfilled = fill_slots(candidate.text, found.slots)
+            if not unfilled and self.check(text, found).ok:
+                found.past_reason = "the shop's agents agree"
                 return text
         return None
 
