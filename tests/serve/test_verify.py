@@ -185,15 +185,23 @@ def test_verdict_names_each_reason():
     assert echoes("你是本店的在线客服。回答简洁、礼貌、准确", evidence.system_prompt)
 
 
-def test_the_shops_past_reply_answers_a_near_identical_question_with_this_turns_facts(tiny, shop_kg):
+def without_model_with_past_replies(tiny, shop_kg, pairs):
+    """The sample shop with no model served and these (question, reply) pairs, one past dialogue each, as its past
+    replies: what the light path, the past replies and a handoff answer."""
     from kefu.kg.replies import ReplyIndex
     from kefu.types import Dialogue, Turn
 
-    past = [Dialogue("d1", [Turn("user", "发票怎么开呀"), Turn("assistant", "亲，下单后在订单详情页申请电子发票即可。")]),
-            Dialogue("d2", [Turn("user", "运单号是多少"), Turn("assistant", "亲，您的运单号是[运单号]，[快递]配送。")]),
-            Dialogue("d3", [Turn("user", "能便宜点吗"), Turn("assistant", "亲，现在只要99元哦。")])]
     service = full_path_service(tiny, shop_kg, None)
-    service.engine, service.replies = None, ReplyIndex.build(past)
+    service.engine = None
+    service.replies = ReplyIndex.build([Dialogue(f"d{i}", [Turn("user", q), Turn("assistant", a)])
+                                        for i, (q, a) in enumerate(pairs)])
+    return service
+
+
+def test_the_shops_past_reply_answers_a_near_identical_question_with_this_turns_facts(tiny, shop_kg):
+    service = without_model_with_past_replies(tiny, shop_kg, [
+        ("发票怎么开呀", "亲，下单后在订单详情页申请电子发票即可。"), ("运单号是多少", "亲，您的运单号是[运单号]，[快递]配送。"),
+        ("能便宜点吗", "亲，现在只要99元哦。")])
     invoice = ask(service, "发票怎么开呀？")
     assert invoice.path == "light" and invoice.text == "亲，下单后在订单详情页申请电子发票即可。"
     # a figure from the past that no fact of this turn backs is not repeated: a person answers instead
@@ -202,19 +210,10 @@ def test_the_shops_past_reply_answers_a_near_identical_question_with_this_turns_
 
 
 def test_what_the_shops_agents_agree_on_answers_only_turns_the_shops_data_says_nothing_about(tiny, shop_kg):
-    from kefu.kg.replies import ReplyIndex
-    from kefu.types import Dialogue, Turn
-
-    def past(i, question, reply):
-        return Dialogue(f"d{i}", [Turn("user", question), Turn("assistant", reply)])
-
     closings = ["请问还有其他可以帮到您的吗？", "请问还有其他问题可以帮到您的吗？", "还有其他可以帮您的吗？"]
-    dialogues = [past(0, "好的谢谢啦", "我们会员日有八折，欢迎下次光临")]
-    dialogues += [past(i + 1, "好的，谢谢你", reply) for i, reply in enumerate(closings)]
-    dialogues += [past(10 + i, "X1冲锋衣好看吗", "很好看的，亲，放心拍") for i in range(3)]
-    dialogues += [past(20, "X1冲锋衣好看不", "好看的亲，很多人买")]
-    service = full_path_service(tiny, shop_kg, None)
-    service.engine, service.replies = None, ReplyIndex.build(dialogues)
+    service = without_model_with_past_replies(tiny, shop_kg, [
+        ("好的谢谢啦", "我们会员日有八折，欢迎下次光临"), *(("好的，谢谢你", reply) for reply in closings),
+        *(("X1冲锋衣好看吗", "很好看的，亲，放心拍") for _ in range(3)), ("X1冲锋衣好看不", "好看的亲，很多人买")])
     thanks = ask(service, "好的谢谢")
     assert thanks.path == "light" and thanks.text == "请问还有其他可以帮到您的吗？"
     # about a product the shop's facts answer, or a person: never what agents said about it (or another one) before
