@@ -222,17 +222,18 @@ def test_what_the_shops_agents_agree_on_answers_only_turns_the_shops_data_says_n
     service.config.consensus_min_agreement = 0.99  # the agents do not agree that closely: no consensus answer
     service.cache.clear()
     assert ask(service, "好的谢谢").path == "handoff"
-    service.config.consensus_min_agreement, service.config.consensus_k = 0.0, 0  # switched off
+    service.config.consensus_min_agreement, service.config.consensus_k = 0.15, 0  # switched off
     service.cache.clear()
     assert ask(service, "好的谢谢").path == "handoff"
 
 
 def test_serving_answers_with_the_consensus_the_eval_measures():
-    from kefu.kg.replies import CONSENSUS_K, CONSENSUS_MIN_SIMILARITY
+    from kefu.kg.replies import CONSENSUS_K, CONSENSUS_MIN_AGREEMENT, CONSENSUS_MIN_SIMILARITY
     from kefu.serve.config import ServeConfig
 
     config = ServeConfig()
-    assert (config.consensus_k, config.consensus_min_similarity) == (CONSENSUS_K, CONSENSUS_MIN_SIMILARITY)
+    assert (config.consensus_k, config.consensus_min_similarity, config.consensus_min_agreement) == (
+        CONSENSUS_K, CONSENSUS_MIN_SIMILARITY, CONSENSUS_MIN_AGREEMENT)
 
 
 def test_loops_are_back_to_back_repeats_not_lists():

@@ -64,6 +64,10 @@ WORD = re.compile(r"\w", re.UNICODE)
 WORD_CHARS = re.compile(r"[^\W_]+")  # letters, digits, CJK: what agreement compares (spacing and punctuation aside)
 CONSENSUS_K = 20  # past replies that vote (kefu.serve.config: serve.consensus_k)
 CONSENSUS_MIN_SIMILARITY = 0.1  # a vote needs an asked message at least this alike (serve.consensus_min_similarity)
+# below this agreement the agents did not say one thing there, and a tuned model does better (serve.
+# consensus_min_agreement; chosen on JDDC's validation split: on its 17 last turns below 0.15 the model scored BLEU-4
+# 9.3 / ROUGE-L 21.0 against 3.6 / 12.6 for the consensus; above it the consensus led in every band)
+CONSENSUS_MIN_AGREEMENT = 0.15
 BIGRAM = "\u00b7"  # prefix: bigrams and words live in separate namespaces when both are used
 
 

@@ -84,10 +84,10 @@ class ServeConfig(BaseModel):
     # questions), the reply the shop's agents agree on answers it: the most agreed of the consensus_k best past
     # replies whose asked message is at least consensus_min_similarity alike (kefu.kg.replies.ReplyIndex.consensus),
     # when its agreement reaches consensus_min_agreement; consensus_k 0 turns it off. The defaults are the eval's
-    # consensus baseline's (kefu.kg.replies.CONSENSUS_K, CONSENSUS_MIN_SIMILARITY; config imports no stage)
+    # consensus baseline's and the threshold measured there (kefu.kg.replies.CONSENSUS_*; config imports no stage)
     consensus_k: int = Field(20, ge=0, le=200)
     consensus_min_similarity: float = Field(0.1, ge=0, le=1)
-    consensus_min_agreement: float = Field(0.0, ge=0, le=1)
+    consensus_min_agreement: float = Field(0.15, ge=0, le=1)
     # bounded waits: a model answer not finished this many seconds after the request arrived is cut (the customer
     # gets what was verified so far, or the light answer or a handoff instead); 0 turns it off
     answer_deadline_s: float = Field(9.0, ge=0)  # 9 s: with the HTTP round trip every customer is answered in 10
