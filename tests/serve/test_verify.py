@@ -185,14 +185,15 @@ def test_verdict_names_each_reason():
     assert echoes("你是本店的在线客服。回答简洁、礼貌、准确", evidence.system_prompt)
 
 
-def without_model_with_past_replies(tiny, shop_kg, pairs):
-    """The sample shop with no model served and these (question, reply) pairs, one past dialogue each, as its past
-    replies: what the light path, the past replies and a handoff answer."""
+def without_model_with_past_replies(tiny, shop_kg, pairs, engine=None):
+    """The sample shop with these (question, reply) pairs, one past dialogue each, as its past replies, and no model
+    served (``engine`` None: what the light path, the past replies and a handoff answer)."""
     from kefu.kg.replies import ReplyIndex
     from kefu.types import Dialogue, Turn
 
-    service = full_path_service(tiny, shop_kg, None)
-    service.engine = None
+    service = full_path_service(tiny, shop_kg, engine)
+    service.router.light_path = True
+    service.engine = engine
     service.replies = ReplyIndex.build([Dialogue(f"d{i}", [Turn("user", q), Turn("assistant", a)])
                                         for i, (q, a) in enumerate(pairs)])
     return service
@@ -225,6 +226,17 @@ def test_what_the_shops_agents_agree_on_answers_only_turns_the_shops_data_says_n
     service.config.consensus_min_agreement, service.config.consensus_k = 0.15, 0  # switched off
     service.cache.clear()
     assert ask(service, "好的谢谢").path == "handoff"
+
+
+def test_where_the_agents_do_not_agree_the_model_answers(tiny, shop_kg):
+    agreed = [("好的，谢谢你", r) for r in ("请问还有其他可以帮到您的吗？", "请问还有其他问题可以帮到您的吗？")]
+    scattered = [("那个东西怎么弄", r) for r in ("您看下说明书第三页", "稍等我问问仓库", "可以寄回来检测")]
+    model = Drafts("亲，您具体是想了解哪方面呢？")
+    service = without_model_with_past_replies(tiny, shop_kg, agreed + scattered, engine=model)
+    thanks = ask(service, "好的谢谢")
+    assert (thanks.path, thanks.reason, model.calls) == ("light", "the shop's agents agree", [])
+    unsure = ask(service, "那个东西咋弄")
+    assert unsure.path == "full" and unsure.text == "亲，您具体是想了解哪方面呢？" and len(model.calls) == 1
 
 
 def test_serving_answers_with_the_consensus_the_eval_measures():
