@@ -42,20 +42,26 @@ def test_fused_lora_gives_peft_loss_and_gradients():
 
 def test_fused_lora_under_bf16_autocast_is_as_close_to_exact_as_peft():
     """bf16 weights under autocast: PEFT rounds the update three times, addmm once. Both are compared with the
-    same weights in fp32 arithmetic; the fused path must not be further from it."""
-    ids = torch.randint(3, 60, (2, 24))
-    exact = _loss_and_grads(_lora_model(torch.bfloat16).float(), ids)
-    peft = _loss_and_grads(_lora_model(torch.bfloat16), ids, autocast=True)
-    fused_model = _lora_model(torch.bfloat16)
-    use_fused_lora(fused_model)
-    fused = _loss_and_grads(fused_model, ids, autocast=True)
+    same weights in fp32 arithmetic; the fused path must not be further from it. bf16 roundoff on one batch is
+    noise (one unseeded batch in the full suite drew 0.025 against PEFT's 0.016), so the errors are averaged over
+    four fixed batches (fused 0.009-0.031, PEFT 0.010-0.032 on eight seeds here; fused lower on each)."""
 
-    def error(got):
+    def error(got, exact):
         num = sum(float((got[1][n].float() - g).norm() ** 2) for n, g in exact[1].items())
         return (num / sum(float(g.norm() ** 2) for g in exact[1].values())) ** 0.5
 
-    assert abs(float(fused[0]) - float(exact[0])) < 2e-2 * float(exact[0])
-    assert error(fused) < 1.2 * error(peft) + 1e-3, (error(fused), error(peft))
+    fused_errors, peft_errors = [], []
+    for seed in range(4):
+        ids = torch.randint(3, 60, (2, 24), generator=torch.Generator().manual_seed(seed))
+        exact = _loss_and_grads(_lora_model(torch.bfloat16).float(), ids)
+        peft = _loss_and_grads(_lora_model(torch.bfloat16), ids, autocast=True)
+        fused_model = _lora_model(torch.bfloat16)
+        use_fused_lora(fused_model)
+        fused = _loss_and_grads(fused_model, ids, autocast=True)
+        assert abs(float(fused[0]) - float(exact[0])) < 2e-2 * float(exact[0])
+        fused_errors.append(error(fused, exact))
+        peft_errors.append(error(peft, exact))
+    assert sum(fused_errors) < 1.2 * sum(peft_errors) + 4e-3, (fused_errors, peft_errors)
 
 
 def test_dora_disabled_and_merged_adapters_take_peft_forward():
