@@ -112,16 +112,14 @@ def test_consensus_prefers_what_most_agents_say_over_the_single_best_match():
     dialogues += [dlg(f"c{i}", ("user", "好的，谢谢你"), ("assistant", reply)) for i, reply in enumerate(closing)]
     index = ReplyIndex.build(dialogues)
     assert index.search("好的谢谢", k=1)[0].reply == "我们会员日有八折，欢迎下次光临"
-    ranked = index.consensus("好的谢谢", k=4)
+    ranked = index.consensus("好的谢谢", k=4, min_similarity=0.0)  # every match votes
     assert ranked[0].text == "请问还有其他可以帮到您的吗？" and ranked[0].match.dialogue_id == "c1"
     assert ranked[-1].text == "我们会员日有八折，欢迎下次光临"
     assert [c.agreement for c in ranked] == sorted((c.agreement for c in ranked), reverse=True)
-    # an extra candidate (a model's draft) competes on the same terms and is no past reply
-    with_draft = index.consensus("好的谢谢", k=4, extra=["请问还有其他可以帮到您的吗？"])
-    assert {c.match is None for c in with_draft[:2]} == {True, False}
     assert index.consensus("完全无关的火星文", k=4) == []
-    alone = index.consensus("完全无关的火星文", k=4, extra=["草稿"])
-    assert [(c.text, c.agreement, c.match) for c in alone] == [("草稿", 0.0, None)]
+    # by default only replies to somewhat alike questions vote (in this tiny index 好的，谢谢你 is 0.02 alike to
+    # 好的谢谢呀: 好的 and 谢谢 are in every entry); one voter stands alone
+    assert [(c.text, c.agreement) for c in index.consensus("好的谢谢呀", k=4)] == [("我们会员日有八折，欢迎下次光临", 0.0)]
 
 
 def test_earlier_context_breaks_ties():
@@ -264,7 +262,7 @@ def test_jddc_retrieval_on_held_out_sessions(shared_data):
     assert sum(1 for p in preds if p) / len(preds) > 0.95
     assert 5 < bleu < 15 and 14 < rouge < 25  # seed 0: 7.09 / 17.69
     assert rouge > stock_rouge and bleu > stock_bleu * 0.95  # stock: 6.79 / 15.55
-    # what the shop's agents agree on beats the single best match (every 4th turn: 10.39 / 23.55 against 6.36 / 17.29)
+    # what the shop's agents agree on beats the single best match (every 4th turn: 10.18 / 22.38 against 6.36 / 17.29)
     agreed = [ix.consensus(context, 20) for context, _ in samples[::4]]
     agreed_preds = [a[0].text if a else "" for a in agreed]
     agreed_refs = refs[::4]

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 from kefu.artifacts.dialogues import read_dialogues
 from kefu.artifacts.run import TrainRun
 from kefu.eval.metrics import similarity_scores
-from kefu.kg.replies import CONSENSUS_K, CONSENSUS_MIN_SIMILARITY, ReplyIndex
+from kefu.kg.replies import ReplyIndex
 from kefu.types import KefuError
 
 BASELINE_KEYS = ("bleu4", "rougeL")
@@ -36,15 +36,12 @@ def retrieval_predictions(index: ReplyIndex, samples: Sequence[dict]) -> list[st
     return out
 
 
-def consensus_predictions(index: ReplyIndex, samples: Sequence[dict], k: int = CONSENSUS_K,
-                          min_similarity: float = CONSENSUS_MIN_SIMILARITY) -> list[str]:
-    """The most agreed of the ``k`` best past replies (as serving picks them) for each sample's ``context``; the best
-    match when none is alike enough to vote; '' when nothing matches."""
+def consensus_predictions(index: ReplyIndex, samples: Sequence[dict]) -> list[str]:
+    """The most agreed of the best past replies (``ReplyIndex.consensus``, as serving ranks them) for each sample's
+    ``context``; '' when none is alike enough to vote."""
     out = []
     for sample in samples:
-        ranked = index.consensus(sample.get("context") or [], k, min_similarity=min_similarity)
-        if not ranked:
-            ranked = index.consensus(sample.get("context") or [], 1)
+        ranked = index.consensus(sample.get("context") or [])
         out.append(ranked[0].text if ranked else "")
     return out
 
@@ -81,7 +78,8 @@ def baseline_metrics(index: ReplyIndex, samples: Sequence[dict], model_metrics: 
     refs = [list(s["references"]) for s in samples]
     retrieval = retrieval_predictions(index, samples)
     stock = stock_predictions(index, samples)
-    consensus = consensus_predictions(index, samples)
+    # the best match where no past reply is alike enough to vote
+    consensus = [c or r for c, r in zip(consensus_predictions(index, samples), retrieval)]
     out: dict[str, Any] = {"retrieval_index_replies": len(index), "stock_reply": stock[0] if stock else ""}
     for name, preds in (("retrieval", retrieval), ("consensus", consensus), ("stock", stock)):
         summary, _ = similarity_scores(preds, refs)

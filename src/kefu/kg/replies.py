@@ -25,7 +25,6 @@ evidence. Only past replies whose asked message is somewhat alike vote (similari
 the logs never saw (你们卖无人机吗, best similarity 0.03) got the reply twenty unrelated ones share. On held-out JDDC
 sessions (``kefu prepare --test-ratio 0.2``, 211 last turns) the most agreed of 20 scores BLEU-4 20.9 / ROUGE-L 36.3
 (24.4 / 40.4 with no floor) against 10.2 / 23.2 for the best match alone.
-``extra`` candidates (a model's draft) compete on the same terms.
 
 ``similarity`` of a match is a number in [0, 1] meant as a confidence threshold: the cosine between the idf-weighted
 term vectors of the asked customer message and of the entry's customer message (1.0 for the same words; a term the
@@ -124,11 +123,14 @@ class ReplyMatch:
 
 @dataclass(slots=True)
 class Candidate:
-    """One candidate answer ranked by :meth:`ReplyIndex.consensus`."""
+    """One past reply ranked by :func:`by_agreement`."""
 
-    text: str
+    match: ReplyMatch
     agreement: float  # [0, 1]: its mean agreement with the other candidates (0 when it stands alone)
-    match: ReplyMatch | None  # the past reply it is; None for an ``extra`` candidate
+
+    @property
+    def text(self) -> str:
+        return self.match.reply
 
 
 def agreement(texts: Sequence[str], n: int = 4) -> np.ndarray:
@@ -155,6 +157,21 @@ def agreement(texts: Sequence[str], n: int = 4) -> np.ndarray:
         denom = size[:, None] + size[None, :]
         total += np.divide(2.0 * shared, denom, out=np.zeros_like(total), where=denom > 0)
     return total / n
+
+
+def by_agreement(matches: Sequence[ReplyMatch], min_similarity: float = CONSENSUS_MIN_SIMILARITY) -> list[Candidate]:
+    """``matches`` (distinct past replies, best first) whose asked message is at least ``min_similarity`` alike (the
+    situation is the same, not only a word), ranked by their mean :func:`agreement` with the others, most agreed
+    first (ties: the better match). Empty when none qualifies. See the module docstring for why and for the
+    figures."""
+    voters = [m for m in matches if m.similarity >= min_similarity]
+    if len(voters) <= 1:
+        return [Candidate(m, 0.0) for m in voters]
+    matrix = agreement([m.reply for m in voters])
+    np.fill_diagonal(matrix, 0.0)
+    mean = matrix.sum(axis=1) / (len(voters) - 1)
+    order = sorted(range(len(voters)), key=lambda i: (-round(float(mean[i]), 9), i))
+    return [Candidate(voters[i], round(float(mean[i]), 6)) for i in order]
 
 
 @dataclass(slots=True)
@@ -369,26 +386,12 @@ class ReplyIndex:
                 break
         return out
 
-    def consensus(self, messages: Sequence[dict] | str, k: int = 20, *, min_similarity: float = 0.0,
-                  extra: Sequence[str] = (), exclude_dialogue: str | None = None) -> list[Candidate]:
-        """Of the ``k`` best distinct past replies for a conversation so far, those whose asked message is at least
-        ``min_similarity`` alike (the situation is the same, not only a word), plus ``extra`` candidates (a model's
-        draft), ranked by their mean :func:`agreement` with the other candidates, most agreed first (ties: the
-        better match). Empty when no past reply qualifies and there is no extra candidate. See the module docstring
-        for why and for the figures."""
-        matches = [m for m in self.search(messages, k, exclude_dialogue=exclude_dialogue)
-                   if m.similarity >= min_similarity]
-        texts = [m.reply for m in matches] + [t for t in extra if t and t.strip()]
-        if not texts:
-            return []
-        sources: list[ReplyMatch | None] = [*matches, *([None] * (len(texts) - len(matches)))]
-        if len(texts) == 1:
-            return [Candidate(texts[0], 0.0, sources[0])]
-        matrix = agreement(texts)
-        np.fill_diagonal(matrix, 0.0)
-        mean = matrix.sum(axis=1) / (len(texts) - 1)
-        order = sorted(range(len(texts)), key=lambda i: (-round(float(mean[i]), 9), i))
-        return [Candidate(texts[i], round(float(mean[i]), 6), sources[i]) for i in order]
+    def consensus(self, messages: Sequence[dict] | str, k: int = CONSENSUS_K, *,
+                  min_similarity: float = CONSENSUS_MIN_SIMILARITY,
+                  exclude_dialogue: str | None = None) -> list[Candidate]:
+        """The ``k`` best distinct past replies for a conversation so far, ranked by :func:`by_agreement` (those
+        asked at least ``min_similarity`` alike), most agreed first."""
+        return by_agreement(self.search(messages, k, exclude_dialogue=exclude_dialogue), min_similarity)
 
     def _entries_of(self, dialogue_id: str) -> list[int]:
         """The indices of one dialogue's entries."""

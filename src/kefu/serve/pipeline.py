@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, AsyncIterator, Callable, Iterable, Iterator
 
 from kefu.kg.prompt import conversation, model_messages, system_prompt, turn_exemplars
-from kefu.kg.replies import ReplyIndex
+from kefu.kg.replies import ReplyIndex, by_agreement
 from kefu.kg.retrieval import link, retrieve
 from kefu.kg.slots import fill_slots, slot_values
 from kefu.kg.tools import TOOL_SCHEMAS, ToolBox
@@ -384,7 +384,7 @@ class ChatService:
         found = self.fetch_facts(turn)
         decision = turn.route.settle(light_answer=bool(found.kg_answer or found.past_reply),
                                      tool_answer=bool(found.tool_text))
-        if decision.path == "light" and found.light_text == found.past_reply and found.past_reason:
+        if decision.path == "light" and found.past_reason:  # set only when the past reply is the light answer
             decision = replace(decision, reason=found.past_reason)
         if decision.path == "light":
             for event in self.light_answer(turn, found, decision):
@@ -505,28 +505,35 @@ class ChatService:
         - the reply to a near-identical earlier question (similarity ≥ ``serve.reply_min_similarity``);
         - else, only where the shop's data holds nothing about the turn (no fact, no order), the reply its agents
           agree on: the most agreed of the ``serve.consensus_k`` best past replies to somewhat alike questions
-          (:meth:`~kefu.kg.replies.ReplyIndex.consensus`) with agreement ≥ ``serve.consensus_min_agreement``. Where
+          (:func:`~kefu.kg.replies.by_agreement`) with agreement ≥ ``serve.consensus_min_agreement``. Where
           a product, promotion or order is concerned, its facts answer, never what agents said about another one."""
         if self.replies is None or found.tool_text or found.kg_answer:
             return None
-        for match in self.replies.search(turn.messages, k=3):
-            if match.similarity < self.config.reply_min_similarity:
+        config = self.config
+        agreed = config.consensus_k > 0 and not getattr(found.facts, "facts", None) and found.tool_result is None
+        matches = self.replies.search(turn.messages, k=max(3, config.consensus_k) if agreed else 3)  # one search
+        for match in matches[:3]:
+            if match.similarity < config.reply_min_similarity:
                 break
-            text, unfilled = fill_slots(match.reply, found.slots)
-            if not unfilled and self.check(text, found).ok:
+            text = self._fitted(match.reply, found)
+            if text is not None:
                 found.past_reason = "past reply to the same question"
                 return text
-        if self.config.consensus_k <= 0 or getattr(found.facts, "facts", None) or found.tool_result is not None:
+        if not agreed:
             return None
-        for candidate in self.replies.consensus(turn.messages, self.config.consensus_k,
-                                                min_similarity=self.config.consensus_min_similarity):
-            if candidate.agreement < self.config.consensus_min_agreement:
+        for candidate in by_agreement(matches[:config.consensus_k], config.consensus_min_similarity):
+            if candidate.agreement < config.consensus_min_agreement:
                 break
-            text, unfilled = fill_slots(candidate.text, found.slots)
-            if not unfilled and self.check(text, found).ok:
+            text = self._fitted(candidate.text, found)
+            if text is not None:
                 found.past_reason = "the shop's agents agree"
                 return text
         return None
+
+    def _fitted(self, reply: str, found: Found) -> str | None:
+        """A past reply with its slots filled from this turn's facts, if every slot fills and it verifies."""
+        text, unfilled = fill_slots(reply, found.slots)
+        return text if not unfilled and self.check(text, found).ok else None
 
     def light_answer(self, turn: Turn, found: Found, decision: RouteDecision) -> Iterator[dict[str, Any]]:
         """Steps 3-5 on the light path: the tool's or the KG's answer, filtered by the compliance rules and verified
