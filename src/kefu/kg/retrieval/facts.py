@@ -557,6 +557,8 @@ def retrieve(kg: KnowledgeGraph, text: str, *, customer_id: str | None = None, a
         if (match is not None and match.similarity >= FAQ_MIN_COSINE
                 and _topic_grams(text) & _topic_grams(match.question)):
             best = (match.similarity, int(match.dialogue_id[3:]))
+    # a wording match of at least FAQ_MIN_COSINE stands when the telling words find nothing better (您好，这个是正品吗:
+    # bigram overlap 0.5 with 你们是正品吗？, the idf-weighted cosine below 0.5)
     if best[1] >= 0 and best[0] >= min(faq_min_similarity, FAQ_MIN_COSINE):
         entry = snap.faq[best[1]]
         faq_answer = entry.answer
